@@ -1,0 +1,28 @@
+"""cmbagent-events: complete, nested, low-overhead event capture for AG2 multi-agent runs.
+
+    async with capture_run(task_description="...") as run:
+        ...  # AG2 code; every agent call, message, tool call, code run, file and handoff is captured
+"""
+
+from .capture import EventCaptureManager, get_event_captor, set_event_captor
+from .config import CaptureConfig, ConfigError
+from .run import capture_run, capture_run_sync
+from .store import (
+    DatabaseURLError,
+    EventRepository,
+    ExecutionEvent,
+    File,
+    Message,
+    WorkflowRepository,
+    WorkflowRun,
+    make_engine,
+    migrate,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CaptureConfig", "ConfigError", "DatabaseURLError", "EventCaptureManager", "EventRepository",
+    "ExecutionEvent", "File", "Message", "WorkflowRepository", "WorkflowRun", "capture_run",
+    "capture_run_sync", "get_event_captor", "make_engine", "migrate", "set_event_captor",
+]

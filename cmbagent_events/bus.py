@@ -1,0 +1,87 @@
+"""The bounded, non-blocking queue between capture calls and the writer.
+
+``put`` is a ``deque.append`` plus a length check: safe from the event loop thread and from any
+other thread (both operations are atomic under the GIL), never blocks, never raises. When the
+queue holds ``maxsize`` records the new one is dropped and counted; the count ends up on the
+run row, so loss is never silent. The writer is woken once when a batch is ready, not per event:
+a cross-thread wake-up costs ~5 us, so it must be paid per batch, never per event.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+
+from .records import EventRecord
+
+
+class EventBus:
+    """A bounded FIFO of :class:`EventRecord` with drop accounting and batch-ready wake-ups."""
+
+    __slots__ = ("_queue", "_maxsize", "_batch_size", "_waker", "_wake_pending", "_drop_lock", "dropped")
+
+    def __init__(self, maxsize: int, batch_size: int) -> None:
+        self._queue: deque[EventRecord] = deque()
+        self._maxsize = maxsize
+        self._batch_size = batch_size
+        self._waker: Callable[[], None] | None = None
+        self._wake_pending = False
+        self._drop_lock = threading.Lock()
+        self.dropped = 0  # records refused because the queue was full
+
+    def put(self, record: EventRecord) -> bool:
+        """Enqueue ``record``; False (and counted) when the queue is full. Never blocks."""
+        queue = self._queue
+        depth = len(queue)
+        if depth >= self._maxsize:
+            # Rare path: a lock keeps the count exact when several threads overflow at once.
+            with self._drop_lock:
+                self.dropped += 1
+            return False
+        queue.append(record)
+        if depth + 1 >= self._batch_size and not self._wake_pending:
+            self._wake_pending = True
+            waker = self._waker
+            if waker is not None:
+                waker()
+        return True
+
+    def put_control(self, record: EventRecord) -> None:
+        """Enqueue a control record (flush barrier) regardless of the bound, and wake the writer."""
+        self._queue.append(record)
+        self._wake_pending = True
+        waker = self._waker
+        if waker is not None:
+            waker()
+
+    def set_waker(self, waker: Callable[[], None] | None) -> None:
+        """Install the callable that wakes the writer (it must be safe from any thread)."""
+        self._waker = waker
+
+    def take(self, limit: int) -> list[EventRecord]:
+        """Pop up to ``limit`` records in FIFO order (writer side only)."""
+        self._wake_pending = False
+        queue = self._queue
+        popleft = queue.popleft
+        out: list[EventRecord] = []
+        append = out.append
+        for _ in range(min(limit, len(queue))):
+            append(popleft())
+        return out
+
+    def count_dropped(self, n: int) -> None:
+        """Count ``n`` records lost after they were queued (e.g. a batch the database refused)."""
+        with self._drop_lock:
+            self.dropped += n
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize

@@ -1,0 +1,352 @@
+"""EventCaptureManager: the seed's capture API, made cheap, thread-safe and non-blocking.
+
+Each ``capture_*`` call assigns the event id, the run-wide ``seq``, the parent (the innermost
+agent call open in the *current task or thread*, kept in a ContextVar, not in a shared list),
+the node/step context and the per-node ``execution_order``, builds one small record and puts it
+on the bus. No I/O, no JSON, no datetime: those happen in the writer. Capture calls never raise
+into the caller; a failure inside one is counted as a dropped event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .bus import EventBus
+from .config import CaptureConfig
+from .ids import event_id_prefix
+from .records import COMPLETE, FILE_ROW, INSERT, MESSAGE_ROW, EventRecord
+
+if TYPE_CHECKING:
+    from .writer import BatchWriter
+
+log = logging.getLogger("cmbagent_events")
+
+_time_ns = time.time_ns
+_perf_ns = time.perf_counter_ns
+
+
+class EventCaptureManager:
+    """Captures one run's events onto a bounded bus drained by a background writer.
+
+    Normally created by :func:`cmbagent_events.capture_run`; every method is synchronous, safe from
+    any thread, never blocks and never raises, and returns the new event id (or None when capture
+    is disabled, the event type is switched off, or the run was sampled out).
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        session_id: str = "default",
+        *,
+        config: CaptureConfig | None = None,
+        enabled: bool | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
+        self.config = config or CaptureConfig()
+        self.run_id = run_id
+        self.session_id = session_id
+        self.enabled = self.config.enabled if enabled is None else enabled
+        self.bus = bus or EventBus(self.config.queue_size, self.config.buffer_size)
+        self.writer: BatchWriter | None = None
+        self.current_node_id: str | None = None
+        self.current_step_id: str | None = None
+        self._prefix = event_id_prefix(run_id)
+        self._seq = itertools.count()  # next() is atomic under the GIL: gapless, unique seq
+        self._issued = 0  # one past the last seq handed out (stats and execution_order base)
+        self._node_base = 0  # seq at which the current node started
+        self._stack: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+            f"cmbagent_events_stack_{run_id}", default=()
+        )
+        self._open_calls: dict[str, int] = {}  # agent_call id -> start time (ns), for duration
+        self._track = self.config.track_perf
+        self._capture_ns = 0
+        self._capture_count = 0
+        self._closed = False
+        cfg = self.config
+        self._on = {
+            "agent_call": cfg.capture_agent_calls,
+            "tool_call": cfg.capture_tool_calls,
+            "code_exec": cfg.capture_code_exec,
+            "file_gen": cfg.capture_file_gen,
+            "handoff": cfg.capture_handoffs,
+            "message": cfg.capture_messages,
+        }
+
+    # -- context ---------------------------------------------------------------------------
+    def set_context(self, node_id: str | None = None, step_id: str | None = None) -> None:
+        """Set the DAG node / workflow step that following events belong to.
+
+        A new ``node_id`` restarts ``execution_order`` at 0, as in the seed.
+        """
+        if node_id:
+            self.current_node_id = node_id
+            self._node_base = self._issued
+        if step_id:
+            self.current_step_id = step_id
+
+    @property
+    def execution_order(self) -> int:
+        """Events captured since the current node started (the next event's execution_order)."""
+        return self._issued - self._node_base
+
+    def current_parent(self) -> str | None:
+        """Id of the innermost agent call open in this task/thread, if any."""
+        stack = self._stack.get()
+        return stack[-1] if stack else None
+
+    def event_stack(self) -> tuple[str, ...]:
+        """The open agent calls of this task/thread, outermost first."""
+        return self._stack.get()
+
+    def adopt_stack(self, stack: tuple[str, ...]) -> None:
+        """Make ``stack`` the open-call stack of the current task/thread.
+
+        Integrations call this when work hops to a thread that lost the contextvars (AG2's
+        ``run_in_executor`` and background threads), so nesting survives the hop.
+        """
+        self._stack.set(stack)
+
+    # -- the hot path ----------------------------------------------------------------------------
+    def _emit(self, kind_key: str, event_type: str, subtype: str | None, agent: Any, inputs: Any,
+              outputs: Any, error: str | None, status: str, duration_ms: float | None, meta: Any,
+              extra: Any, push: bool) -> str | None:
+        if not self.enabled or not self._on.get(kind_key, True):
+            return None
+        t0 = _perf_ns() if self._track else 0
+        try:
+            seq = next(self._seq)
+            self._issued = seq + 1
+            stack = self._stack.get()
+            eid = self._prefix + "%08x" % seq
+            now = _time_ns()
+            self.bus.put(EventRecord(
+                INSERT, eid, seq, now, event_type, subtype, agent, stack[-1] if stack else None, len(stack),
+                self.current_node_id, self.current_step_id, seq - self._node_base, inputs, outputs, error,
+                status, duration_ms, meta, extra,
+            ))
+            if push:
+                self._stack.set(stack + (eid,))
+                self._open_calls[eid] = now
+        except Exception:  # never into the caller; counted so the loss shows on the run
+            self.bus.count_dropped(1)
+            log.exception("cmbagent-events: capture failed")
+            return None
+        if t0:
+            self._capture_ns += _perf_ns() - t0
+            self._capture_count += 1
+        return eid
+
+    # -- the seed's API -------------------------------------------------------------------------
+    def capture_agent_call(self, agent_name: str, message: Any, context: dict[str, Any] | None = None,
+                           metadata: dict[str, Any] | None = None) -> str | None:
+        """An agent starts working on ``message``: one row, status ``running`` until its response."""
+        return self._emit("agent_call", "agent_call", "start", agent_name,
+                          {"message": message, "context": context or {}}, None, None, "running", None,
+                          metadata or {}, None, True)
+
+    def capture_agent_response(self, agent_name: str, response: Any, event_id: str | None = None,
+                               metadata: dict[str, Any] | None = None) -> str | None:
+        """Complete the agent call ``event_id`` with ``response`` (or record a standalone completion)."""
+        if event_id:
+            return self.finish_agent_call(event_id, response=response, metadata=metadata)
+        return self._emit("agent_call", "agent_call", "complete", agent_name, None, {"response": response},
+                          None, "completed", None, metadata or {}, None, False)
+
+    def finish_agent_call(self, event_id: str, *, response: Any = None, error: BaseException | str | None = None,
+                          metadata: dict[str, Any] | None = None) -> str | None:
+        """Close an open agent call: completed with ``response``, or failed with ``error``.
+
+        The row keeps its id; the completion is applied as an UPDATE (or merged into the INSERT when
+        both are in the same batch). The call leaves the current task's open-call stack.
+        """
+        if not self.enabled or not self._on["agent_call"]:
+            return None
+        try:
+            now = _time_ns()
+            started = self._open_calls.pop(event_id, None)
+            duration = (now - started) / 1e6 if started is not None else None
+            stack = self._stack.get()
+            if stack and stack[-1] == event_id:
+                self._stack.set(stack[:-1])
+            elif event_id in stack:
+                self._stack.set(stack[: stack.index(event_id)])
+            if error is None:
+                subtype, status, err = "complete", "completed", None
+            else:
+                subtype, status = "error", "failed"
+                err = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+            self.bus.put(EventRecord(COMPLETE, event_id, -1, now, None, subtype, None, None, 0, None, None, 0,
+                                     None, {"response": response}, err, status, duration, metadata, None))
+        except Exception:
+            self.bus.count_dropped(1)
+            log.exception("cmbagent-events: capture failed")
+            return None
+        return event_id
+
+    def capture_tool_call(self, agent_name: str, tool_name: str, arguments: Any, result: Any = None,
+                          metadata: dict[str, Any] | None = None) -> str | None:
+        """A tool/function invocation (with its result when known)."""
+        meta = metadata or {}
+        failed = meta.get("success") is False
+        return self._emit("tool_call", "tool_call", "execute", agent_name,
+                          {"tool_name": tool_name, "arguments": arguments},
+                          {"result": result} if result is not None else None,
+                          None, "failed" if failed else "completed", meta.get("duration_ms"), meta, None, False)
+
+    def capture_code_execution(self, agent_name: str, code: str, language: str = "python", result: Any = None,
+                               exit_code: int | None = None, duration_ms: float | None = None,
+                               metadata: dict[str, Any] | None = None) -> str | None:
+        """A code block run: subtype ``complete`` on exit code 0, else ``error``."""
+        meta = dict(metadata) if metadata else {}
+        meta["language"] = language
+        meta["exit_code"] = exit_code
+        meta["code_length"] = len(code) if isinstance(code, str) else None
+        ok = exit_code == 0
+        return self._emit("code_exec", "code_exec", "complete" if ok else "error", agent_name, {"code": code},
+                          {"result": result}, None, "completed" if ok else "failed", duration_ms, meta, None,
+                          False)
+
+    def capture_file_generation(self, agent_name: str, file_path: str, file_type: str,
+                                size_bytes: int | None = None, metadata: dict[str, Any] | None = None) -> str | None:
+        """A file produced by the run; also written as a ``files`` row linked to the event."""
+        meta = {"size_bytes": size_bytes, **metadata} if metadata else {"size_bytes": size_bytes}
+        return self._emit("file_gen", "file_gen", "create", agent_name,
+                          {"file_path": file_path, "file_type": file_type}, None, None, "completed", None, meta,
+                          (FILE_ROW, file_path, file_type, size_bytes), False)
+
+    def capture_handoff(self, from_agent: str, to_agent: str, context: dict[str, Any] | None = None,
+                        reason: str | None = None) -> str | None:
+        """Control passes from one agent to another (speaker selection, group-pattern transition)."""
+        return self._emit("handoff", "handoff", "transfer", from_agent,
+                          {"from_agent": from_agent, "to_agent": to_agent, "context": context or {}}, None, None,
+                          "completed", None, {"reason": reason} if reason else {}, None, False)
+
+    def capture_message(self, sender: str, recipient: str, content: Any, tokens: int | None = None,
+                        metadata: dict[str, Any] | None = None) -> str | None:
+        """An agent-to-agent message; also written as a ``messages`` row linked to the event."""
+        meta = {"tokens": tokens, **metadata} if metadata else {"tokens": tokens}
+        return self._emit("message", "agent_call", "message", recipient,
+                          {"sender": sender, "recipient": recipient, "content": content}, None, None, "completed",
+                          None, meta, (MESSAGE_ROW, sender, recipient, content, tokens), False)
+
+    def capture_error(self, agent_name: str, error_message: str, error_type: str | None = None,
+                      metadata: dict[str, Any] | None = None) -> str | None:
+        """An error anywhere in the run (always captured while capture is on)."""
+        return self._emit("error", "error", error_type or "runtime_error", agent_name, None, None,
+                          error_message, "failed", None, metadata or {}, None, False)
+
+    def capture_event(self, event_type: str, event_subtype: str | None = None, agent_name: str | None = None,
+                      inputs: Any = None, outputs: Any = None, duration_ms: float | None = None,
+                      metadata: dict[str, Any] | None = None, status: str = "completed") -> str | None:
+        """Any other event type (e.g. ``llm_call`` with tokens and cost); nested like the rest."""
+        return self._emit(event_type, event_type, event_subtype, agent_name, inputs, outputs, None, status,
+                          duration_ms, metadata or {}, None, False)
+
+    # -- stats, flush, close -------------------------------------------------------------------
+    def get_performance_stats(self) -> dict[str, Any]:
+        """Counters of this run's capture (cheap; safe from any thread)."""
+        writer = self.writer
+        count = self._capture_count
+        avg_us = self._capture_ns / count / 1000.0 if count else 0.0
+        return {
+            "total_events": self._issued,
+            "dropped_events": self.bus.dropped,
+            "queue_depth": len(self.bus),
+            "queue_high_water": writer.queue_high_water if writer else 0,
+            "batches_written": writer.batches_written if writer else 0,
+            "records_written": writer.records_written if writer else 0,
+            "avg_capture_time_us": avg_us,
+            "avg_capture_time_ms": avg_us / 1000.0,
+            "total_capture_time_ms": self._capture_ns / 1e6,
+            "enabled": self.enabled,
+            "current_node_id": self.current_node_id,
+            "current_step_id": self.current_step_id,
+            "execution_order": self.execution_order,
+            "last_error": writer.last_error if writer else None,
+        }
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything captured before this call is committed. False on timeout.
+
+        Works from any event loop or thread's loop: the barrier is a thread-safe future.
+        """
+        writer = self.writer
+        if writer is None:
+            return True
+        future = writer.request_flush()
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except TimeoutError:
+            return False
+
+    def flush_sync(self, timeout: float | None = None) -> bool:
+        """:meth:`flush` for synchronous code (not from the writer's own loop thread)."""
+        writer = self.writer
+        if writer is None:
+            return True
+        try:
+            return writer.request_flush().result(timeout)
+        except TimeoutError:  # concurrent.futures.TimeoutError is this builtin since 3.11
+            return False
+
+    async def aclose(self, timeout: float | None = None) -> bool:
+        """Stop capturing, drain the queue (bounded by ``timeout``) and stop the writer."""
+        self.enabled = False
+        if self._closed:
+            return True
+        self._closed = True
+        writer = self.writer
+        if writer is None:
+            return True
+        timeout = self.config.close_timeout_s if timeout is None else timeout
+        loop = writer.loop
+        if loop is asyncio.get_running_loop():
+            return await writer.aclose(timeout)
+        future = asyncio.run_coroutine_threadsafe(writer.aclose(timeout), loop)  # type: ignore[arg-type]
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout + 1.0)
+        except TimeoutError:
+            return False
+
+    close = aclose  # the seed's name
+
+
+# -- the current captor ---------------------------------------------------------------------
+_current: contextvars.ContextVar[EventCaptureManager | None] = contextvars.ContextVar(
+    "cmbagent_events_captor", default=None
+)
+_global: EventCaptureManager | None = None
+
+
+def get_event_captor() -> EventCaptureManager | None:
+    """The captor of the current task/thread context, else the process-wide one."""
+    return _current.get() or _global
+
+
+def set_event_captor(captor: EventCaptureManager | None, *, context_only: bool = False) -> Callable[[], None]:
+    """Make ``captor`` current here (and process-wide unless ``context_only``).
+
+    Returns a function that restores what was there before.
+    """
+    global _global
+    token = _current.set(captor)
+    previous_global = _global
+    if not context_only:
+        _global = captor
+
+    def restore() -> None:
+        global _global
+        try:
+            _current.reset(token)
+        except ValueError:  # restored from another context: clear this one instead
+            _current.set(None)
+        if not context_only and _global is captor:
+            _global = previous_global
+
+    return restore

@@ -1,0 +1,138 @@
+"""Capture configuration, read from ``CMBAGENT_*`` environment variables.
+
+The seed's variables keep their names and defaults; the added ones size the queue and
+bound how long an event may wait before its batch is written. Every value is validated
+once, at construction, so a typo fails loudly at ``capture_run`` entry instead of
+silently capturing nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_DB_URL = "sqlite+aiosqlite:///cmbagent_events.db"
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the variable and the value."""
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureConfig:
+    """What to capture and how to batch it. Build with :meth:`from_env` or directly."""
+
+    enabled: bool = True
+    buffer_size: int = 500  # events per batch write; 500 is the measured knee (DESIGN.md)
+    max_input_size: int = 10_000  # chars kept per string in inputs
+    max_output_size: int = 10_000  # chars kept per string in outputs
+    capture_agent_calls: bool = True
+    capture_tool_calls: bool = True
+    capture_code_exec: bool = True
+    capture_file_gen: bool = True
+    capture_handoffs: bool = True
+    capture_messages: bool = True
+    sample_rate: float = 1.0  # fraction of runs captured, decided once per run
+    track_perf: bool = True
+    db_url: str = DEFAULT_DB_URL
+    queue_size: int = 100_000  # bound of the in-memory queue; beyond it events are dropped and counted
+    flush_interval_ms: int = 200  # longest an event waits before its batch is written
+    close_timeout_s: float = 30.0  # longest capture_run's exit waits for the final drain
+    secret_keys: tuple[str, ...] = field(
+        default=("api_key", "apikey", "password", "passwd", "token", "secret", "authorization", "credential")
+    )
+
+    def __post_init__(self) -> None:
+        _check_range("CMBAGENT_EVENT_BUFFER_SIZE", self.buffer_size, 1, 1_000_000)
+        _check_range("CMBAGENT_EVENT_MAX_INPUT_SIZE", self.max_input_size, 16, 1 << 30)
+        _check_range("CMBAGENT_EVENT_MAX_OUTPUT_SIZE", self.max_output_size, 16, 1 << 30)
+        _check_range("CMBAGENT_EVENT_QUEUE_SIZE", self.queue_size, 1, 1 << 30)
+        _check_range("CMBAGENT_EVENT_FLUSH_INTERVAL_MS", self.flush_interval_ms, 1, 3_600_000)
+        if not 0.0 <= self.sample_rate <= 1.0:
+            raise ConfigError(f"CMBAGENT_EVENT_SAMPLE_RATE must be between 0.0 and 1.0, got {self.sample_rate!r}")
+        if self.close_timeout_s <= 0:
+            raise ConfigError(f"close_timeout_s must be positive, got {self.close_timeout_s!r}")
+        if not self.db_url or "://" not in self.db_url:
+            raise ConfigError(f"CMBAGENT_EVENTS_DB_URL must be a database URL, got {self.db_url!r}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> CaptureConfig:
+        """Read every ``CMBAGENT_*`` capture variable; unset ones keep their defaults.
+
+        Raises:
+            ConfigError: naming the variable and its value when one cannot be parsed.
+        """
+        d = cls()
+        return cls(
+            enabled=_bool(environ, "CMBAGENT_ENABLE_EVENT_CAPTURE", d.enabled),
+            buffer_size=_int(environ, "CMBAGENT_EVENT_BUFFER_SIZE", d.buffer_size),
+            max_input_size=_int(environ, "CMBAGENT_EVENT_MAX_INPUT_SIZE", d.max_input_size),
+            max_output_size=_int(environ, "CMBAGENT_EVENT_MAX_OUTPUT_SIZE", d.max_output_size),
+            capture_agent_calls=_bool(environ, "CMBAGENT_CAPTURE_AGENT_CALLS", d.capture_agent_calls),
+            capture_tool_calls=_bool(environ, "CMBAGENT_CAPTURE_TOOL_CALLS", d.capture_tool_calls),
+            capture_code_exec=_bool(environ, "CMBAGENT_CAPTURE_CODE_EXEC", d.capture_code_exec),
+            capture_file_gen=_bool(environ, "CMBAGENT_CAPTURE_FILE_GEN", d.capture_file_gen),
+            capture_handoffs=_bool(environ, "CMBAGENT_CAPTURE_HANDOFFS", d.capture_handoffs),
+            capture_messages=_bool(environ, "CMBAGENT_CAPTURE_MESSAGES", d.capture_messages),
+            sample_rate=_float(environ, "CMBAGENT_EVENT_SAMPLE_RATE", d.sample_rate),
+            track_perf=_bool(environ, "CMBAGENT_EVENT_TRACK_PERF", d.track_perf),
+            db_url=environ.get("CMBAGENT_EVENTS_DB_URL", "").strip() or d.db_url,
+            queue_size=_int(environ, "CMBAGENT_EVENT_QUEUE_SIZE", d.queue_size),
+            flush_interval_ms=_int(environ, "CMBAGENT_EVENT_FLUSH_INTERVAL_MS", d.flush_interval_ms),
+        )
+
+    def replace(self, **changes: object) -> CaptureConfig:
+        """A copy with some fields changed (validated like the original)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _raw(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    value = _raw(environ, name)
+    if value is None:
+        return default
+    low = value.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    value = _raw(environ, name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+    value = _raw(environ, name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if number != number:  # NaN
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    return number
+
+
+def _check_range(name: str, value: int, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{name} must be an integer in [{low}, {high}], got {value!r}")

@@ -1,0 +1,32 @@
+"""Identifiers: unique across processes and machines, roughly ordered by time.
+
+A run id is a UUIDv7-shaped string (48-bit millisecond clock, 74 random bits). An event id is
+its run's compact id followed by the run-wide ``seq`` in fixed-width hex, so building one on
+the hot path is a single string operation, ids sort by run start then by capture order, and
+no two processes can collide without colliding run ids.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+
+def new_run_id() -> str:
+    """A new UUIDv7-layout id (time-ordered, random tail) as a canonical UUID string."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80 | (0x7 << 76) | (rand >> 4 & ((1 << 12) - 1)) << 64
+    value |= (0b10 << 62) | (rand & ((1 << 62) - 1))
+    return str(uuid.UUID(int=value))
+
+
+def event_id_prefix(run_id: str) -> str:
+    """The per-run prefix every event id starts with."""
+    return run_id.replace("-", "") + "-"
+
+
+def event_id(prefix: str, seq: int) -> str:
+    """Event id for ``seq`` (the hot path inlines this expression)."""
+    return prefix + "%08x" % seq

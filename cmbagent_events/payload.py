@@ -1,0 +1,140 @@
+"""Turning arbitrary captured values into safe, bounded JSON (writer side only).
+
+Rules (CONTRACT.md, "Payloads"):
+- strings longer than the limit are cut, with a marker that records the original length;
+- values that are not JSON types are stored as their ``repr`` (itself bounded);
+- keys that name secrets (api_key, password, token, ...) have their values replaced by ``"***"``;
+- NUL bytes and unencodable surrogates are replaced, so PostgreSQL and UTF-8 encoders accept them;
+- recursion and very deep nesting end in a marker instead of a crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+REDACTED = "***"
+MAX_DEPTH = 32
+MAX_ITEMS = 10_000  # elements kept per container; the rest are summarised by a marker
+
+_SECRET_SUFFIXES = ("_api_key", "_apikey", "_password", "_secret", "_token", "_secret_key", "_private_key")
+
+_encode = msgspec.json.Encoder().encode
+
+
+class Sanitizer:
+    """Makes values storable; one per writer (it caches the secret-key decision per key)."""
+
+    def __init__(self, secret_keys: Iterable[str], max_depth: int = MAX_DEPTH) -> None:
+        self._secret_names = frozenset(k.lower() for k in secret_keys)
+        self._key_cache: dict[str, bool] = {}
+        self._max_depth = max_depth
+
+    def is_secret_key(self, key: str) -> bool:
+        """True for keys like ``api_key``, ``OPENAI_API_KEY``, ``Authorization``, ``access_token``."""
+        hit = self._key_cache.get(key)
+        if hit is None:
+            norm = key.lower().replace("-", "_")
+            hit = norm in self._secret_names or norm.endswith(_SECRET_SUFFIXES)
+            if len(self._key_cache) < 65_536:
+                self._key_cache[key] = hit
+        return hit
+
+    def clean(self, value: Any, limit: int) -> Any:
+        """A JSON-safe copy of ``value`` following the module rules."""
+        return self._clean(value, limit, 0, set())
+
+    def text(self, value: Any, limit: int) -> str | None:
+        """A bounded, NUL-free string for plain text columns (message content, error messages)."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return clean_str(value, limit)
+        if isinstance(value, (dict, list, tuple)):
+            return clean_str(_encode(self.clean(value, limit)).decode(), limit)
+        return clean_str(_safe_repr(value), limit)
+
+    def encode(self, value: Any, limit: int) -> str | None:
+        """``clean`` then JSON-encode; None stays None (SQL NULL)."""
+        if value is None:
+            return None
+        return _encode(self._clean(value, limit, 0, set())).decode()
+
+    def _clean(self, value: Any, limit: int, depth: int, path: set[int]) -> Any:
+        if value is None or value is True or value is False:
+            return value
+        kind = type(value)
+        if kind is str:
+            return clean_str(value, limit)
+        if kind is int:
+            return value if -(1 << 63) <= value < (1 << 63) else str(value)
+        if kind is float:
+            return value if value == value and value not in (float("inf"), float("-inf")) else repr(value)
+        if depth >= self._max_depth:
+            return f"<max depth {self._max_depth} reached>"
+        if isinstance(value, dict):
+            ident = id(value)
+            if ident in path:
+                return "<recursion>"
+            path.add(ident)
+            out: dict[str, Any] = {}
+            for i, (k, v) in enumerate(value.items()):
+                if i >= MAX_ITEMS:
+                    out["<truncated>"] = f"{len(value) - MAX_ITEMS} more items"
+                    break
+                key = clean_str(k if isinstance(k, str) else _safe_repr(k), 256)
+                out[key] = REDACTED if (v is not None and self.is_secret_key(key)) else self._clean(v, limit, depth + 1, path)
+            path.discard(ident)
+            return out
+        if isinstance(value, (list, tuple, set, frozenset)):
+            ident = id(value)
+            if ident in path:
+                return "<recursion>"
+            path.add(ident)
+            items = []
+            for i, v in enumerate(value):
+                if i >= MAX_ITEMS:
+                    items.append(f"<{len(value) - MAX_ITEMS} more items>")
+                    break
+                items.append(self._clean(v, limit, depth + 1, path))
+            path.discard(ident)
+            return items
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return clean_str(bytes(value[: limit + 1]).decode("utf-8", "backslashreplace"), limit)
+        # subclasses of the JSON scalars (str/int enums, numpy float64) are stored as their base value
+        if isinstance(value, str):
+            return clean_str(str(value), limit)
+        if isinstance(value, int):
+            return self._clean(int(value), limit, depth, path)
+        if isinstance(value, float):
+            return self._clean(float(value), limit, depth, path)
+        model_dump = getattr(value, "model_dump", None)  # pydantic models, e.g. AG2 events
+        if callable(model_dump):
+            try:
+                return self._clean(model_dump(), limit, depth + 1, path)
+            except Exception:
+                pass
+        return clean_str(_safe_repr(value), limit)
+
+
+def clean_str(value: str, limit: int) -> str:
+    """Cut to ``limit`` chars with a marker naming the original length; strip NUL and surrogates."""
+    if len(value) > limit:
+        value = f"{value[:limit]}...[truncated, {len(value)} chars in all]"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if "\x00" in value:
+        value = value.replace("\x00", "\\x00")
+    return value
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception as exc:  # a broken __repr__ must not lose the event
+        return f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"

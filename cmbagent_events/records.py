@@ -1,0 +1,51 @@
+"""The one small object built per event on the hot path.
+
+A record is a positional ``msgspec.Struct`` (``gc=False``, ~75 ns to build, not tracked by the
+garbage collector): it holds plain references and ints only. Everything costly (timestamps as
+datetimes, truncation, redaction, JSON) is done later by the writer, off the caller's thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+# Record kinds
+INSERT = 0  # a new event row (and its messages/files row, if ``extra`` says so)
+COMPLETE = 1  # completion of an open agent_call: applied as an UPDATE, or merged into its INSERT
+BARRIER = 2  # flush() marker: everything queued before it is committed when it is reached
+
+# ``extra`` tags for companion rows
+MESSAGE_ROW = "message"
+FILE_ROW = "file"
+
+
+class EventRecord(msgspec.Struct, gc=False, array_like=True):
+    """An event as captured: positional fields, no defaults, no validation (see module doc)."""
+
+    kind: int
+    id: str | None
+    seq: int
+    t_ns: int  # time.time_ns() at capture
+    event_type: str | None
+    event_subtype: str | None
+    agent_name: str | None
+    parent_id: str | None
+    depth: int
+    node_id: str | None
+    step_id: str | None
+    execution_order: int
+    inputs: Any
+    outputs: Any
+    error_message: str | None
+    status: str | None
+    duration_ms: float | None
+    meta: Any
+    extra: Any  # (MESSAGE_ROW, sender, recipient, content, tokens) | (FILE_ROW, path, type, size) | barrier future
+
+
+def barrier(future: Any) -> EventRecord:
+    """A flush marker carrying the future the writer resolves once it has committed up to here."""
+    return EventRecord(BARRIER, None, -1, 0, None, None, None, None, 0, None, None, 0,
+                       None, None, None, None, None, None, future)

@@ -1,0 +1,227 @@
+"""``capture_run`` / ``capture_run_sync``: one captured run, from its row to its final drain.
+
+Entry validates the URL (a bad one fails here, with a clear message, not later in the writer),
+migrates the schema, inserts the ``workflow_runs`` row, starts the writer and makes the run the
+current captor (and installs the AG2 hooks when asked). Exit closes the run as ``completed``, or
+``failed`` with an error event when the body raised (cancellation and KeyboardInterrupt included),
+drains the queue within ``config.close_timeout_s`` and records ``total_events`` and
+``dropped_events``. Problems on the way out are logged, never raised over the body's own outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+from .capture import EventCaptureManager, set_event_captor
+from .config import CaptureConfig
+from .ids import new_run_id
+from .payload import Sanitizer
+from .store.schema import migrate, parse_db_url
+from .store.sink import Sink, open_sink
+from .writer import BatchWriter
+
+log = logging.getLogger("cmbagent_events")
+T = TypeVar("T")
+
+
+class _RunSession:
+    """Start and finish of one run; both halves run on the loop that owns the writer."""
+
+    def __init__(self, db_url: str | None, *, task_description: str, mode: str, agent: str | None,
+                 model: str | None, session_id: str, config: CaptureConfig | None,
+                 meta: dict[str, Any] | None) -> None:
+        self.config = config or CaptureConfig.from_env()
+        self.db_url = db_url or self.config.db_url
+        self.task_description = task_description
+        self.mode = mode
+        self.agent = agent
+        self.model = model
+        self.session_id = session_id
+        self.meta = dict(meta or {})
+        self.manager: EventCaptureManager | None = None
+        self._sink: Sink | None = None
+
+    async def start(self) -> EventCaptureManager:
+        cfg = self.config
+        run_id = new_run_id()
+        if not cfg.enabled:  # capture off: a manager that records nothing, no database touched
+            self.manager = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=False)
+            return self.manager
+        url = parse_db_url(self.db_url)
+        await migrate(url)
+        sink = open_sink(url)
+        await sink.open()
+        self._sink = sink
+        try:
+            sampled = cfg.sample_rate >= 1.0 or random.random() < cfg.sample_rate
+            meta = dict(self.meta)
+            if not sampled:
+                meta["sampled_out"] = True
+            now = time.time_ns()
+            clean = Sanitizer(cfg.secret_keys)
+            await sink.create_run((
+                run_id, self.session_id, clean.text(self.task_description, cfg.max_input_size), self.mode,
+                self.agent, self.model, "running", sink.timestamp(now), None, 0, 0,
+                clean.encode(meta, cfg.max_input_size),
+            ))
+            manager = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=sampled)
+            writer = BatchWriter(manager.bus, sink, cfg, run_id, self.session_id)
+            manager.writer = writer
+            writer.start()
+        except BaseException:
+            await sink.close()
+            raise
+        self.manager = manager
+        return manager
+
+    async def finish(self, error: BaseException | None) -> None:
+        manager, sink = self.manager, self._sink
+        if manager is None or sink is None:
+            return
+        status = "completed"
+        if error is not None:
+            status = "failed"
+            kind = "cancelled" if isinstance(error, asyncio.CancelledError) else type(error).__name__
+            manager.capture_error("capture_run", f"{kind}: {error}" if str(error) else kind, kind,
+                                  {"exception_type": type(error).__qualname__})
+        try:
+            drained = await manager.aclose()
+            stats = manager.get_performance_stats()
+            patch = Sanitizer(()).encode({"capture": {
+                "drained": drained,
+                "batches_written": stats["batches_written"],
+                "queue_high_water": stats["queue_high_water"],
+                "avg_capture_time_us": round(stats["avg_capture_time_us"], 3),
+                "last_error": stats["last_error"],
+            }}, 1000)
+            await sink.finish_run(manager.run_id, status, time.time_ns(), stats["total_events"],
+                                  stats["dropped_events"], patch)
+        except Exception:
+            log.exception("cmbagent-events: could not close run %s", manager.run_id)
+        finally:
+            try:
+                await sink.close()
+            except Exception:
+                log.exception("cmbagent-events: could not close the database connection")
+
+
+def _install_hooks() -> Callable[[], None] | None:
+    """Install the AG2 hooks for the duration of a run (reference counted across runs)."""
+    try:
+        from .integrations import ag2
+    except ImportError as exc:  # AG2 absent: capture still works through the manual API
+        log.warning("cmbagent-events: AG2 hooks unavailable: %s", exc)
+        return None
+    return ag2.acquire_hooks()
+
+
+@contextlib.asynccontextmanager
+async def capture_run(
+    db_url: str | None = None,
+    *,
+    task_description: str = "",
+    mode: str = "one_shot",
+    agent: str | None = None,
+    model: str | None = None,
+    session_id: str = "default",
+    config: CaptureConfig | None = None,
+    hooks: bool = True,
+    meta: dict[str, Any] | None = None,
+) -> AsyncIterator[EventCaptureManager]:
+    """Capture one run: ``async with capture_run(...) as run: ...``.
+
+    Args:
+        db_url: database URL; defaults to ``CMBAGENT_EVENTS_DB_URL`` or the SQLite file
+            ``cmbagent_events.db``. ``postgresql+asyncpg://...`` for PostgreSQL.
+        hooks: install the AG2 hooks while the run is open.
+        meta: stored on the run row (secrets redacted).
+
+    Raises:
+        DatabaseURLError, ConfigError: at entry, for a URL or configuration that cannot work.
+    """
+    session = _RunSession(db_url, task_description=task_description, mode=mode, agent=agent, model=model,
+                          session_id=session_id, config=config, meta=meta)
+    manager = await session.start()
+    restore = set_event_captor(manager)
+    release = _install_hooks() if hooks and manager.enabled else None
+    error: BaseException | None = None
+    try:
+        yield manager
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        if release is not None:
+            release()
+        restore()
+        await session.finish(error)
+
+
+class _LoopThread:
+    """An event loop on a daemon thread: the writer's home for synchronous runs."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="cmbagent-events-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Awaitable[T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5.0)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+@contextlib.contextmanager
+def capture_run_sync(
+    db_url: str | None = None,
+    *,
+    task_description: str = "",
+    mode: str = "one_shot",
+    agent: str | None = None,
+    model: str | None = None,
+    session_id: str = "default",
+    config: CaptureConfig | None = None,
+    hooks: bool = True,
+    meta: dict[str, Any] | None = None,
+) -> Iterator[EventCaptureManager]:
+    """:func:`capture_run` for synchronous code; the writer runs on a background loop thread.
+
+    Use ``run.flush_sync()`` inside the block where async code would ``await run.flush()``.
+    """
+    session = _RunSession(db_url, task_description=task_description, mode=mode, agent=agent, model=model,
+                          session_id=session_id, config=config, meta=meta)
+    loop_thread = _LoopThread()
+    try:
+        manager = loop_thread.run(session.start())
+    except BaseException:
+        loop_thread.stop()
+        raise
+    restore = set_event_captor(manager)
+    release = _install_hooks() if hooks and manager.enabled else None
+    error: BaseException | None = None
+    try:
+        yield manager
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        if release is not None:
+            release()
+        restore()
+        try:
+            loop_thread.run(session.finish(error), timeout=session.config.close_timeout_s + 10.0)
+        except Exception:
+            log.exception("cmbagent-events: closing run %s failed", manager.run_id)
+        finally:
+            loop_thread.stop()

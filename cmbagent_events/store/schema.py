@@ -1,0 +1,117 @@
+"""Database URLs and schema migration (Alembic, applied automatically on first use)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+SQLITE_DRIVERS = {"sqlite", "sqlite+aiosqlite"}
+POSTGRES_DRIVERS = {"postgresql", "postgresql+asyncpg", "postgres"}
+
+_migrated: set[str] = set()  # URLs already at head in this process
+
+
+class DatabaseURLError(ValueError):
+    """The database URL cannot be used; the message says why and what is accepted."""
+
+
+def parse_db_url(db_url: str) -> URL:
+    """Validate ``db_url`` and normalise it to an async driver (aiosqlite / asyncpg).
+
+    Raises:
+        DatabaseURLError: for malformed URLs or unsupported backends.
+    """
+    try:
+        url = make_url(db_url)
+    except (ArgumentError, ValueError, TypeError) as exc:
+        raise DatabaseURLError(
+            f"invalid database URL {db_url!r}: {exc}. Use sqlite+aiosqlite:///path.db or "
+            "postgresql+asyncpg://user:pass@host:port/dbname"
+        ) from None
+    if url.drivername in SQLITE_DRIVERS:
+        return url.set(drivername="sqlite+aiosqlite")
+    if url.drivername in POSTGRES_DRIVERS:
+        if not url.database:
+            raise DatabaseURLError(f"PostgreSQL URL {url.render_as_string()!r} names no database")
+        return url.set(drivername="postgresql+asyncpg")
+    raise DatabaseURLError(
+        f"unsupported database backend {url.drivername!r} in {url.render_as_string()!r}: "
+        "use sqlite+aiosqlite:// or postgresql+asyncpg://"
+    )
+
+
+def is_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite"
+
+
+def sqlite_path(url: URL) -> str:
+    """The file path of a SQLite URL (':memory:' is refused: the writer needs its own connection)."""
+    path = url.database or ""
+    if path in ("", ":memory:") or path.startswith("file::memory:"):
+        raise DatabaseURLError("in-memory SQLite cannot be shared by the writer; give a file path")
+    return path
+
+
+def asyncpg_dsn(url: URL) -> str:
+    """A libpq-style DSN for asyncpg from a SQLAlchemy URL."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def make_engine(db_url: str | URL, **kwargs) -> AsyncEngine:
+    """An AsyncEngine for reading (repositories, CLI, tests); SQLite connections use WAL."""
+    url = parse_db_url(db_url) if isinstance(db_url, str) else db_url
+    engine = create_async_engine(url, **kwargs)
+    if is_sqlite(url):
+        from sqlalchemy import event
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - trivial
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=10000")
+            cur.close()
+
+    return engine
+
+
+def _upgrade(sync_conn) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = sync_conn
+    command.upgrade(cfg, "head")
+
+
+async def migrate(db_url: str | URL) -> None:
+    """Bring the database at ``db_url`` to the latest schema (once per URL per process).
+
+    On PostgreSQL an advisory lock serialises concurrent migrators (several processes starting
+    runs at once); SQLite serialises through its own write lock.
+    """
+    url = parse_db_url(db_url) if isinstance(db_url, str) else db_url
+    key = url.render_as_string(hide_password=False)
+    if key in _migrated:
+        return
+    if is_sqlite(url):
+        sqlite_path(url)
+        parent = Path(url.database).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise DatabaseURLError(f"directory {str(parent)!r} for SQLite file {url.database!r} does not exist")
+    if not MIGRATIONS_DIR.is_dir():
+        raise RuntimeError(f"migrations directory not found at {MIGRATIONS_DIR}")
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            if not is_sqlite(url):
+                await conn.execute(text("SELECT pg_advisory_xact_lock(727274061)"))
+            await conn.run_sync(_upgrade)
+    finally:
+        await engine.dispose()
+    _migrated.add(key)

@@ -1,0 +1,250 @@
+"""The background task that drains the bus into the database in batches.
+
+It wakes when a batch is ready (the bus calls its waker once per batch) or when the flush interval
+is due, takes up to ``buffer_size`` records, and commits them in one transaction. Everything the
+hot path skipped happens here: datetimes, truncation, redaction, repr fallback, JSON encoding,
+and the merge of an agent call's start and completion when both are in the same batch.
+
+A batch the database refuses is retried with backoff; if it still fails it is counted as dropped
+on the run (never silent) and the writer carries on with the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from typing import Any
+
+from .bus import EventBus
+from .config import CaptureConfig
+from .payload import Sanitizer
+from .records import BARRIER, COMPLETE, FILE_ROW, INSERT, MESSAGE_ROW, EventRecord, barrier
+from .store.sink import Batch, Sink
+
+log = logging.getLogger("cmbagent_events.writer")
+
+# Indexes into an event row (store.sink.EVENT_COLUMNS) that a completion rewrites.
+_SUBTYPE, _INPUTS, _OUTPUTS, _ERROR, _STATUS, _COMPLETED_AT, _DURATION, _META = 7, 12, 13, 14, 15, 17, 18, 19
+
+
+class BatchWriter:
+    """Drains one run's :class:`EventBus` into a :class:`Sink`; start it on the loop that owns the sink."""
+
+    RETRY_ATTEMPTS = 5
+    RETRY_FIRST_DELAY_S = 0.05
+    RETRY_MAX_DELAY_S = 2.0
+
+    def __init__(self, bus: EventBus, sink: Sink, config: CaptureConfig, run_id: str, session_id: str) -> None:
+        self._bus = bus
+        self._sink = sink
+        self._config = config
+        self._run_id = run_id
+        self._session_id = session_id
+        self._sanitizer = Sanitizer(config.secret_keys)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread_id = 0
+        self._wake_event: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.batches_written = 0
+        self.records_written = 0
+        self.queue_high_water = 0
+        self.last_error: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the drain task on the running loop."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread_id = threading.get_ident()
+        self._wake_event = asyncio.Event()
+        self._bus.set_waker(self.wake)
+        self._task = self._loop.create_task(self._run(), name=f"cmbagent-events-writer-{self._run_id}")
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
+
+    def wake(self) -> None:
+        """Wake the drain task; safe from any thread, a no-op once the loop is gone."""
+        event = self._wake_event
+        if event is None:
+            return
+        if threading.get_ident() == self._loop_thread_id:
+            event.set()
+            return
+        try:
+            self._loop.call_soon_threadsafe(event.set)  # type: ignore[union-attr]
+        except RuntimeError:  # loop closed: close() accounts for what is left
+            pass
+
+    def request_flush(self) -> concurrent.futures.Future[bool]:
+        """Queue a barrier; the future is True once everything queued before it is committed."""
+        future: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        if self._task is None or self._task.done():
+            future.set_result(not len(self._bus))
+            return future
+        self._bus.put_control(barrier(future))
+        return future
+
+    async def aclose(self, timeout: float) -> bool:
+        """Drain everything and stop (on the writer's loop). False if ``timeout`` cut the drain short;
+        whatever was left is then counted as dropped."""
+        if self._task is None:
+            return True
+        self._closing = True
+        self.wake()
+        drained = True
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            drained = False
+            self._task.cancel()
+            try:
+                await self._task
+            except BaseException:
+                pass
+        except Exception as exc:  # the task itself failed: keep the accounting honest
+            drained = False
+            self.last_error = repr(exc)
+        self._bus.set_waker(None)
+        leftover = self._bus.take(len(self._bus) + 1)
+        lost = 0
+        for record in leftover:
+            if record.kind == BARRIER:
+                _resolve(record.extra, False)
+            else:
+                lost += 1
+        if lost:
+            self._bus.count_dropped(lost)
+            log.warning("cmbagent-events: %d events not written before close (timeout %.1fs)", lost, timeout)
+        return drained and not lost
+
+    # -- drain loop ----------------------------------------------------------------------------
+    async def _run(self) -> None:
+        interval = self._config.flush_interval_ms / 1000.0
+        bus = self._bus
+        event = self._wake_event
+        assert event is not None
+        while True:
+            if len(bus) < bus.batch_size and not self._closing:
+                try:
+                    await asyncio.wait_for(event.wait(), interval)
+                except TimeoutError:
+                    pass
+            event.clear()
+            while len(bus):
+                depth = len(bus)
+                if depth > self.queue_high_water:
+                    self.queue_high_water = depth
+                await self._write_records(bus.take(bus.batch_size))
+            if self._closing and not len(bus):
+                return
+
+    async def _write_records(self, records: list[EventRecord]) -> None:
+        batch = Batch()
+        open_rows: dict[str, list[Any]] = {}
+        for record in records:
+            if record.kind == BARRIER:
+                await self._commit(batch, open_rows)
+                _resolve(record.extra, True)
+                batch, open_rows = Batch(), {}
+                continue
+            try:
+                self._add(batch, open_rows, record)
+            except Exception as exc:  # a value we could not even repr: count it, keep going
+                self._bus.count_dropped(1)
+                self.last_error = f"event {record.id} not storable: {exc!r}"
+                log.warning("cmbagent-events: %s", self.last_error)
+        await self._commit(batch, open_rows)
+
+    def _add(self, batch: Batch, open_rows: dict[str, list[Any]], r: EventRecord) -> None:
+        sink = self._sink
+        if r.kind == INSERT:
+            ts = sink.timestamp(r.t_ns)
+            row = [r.id, self._run_id, self._session_id, r.node_id, r.step_id, r.parent_id, r.event_type,
+                   r.event_subtype, r.agent_name, r.execution_order, r.seq, r.depth, r.inputs, r.outputs,
+                   r.error_message, r.status, ts, None, r.duration_ms, r.meta]
+            batch.events.append(row)
+            if r.status == "running":
+                open_rows[r.id] = row  # type: ignore[index]
+            extra = r.extra
+            if extra is not None:
+                self._add_companion(batch, r, extra, ts)
+        elif r.kind == COMPLETE:
+            row = open_rows.pop(r.id, None)  # type: ignore[arg-type]
+            completed_at = sink.timestamp(r.t_ns)
+            if row is not None:  # start and completion in one batch: a single INSERT
+                row[_SUBTYPE] = r.event_subtype
+                row[_STATUS] = r.status
+                row[_OUTPUTS] = r.outputs
+                if r.error_message is not None:
+                    row[_ERROR] = r.error_message
+                row[_COMPLETED_AT] = completed_at
+                row[_DURATION] = r.duration_ms
+                if r.meta:
+                    row[_META] = {**row[_META], **r.meta} if isinstance(row[_META], dict) else r.meta
+            else:
+                s, limit = self._sanitizer, self._config.max_output_size
+                batch.updates.append((r.event_subtype, r.status, s.encode(r.outputs, limit),
+                                      s.text(r.error_message, limit), completed_at, r.duration_ms,
+                                      s.encode(r.meta, self._config.max_input_size) if r.meta else None, r.id))
+
+    def _add_companion(self, batch: Batch, r: EventRecord, extra: tuple, ts: Any) -> None:
+        s = self._sanitizer
+        if extra[0] == MESSAGE_ROW:
+            _, sender, recipient, content, tokens = extra
+            batch.messages.append((r.id, self._run_id, r.id, r.node_id, r.step_id, s.text(sender, 256),
+                                   s.text(recipient, 256), s.text(content, self._config.max_input_size),
+                                   tokens if isinstance(tokens, int) else None, ts))
+        elif extra[0] == FILE_ROW:
+            _, path, file_type, size = extra
+            batch.files.append((r.id, self._run_id, r.id, r.node_id, r.step_id, s.text(path, 4096),
+                                s.text(file_type, 64), size if isinstance(size, int) else None, ts))
+
+    def _encode_rows(self, batch: Batch) -> None:
+        s, cfg = self._sanitizer, self._config
+        text = s.text
+        encode = s.encode
+        rows = batch.events
+        for i, row in enumerate(rows):
+            row[_INPUTS] = encode(row[_INPUTS], cfg.max_input_size)
+            row[_OUTPUTS] = encode(row[_OUTPUTS], cfg.max_output_size)
+            row[_META] = encode(row[_META], cfg.max_input_size)
+            row[_ERROR] = text(row[_ERROR], cfg.max_output_size)
+            row[6] = text(row[6], 64)  # event_type
+            row[_SUBTYPE] = text(row[_SUBTYPE], 64)
+            row[8] = text(row[8], 256)  # agent_name
+            rows[i] = tuple(row)
+
+    async def _commit(self, batch: Batch, open_rows: dict[str, list[Any]]) -> None:
+        if not batch.events and not batch.updates:
+            return
+        self._encode_rows(batch)
+        delay = self.RETRY_FIRST_DELAY_S
+        for attempt in range(1, self.RETRY_ATTEMPTS + 1):
+            try:
+                await self._sink.write(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = repr(exc)
+                if attempt == self.RETRY_ATTEMPTS:
+                    lost = len(batch)
+                    self._bus.count_dropped(lost)
+                    log.error("cmbagent-events: batch of %d events lost after %d attempts: %r", lost, attempt, exc)
+                    return
+                log.warning("cmbagent-events: batch write failed (attempt %d), retrying in %.2fs: %r",
+                            attempt, delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.RETRY_MAX_DELAY_S)
+            else:
+                self.batches_written += 1
+                self.records_written += len(batch)
+                return
+
+
+def _resolve(future: concurrent.futures.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
