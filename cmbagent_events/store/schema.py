@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
@@ -14,6 +15,7 @@ SQLITE_DRIVERS = {"sqlite", "sqlite+aiosqlite"}
 POSTGRES_DRIVERS = {"postgresql", "postgresql+asyncpg", "postgres"}
 
 _migrated: set[str] = set()  # URLs already at head in this process
+_locks: dict[tuple[int, str], asyncio.Lock] = {}
 
 
 class DatabaseURLError(ValueError):
@@ -92,8 +94,9 @@ def _upgrade(sync_conn) -> None:
 async def migrate(db_url: str | URL) -> None:
     """Bring the database at ``db_url`` to the latest schema (once per URL per process).
 
-    On PostgreSQL an advisory lock serialises concurrent migrators (several processes starting
-    runs at once); SQLite serialises through its own write lock.
+    Concurrent migrators are serialised: in this process by a lock, across processes by a
+    PostgreSQL advisory lock, or (SQLite) by retrying once the other migrator has created the
+    tables and the upgrade has become a no-op.
     """
     url = parse_db_url(db_url) if isinstance(db_url, str) else db_url
     key = url.render_as_string(hide_password=False)
@@ -106,6 +109,22 @@ async def migrate(db_url: str | URL) -> None:
             raise DatabaseURLError(f"directory {str(parent)!r} for SQLite file {url.database!r} does not exist")
     if not MIGRATIONS_DIR.is_dir():
         raise RuntimeError(f"migrations directory not found at {MIGRATIONS_DIR}")
+    lock = _locks.setdefault((id(asyncio.get_running_loop()), key), asyncio.Lock())
+    async with lock:
+        for attempt in range(1, 4):
+            if key in _migrated:
+                return
+            try:
+                await _migrate_once(url)
+            except DBAPIError:
+                if attempt == 3:
+                    raise
+                await asyncio.sleep(0.2 * attempt)
+            else:
+                _migrated.add(key)
+
+
+async def _migrate_once(url: URL) -> None:
     engine = make_engine(url)
     try:
         async with engine.begin() as conn:
@@ -114,4 +133,3 @@ async def migrate(db_url: str | URL) -> None:
             await conn.run_sync(_upgrade)
     finally:
         await engine.dispose()
-    _migrated.add(key)
