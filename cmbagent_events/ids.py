@@ -1,9 +1,9 @@
 """Identifiers: unique across processes and machines, roughly ordered by time.
 
 A run id is a UUIDv7-shaped string (48-bit millisecond clock, 74 random bits). An event id is
-its run's compact id followed by the run-wide ``seq`` in fixed-width hex, so building one on
-the hot path is a single string operation, ids sort by run start then by capture order, and
-no two processes can collide without colliding run ids.
+its run's compact id, a dash and the run-wide ``seq`` in decimal: building one on the hot path is
+one concatenation (~60 ns, against ~2 us for ``str(uuid4())``), ids group by run and start time,
+and no two processes can collide without colliding run ids. Order events by ``seq``.
 """
 
 from __future__ import annotations
@@ -29,4 +29,4 @@ def event_id_prefix(run_id: str) -> str:
 
 def event_id(prefix: str, seq: int) -> str:
     """Event id for ``seq`` (the hot path inlines this expression)."""
-    return prefix + "%08x" % seq
+    return prefix + str(seq)

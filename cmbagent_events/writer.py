@@ -163,13 +163,17 @@ class BatchWriter:
         sink = self._sink
         if r.kind == INSERT:
             ts = sink.timestamp(r.t_ns)
+            inputs, meta, extra = r.inputs, r.meta, r.extra
+            if extra is not None and extra[0] == MESSAGE_ROW:  # see capture_message
+                _, sender, recipient, content, tokens = extra
+                inputs = {"sender": sender, "recipient": recipient, "content": content}
+                meta = {"tokens": tokens, **meta} if meta else {"tokens": tokens}
             row = [r.id, self._run_id, self._session_id, r.node_id, r.step_id, r.parent_id, r.event_type,
-                   r.event_subtype, r.agent_name, r.execution_order, r.seq, r.depth, r.inputs, r.outputs,
-                   r.error_message, r.status, ts, None, r.duration_ms, r.meta]
+                   r.event_subtype, r.agent_name, r.execution_order, r.seq, r.depth, inputs, r.outputs,
+                   r.error_message, r.status, ts, None, r.duration_ms, meta]
             batch.events.append(row)
             if r.status == "running":
                 open_rows[r.id] = row  # type: ignore[index]
-            extra = r.extra
             if extra is not None:
                 self._add_companion(batch, r, extra, ts)
         elif r.kind == COMPLETE:

@@ -1,0 +1,182 @@
+"""Micro benchmarks: emit cost per event and writer throughput, next to the raw driver ceilings.
+
+    python -m benchmarks.micro [--quick] [--pg-url URL]
+
+Without ``--pg-url`` a throwaway PostgreSQL server is started (and stopped) when the binaries
+exist. Figures are medians over repetitions in one run (the machines are shared and noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from cmbagent_events import CaptureConfig, capture_run
+from cmbagent_events.testing import PostgresServer, find_pg_bin
+
+EVENT_COLUMNS = 20
+
+
+def _payload(i: int) -> dict[str, Any]:
+    return {"sender": "engineer", "recipient": "executor", "content": f"message number {i} " * 4}
+
+
+async def emit_cost_ns(db_url: str, n: int, reps: int) -> dict[str, float]:
+    """Median ns per capture_message call, from the loop thread and from another thread."""
+    cfg = CaptureConfig(queue_size=n * 2 + 10, buffer_size=500)
+    loop_ns: list[float] = []
+    thread_ns: list[float] = []
+    async with capture_run(db_url, config=cfg, hooks=False, task_description="micro: emit") as run:
+        capture = run.capture_message
+        for _ in range(reps):
+            t0 = time.perf_counter_ns()
+            for i in range(n):
+                capture("engineer", "executor", "hello")
+            loop_ns.append((time.perf_counter_ns() - t0) / n)
+            await run.flush(60)
+
+            result: list[float] = []
+
+            def produce() -> None:
+                t1 = time.perf_counter_ns()
+                for i in range(n):
+                    capture("engineer", "executor", "hello")
+                result.append((time.perf_counter_ns() - t1) / n)
+
+            thread = threading.Thread(target=produce)
+            thread.start()
+            while thread.is_alive():  # keep the loop (and so the writer) running meanwhile
+                await asyncio.sleep(0.001)
+            thread_ns.append(result[0])
+            await run.flush(60)
+    return {"loop_thread": statistics.median(loop_ns), "other_thread": statistics.median(thread_ns)}
+
+
+async def writer_events_per_s(db_url: str, n: int, batch: int, reps: int) -> float:
+    """Median events/s the writer commits: n events queued, then timed until flush() returns."""
+    rates = []
+    cfg = CaptureConfig(queue_size=n + 10, buffer_size=batch, flush_interval_ms=3_600_000)
+    async with capture_run(db_url, config=cfg, hooks=False, task_description=f"micro: writer batch {batch}") as run:
+        for _ in range(reps):
+            # The writer only wakes on a full batch; hold it back so the queue fills first.
+            run.bus.set_waker(None)
+            for i in range(n):
+                run.capture_tool_call("engineer", "tool", {"i": i}, result=i)
+            run.bus.set_waker(run.writer.wake)
+            t0 = time.perf_counter()
+            assert await run.flush(600)
+            rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def sqlite_ceiling(n: int, batch: int, reps: int) -> float:
+    """Raw sqlite3 executemany of 20-column rows, one commit per batch, WAL + synchronous=NORMAL."""
+    rates = []
+    for _ in range(reps):
+        with tempfile.TemporaryDirectory() as d:
+            db = sqlite3.connect(Path(d) / "raw.db")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"CREATE TABLE t ({', '.join(f'c{i}' for i in range(EVENT_COLUMNS))})")
+            rows = [tuple(f"v{i}-{j}" for j in range(EVENT_COLUMNS)) for i in range(n)]
+            sql = f"INSERT INTO t VALUES ({', '.join('?' * EVENT_COLUMNS)})"
+            t0 = time.perf_counter()
+            for start in range(0, n, batch):
+                db.executemany(sql, rows[start:start + batch])
+                db.commit()
+            rates.append(n / (time.perf_counter() - t0))
+            db.close()
+    return statistics.median(rates)
+
+
+async def asyncpg_ceiling(dsn: str, n: int, batch: int, reps: int) -> float:
+    """Raw asyncpg COPY of 20-column text rows, one transaction per batch."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    rates = []
+    try:
+        await conn.execute(f"DROP TABLE IF EXISTS bench_raw; CREATE TABLE bench_raw "
+                           f"({', '.join(f'c{i} text' for i in range(EVENT_COLUMNS))})")
+        rows = [tuple(f"v{i}-{j}" for j in range(EVENT_COLUMNS)) for i in range(n)]
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            for start in range(0, n, batch):
+                async with conn.transaction():
+                    await conn.copy_records_to_table("bench_raw", records=rows[start:start + batch])
+            rates.append(n / (time.perf_counter() - t0))
+        await conn.execute("DROP TABLE bench_raw")
+    finally:
+        await conn.close()
+    return statistics.median(rates)
+
+
+async def run_micro(quick: bool, pg_url: str | None) -> dict[str, Any]:
+    n_emit = 20_000 if quick else 100_000
+    n_write = 10_000 if quick else 50_000
+    reps = 3 if quick else 5
+    batches = [500] if quick else [100, 500, 2000]
+    results: dict[str, Any] = {"emit_ns": {}, "writer_events_per_s": {}, "ceiling_events_per_s": {}}
+    server = None
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite_url = f"sqlite+aiosqlite:///{tmp}/micro.db"
+        backends = {"sqlite": sqlite_url}
+        if pg_url is None and find_pg_bin() is not None:
+            server = PostgresServer(find_pg_bin())
+            server.start()
+            pg_url = server.create_database("bench")
+        if pg_url:
+            backends["postgresql"] = pg_url
+        try:
+            results["emit_ns"] = await emit_cost_ns(sqlite_url, n_emit, reps)
+            for name, url in backends.items():
+                results["writer_events_per_s"][name] = {
+                    str(b): await writer_events_per_s(url, n_write, b, reps) for b in batches}
+            results["ceiling_events_per_s"]["sqlite"] = {str(b): sqlite_ceiling(n_write, b, reps) for b in batches}
+            if pg_url:
+                from cmbagent_events.store.schema import asyncpg_dsn, parse_db_url
+
+                dsn = asyncpg_dsn(parse_db_url(pg_url))
+                results["ceiling_events_per_s"]["postgresql"] = {
+                    str(b): await asyncpg_ceiling(dsn, n_write, b, reps) for b in batches}
+        finally:
+            if server is not None:
+                server.cleanup()
+    return results
+
+
+def print_micro(results: dict[str, Any]) -> None:
+    emit = results["emit_ns"]
+    print(f"emit cost per event (median): loop thread {emit['loop_thread']:.0f} ns, "
+          f"other thread {emit['other_thread']:.0f} ns")
+    print(f"{'backend':<11} {'batch':>6} {'writer ev/s':>12} {'ceiling ev/s':>13} {'fraction':>9}")
+    for backend, by_batch in results["writer_events_per_s"].items():
+        for batch, rate in by_batch.items():
+            ceiling = results["ceiling_events_per_s"].get(backend, {}).get(batch)
+            frac = f"{rate / ceiling:.0%}" if ceiling else "-"
+            print(f"{backend:<11} {batch:>6} {rate:>12,.0f} {ceiling or 0:>13,.0f} {frac:>9}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--pg-url", default=os.environ.get("CMBAGENT_BENCH_PG_URL"))
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    args = parser.parse_args()
+    results = asyncio.run(run_micro(args.quick, args.pg_url))
+    print_micro(results)
+    if args.json:
+        print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
