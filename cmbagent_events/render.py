@@ -1,0 +1,109 @@
+"""Turning a stored run into text: the event tree, one line per event, and JSON lines."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from .store.models import ExecutionEvent, WorkflowRun
+
+PREVIEW_CHARS = 72
+
+
+def _preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def describe(event: ExecutionEvent) -> str:
+    """One line for an event: type, who, what, and how it ended."""
+    inputs = event.inputs if isinstance(event.inputs, dict) else {}
+    outputs = event.outputs if isinstance(event.outputs, dict) else {}
+    meta = event.meta if isinstance(event.meta, dict) else {}
+    kind, sub = event.event_type, event.event_subtype
+    took = f" {event.duration_ms:.1f} ms" if event.duration_ms is not None else ""
+    if kind == "agent_call" and sub == "message":
+        tag = " [broadcast]" if meta.get("broadcast") else ""
+        return (f"message {inputs.get('sender')} -> {inputs.get('recipient')}{tag}: "
+                f"{_preview(inputs.get('content'))}")
+    if kind == "agent_call":
+        state = event.status if event.status != "completed" else "done"
+        return (f"agent_call {event.agent_name} ({state}{took}): {_preview(inputs.get('message'), 40)}"
+                f" => {_preview(outputs.get('response'), 40)}")
+    if kind == "tool_call":
+        ok = "ok" if event.status == "completed" else event.status
+        return (f"tool_call {inputs.get('tool_name')}({_preview(inputs.get('arguments'), 40)}) -> "
+                f"{_preview(outputs.get('result'), 40)} [{ok}{took}]")
+    if kind == "code_exec":
+        return (f"code_exec {meta.get('language', '')} exit={meta.get('exit_code')}{took}: "
+                f"{_preview(outputs.get('result'), 50)}")
+    if kind == "file_gen":
+        return f"file_gen {inputs.get('file_path')} ({inputs.get('file_type')}, {meta.get('size_bytes')} bytes)"
+    if kind == "handoff":
+        reason = f" [{meta['reason']}]" if meta.get("reason") else ""
+        return f"handoff {inputs.get('from_agent')} -> {inputs.get('to_agent')}{reason}"
+    if kind == "error":
+        return f"error {sub} in {event.agent_name}: {_preview(event.error_message)}"
+    if kind == "llm_call":
+        usage = outputs.get("usage") or {}
+        return (f"llm_call {event.agent_name} {meta.get('model', '')} tokens={usage.get('total_tokens')} "
+                f"cost={usage.get('cost')}{took}")
+    return f"{kind}/{sub} {event.agent_name or ''} {_preview(inputs)}"
+
+
+def tree_lines(events: Sequence[ExecutionEvent]) -> list[str]:
+    """The events as an indented tree (children under their parent agent call, in seq order)."""
+    by_id = {e.id: e for e in events}
+    children: dict[str | None, list[ExecutionEvent]] = defaultdict(list)
+    for e in sorted(events, key=lambda e: e.seq):
+        parent = e.parent_event_id if e.parent_event_id in by_id else None
+        children[parent].append(e)
+    lines: list[str] = []
+
+    def walk(parent: str | None, prefix: str) -> None:
+        kids = children.get(parent, [])
+        for i, e in enumerate(kids):
+            last = i == len(kids) - 1
+            lines.append(f"{prefix}{'└─ ' if last else '├─ '}#{e.seq} {describe(e)}")
+            walk(e.id, prefix + ("   " if last else "│  "))
+
+    walk(None, "")
+    return lines
+
+
+def _fmt_time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def run_header(run: WorkflowRun) -> str:
+    took = ""
+    if run.started_at and run.completed_at:
+        took = f", {(run.completed_at - run.started_at).total_seconds():.2f}s"
+    tokens = ((run.meta or {}).get("usage") or {}).get("total_tokens")
+    tok = f", {tokens} tokens" if tokens is not None else ""
+    return (f"run {run.id} [{run.status}] mode={run.mode} started {_fmt_time(run.started_at)}{took}: "
+            f"{run.total_events} events, {run.dropped_events} dropped{tok}")
+
+
+def runs_table(runs: Iterable[WorkflowRun]) -> list[str]:
+    lines = [f"{'run id':<36}  {'status':<9} {'mode':<20} {'started':<19} {'events':>7} {'dropped':>7}  task"]
+    for r in runs:
+        lines.append(f"{r.id:<36}  {r.status:<9} {(r.mode or '')[:20]:<20} {_fmt_time(r.started_at):<19} "
+                     f"{r.total_events:>7} {r.dropped_events:>7}  {_preview(r.task_description, 40)}")
+    return lines
+
+
+def event_json(event: ExecutionEvent) -> str:
+    """One event as a JSON line (all columns, timestamps in ISO 8601)."""
+    row = {c: getattr(event, c) for c in (
+        "id", "run_id", "session_id", "node_id", "step_id", "parent_event_id", "event_type", "event_subtype",
+        "agent_name", "execution_order", "seq", "depth", "inputs", "outputs", "error_message", "status",
+        "timestamp", "completed_at", "duration_ms", "meta")}
+    return json.dumps(row, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v),
+                      ensure_ascii=False)
