@@ -6,6 +6,7 @@
 
 from .capture import EventCaptureManager, get_event_captor, set_event_captor
 from .config import CaptureConfig, ConfigError
+from .integrations.ag2 import install_ag2_hooks, uninstall_ag2_hooks
 from .run import capture_run, capture_run_sync
 from .store import (
     DatabaseURLError,
@@ -24,5 +25,6 @@ __version__ = "0.1.0"
 __all__ = [
     "CaptureConfig", "ConfigError", "DatabaseURLError", "EventCaptureManager", "EventRepository",
     "ExecutionEvent", "File", "Message", "WorkflowRepository", "WorkflowRun", "capture_run",
-    "capture_run_sync", "get_event_captor", "make_engine", "migrate", "set_event_captor",
+    "capture_run_sync", "get_event_captor", "install_ag2_hooks", "make_engine", "migrate", "set_event_captor",
+    "uninstall_ag2_hooks",
 ]

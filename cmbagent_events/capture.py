@@ -13,7 +13,9 @@ import asyncio
 import contextvars
 import itertools
 import logging
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +73,11 @@ class EventCaptureManager:
         self._capture_ns = 0
         self._capture_count = 0
         self._closed = False
+        self._weakref = weakref.ref(self)  # what AG2 agents hold to remember their run across threads
+        self._seen_agents: set[int] = set()  # agents whose configuration was already recorded
+        self._usage_lock = threading.Lock()
+        self.usage: dict[str, float] = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
+                                         "cost": 0.0}  # summed over llm_call events, stored on the run
         cfg = self.config
         self._on = {
             "agent_call": cfg.capture_agent_calls,
@@ -247,6 +254,25 @@ class EventCaptureManager:
         """An error anywhere in the run (always captured while capture is on)."""
         return self._emit("error", "error", error_type or "runtime_error", agent_name, None, None,
                           error_message, "failed", None, metadata or {}, None, False)
+
+    def capture_llm_call(self, agent_name: str | None, model: str | None, prompt_tokens: int | None,
+                         completion_tokens: int | None, total_tokens: int | None = None, cost: float | None = None,
+                         duration_ms: float | None = None, metadata: dict[str, Any] | None = None) -> str | None:
+        """One model call with its token usage and cost; the run's totals (``usage``) are summed here."""
+        if not self.enabled:
+            return None
+        if total_tokens is None and (prompt_tokens is not None or completion_tokens is not None):
+            total_tokens = (prompt_tokens or 0) + (completion_tokens or 0)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": total_tokens, "cost": cost}
+        with self._usage_lock:
+            totals = self.usage
+            totals["calls"] += 1
+            for key, value in usage.items():
+                if isinstance(value, (int, float)):
+                    totals[key] += value
+        return self._emit("llm_call", "llm_call", "complete", agent_name, {"model": model}, {"usage": usage},
+                          None, "completed", duration_ms, metadata or {"model": model}, None, False)
 
     def capture_event(self, event_type: str, event_subtype: str | None = None, agent_name: str | None = None,
                       inputs: Any = None, outputs: Any = None, duration_ms: float | None = None,

@@ -100,7 +100,7 @@ class _RunSession:
                 "queue_high_water": stats["queue_high_water"],
                 "avg_capture_time_us": round(stats["avg_capture_time_us"], 3),
                 "last_error": stats["last_error"],
-            }}, 1000)
+            }, "usage": dict(manager.usage)}, 1000)
             await sink.finish_run(manager.run_id, status, time.time_ns(), stats["total_events"],
                                   stats["dropped_events"], patch)
         except Exception:
