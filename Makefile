@@ -4,7 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench bench-quick soak serve clean
+VENV_0103 := .venv-ag2-0103
+STAMP_0103 := $(VENV_0103)/.installed-stamp
+
+.PHONY: install demo test test-ag2-0103 bench bench-quick soak serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,6 +16,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The oldest supported AG2 in its own venv: the AG2 tests run there too.
+$(STAMP_0103): pyproject.toml
+	test -x $(VENV_0103)/bin/python || $(PYTHON) -m venv $(VENV_0103)
+	$(VENV_0103)/bin/python -m pip install -q --upgrade pip
+	$(VENV_0103)/bin/python -m pip install -q -e ".[dev]" "ag2==0.10.3"
+	touch $(STAMP_0103)
+
+test-ag2-0103: $(STAMP_0103)
+	$(VENV_0103)/bin/python -m pytest -q -m ag2
 
 demo: $(STAMP)
 	$(PY) -m cmbagent_events.cli demo
@@ -30,4 +43,4 @@ serve: $(STAMP)
 	$(PY) -m cmbagent_events.cli serve
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache cmbagent_events.db cmbagent_events.db-*
+	rm -rf $(VENV) $(VENV_0103) *.egg-info .pytest_cache cmbagent_events.db cmbagent_events.db-*

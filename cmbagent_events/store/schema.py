@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import IO
 
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
@@ -111,17 +112,37 @@ async def migrate(db_url: str | URL) -> None:
         raise RuntimeError(f"migrations directory not found at {MIGRATIONS_DIR}")
     lock = _locks.setdefault((id(asyncio.get_running_loop()), key), asyncio.Lock())
     async with lock:
-        for attempt in range(1, 4):
-            if key in _migrated:
-                return
-            try:
-                await _migrate_once(url)
-            except DBAPIError:
-                if attempt == 3:
-                    raise
-                await asyncio.sleep(0.2 * attempt)
-            else:
-                _migrated.add(key)
+        file_lock = await asyncio.to_thread(_lock_sqlite_file, url) if is_sqlite(url) else None
+        try:
+            for attempt in range(1, 4):
+                if key in _migrated:
+                    return
+                try:
+                    await _migrate_once(url)
+                except DBAPIError:
+                    if attempt == 3:
+                        raise
+                    await asyncio.sleep(0.2 * attempt)
+                else:
+                    _migrated.add(key)
+        finally:
+            if file_lock is not None:
+                file_lock.close()  # releases the flock
+
+
+def _lock_sqlite_file(url: URL) -> IO[bytes] | None:
+    """An exclusive lock beside the SQLite file, held while migrating.
+
+    Python's sqlite3 commits each CREATE TABLE on its own, so two migrators (threads with their
+    own loops, or processes) could interleave and leave a half-made schema; this serialises them.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): rely on the retry loop
+        return None
+    handle = open(str(Path(url.database).expanduser()) + ".migrate.lock", "ab")  # noqa: SIM115 - held open
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    return handle
 
 
 async def _migrate_once(url: URL) -> None:

@@ -1,0 +1,431 @@
+"""Real AG2 conversations (ConversableAgent, GroupChat, group patterns) driven offline by the
+scripted model client, captured by the hooks, and checked against AG2's own record of them.
+
+Runs on whichever ag2 the venv holds (0.14 in .venv, 0.10.3 in .venv-ag2-0103: `make test-ag2-0103`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+autogen = pytest.importorskip("autogen")
+
+from autogen import (  # noqa: E402
+    AssistantAgent,
+    ConversableAgent,
+    GroupChat,
+    GroupChatManager,
+    OpenAIWrapper,
+    UserProxyAgent,
+    register_function,
+)
+from autogen.coding import LocalCommandLineCodeExecutor  # noqa: E402
+
+from cmbagent_events import (  # noqa: E402
+    ExecutionEvent,
+    File,
+    WorkflowRun,
+    capture_run,
+    install_ag2_hooks,
+    uninstall_ag2_hooks,
+)
+from cmbagent_events.integrations import ag2 as hooks  # noqa: E402
+from cmbagent_events.integrations.scripted_client import (  # noqa: E402
+    Script,
+    ScriptExhaustedError,
+    ToolCall,
+    register_scripted_client,
+    scripted_llm_config,
+    scripted_speaker_selection,
+)
+
+from autogen.agentchat.group import (  # noqa: E402
+    AgentTarget,
+    ContextExpression,
+    ContextVariables,
+    ExpressionContextCondition,
+    OnCondition,
+    OnContextCondition,
+    ReplyResult,
+    StringLLMCondition,
+    TerminateTarget,
+)
+
+logging.getLogger("autogen.oai.client").setLevel(logging.WARNING)
+pytestmark = pytest.mark.ag2
+
+
+def TERM(m: dict) -> bool:  # noqa: N802 - AG2 style predicate
+    return "TERMINATE" in (m.get("content") or "")
+
+
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+def count_generate_reply(*agents: ConversableAgent) -> Counter:
+    """Count real generate_reply / a_generate_reply calls per agent (instance attributes over the hooks)."""
+    counts: Counter = Counter()
+    for agent in agents:
+        # Look the class method up at call time, so the hooks installed later are what runs.
+        def counted(*a, _agent=agent, **k):
+            counts[_agent.name] += 1
+            return type(_agent).generate_reply(_agent, *a, **k)
+
+        async def a_counted(*a, _agent=agent, **k):
+            counts[_agent.name] += 1
+            return await type(_agent).a_generate_reply(_agent, *a, **k)
+
+        agent.generate_reply = counted
+        agent.a_generate_reply = a_counted
+    return counts
+
+
+async def events_of(db_session, run_id: str, event_type: str | None = None) -> list[ExecutionEvent]:
+    query = select(ExecutionEvent).where(ExecutionEvent.run_id == run_id)
+    if event_type:
+        query = query.where(ExecutionEvent.event_type == event_type)
+    return list((await db_session.scalars(query.order_by(ExecutionEvent.seq))).all())
+
+
+def split_messages(events: list[ExecutionEvent]) -> tuple[list[ExecutionEvent], list[ExecutionEvent]]:
+    msgs = [e for e in events if e.event_type == "agent_call" and e.event_subtype == "message"]
+    turns = [e for e in msgs if not (e.meta or {}).get("broadcast") and not (e.meta or {}).get("speaker_selection")]
+    return msgs, turns
+
+
+def tool_agents(script: Script) -> tuple[AssistantAgent, UserProxyAgent]:
+    assistant = AssistantAgent("assistant", llm_config=scripted_llm_config(script, price=(1.0, 2.0)))
+    user = UserProxyAgent("user", human_input_mode="NEVER", code_execution_config=False, is_termination_msg=TERM)
+    register_function(add, caller=assistant, executor=user, description="Add two integers.")
+    register_scripted_client(assistant)
+    return assistant, user
+
+
+async def test_two_agent_tool_chat_is_captured_exactly(db_url, db_session, config) -> None:
+    script = Script({"assistant": [ToolCall("add", {"a": 2, "b": 3}),
+                                   lambda msgs: f"The sum is {msgs[-1]['content']}. TERMINATE"]})
+    assistant, user = tool_agents(script)
+    counts = count_generate_reply(assistant, user)
+    async with capture_run(db_url, config=config) as run:
+        result = user.initiate_chat(assistant, message="What is 2+3?", max_turns=3)
+    events = await events_of(db_session, run.run_id)
+
+    calls = [e for e in events if e.event_type == "agent_call" and e.event_subtype != "message"]
+    assert Counter(e.agent_name for e in calls) == counts  # one agent_call row per generate_reply
+    assert all(e.status == "completed" and e.event_subtype == "complete" and e.duration_ms >= 0 for e in calls)
+    msgs, turns = split_messages(events)
+    assert len(turns) == len(result.chat_history) == len(msgs)  # no manager here: no broadcasts
+
+    (tool,) = [e for e in events if e.event_type == "tool_call"]
+    assert tool.inputs == {"tool_name": "add", "arguments": {"a": 2, "b": 3}}
+    assert tool.outputs == {"result": "5"} and tool.meta["success"] is True and tool.status == "completed"
+    parent = next(e for e in calls if e.id == tool.parent_event_id)
+    assert parent.agent_name == "user" and tool.depth == parent.depth + 1
+
+    llm = [e for e in events if e.event_type == "llm_call"]
+    usage = script.usage()
+    assert len(llm) == usage["calls"] == 2
+    assert sum(e.outputs["usage"]["prompt_tokens"] for e in llm) == usage["prompt_tokens"]
+    assert sum(e.outputs["usage"]["completion_tokens"] for e in llm) == usage["completion_tokens"]
+    assert all(e.agent_name == "assistant" and e.parent_event_id in {c.id for c in calls} for e in llm)
+    row = await db_session.get(WorkflowRun, run.run_id)
+    assert row.meta["usage"]["total_tokens"] == usage["total_tokens"]
+    assert row.meta["usage"]["cost"] == pytest.approx(usage["cost"])
+    assert row.total_events == len(events) and row.dropped_events == 0
+
+
+async def test_async_chat_with_tool_is_captured_and_nested_across_the_executor_hop(db_url, db_session, config) -> None:
+    script = Script({"assistant": [ToolCall("add", {"a": 20, "b": 22}), "It is 42. TERMINATE"]})
+    assistant, user = tool_agents(script)
+    counts = count_generate_reply(assistant, user)
+    async with capture_run(db_url, config=config) as run:
+        result = await user.a_initiate_chat(assistant, message="What is 20+22?", max_turns=3)
+    events = await events_of(db_session, run.run_id)
+    calls = [e for e in events if e.event_type == "agent_call" and e.event_subtype != "message"]
+    assert Counter(e.agent_name for e in calls) == counts
+    _, turns = split_messages(events)
+    assert len(turns) == len(result.chat_history)
+    (tool,) = [e for e in events if e.event_type == "tool_call"]
+    assert tool.outputs == {"result": "42"} and tool.inputs["arguments"] == {"a": 20, "b": 22}
+    llm = [e for e in events if e.event_type == "llm_call"]
+    assert len(llm) == 2
+    # create() ran on AG2's executor thread (no contextvars): still nested under the assistant's call
+    call_ids = {c.id: c.agent_name for c in calls}
+    assert all(call_ids.get(e.parent_event_id) == "assistant" for e in llm)
+
+
+async def test_code_execution_success_failure_and_created_file(db_url, db_session, config, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "untouched.txt").write_text("already here")
+    good = "```python\nfrom pathlib import Path\nPath('spectrum.csv').write_text('ell,cl\\n2,1.0\\n')\nprint('ok')\n```"
+    bad = "```python\nraise SystemExit(3)\n```"
+    script = Script({"coder": [good, bad, "Done. TERMINATE"]})
+    coder = AssistantAgent("coder", llm_config=scripted_llm_config(script))
+    runner = ConversableAgent("runner", llm_config=False, human_input_mode="NEVER", is_termination_msg=TERM,
+                              code_execution_config={"executor": LocalCommandLineCodeExecutor(work_dir=work)})
+    register_scripted_client(coder)
+    async with capture_run(db_url, config=config) as run:
+        runner.initiate_chat(coder, message="write the spectrum", max_turns=4)
+    events = await events_of(db_session, run.run_id)
+    execs = [e for e in events if e.event_type == "code_exec"]
+    assert [e.meta["exit_code"] for e in execs] == [0, 3]
+    assert [e.event_subtype for e in execs] == ["complete", "error"]
+    assert "ok" in execs[0].outputs["result"] and "spectrum.csv" in execs[0].inputs["code"]
+    assert all(e.agent_name == "runner" and e.duration_ms > 0 for e in execs)
+    files = (await db_session.scalars(select(File).where(File.run_id == run.run_id))).all()
+    assert [Path(f.file_path).name for f in files] == ["spectrum.csv"]  # not tmp_code_*, not untouched.txt
+    assert files[0].size_bytes == (work / "spectrum.csv").stat().st_size and files[0].file_type == "data"
+    file_event = next(e for e in events if e.id == files[0].event_id)
+    assert file_event.event_type == "file_gen" and file_event.meta["code_exec_id"] == execs[0].id
+
+
+async def test_legacy_run_code_is_captured(db_url, db_session, config, tmp_path: Path) -> None:
+    code = "```python\nopen('legacy.txt', 'w').write('x')\nprint('legacy ran')\n```"
+    script = Script({"coder": [code, "Done. TERMINATE"]})
+    coder = AssistantAgent("coder", llm_config=scripted_llm_config(script))
+    runner = ConversableAgent("runner", llm_config=False, human_input_mode="NEVER", is_termination_msg=TERM,
+                              code_execution_config={"work_dir": str(tmp_path), "use_docker": False})
+    register_scripted_client(coder)
+    async with capture_run(db_url, config=config) as run:
+        runner.initiate_chat(coder, message="go", max_turns=3)
+    execs = await events_of(db_session, run.run_id, "code_exec")
+    assert len(execs) == 1 and execs[0].meta["exit_code"] == 0 and "legacy ran" in execs[0].outputs["result"]
+    files = await events_of(db_session, run.run_id, "file_gen")
+    assert [Path(f.inputs["file_path"]).name for f in files] == ["legacy.txt"]
+
+
+def group(script: Script, method: str) -> tuple[list[ConversableAgent], GroupChat, GroupChatManager]:
+    cfg = scripted_llm_config(script)
+    agents = [ConversableAgent(n, llm_config=cfg, human_input_mode="NEVER", description=n)
+              for n in ("alice", "bob", "carol")]
+    register_scripted_client(*agents)
+    extra = scripted_speaker_selection(script) if method == "auto" else {}
+    chat = GroupChat(agents, messages=[], max_round=6, speaker_selection_method=method, **extra)
+    manager = GroupChatManager(chat, llm_config=scripted_llm_config(script, agent_name="chat_manager")
+                               if method == "auto" else False, is_termination_msg=TERM)
+    return agents, chat, manager
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+async def test_group_chat_handoffs_follow_the_speaker_order(db_url, db_session, config, use_async: bool) -> None:
+    script = Script({"alice": ["A1"], "bob": ["B1"], "carol": ["C1 TERMINATE"]})
+    agents, chat, manager = group(script, "round_robin")
+    async with capture_run(db_url, config=config) as run:
+        if use_async:
+            await agents[0].a_initiate_chat(manager, message="start")
+        else:
+            agents[0].initiate_chat(manager, message="start")
+    events = await events_of(db_session, run.run_id)
+    speakers = [m["name"] for m in chat.messages]
+    assert speakers == ["alice", "bob", "carol", "alice"][: len(speakers)]
+    handoffs = [e for e in events if e.event_type == "handoff"]
+    assert [(h.inputs["from_agent"], h.inputs["to_agent"]) for h in handoffs] == list(zip(speakers, speakers[1:]))
+    assert all(h.meta["reason"] == "speaker_selection" and h.inputs["context"]["method"] == "round_robin"
+               for h in handoffs)
+    msgs, turns = split_messages(events)
+    broadcasts = [m for m in msgs if (m.meta or {}).get("broadcast")]
+    assert len(turns) == len(chat.messages)  # each turn once: the send to the manager
+    relayed = Counter(b.inputs["content"] for b in broadcasts)  # the manager relays each turn to the others
+    for m in chat.messages[:-1]:
+        assert relayed[m["content"]] == len(agents) - 1
+    assert relayed[chat.messages[-1]["content"]] in (0, len(agents) - 1)  # the final one: sync relays, async not
+    assert sum(relayed.values()) == len(broadcasts)
+    assert all(b.inputs["sender"] == "chat_manager" for b in broadcasts)
+    manager_call = next(e for e in events if e.event_type == "agent_call" and e.event_subtype != "message"
+                        and e.agent_name == "chat_manager")
+    inner = [e for e in events if e.event_type == "agent_call" and e.event_subtype != "message"
+             and e.agent_name in {"bob", "carol"}]
+    assert inner and all(e.parent_event_id == manager_call.id for e in inner)
+
+
+async def test_auto_speaker_selection_inner_chat_is_marked(db_url, db_session, config) -> None:
+    script = Script({"alice": ["A1"], "bob": ["B1 TERMINATE"], "carol": ["C1"],
+                     "speaker_selection_agent": ["carol", "bob"]})
+    agents, chat, manager = group(script, "auto")
+    async with capture_run(db_url, config=config) as run:
+        agents[0].initiate_chat(manager, message="start")
+    events = await events_of(db_session, run.run_id)
+    handoffs = [(h.inputs["from_agent"], h.inputs["to_agent"]) for h in events if h.event_type == "handoff"]
+    assert handoffs == [("alice", "carol"), ("carol", "bob")]
+    marked = [e for e in events if (e.meta or {}).get("speaker_selection")]
+    assert {e.agent_name for e in marked if e.event_type == "agent_call" and e.event_subtype != "message"} >= {
+        "speaker_selection_agent"}
+    _, turns = split_messages(events)
+    assert len(turns) == len(chat.messages)
+
+
+async def test_group_pattern_transition_reasons(db_url, db_session, config) -> None:
+    from autogen.agentchat import initiate_group_chat
+    from autogen.agentchat.group.patterns import DefaultPattern
+
+    script = Script({"triage": [ToolCall("transfer_to_tech_1")],
+                     "tech": [ToolCall("record_issue", {"issue": "wifi down"})],
+                     "general": ["Anything else? Goodbye."]})
+    cfg = scripted_llm_config(script)
+
+    def record_issue(issue: str, context_variables: ContextVariables) -> ReplyResult:
+        """Record the issue."""
+        context_variables["issue"] = issue
+        context_variables["solved"] = True
+        return ReplyResult(message=f"recorded {issue}", target=AgentTarget(tech),
+                             context_variables=context_variables)
+
+    # AG2 builds the tool schema with pydantic, which cannot resolve this module's postponed annotations
+    record_issue.__annotations__ = {"issue": str, "context_variables": ContextVariables, "return": ReplyResult}
+
+    triage = ConversableAgent("triage", llm_config=cfg)
+    tech = ConversableAgent("tech", llm_config=cfg, functions=[record_issue])
+    general = ConversableAgent("general", llm_config=cfg)
+    user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER")
+    register_scripted_client(triage, tech, general)
+    triage.handoffs.add_llm_condition(OnCondition(target=AgentTarget(tech),
+                                                    condition=StringLLMCondition("technical issue")))
+    tech.handoffs.add_context_condition(OnContextCondition(
+        target=AgentTarget(general), condition=ExpressionContextCondition(ContextExpression("${solved} == True"))))
+    general.handoffs.set_after_work(TerminateTarget())
+    pattern = DefaultPattern(initial_agent=triage, agents=[triage, tech, general], user_agent=user,
+                             context_variables=ContextVariables(data={"solved": False}),
+                             group_after_work=TerminateTarget())
+    async with capture_run(db_url, config=config) as run:
+        initiate_group_chat(pattern=pattern, messages="My wifi is down", max_rounds=12)
+    events = await events_of(db_session, run.run_id)
+    handoffs = [h for h in events if h.event_type == "handoff"]
+    reasons = {h.meta["reason"] for h in handoffs}
+    assert {"OnCondition", "ReplyResult", "OnContextCondition"} <= reasons
+    on_condition = next(h for h in handoffs if h.meta["reason"] == "OnCondition")
+    assert on_condition.inputs["to_agent"] == "tech"
+    assert on_condition.inputs["context"]["transition"]["source"] == "triage"
+    on_context = next(h for h in handoffs if h.meta["reason"] == "OnContextCondition")
+    assert (on_context.inputs["from_agent"], on_context.inputs["to_agent"]) == ("tech", "general")
+    tools = [e for e in events if e.event_type == "tool_call"]
+    assert [t.inputs["tool_name"] for t in tools] == ["transfer_to_tech_1", "record_issue"]
+
+
+async def test_model_error_is_recorded_once_and_reraised_unchanged(db_url, db_session, config) -> None:
+    script = Script({"assistant": []})  # exhausted on the first call
+    assistant = AssistantAgent("assistant", llm_config=scripted_llm_config(script))
+    user = UserProxyAgent("user", human_input_mode="NEVER", code_execution_config=False)
+    register_scripted_client(assistant)
+    async with capture_run(db_url, config=config) as run:
+        with pytest.raises(ScriptExhaustedError) as info:
+            user.initiate_chat(assistant, message="hello", max_turns=2)
+        assert type(info.value) is ScriptExhaustedError
+    errors = await events_of(db_session, run.run_id, "error")
+    assert len(errors) == 1 and errors[0].event_subtype == "ScriptExhaustedError"
+    call = next(e for e in await events_of(db_session, run.run_id, "agent_call")
+                if e.agent_name == "assistant" and e.event_subtype != "message")
+    assert call.status == "failed" and call.event_subtype == "error"
+    assert errors[0].parent_event_id == call.id
+    assert "ScriptExhaustedError" in call.error_message
+
+
+def _ag2_attributes() -> dict[tuple[str, str], Any]:
+    from autogen.io.base import IOStream
+
+    owners = {"ConversableAgent": ConversableAgent, "GroupChat": GroupChat, "OpenAIWrapper": OpenAIWrapper,
+              "LocalCommandLineCodeExecutor": LocalCommandLineCodeExecutor, "IOStream": IOStream}
+    return {(n, k): v for n, cls in owners.items() for k, v in cls.__dict__.items()}
+
+
+def test_uninstall_restores_ag2_exactly() -> None:
+    before = _ag2_attributes()
+    generate_reply = ConversableAgent.generate_reply
+    assert install_ag2_hooks() is True
+    assert install_ag2_hooks() is True  # idempotent
+    assert ConversableAgent.generate_reply is not generate_reply
+    assert ConversableAgent.generate_reply.__name__ == "generate_reply"  # 0.14 pairs reply funcs by name
+    assert inspect.iscoroutinefunction(ConversableAgent.a_generate_reply)
+    uninstall_ag2_hooks()
+    uninstall_ag2_hooks()
+    after = _ag2_attributes()
+    assert after.keys() == before.keys()
+    assert all(after[k] is before[k] for k in before)
+    assert not hooks.hooks_installed()
+
+
+async def test_capture_run_installs_and_removes_hooks(sqlite_url, config) -> None:
+    before = ConversableAgent.send
+    async with capture_run(sqlite_url, config=config):
+        assert ConversableAgent.send is not before
+        async with capture_run(sqlite_url, config=config):
+            pass
+        assert hooks.hooks_installed()  # the outer run still holds them
+    assert ConversableAgent.send is before
+
+
+async def test_two_runs_in_threads_with_ag2_run_never_mix(db_url, db_session, config) -> None:
+    """AG2's run() starts its own thread (contextvars lost): each run still gets only its own events."""
+    from cmbagent_events import capture_run_sync
+
+    results: dict[str, Any] = {}
+
+    def one(tag: str) -> None:
+        script = Script({f"{tag}_assistant": [f"{tag} reply one", f"{tag} reply two TERMINATE"],
+                         f"{tag}_user": [f"{tag} ok"]})
+        cfg = scripted_llm_config(script)
+        assistant = ConversableAgent(f"{tag}_assistant", llm_config=cfg, human_input_mode="NEVER")
+        user = ConversableAgent(f"{tag}_user", llm_config=cfg, human_input_mode="NEVER")
+        register_scripted_client(assistant, user)
+        with capture_run_sync(db_url, config=config, task_description=tag) as run:
+            if hasattr(user, "run"):
+                response = user.run(assistant, message="go", max_turns=2)
+                for _ in response.events:  # drain: the chat runs on AG2's thread
+                    pass
+            else:
+                user.initiate_chat(assistant, message="go", max_turns=2)
+            results[tag] = run.run_id
+
+    threads = [threading.Thread(target=one, args=(tag,)) for tag in ("red", "blue")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for tag, run_id in results.items():
+        events = await events_of(db_session, run_id)
+        names = {e.agent_name for e in events}
+        assert events and all(name.startswith(tag) for name in names), (tag, names)
+        assert len([e for e in events if e.event_type == "llm_call"]) == 3
+    assert len(results) == 2
+
+
+def test_hooks_do_not_change_results() -> None:
+    """The same scripted chat gives the same history with and without the hooks."""
+
+    def chat() -> list[dict]:
+        script = Script({"assistant": [ToolCall("add", {"a": 1, "b": 2}), "3. TERMINATE"]})
+        assistant, user = tool_agents(script)
+        return user.initiate_chat(assistant, message="1+2?", max_turns=3).chat_history
+
+    plain = chat()
+    install_ag2_hooks()
+    try:
+        hooked = asyncio.run(_in_run(chat))
+    finally:
+        uninstall_ag2_hooks()
+
+    def strip_ids(h: list[dict]) -> list[dict]:
+        return [{k: v for k, v in m.items() if k not in ("tool_calls", "tool_responses")} for m in h]
+
+    assert strip_ids(hooked) == strip_ids(plain)
+
+
+async def _in_run(fn):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        async with capture_run(f"sqlite+aiosqlite:///{d}/x.db", hooks=True) as run:
+            out = fn()
+            assert run.get_performance_stats()["total_events"] > 0
+    return out
