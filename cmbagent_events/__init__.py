@@ -4,6 +4,7 @@
         ...  # AG2 code; every agent call, message, tool call, code run, file and handoff is captured
 """
 
+from .callbacks import PlanInfo, StepInfo, StepStatus, WorkflowCallbacks, create_callbacks_with_event_capture
 from .capture import EventCaptureManager, get_event_captor, set_event_captor
 from .config import CaptureConfig, ConfigError
 from .integrations.ag2 import install_ag2_hooks, uninstall_ag2_hooks
@@ -24,7 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CaptureConfig", "ConfigError", "DatabaseURLError", "EventCaptureManager", "EventRepository",
-    "ExecutionEvent", "File", "Message", "WorkflowRepository", "WorkflowRun", "capture_run",
-    "capture_run_sync", "get_event_captor", "install_ag2_hooks", "make_engine", "migrate", "set_event_captor",
-    "uninstall_ag2_hooks",
+    "ExecutionEvent", "File", "Message", "PlanInfo", "StepInfo", "StepStatus", "WorkflowCallbacks",
+    "WorkflowRepository", "WorkflowRun", "capture_run", "capture_run_sync", "create_callbacks_with_event_capture",
+    "get_event_captor", "install_ag2_hooks", "make_engine", "migrate", "set_event_captor", "uninstall_ag2_hooks",
 ]
