@@ -25,6 +25,7 @@ from .ids import event_id_prefix
 from .records import COMPLETE, FILE_ROW, INSERT, MESSAGE_ROW, EventRecord
 
 if TYPE_CHECKING:
+    from .live.subscribers import Subscription
     from .writer import BatchWriter
 
 log = logging.getLogger("cmbagent_events")
@@ -68,7 +69,7 @@ class EventCaptureManager:
         )
         self._stack_get = self._stack.get
         self._put = self.bus.put
-        self._open_calls: dict[str, int] = {}  # agent_call id -> start time (ns), for duration
+        self._open_calls: dict[str, tuple[int, Any]] = {}  # open agent_call id -> (start ns, agent name)
         self._track = self.config.track_perf
         self._capture_ns = 0
         self._capture_count = 0
@@ -104,6 +105,11 @@ class EventCaptureManager:
     def execution_order(self) -> int:
         """Events captured since the current node started (the next event's execution_order)."""
         return self._issued - self._node_base
+
+    def open_call_agent(self, event_id: str | None) -> Any:
+        """The agent name of an open agent call (None when it is not open)."""
+        opened = self._open_calls.get(event_id) if event_id else None
+        return opened[1] if opened else None
 
     def current_parent(self) -> str | None:
         """Id of the innermost agent call open in this task/thread, if any."""
@@ -146,7 +152,7 @@ class EventCaptureManager:
             ))
             if push:
                 self._stack.set(stack + (eid,))
-                self._open_calls[eid] = now
+                self._open_calls[eid] = (now, agent)
             if timed:
                 self._capture_ns += _perf_ns() - t0
                 self._capture_count += 1
@@ -161,7 +167,7 @@ class EventCaptureManager:
                            metadata: dict[str, Any] | None = None) -> str | None:
         """An agent starts working on ``message``: one row, status ``running`` until its response."""
         return self._emit("agent_call", "agent_call", "start", agent_name,
-                          {"message": message, "context": context or {}}, None, None, "running", None,
+                          (message, context), None, None, "running", None,
                           metadata or {}, None, True)
 
     def capture_agent_response(self, agent_name: str, response: Any, event_id: str | None = None,
@@ -183,8 +189,8 @@ class EventCaptureManager:
             return None
         try:
             now = _time_ns()
-            started = self._open_calls.pop(event_id, None)
-            duration = (now - started) / 1e6 if started is not None else None
+            opened = self._open_calls.pop(event_id, None)
+            duration = (now - opened[0]) / 1e6 if opened is not None else None
             stack = self._stack.get()
             if stack and stack[-1] == event_id:
                 self._stack.set(stack[:-1])
@@ -195,8 +201,9 @@ class EventCaptureManager:
             else:
                 subtype, status = "error", "failed"
                 err = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-            self.bus.put(EventRecord(COMPLETE, event_id, -1, now, None, subtype, None, None, 0, None, None, 0,
-                                     None, {"response": response}, err, status, duration, metadata, None))
+            # outputs {"response": ...} is built by the writer (see records.INPUT_FIELDS)
+            self._put(EventRecord(COMPLETE, event_id, -1, now, None, subtype, None, None, 0, None, None, 0,
+                                  None, response, err, status, duration, metadata, None))
         except Exception:
             self.bus.count_dropped(1)
             log.exception("cmbagent-events: capture failed")
@@ -208,8 +215,7 @@ class EventCaptureManager:
         """A tool/function invocation (with its result when known)."""
         meta = metadata or {}
         failed = meta.get("success") is False
-        return self._emit("tool_call", "tool_call", "execute", agent_name,
-                          {"tool_name": tool_name, "arguments": arguments},
+        return self._emit("tool_call", "tool_call", "execute", agent_name, (tool_name, arguments),
                           {"result": result} if result is not None else None,
                           None, "failed" if failed else "completed", meta.get("duration_ms"), meta, None, False)
 
@@ -222,7 +228,7 @@ class EventCaptureManager:
         meta["exit_code"] = exit_code
         meta["code_length"] = len(code) if isinstance(code, str) else None
         ok = exit_code == 0
-        return self._emit("code_exec", "code_exec", "complete" if ok else "error", agent_name, {"code": code},
+        return self._emit("code_exec", "code_exec", "complete" if ok else "error", agent_name, (code,),
                           {"result": result}, None, "completed" if ok else "failed", duration_ms, meta, None,
                           False)
 
@@ -230,15 +236,14 @@ class EventCaptureManager:
                                 size_bytes: int | None = None, metadata: dict[str, Any] | None = None) -> str | None:
         """A file produced by the run; also written as a ``files`` row linked to the event."""
         meta = {"size_bytes": size_bytes, **metadata} if metadata else {"size_bytes": size_bytes}
-        return self._emit("file_gen", "file_gen", "create", agent_name,
-                          {"file_path": file_path, "file_type": file_type}, None, None, "completed", None, meta,
+        return self._emit("file_gen", "file_gen", "create", agent_name, (file_path, file_type), None, None,
+                          "completed", None, meta,
                           (FILE_ROW, file_path, file_type, size_bytes), False)
 
     def capture_handoff(self, from_agent: str, to_agent: str, context: dict[str, Any] | None = None,
                         reason: str | None = None) -> str | None:
         """Control passes from one agent to another (speaker selection, group-pattern transition)."""
-        return self._emit("handoff", "handoff", "transfer", from_agent,
-                          {"from_agent": from_agent, "to_agent": to_agent, "context": context or {}}, None, None,
+        return self._emit("handoff", "handoff", "transfer", from_agent, (from_agent, to_agent, context), None, None,
                           "completed", None, {"reason": reason} if reason else {}, None, False)
 
     def capture_message(self, sender: str, recipient: str, content: Any, tokens: int | None = None,
@@ -263,16 +268,16 @@ class EventCaptureManager:
             return None
         if total_tokens is None and (prompt_tokens is not None or completion_tokens is not None):
             total_tokens = (prompt_tokens or 0) + (completion_tokens or 0)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                 "total_tokens": total_tokens, "cost": cost}
         with self._usage_lock:
             totals = self.usage
             totals["calls"] += 1
-            for key, value in usage.items():
-                if isinstance(value, (int, float)):
-                    totals[key] += value
-        return self._emit("llm_call", "llm_call", "complete", agent_name, {"model": model}, {"usage": usage},
-                          None, "completed", duration_ms, metadata or {"model": model}, None, False)
+            totals["prompt_tokens"] += prompt_tokens or 0
+            totals["completion_tokens"] += completion_tokens or 0
+            totals["total_tokens"] += total_tokens or 0
+            totals["cost"] += cost or 0.0
+        return self._emit("llm_call", "llm_call", "complete", agent_name, (model,),
+                          (prompt_tokens, completion_tokens, total_tokens, cost), None, "completed", duration_ms,
+                          metadata or {"model": model}, None, False)
 
     def capture_event(self, event_type: str, event_subtype: str | None = None, agent_name: str | None = None,
                       inputs: Any = None, outputs: Any = None, duration_ms: float | None = None,
@@ -348,6 +353,16 @@ class EventCaptureManager:
             return False
 
     close = aclose  # the seed's name
+
+    def subscribe(self, maxsize: int = 10_000) -> Subscription:
+        """Live events of this run once committed: ``async for ev in run.subscribe(): ...``.
+
+        Each subscriber has its own queue of ``maxsize`` items; when it falls behind it is told how
+        many it missed, and capture never waits for it. See :mod:`cmbagent_events.live.subscribers`.
+        """
+        from .live.subscribers import subscribe
+
+        return subscribe(self, maxsize)
 
 
 # -- the current captor ---------------------------------------------------------------------

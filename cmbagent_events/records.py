@@ -16,6 +16,18 @@ INSERT = 0  # a new event row (and its messages/files row, if ``extra`` says so)
 COMPLETE = 1  # completion of an open agent_call: applied as an UPDATE, or merged into its INSERT
 BARRIER = 2  # flush() marker: everything queued before it is committed when it is reached
 
+# Capture calls pass ``inputs`` (and llm_call ``outputs``) as tuples, which the writer names with
+# these fields: a tuple is cheaper to build on the hot path than a dict. Dicts pass through as-is.
+INPUT_FIELDS: dict[str, tuple[str, ...]] = {
+    "agent_call": ("message", "context"),
+    "tool_call": ("tool_name", "arguments"),
+    "code_exec": ("code",),
+    "file_gen": ("file_path", "file_type"),
+    "handoff": ("from_agent", "to_agent", "context"),
+    "llm_call": ("model",),
+}
+USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost")  # llm_call outputs["usage"]
+
 # ``extra`` tags for companion rows
 MESSAGE_ROW = "message"
 FILE_ROW = "file"

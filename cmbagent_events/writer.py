@@ -7,6 +7,10 @@ and the merge of an agent call's start and completion when both are in the same 
 
 A batch the database refuses is retried with backoff; if it still fails it is counted as dropped
 on the run (never silent) and the writer carries on with the next one.
+
+Commit listeners (``add_commit_listener``) see each committed batch, on the writer's loop, right
+after its transaction; they are how live subscribers (``cmbagent_events.live``) get events without
+reading the database. With no listener the cost is one falsy check per batch.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from .bus import EventBus
 from .config import CaptureConfig
 from .payload import Sanitizer
-from .records import BARRIER, COMPLETE, FILE_ROW, INSERT, MESSAGE_ROW, EventRecord, barrier
+from .records import BARRIER, COMPLETE, FILE_ROW, INPUT_FIELDS, INSERT, MESSAGE_ROW, USAGE_FIELDS, EventRecord, barrier
 from .store.sink import Batch, Sink
 
 log = logging.getLogger("cmbagent_events.writer")
@@ -52,6 +57,34 @@ class BatchWriter:
         self.records_written = 0
         self.queue_high_water = 0
         self.last_error: str | None = None
+        self._listeners: tuple[CommitListener, ...] = ()
+        self._listeners_lock = threading.Lock()
+        self._stopped = False  # listeners have been told (None) that nothing more will be committed
+
+    # -- commit listeners ------------------------------------------------------------------------
+    def add_commit_listener(self, listener: CommitListener) -> bool:
+        """Call ``listener(batch)`` on the writer's loop after each committed batch, and
+        ``listener(None)`` once when the writer stops. It must be quick and must not block: it runs
+        between batch writes. Exceptions are logged and never reach the writer.
+
+        Returns False (and registers nothing) when the writer has already stopped."""
+        with self._listeners_lock:
+            if self._stopped:
+                return False
+            self._listeners = (*self._listeners, listener)  # copy on write: safe while _notify iterates
+            return True
+
+    def remove_commit_listener(self, listener: CommitListener) -> None:
+        """Stop calling ``listener`` (no-op if it is not registered)."""
+        with self._listeners_lock:
+            self._listeners = tuple(fn for fn in self._listeners if fn is not listener)
+
+    def _notify(self, batch: Batch | None) -> None:
+        for listener in self._listeners:
+            try:
+                listener(batch)
+            except Exception:
+                log.exception("cmbagent-events: commit listener failed")
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -92,6 +125,7 @@ class BatchWriter:
         """Drain everything and stop (on the writer's loop). False if ``timeout`` cut the drain short;
         whatever was left is then counted as dropped."""
         if self._task is None:
+            self._stop_listeners()
             return True
         self._closing = True
         self.wake()
@@ -119,7 +153,14 @@ class BatchWriter:
         if lost:
             self._bus.count_dropped(lost)
             log.warning("cmbagent-events: %d events not written before close (timeout %.1fs)", lost, timeout)
+        self._stop_listeners()
         return drained and not lost
+
+    def _stop_listeners(self) -> None:
+        with self._listeners_lock:
+            self._stopped = True
+        if self._listeners:
+            self._notify(None)
 
     # -- drain loop ----------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -163,13 +204,19 @@ class BatchWriter:
         sink = self._sink
         if r.kind == INSERT:
             ts = sink.timestamp(r.t_ns)
-            inputs, meta, extra = r.inputs, r.meta, r.extra
+            inputs, outputs, meta, extra = r.inputs, r.outputs, r.meta, r.extra
+            if type(inputs) is tuple:  # see records.INPUT_FIELDS
+                inputs = dict(zip(INPUT_FIELDS.get(r.event_type, ()), inputs))  # type: ignore[arg-type]
+                if "context" in inputs and inputs["context"] is None:
+                    inputs["context"] = {}
+            if type(outputs) is tuple and r.event_type == "llm_call":
+                outputs = {"usage": dict(zip(USAGE_FIELDS, outputs))}
             if extra is not None and extra[0] == MESSAGE_ROW:  # see capture_message
                 _, sender, recipient, content, tokens = extra
                 inputs = {"sender": sender, "recipient": recipient, "content": content}
                 meta = {"tokens": tokens, **meta} if meta else {"tokens": tokens}
             row = [r.id, self._run_id, self._session_id, r.node_id, r.step_id, r.parent_id, r.event_type,
-                   r.event_subtype, r.agent_name, r.execution_order, r.seq, r.depth, inputs, r.outputs,
+                   r.event_subtype, r.agent_name, r.execution_order, r.seq, r.depth, inputs, outputs,
                    r.error_message, r.status, ts, None, r.duration_ms, meta]
             batch.events.append(row)
             if r.status == "running":
@@ -182,7 +229,7 @@ class BatchWriter:
             if row is not None:  # start and completion in one batch: a single INSERT
                 row[_SUBTYPE] = r.event_subtype
                 row[_STATUS] = r.status
-                row[_OUTPUTS] = r.outputs
+                row[_OUTPUTS] = {"response": r.outputs}
                 if r.error_message is not None:
                     row[_ERROR] = r.error_message
                 row[_COMPLETED_AT] = completed_at
@@ -191,7 +238,7 @@ class BatchWriter:
                     row[_META] = {**row[_META], **r.meta} if isinstance(row[_META], dict) else r.meta
             else:
                 s, limit = self._sanitizer, self._config.max_output_size
-                batch.updates.append((r.event_subtype, r.status, s.encode(r.outputs, limit),
+                batch.updates.append((r.event_subtype, r.status, s.encode({"response": r.outputs}, limit),
                                       s.text(r.error_message, limit), completed_at, r.duration_ms,
                                       s.encode(r.meta, self._config.max_input_size) if r.meta else None, r.id))
 
@@ -246,7 +293,12 @@ class BatchWriter:
             else:
                 self.batches_written += 1
                 self.records_written += len(batch)
+                if self._listeners:
+                    self._notify(batch)
                 return
+
+
+CommitListener = Callable[[Batch | None], None]
 
 
 def _resolve(future: concurrent.futures.Future[bool], value: bool) -> None:

@@ -37,11 +37,11 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .. import capture as _capture
 from ..capture import EventCaptureManager, _current
 
 log = logging.getLogger("cmbagent_events.ag2")
@@ -53,7 +53,6 @@ MAX_SCAN_ENTRIES = 5000  # work_dir entries compared before/after code execution
 
 _perf = time.perf_counter
 _in_selection: contextvars.ContextVar[bool] = contextvars.ContextVar("cmbagent_events_in_selection", default=False)
-_agent_name: contextvars.ContextVar[str | None] = contextvars.ContextVar("cmbagent_events_agent", default=None)
 _pending_transition = threading.local()  # .value: (reason, source, target) awaiting its speaker change
 
 TRANSITION_REASONS = {
@@ -92,27 +91,25 @@ def _captor_for(agent: Any) -> EventCaptureManager | None:
             captor = ref()
             if captor is not None and captor.enabled:
                 return captor
-    from ..capture import _global
-
-    return _global if _global is not None and _global.enabled else None
+    captor = _capture._global
+    return captor if captor is not None and captor.enabled else None
 
 
 def _name(agent: Any) -> str | None:
     return getattr(agent, "name", None) if agent is not None else None
 
 
-@contextmanager
-def _hop_parent(captor: EventCaptureManager, agent: Any) -> Iterator[None]:
-    """On a thread that lost the context, nest under the agent's open call while inside."""
-    call = getattr(agent, "__dict__", {}).get(_CALL_ATTR) if agent is not None else None
-    if call is None or captor.event_stack():
-        yield
-        return
+def _adopt_hop_parent(captor: EventCaptureManager, agent: Any) -> bool:
+    """On a thread that lost the context, nest under the agent's open call; True when adopted
+    (the caller then calls ``captor.adopt_stack(())`` when done). Plain code, not a context
+    manager: this runs on every model call."""
+    if agent is None or captor.event_stack():
+        return False
+    call = getattr(agent, "__dict__", {}).get(_CALL_ATTR)
+    if call is None:
+        return False
     captor.adopt_stack((call,))
-    try:
-        yield
-    finally:
-        captor.adopt_stack(())
+    return True
 
 
 def _record_error(captor: EventCaptureManager, agent_name: str | None, exc: BaseException, where: str) -> None:
@@ -128,6 +125,13 @@ def _record_error(captor: EventCaptureManager, agent_name: str | None, exc: Base
                              {"where": where})
     except Exception:
         log.debug("cmbagent-events: could not record error", exc_info=True)
+
+
+def _record_hop_error(captor: EventCaptureManager, agent: Any, exc: BaseException, where: str) -> None:
+    adopted = _adopt_hop_parent(captor, agent)
+    _record_error(captor, _name(agent), exc, where)
+    if adopted:
+        captor.adopt_stack(())
 
 
 def _last_message(agent: Any, messages: Any, sender: Any) -> Any:
@@ -194,14 +198,11 @@ def _patch_generate_reply(cls: type) -> None:
             event_id, previous = _start_call(captor, self, messages, sender)
         except Exception:
             return original(self, messages, sender, *args, **kwargs)
-        token = _agent_name.set(self.name)
         try:
             reply = original(self, messages, sender, *args, **kwargs)
         except BaseException as exc:
             _end_call(captor, self, event_id, previous, error=exc)
             raise
-        finally:
-            _agent_name.reset(token)
         _end_call(captor, self, event_id, previous, reply)
         return reply
 
@@ -218,14 +219,11 @@ def _patch_generate_reply(cls: type) -> None:
             event_id, previous = _start_call(captor, self, messages, sender)
         except Exception:
             return await a_original(self, messages, sender, *args, **kwargs)
-        token = _agent_name.set(self.name)
         try:
             reply = await a_original(self, messages, sender, *args, **kwargs)
         except BaseException as exc:
             _end_call(captor, self, event_id, previous, error=exc)
             raise
-        finally:
-            _agent_name.reset(token)
         _end_call(captor, self, event_id, previous, reply)
         return reply
 
@@ -233,6 +231,17 @@ def _patch_generate_reply(cls: type) -> None:
 
 
 # -- messages -----------------------------------------------------------------------------------
+_manager_types: dict[type, bool] = {}
+
+
+def _is_manager(cls: type, manager_cls: type) -> bool:
+    """issubclass, cached: isinstance on AG2 agents goes through a slow runtime Protocol check."""
+    hit = _manager_types.get(cls)
+    if hit is None:
+        hit = _manager_types[cls] = issubclass(cls, manager_cls)
+    return hit
+
+
 def _capture_send(captor: EventCaptureManager, sender: Any, message: Any, recipient: Any,
                   request_reply: Any, manager_cls: type) -> None:
     try:
@@ -244,7 +253,7 @@ def _capture_send(captor: EventCaptureManager, sender: Any, message: Any, recipi
         else:
             content = message
         meta = None
-        if request_reply is False and isinstance(sender, manager_cls):
+        if request_reply is False and _is_manager(type(sender), manager_cls):
             meta = {"broadcast": True}
         if _in_selection.get():
             meta = {**(meta or {}), "speaker_selection": True}
@@ -305,8 +314,10 @@ def _tool_event(captor: EventCaptureManager, agent: Any, func_call: Any, call_id
         meta = {"success": bool(ok), "call_id": call_id, "duration_ms": (_perf() - started) * 1000.0}
         if _in_selection.get():
             meta["speaker_selection"] = True
-        with _hop_parent(captor, agent):
-            captor.capture_tool_call(agent.name, name, arguments, result=content, metadata=meta)
+        adopted = _adopt_hop_parent(captor, agent)
+        captor.capture_tool_call(agent.name, name, arguments, result=content, metadata=meta)
+        if adopted:
+            captor.adopt_stack(())
     except Exception:
         log.debug("cmbagent-events: tool capture failed", exc_info=True)
 
@@ -324,8 +335,7 @@ def _patch_execute_function(cls: type) -> None:
         try:
             outcome = original(self, func_call, *args, **kwargs)
         except BaseException as exc:
-            with _hop_parent(captor, self):
-                _record_error(captor, self.name, exc, "execute_function")
+            _record_hop_error(captor, self, exc, "execute_function")
             raise
         _tool_event(captor, self, func_call, call_id, started, outcome)
         return outcome
@@ -344,8 +354,7 @@ def _patch_execute_function(cls: type) -> None:
         try:
             outcome = await a_original(self, func_call, *args, **kwargs)
         except BaseException as exc:
-            with _hop_parent(captor, self):
-                _record_error(captor, self.name, exc, "a_execute_function")
+            _record_hop_error(captor, self, exc, "a_execute_function")
             raise
         _tool_event(captor, self, func_call, call_id, started, outcome)
         return outcome
@@ -425,7 +434,7 @@ def _patch_executor(cls: type) -> None:
         captor = _captor_for(None)
         if captor is None:
             return original(self, code_blocks, *args, **kwargs)
-        agent_name = _agent_name.get()
+        agent_name = captor.open_call_agent(captor.current_parent())  # the agent whose reply runs the code
         work_dir = getattr(self, "work_dir", None)
         try:
             before = _snapshot(work_dir) if captor._on["file_gen"] else None
@@ -567,8 +576,11 @@ def _transition_seen(message: Any) -> None:
         log.debug("cmbagent-events: transition capture failed", exc_info=True)
 
 
+_SEND_FLAG = "_cmbagent_events_send"
+
+
 def _instrument_stream(stream: Any) -> None:
-    if stream in _streams:
+    if getattr(stream, _SEND_FLAG, False):  # cheap check: get_default() runs on every AG2 print
         return
     original_send = stream.send
 
@@ -578,6 +590,7 @@ def _instrument_stream(stream: Any) -> None:
 
     try:
         stream.send = send
+        setattr(stream, _SEND_FLAG, True)
         _streams.add(stream)
     except (AttributeError, TypeError):  # slots or frozen stream: transitions from it are not seen
         pass
@@ -612,8 +625,7 @@ def _patch_create(cls: type) -> None:
         try:
             response = original(self, **config)
         except BaseException as exc:
-            with _hop_parent(captor, agent):
-                _record_error(captor, _name(agent), exc, "llm_create")
+            _record_hop_error(captor, agent, exc, "llm_create")
             raise
         try:
             usage = getattr(response, "usage", None)
@@ -621,11 +633,13 @@ def _patch_create(cls: type) -> None:
                     "cached": getattr(response, "cost", None) is not None and usage is None}
             if _in_selection.get():
                 meta["speaker_selection"] = True
-            with _hop_parent(captor, agent):
-                captor.capture_llm_call(
-                    _name(agent), getattr(response, "model", None), getattr(usage, "prompt_tokens", None),
-                    getattr(usage, "completion_tokens", None), getattr(usage, "total_tokens", None),
-                    getattr(response, "cost", None), (_perf() - started) * 1000.0, meta)
+            adopted = _adopt_hop_parent(captor, agent)
+            captor.capture_llm_call(
+                _name(agent), getattr(response, "model", None), getattr(usage, "prompt_tokens", None),
+                getattr(usage, "completion_tokens", None), getattr(usage, "total_tokens", None),
+                getattr(response, "cost", None), (_perf() - started) * 1000.0, meta)
+            if adopted:
+                captor.adopt_stack(())
         except Exception:
             log.debug("cmbagent-events: llm capture failed", exc_info=True)
         return response
@@ -724,10 +738,11 @@ def _uninstall() -> None:
         else:
             setattr(owner, name, original)
     for stream in list(_streams):
-        try:
-            del stream.send
-        except AttributeError:
-            pass
+        for attr in ("send", _SEND_FLAG):
+            try:
+                delattr(stream, attr)
+            except AttributeError:
+                pass
     _streams.clear()
 
 
