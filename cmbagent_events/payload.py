@@ -11,6 +11,7 @@ Rules (CONTRACT.md, "Payloads"):
 from __future__ import annotations
 
 from collections.abc import Iterable
+import re
 from typing import Any
 
 import msgspec
@@ -22,6 +23,16 @@ MAX_ITEMS = 10_000  # elements kept per container; the rest are summarised by a 
 _SECRET_SUFFIXES = ("_api_key", "_apikey", "_password", "_secret", "_token", "_secret_key", "_private_key")
 
 _encode = msgspec.json.Encoder().encode
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError  # not a JSON type: the slow path decides (repr, model_dump, ...)
+
+
+_fast_encode = msgspec.json.Encoder(enc_hook=_refuse).encode
+# Words that may name a secret key; "tokens" (usage counts) is not one. A hit only sends the value
+# down the exact (slow) path, which checks each key properly.
+_MAYBE_SECRET = re.compile(rb"(?i)api_?key|passw|secret|authoriz|credential|private_key|token(?!s\")")
 
 
 class Sanitizer:
@@ -57,9 +68,21 @@ class Sanitizer:
         return clean_str(_safe_repr(value), limit)
 
     def encode(self, value: Any, limit: int) -> str | None:
-        """``clean`` then JSON-encode; None stays None (SQL NULL)."""
+        """``clean`` then JSON-encode; None stays None (SQL NULL).
+
+        Fast path: encode directly in C (msgspec) and keep the result when it provably needs no
+        cleaning: short enough that no string can exceed ``limit``, no NUL, no key that could be
+        a secret. Anything else (or anything msgspec refuses) takes the exact path.
+        """
         if value is None:
             return None
+        try:
+            data = _fast_encode(value)
+        except Exception:
+            pass
+        else:
+            if len(data) <= limit and b"\\u0000" not in data and _MAYBE_SECRET.search(data) is None:
+                return data.decode()
         return _encode(self._clean(value, limit, 0, set())).decode()
 
     def _clean(self, value: Any, limit: int, depth: int, path: set[int]) -> Any:
