@@ -311,6 +311,9 @@ async def test_group_pattern_transition_reasons(db_url, db_session, config) -> N
     assert (on_context.inputs["from_agent"], on_context.inputs["to_agent"]) == ("tech", "general")
     tools = [e for e in events if e.event_type == "tool_call"]
     assert [t.inputs["tool_name"] for t in tools] == ["transfer_to_tech_1", "record_issue"]
+    # the chat ends through a TerminateTarget, which AG2 signals with NoEligibleSpeakerError: not an error
+    assert [e for e in events if e.event_type == "error"] == []
+    assert (await db_session.get(WorkflowRun, run.run_id)).status == "completed"
 
 
 async def test_model_error_is_recorded_once_and_reraised_unchanged(db_url, db_session, config) -> None:
@@ -429,3 +432,19 @@ async def _in_run(fn):
             out = fn()
             assert run.get_performance_stats()["total_events"] > 0
     return out
+
+
+async def test_group_pattern_ending_by_terminate_target_is_not_an_error(db_url, db_session, config) -> None:
+    from autogen.agentchat import initiate_group_chat
+    from autogen.agentchat.group.patterns import DefaultPattern
+
+    script = Script({"solo": ["All done here."]})
+    solo = ConversableAgent("solo", llm_config=scripted_llm_config(script))
+    user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER")
+    register_scripted_client(solo)
+    pattern = DefaultPattern(initial_agent=solo, agents=[solo], user_agent=user, group_after_work=TerminateTarget())
+    async with capture_run(db_url, config=config) as run:
+        initiate_group_chat(pattern=pattern, messages="finish up", max_rounds=5)
+    events = await events_of(db_session, run.run_id)
+    assert [e.event_subtype for e in events if e.event_type == "error"] == []
+    assert any(e.event_type == "agent_call" and e.agent_name == "solo" and e.status == "completed" for e in events)

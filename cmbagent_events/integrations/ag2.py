@@ -527,7 +527,7 @@ def _patch_select_speaker(cls: type) -> None:
         try:
             chosen = original(self, last_speaker, selector, *args, **kwargs)
         except BaseException as exc:
-            _record_error(captor, _name(selector), exc, "select_speaker")
+            _record_selection_error(captor, selector, exc, "select_speaker")
             raise
         finally:
             _in_selection.reset(token)
@@ -547,7 +547,7 @@ def _patch_select_speaker(cls: type) -> None:
         try:
             chosen = await a_original(self, last_speaker, selector, *args, **kwargs)
         except BaseException as exc:
-            _record_error(captor, _name(selector), exc, "a_select_speaker")
+            _record_selection_error(captor, selector, exc, "a_select_speaker")
             raise
         finally:
             _in_selection.reset(token)
@@ -555,6 +555,18 @@ def _patch_select_speaker(cls: type) -> None:
         return chosen
 
     _patch(cls, "a_select_speaker", a_select_speaker)
+
+
+def _record_selection_error(captor: EventCaptureManager, selector: Any, exc: BaseException, where: str) -> None:
+    """AG2 ends group chats by raising NoEligibleSpeakerError from speaker selection: that is its
+    normal stop (e.g. a TerminateTarget), not an error of the run."""
+    if type(exc).__name__ == "NoEligibleSpeakerError":
+        try:
+            setattr(exc, _MARK_ATTR, True)
+        except (AttributeError, TypeError):
+            pass
+        return
+    _record_error(captor, _name(selector), exc, where)
 
 
 def _transition_seen(message: Any) -> None:

@@ -4,7 +4,9 @@
   prepared tuples; SQLAlchemy is bypassed here because its per-row compile work halves throughput
   (DESIGN.md: raw ~200k rows/s vs Core ~100k).
 - PostgreSQL: one asyncpg connection; new rows go in with binary ``COPY`` (~2x executemany),
-  completions and run updates with ``executemany`` of parameterised UPDATEs.
+  completions and run updates with ``executemany`` of parameterised UPDATEs. Each batch (and the
+  run's close) also sends ``pg_notify('cmbagent_events', '{"run_id": ..., "max_seq": ...}')`` in
+  its transaction, so live readers in other processes wake at commit (``live/notify.py``).
 
 Rows arrive as tuples in the column orders below, already sanitised and JSON-encoded by the
 writer; sinks only move them.
@@ -12,6 +14,7 @@ writer; sinks only move them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -152,9 +155,12 @@ class PostgresSink:
         "meta = COALESCE((COALESCE(meta::jsonb, '{}'::jsonb) || $5::jsonb)::json, meta) WHERE id = $6"
     )
 
+    _NOTIFY = "SELECT pg_notify('cmbagent_events', $1)"
+
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         self._conn: Any = None
+        self._run_id = ""
 
     def timestamp(self, t_ns: int) -> datetime:
         return datetime.fromtimestamp(t_ns / 1e9, UTC)
@@ -165,12 +171,15 @@ class PostgresSink:
         self._conn = await asyncpg.connect(self.dsn)
 
     async def create_run(self, row: tuple) -> None:
+        self._run_id = row[0]
         await self._conn.execute(self._INSERT_RUN, *row)
 
     async def finish_run(self, run_id: str, status: str, completed_ns: int, total: int, dropped: int,
                          meta_patch: str | None) -> None:
-        await self._conn.execute(self._FINISH_RUN, status, self.timestamp(completed_ns), total, dropped,
-                                 meta_patch, run_id)
+        async with self._conn.transaction():
+            await self._conn.execute(self._FINISH_RUN, status, self.timestamp(completed_ns), total, dropped,
+                                     meta_patch, run_id)
+            await self._conn.execute(self._NOTIFY, json.dumps({"run_id": run_id, "status": status}))
 
     async def write(self, batch: Batch) -> None:
         conn = self._conn
@@ -183,6 +192,10 @@ class PostgresSink:
                 await conn.copy_records_to_table("messages", records=batch.messages, columns=MESSAGE_COLUMNS)
             if batch.files:
                 await conn.copy_records_to_table("files", records=batch.files, columns=FILE_COLUMNS)
+            events = batch.events
+            run_id = events[0][1] if events else self._run_id
+            max_seq = max(row[10] for row in events) if events else None
+            await conn.execute(self._NOTIFY, json.dumps({"run_id": run_id, "max_seq": max_seq}))
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -1,0 +1,356 @@
+"""The ``cmbagent-events`` command: runs, show, tail, export, migrate, demo, serve.
+
+Every subcommand takes ``--db URL`` (before or after its name); the default is
+``CMBAGENT_EVENTS_DB_URL``, else ``sqlite+aiosqlite:///cmbagent_events.db``. Read commands never
+create a database: a SQLite path that does not exist is an error, not an empty file. Run ids may
+be abbreviated to any unique prefix. Long operations report progress on stderr when it is a
+terminal. Exit codes: 0 done, 1 failed (message on stderr), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import IO, Any
+
+from .config import DEFAULT_DB_URL
+
+EXIT_OK, EXIT_FAIL = 0, 1
+
+
+class CliError(Exception):
+    """A failure to report as one line on stderr (exit code 1)."""
+
+
+def default_db_url() -> str:
+    return os.environ.get("CMBAGENT_EVENTS_DB_URL", "").strip() or DEFAULT_DB_URL
+
+
+class Progress:
+    """``label: done/total`` on one stderr line, redrawn at most 10 times a second; silent when
+    stderr is not a terminal."""
+
+    def __init__(self, label: str, total: int | None, stream: IO[str] | None = None) -> None:
+        self.label, self.total, self.done = label, total, 0
+        self._stream = stream or sys.stderr
+        self._on = self._stream.isatty()
+        self._last = 0.0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self._on and now - self._last >= 0.1:
+            self._last = now
+            of = f"/{self.total}" if self.total is not None else ""
+            self._stream.write(f"\r{self.label}: {self.done}{of}")
+            self._stream.flush()
+
+    def finish(self) -> None:
+        if self._on and self._last:
+            self._stream.write("\r\033[K")
+            self._stream.flush()
+
+
+# -- database access --------------------------------------------------------------------------------
+async def _open_reader(db_url: str, create: bool = False):
+    """A RunReader on ``db_url`` (migrated); refuses a missing SQLite file unless ``create``."""
+    from .store.reader import RunReader
+    from .store.schema import is_sqlite, make_engine, migrate, parse_db_url
+
+    url = parse_db_url(db_url)
+    if is_sqlite(url) and not create and not Path(url.database or "").expanduser().exists():
+        raise CliError(f"no database at {url.database!r}: capture a run first (cmbagent-events demo), "
+                       "or pass --db URL / set CMBAGENT_EVENTS_DB_URL")
+    await migrate(url)
+    return RunReader(make_engine(url))
+
+
+async def _with_reader(db_url: str, body: Callable[[Any], Awaitable[int]]) -> int:
+    reader = await _open_reader(db_url)
+    try:
+        return await body(reader)
+    finally:
+        await reader.engine.dispose()
+
+
+async def _resolve(reader, run_id: str | None) -> str:
+    if run_id is None:
+        run = await reader.latest_run()
+        if run is None:
+            raise CliError("no runs in this database yet")
+        return run.id
+    found = await reader.resolve_run_id(run_id)
+    if found is None:
+        raise CliError(f"no run {run_id!r} (or the prefix matches several runs): see cmbagent-events runs")
+    return found
+
+
+async def _pages(reader, run_id: str, progress: Progress, size: int = 2000) -> AsyncIterator[list]:
+    """A run's events in seq order, a page at a time (keyset on seq), advancing ``progress``."""
+    after = -1
+    try:
+        while True:
+            page = await reader.events_after(run_id, after, size)
+            if not page:
+                return
+            progress.advance(len(page))
+            yield page
+            after = page[-1].seq
+    finally:
+        progress.finish()
+
+
+# -- subcommands ---------------------------------------------------------------------------------------
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .render import runs_table
+
+    async def body(reader) -> int:
+        runs = await reader.list_runs(limit=args.limit)
+        if args.json:
+            from .live.wire import dumps, run_dict
+
+            for r in runs:
+                print(dumps(run_dict(r)))
+        elif not runs:
+            print("no runs yet")
+        else:
+            print("\n".join(runs_table(runs)))
+        return EXIT_OK
+
+    return asyncio.run(_with_reader(args.db, body))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .render import run_header, tree_lines
+
+    async def body(reader) -> int:
+        run_id = await _resolve(reader, args.run_id)
+        run = await reader.get_run(run_id)
+        events = [e async for page in _pages(reader, run_id, Progress("reading events", run.total_events or None))
+                  for e in page]
+        print(run_header(run))
+        if run.task_description:
+            print(f"task: {run.task_description}")
+        print("\n".join(tree_lines(events)) if events else "(no events)")
+        return EXIT_OK
+
+    return asyncio.run(_with_reader(args.db, body))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .render import event_json
+
+    async def body(reader) -> int:
+        run_id = await _resolve(reader, args.run_id)
+        total = await reader.count_events(run_id)
+        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+        written = 0
+        try:
+            async for page in _pages(reader, run_id, Progress(f"exporting {run_id}", total)):
+                out.write("".join(event_json(e) + "\n" for e in page))
+                written += len(page)
+        finally:
+            if out is not sys.stdout:
+                out.close()
+        where = f" to {args.output}" if args.output else ""
+        print(f"exported {written} events of run {run_id}{where}", file=sys.stderr)
+        return EXIT_OK
+
+    return asyncio.run(_with_reader(args.db, body))
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from .render import describe, run_header
+    from .live.feed import RunFeed
+
+    def line(e, prefix: str = "") -> str:
+        return f"{'  ' * (e.depth or 0)}#{e.seq} {prefix}{describe(e)}"
+
+    async def follow(reader) -> int:
+        run_id = await _resolve(reader, args.run_id)
+        if args.after_seq is not None:
+            after = args.after_seq
+        elif args.from_start:
+            after = -1
+        else:
+            after = max(-1, await reader.last_seq(run_id) - args.lines)
+        notifier = _notifier(args.db, args.poll)
+        await notifier.start()
+        try:
+            async for item in RunFeed(reader, run_id, after, notifier):
+                if item.kind == "run":
+                    print(run_header(item.run), flush=True)
+                elif item.kind == "events":
+                    print("\n".join(line(e) for e in item.events), flush=True)
+                elif item.kind == "updates":
+                    print("\n".join(line(e, "completed: ") for e in item.events), flush=True)
+                elif item.kind == "gap":
+                    print(f"! seq {item.first}..{item.last} never stored (dropped at capture)", flush=True)
+                elif item.kind == "replayed":
+                    if args.once:
+                        return EXIT_OK
+                    if item.last_seq >= 0:
+                        print("-- following (Ctrl-C to stop) --", file=sys.stderr, flush=True)
+                elif item.kind == "end":
+                    print(f"-- run ended: {item.run.status} --", flush=True)
+        finally:
+            await notifier.stop()
+        return EXIT_OK
+
+    async def body(reader) -> int:
+        try:
+            return await asyncio.wait_for(follow(reader), args.timeout)
+        except TimeoutError:
+            print(f"-- stopped after {args.timeout:g}s --", file=sys.stderr)
+            return EXIT_OK
+
+    return asyncio.run(_with_reader(args.db, body))
+
+
+def _notifier(db_url: str, poll: float):
+    from .live.notify import PgNotifier, PollNotifier
+    from .store.schema import asyncpg_dsn, is_sqlite, parse_db_url
+
+    url = parse_db_url(db_url)
+    return PollNotifier(poll) if is_sqlite(url) else PgNotifier(asyncpg_dsn(url))
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .store.schema import migrate, parse_db_url
+
+    url = parse_db_url(args.db)
+    shown = url.render_as_string(hide_password=True)
+    print(f"migrating {shown} ...", file=sys.stderr, flush=True)
+    asyncio.run(migrate(url))
+    print(f"{shown}: schema is up to date")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if args.db_given:  # the global --db reaches the demo through the environment it reads
+        os.environ["CMBAGENT_EVENTS_DB_URL"] = args.db
+    from .demo import main as demo_main  # imported here: the demo pulls in AG2
+
+    result = demo_main(list(args.demo_args))
+    return int(result or 0)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .live.security import ServeError
+    from .live.server import serve_forever
+
+    try:
+        asyncio.run(serve_forever(args.db, args.host, args.port, args.token or None, poll_interval=args.poll))
+    except ServeError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
+# -- parsing ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    db_help = "database URL (default: $CMBAGENT_EVENTS_DB_URL, else sqlite+aiosqlite:///cmbagent_events.db)"
+    parser = argparse.ArgumentParser(prog="cmbagent-events", description="Browse, follow and serve captured AG2 runs.")
+    parser.add_argument("--db", default=None, help=db_help)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", default=argparse.SUPPRESS, help=db_help)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("runs", parents=[common], help="list runs, newest first")
+    p.add_argument("--limit", type=int, default=50, help="how many runs (default 50)")
+    p.add_argument("--json", action="store_true", help="one JSON object per run")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("show", parents=[common], help="a run's event tree")
+    p.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("tail", parents=[common], help="follow a run live (the latest when RUN_ID is omitted)")
+    p.add_argument("run_id", metavar="RUN_ID", nargs="?", help="run id or prefix (default: the latest run)")
+    p.add_argument("-n", "--lines", type=int, default=20, help="stored events to show first (default 20)")
+    p.add_argument("--from-start", action="store_true", help="show every stored event first")
+    p.add_argument("--after-seq", type=int, default=None, help="start after this seq (resume)")
+    p.add_argument("--once", action="store_true", help="print what is stored and exit, do not follow")
+    p.add_argument("--timeout", type=float, default=None, help="stop following after this many seconds")
+    p.add_argument("--poll", type=float, default=0.25, help="SQLite polling interval in seconds (default 0.25)")
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("export", parents=[common], help="a run's events as JSON lines, in seq order")
+    p.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("migrate", parents=[common], help="create or upgrade the schema")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("demo", help="run the offline AG2 demo and print its trace (arguments go to the demo)",
+                       add_help=False)
+    p.set_defaults(func=cmd_demo, demo_args=[])
+
+    p = sub.add_parser("serve", parents=[common], help="the live web viewer (HTTP + WebSocket)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; any other needs --token)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--token", default=os.environ.get("CMBAGENT_EVENTS_SERVE_TOKEN"),
+                   help="secret clients must present (default $CMBAGENT_EVENTS_SERVE_TOKEN); "
+                        "required when --host is not loopback")
+    p.add_argument("--poll", type=float, default=0.25, help="SQLite polling interval in seconds (default 0.25)")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def _split_demo(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``[global options] demo ARGS...`` -> (head, ARGS): everything after ``demo`` is the demo's."""
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--db":
+            i += 2
+        elif argv[i].startswith("--db="):
+            i += 1
+        else:
+            break
+    if i < len(argv) and argv[i] == "demo":
+        return argv[: i + 1], argv[i + 1:]
+    return argv, None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``cmbagent-events``; returns the exit code."""
+    parser = build_parser()
+    head, demo_args = _split_demo(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(head)
+    if demo_args is not None:
+        args.demo_args = demo_args
+    args.db_given = args.db is not None
+    if args.db is None:
+        args.db = default_db_url()
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. `export ... | head`
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep Python quiet at exit
+        except OSError:
+            pass
+        return EXIT_OK
+    except CliError as exc:
+        print(f"cmbagent-events: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except Exception as exc:
+        from .store.schema import DatabaseURLError
+
+        if isinstance(exc, DatabaseURLError):
+            print(f"cmbagent-events: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Who may read the viewer: loopback by default, a token for anything else.
+
+- Binding to a non-loopback address without a token is refused (:func:`check_bind`).
+- With a token, every page, API and WebSocket request must carry it: ``Authorization: Bearer``,
+  ``?token=`` or the cookie the page sets after a tokened visit. Static assets hold no data and
+  are served without it.
+- Without a token (loopback only), the ``Host`` header must name a loopback host (stops DNS
+  rebinding), and a cross-site ``Origin`` is refused (stops a web page in the user's browser from
+  reading local runs through ``fetch`` or a WebSocket).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+TOKEN_COOKIE = "cmbagent_events_token"
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+class ServeError(ValueError):
+    """The server cannot start with these settings; the message says why and what to do."""
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse a non-loopback bind without a token (and an empty token anywhere)."""
+    if token is not None and not token.strip():
+        raise ServeError("--token must not be empty")
+    if not is_loopback(host) and not token:
+        raise ServeError(
+            f"refusing to serve on {host!r} without a token: anyone who can reach it could read every "
+            "captured run. Pass --token SECRET (clients then open /?token=SECRET), or bind to 127.0.0.1."
+        )
+
+
+def _request_token(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.query.get("token") or request.cookies.get(TOKEN_COOKIE)
+
+
+def _host_of(value: str) -> str:
+    return (urlsplit(f"//{value}").hostname or "").lower()
+
+
+def make_middleware(token: str | None):
+    """The aiohttp middleware enforcing the rules in the module doc."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler):
+        if request.path.startswith("/static/"):
+            return await handler(request)
+        if token is not None:
+            given = _request_token(request)
+            if given is None or not hmac.compare_digest(given.encode(), token.encode()):
+                raise web.HTTPUnauthorized(text="missing or bad token: open /?token=YOUR_TOKEN\n")
+        else:
+            if not is_loopback(_host_of(request.host)):
+                raise web.HTTPForbidden(text="this server answers loopback hosts only\n")
+        origin = request.headers.get("Origin")
+        if origin and urlsplit(origin).netloc.lower() != request.host.lower():  # "null" too
+            raise web.HTTPForbidden(text="cross-origin requests are refused\n")
+        response = await handler(request)
+        if token is not None and request.query.get("token") and not response.prepared:
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")
+        return response
+
+    return guard

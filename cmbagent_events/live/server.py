@@ -1,0 +1,237 @@
+"""The viewer server (``cmbagent-events serve``): the trace page, a JSON API and a WebSocket stream.
+
+It reads the database, so it works beside any number of capturing processes: PostgreSQL wakes it
+with LISTEN/NOTIFY at each batch commit, SQLite is polled on ``seq``. Routes:
+
+- ``GET /``: the viewer page (``static/``); ``GET /api/runs``: runs, newest first;
+  ``GET /api/runs/{id}``: one run; ``GET /api/runs/{id}/events?after_seq=N&limit=M``: stored events.
+- ``GET /ws/runs/{id}?after_seq=N``: a WebSocket that replays the run's stored events after ``N``
+  (all when omitted), then streams new ones until the run ends. JSON messages, each with a
+  ``type``: ``run`` (the run row, first and on every change), ``events`` (new events in seq
+  order, each exactly once), ``updates`` (agent calls that completed after they were sent),
+  ``gap`` (``from_seq``..``to_seq`` never stored: dropped at capture), ``replayed`` (the stored
+  history up to ``last_seq`` was sent; live from here), ``end`` (run over, all sent; the server
+  closes). To resume after a disconnect, reconnect with ``after_seq`` = the last seq received.
+
+Each client has its own feed reading at its own pace, so a slow client slows nobody else, and
+capture never waits for any of them. Binding and tokens: :mod:`.security`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from ..store.reader import RunReader
+from ..store.schema import asyncpg_dsn, is_sqlite, make_engine, migrate, parse_db_url
+from .feed import FeedItem, RunFeed
+from .notify import Notifier, PgNotifier, PollNotifier
+from .ordering import DEFAULT_GAP_TIMEOUT_S
+from .security import check_bind, make_middleware
+from .wire import dumps, event_dict, run_dict
+
+log = logging.getLogger("cmbagent_events.live")
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+DEFAULT_PORT = 8765
+MAX_PAGE = 5000
+
+
+@dataclass
+class _State:
+    db_url: str
+    poll_interval: float
+    gap_timeout: float
+    reader: RunReader | None = None
+    notifier: Notifier | None = None
+    sockets: weakref.WeakSet | None = None
+
+
+STATE = web.AppKey("cmbagent_events_state", _State)
+
+
+def create_app(db_url: str, *, token: str | None = None, poll_interval: float = 0.25,
+               gap_timeout: float = DEFAULT_GAP_TIMEOUT_S) -> web.Application:
+    """The aiohttp application for ``db_url`` (the schema is migrated when it starts)."""
+    app = web.Application(middlewares=[make_middleware(token)])
+    app[STATE] = _State(db_url, poll_interval, gap_timeout)
+    app.cleanup_ctx.append(_resources)
+    app.on_shutdown.append(_close_sockets)
+    app.router.add_get("/", _index)
+    app.router.add_get("/api/runs", _api_runs)
+    app.router.add_get("/api/runs/{run_id}", _api_run)
+    app.router.add_get("/api/runs/{run_id}/events", _api_events)
+    app.router.add_get("/ws/runs/{run_id}", _ws_run)
+    app.router.add_static("/static/", STATIC_DIR, show_index=False)
+    return app
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    url = parse_db_url(state.db_url)
+    await migrate(url)
+    engine = make_engine(url)
+    notifier: Notifier = PollNotifier(state.poll_interval) if is_sqlite(url) else PgNotifier(asyncpg_dsn(url))
+    await notifier.start()
+    state.reader, state.notifier, state.sockets = RunReader(engine), notifier, weakref.WeakSet()
+    try:
+        yield
+    finally:
+        await notifier.stop()
+        await engine.dispose()
+
+
+async def _close_sockets(app: web.Application) -> None:
+    for ws in list(app[STATE].sockets or ()):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+
+
+# -- HTTP ------------------------------------------------------------------------------------------
+async def _index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be an integer, got {raw!r}\n") from None
+    if not low <= value <= high:
+        raise web.HTTPBadRequest(text=f"{name} must be in [{low}, {high}], got {value}\n")
+    return value
+
+
+async def _api_runs(request: web.Request) -> web.Response:
+    reader = request.app[STATE].reader
+    limit = _int_query(request, "limit", 200, 1, MAX_PAGE)
+    offset = _int_query(request, "offset", 0, 0, 1 << 31)
+    runs = await reader.list_runs(limit=limit, offset=offset)  # type: ignore[union-attr]
+    return web.json_response({"runs": [run_dict(r) for r in runs]}, dumps=dumps)
+
+
+async def _get_run_or_404(request: web.Request):
+    run = await request.app[STATE].reader.get_run(request.match_info["run_id"])  # type: ignore[union-attr]
+    if run is None:
+        raise web.HTTPNotFound(text=f"no run {request.match_info['run_id']!r}\n")
+    return run
+
+
+async def _api_run(request: web.Request) -> web.Response:
+    return web.json_response({"run": run_dict(await _get_run_or_404(request))}, dumps=dumps)
+
+
+async def _api_events(request: web.Request) -> web.Response:
+    run = await _get_run_or_404(request)
+    after = _int_query(request, "after_seq", -1, -1, 1 << 62)
+    limit = _int_query(request, "limit", 1000, 1, MAX_PAGE)
+    events = await request.app[STATE].reader.events_after(run.id, after, limit)  # type: ignore[union-attr]
+    return web.json_response({"events": [event_dict(e) for e in events],
+                              "last_seq": events[-1].seq if events else after}, dumps=dumps)
+
+
+# -- WebSocket ---------------------------------------------------------------------------------------
+def _message(item: FeedItem) -> dict[str, Any]:
+    if item.kind in ("events", "updates"):
+        return {"type": item.kind, "events": [event_dict(e) for e in item.events]}
+    if item.kind in ("run", "end"):
+        return {"type": item.kind, "run": run_dict(item.run)}  # type: ignore[arg-type]
+    if item.kind == "gap":
+        return {"type": "gap", "from_seq": item.first, "to_seq": item.last}
+    return {"type": "replayed", "last_seq": item.last_seq}
+
+
+async def _ws_run(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    run = await _get_run_or_404(request)
+    after = _int_query(request, "after_seq", -1, -1, 1 << 62)
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1 << 16)
+    await ws.prepare(request)
+    state.sockets.add(ws)  # type: ignore[union-attr]
+    feed = RunFeed(state.reader, run.id, after, state.notifier, gap_timeout=state.gap_timeout)  # type: ignore[arg-type]
+
+    async def pump() -> None:
+        try:
+            async for item in feed:
+                await ws.send_str(dumps(_message(item)))
+        except Exception as exc:  # database trouble: tell the client, it can resume from its last seq
+            log.warning("cmbagent-events: feed of run %s failed: %r", run.id, exc)
+            with contextlib.suppress(Exception):
+                await ws.send_str(dumps({"type": "error", "message": f"{type(exc).__name__}: {exc}"}))
+            await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"feed failed")
+            return
+        await ws.close(code=WSCloseCode.OK, message=b"run ended")
+
+    sender = asyncio.create_task(pump(), name=f"cmbagent-events-ws-{run.id}")
+    try:
+        async for msg in ws:  # reading is how closes and pings are processed; clients send nothing
+            if msg.type == WSMsgType.ERROR:
+                break
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+    return ws
+
+
+# -- running it ----------------------------------------------------------------------------------------
+class ViewerServer:
+    """A running viewer (in this process): ``url``, ``port``, ``await close()``."""
+
+    def __init__(self, runner: web.AppRunner, site: web.TCPSite, host: str, port: int) -> None:
+        self._runner, self._site = runner, site
+        self.host, self.port = host, port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def close(self) -> None:
+        await self._runner.cleanup()
+
+
+async def start_server(db_url: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
+                       **options: Any) -> ViewerServer:
+    """Start the viewer on ``host:port`` (0: any free port). Raises ServeError before binding when
+    the host is not loopback and there is no token."""
+    check_bind(host, token)
+    runner = web.AppRunner(create_app(db_url, token=token, **options), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    server = site._server
+    bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port  # type: ignore[union-attr]
+    return ViewerServer(runner, site, host, bound)
+
+
+async def serve_forever(db_url: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
+                        announce=print, **options: Any) -> None:
+    """Run the viewer until cancelled (Ctrl-C in the CLI)."""
+    server = await start_server(db_url, host, port, token, **options)
+    suffix = f"/?token={token}" if token else "/"
+    announce(f"cmbagent-events viewer on {server.url}{suffix}  (database {_safe_url(db_url)}; Ctrl-C to stop)")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.close()
+
+
+def _safe_url(db_url: str) -> str:
+    try:
+        return parse_db_url(db_url).render_as_string(hide_password=True)
+    except Exception:
+        return "?"

@@ -1,0 +1,264 @@
+"""In-process live subscribers: ``async for ev in run.subscribe(): ...``.
+
+One :class:`LiveHub` per run listens to the writer's commits (``BatchWriter.add_commit_listener``),
+puts events back in ``seq`` order (:mod:`.ordering`) and hands the same committed rows to every
+:class:`Subscription`. Each subscription has its own bounded queue: handing rows over is a few
+``deque.append`` calls on the writer's loop, decoding them into dicts happens in the subscriber's
+own task, and a full queue drops that subscriber's newest items and counts them; the subscriber is
+then told, by a ``missed`` item placed where the loss happened. So a slow subscriber never slows
+capture or the other subscribers, and never loses events without knowing.
+
+Subscriptions see events committed after they subscribed (seq from the number of events captured
+at that moment on). The iteration ends when the run closes; ``close()`` ends it earlier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..store.sink import Batch
+from .ordering import DEFAULT_GAP_TIMEOUT_S, Gap, SeqOrderer
+from .wire import event_from_row, seq_of_event_id, update_from_row
+
+if TYPE_CHECKING:
+    from ..capture import EventCaptureManager
+    from ..writer import BatchWriter
+
+DEFAULT_SUBSCRIBER_QUEUE = 10_000
+_SEQ = 10  # index of seq in a committed event row (store.sink.EVENT_COLUMNS)
+
+# Item types
+EVENT = "event"  # a new event row (data: the event dict)
+UPDATE = "update"  # an agent call completed (data: id and the changed fields; meta is a patch)
+MISSED = "missed"  # this subscriber's queue was full: ``missed`` items were dropped for it here
+GAP = "gap"  # seqs seq..seq+missed-1 were never committed (dropped at capture, see dropped_events)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEvent:
+    """One item of a live stream."""
+
+    type: str
+    seq: int | None
+    data: dict[str, Any] = field(default_factory=dict)
+    missed: int = 0
+    late: bool = False  # delivered after its seq had been reported as a gap
+
+
+class Subscription:
+    """A subscriber's bounded queue, read as an async iterator of :class:`LiveEvent`."""
+
+    def __init__(self, hub: LiveHub | None, maxsize: int, start_seq: int) -> None:
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be at least 1, got {maxsize}")
+        self.maxsize = maxsize
+        self.start_seq = start_seq
+        self.missed = 0  # total items dropped for this subscriber
+        self.received = 0  # items handed to the consumer
+        self._hub = hub
+        self._queue: deque[tuple] = deque()
+        self._pending_missed = 0
+        self._ended = hub is None
+        self._waiting = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread_id = 0
+        self._wakeup: asyncio.Event | None = None
+
+    # -- writer side (the writer's loop) ----------------------------------------------------------
+    def _offer(self, entries: list[tuple]) -> None:
+        queue, start = self._queue, self.start_seq
+        for entry in entries:
+            seq = entry[1]
+            if seq is not None and seq < start and (entry[0] != GAP or entry[2] < start):
+                continue
+            if len(queue) >= self.maxsize:
+                self._pending_missed += 1
+                continue
+            if self._pending_missed:
+                queue.append((MISSED, self._pending_missed))
+                self.missed += self._pending_missed
+                self._pending_missed = 0
+            queue.append(entry)
+        self._wake()
+
+    def _end(self) -> None:
+        if self._pending_missed:
+            self._queue.append((MISSED, self._pending_missed))
+            self.missed += self._pending_missed
+            self._pending_missed = 0
+        self._ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if not self._waiting:
+            return
+        self._waiting = False
+        loop, event = self._loop, self._wakeup
+        if loop is None or event is None:
+            return
+        if threading.get_ident() == self._thread_id:
+            event.set()
+        else:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # the subscriber's loop is gone
+                pass
+
+    # -- consumer side ------------------------------------------------------------------------------
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> LiveEvent:
+        if self._wakeup is None:
+            self._loop = asyncio.get_running_loop()
+            self._thread_id = threading.get_ident()
+            self._wakeup = asyncio.Event()
+        while True:
+            if self._queue:
+                self.received += 1
+                return _to_event(self._queue.popleft())
+            if self._ended:
+                raise StopAsyncIteration
+            self._wakeup.clear()
+            self._waiting = True
+            if self._queue or self._ended:  # raced with _offer/_end: do not sleep on it
+                self._waiting = False
+                continue
+            await self._wakeup.wait()
+
+    def close(self) -> None:
+        """Stop receiving; what is already queued can still be read, then iteration ends."""
+        hub, self._hub = self._hub, None
+        if hub is not None:
+            hub.remove(self)
+        self._end()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _to_event(entry: tuple) -> LiveEvent:
+    kind = entry[0]
+    if kind == EVENT:
+        return LiveEvent(EVENT, entry[1], event_from_row(entry[2]), late=entry[3])
+    if kind == UPDATE:
+        return LiveEvent(UPDATE, entry[1], update_from_row(entry[2]))
+    if kind == GAP:
+        first, last = entry[1], entry[2]
+        return LiveEvent(GAP, first, {"from_seq": first, "to_seq": last}, last - first + 1)
+    return LiveEvent(MISSED, None, {}, entry[1])
+
+
+class LiveHub:
+    """Fans one run's committed batches out to its subscriptions, in seq order."""
+
+    def __init__(self, writer: BatchWriter, start_seq: int, gap_timeout: float = DEFAULT_GAP_TIMEOUT_S) -> None:
+        self._writer = writer
+        self._orderer: SeqOrderer[tuple] = SeqOrderer(start_seq, gap_timeout)
+        self._subs: tuple[Subscription, ...] = ()
+        self._updates: dict[int, list[tuple]] = {}  # completions of events still held back
+        self._timer: asyncio.TimerHandle | None = None
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def add(self, sub: Subscription) -> None:
+        with self._lock:
+            self._subs = (*self._subs, sub)
+
+    def remove(self, sub: Subscription) -> None:
+        with self._lock:
+            self._subs = tuple(s for s in self._subs if s is not sub)
+
+    def on_commit(self, batch: Batch | None) -> None:
+        """The writer's commit listener (runs on the writer's loop)."""
+        if batch is None:
+            self._finish()
+            return
+        orderer = self._orderer
+        for row in batch.events:
+            orderer.add(row[_SEQ], row)
+        direct: list[tuple] = []
+        for row in batch.updates:
+            seq = seq_of_event_id(row[-1])
+            if seq is not None and seq >= orderer.next_seq:  # its event is not released yet
+                self._updates.setdefault(seq, []).append(row)  # so it follows that event out
+            else:
+                direct.append((UPDATE, seq, row))
+        self._dispatch(orderer.release(), direct)
+        self._arm_timer()
+
+    def _dispatch(self, released: list, direct: list[tuple]) -> None:
+        entries: list[tuple] = []
+        for item in released:
+            if isinstance(item, Gap):
+                entries.append((GAP, item.first, item.last))
+                for seq in [s for s in self._updates if item.first <= s <= item.last]:
+                    entries.extend((UPDATE, seq, row) for row in self._updates.pop(seq))
+                continue
+            entries.append((EVENT, item.seq, item.item, item.late))
+            for row in self._updates.pop(item.seq, ()):
+                entries.append((UPDATE, item.seq, row))
+        entries.extend(direct)
+        if entries:
+            for sub in self._subs:
+                sub._offer(entries)
+
+    def _arm_timer(self) -> None:
+        deadline = self._orderer.deadline()
+        if deadline is None or self._timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, deadline - self._orderer._clock())
+        self._timer = loop.call_later(delay + 0.001, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self.closed:
+            self._dispatch(self._orderer.release(), [])
+            self._arm_timer()
+
+    def _finish(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        leftovers = [(UPDATE, seq, row) for seq, rows in self._updates.items() for row in rows]
+        self._dispatch(self._orderer.release(force=True), leftovers)
+        self.closed = True
+        for sub in self._subs:
+            sub._end()
+
+
+_hubs: weakref.WeakKeyDictionary[EventCaptureManager, LiveHub] = weakref.WeakKeyDictionary()
+_hubs_lock = threading.Lock()
+
+
+def subscribe(manager: EventCaptureManager, maxsize: int = DEFAULT_SUBSCRIBER_QUEUE,
+              gap_timeout: float = DEFAULT_GAP_TIMEOUT_S) -> Subscription:
+    """A new subscription to ``manager``'s committed events (see the module doc).
+
+    Safe from any thread. A run that records nothing (capture disabled, sampled out) or is already
+    closed gives a subscription that ends at once.
+    """
+    writer = manager.writer
+    if writer is None or not manager.enabled:
+        return Subscription(None, maxsize, 0)
+    with _hubs_lock:
+        hub = _hubs.get(manager)
+        if hub is None or hub.closed:
+            hub = LiveHub(writer, manager.get_performance_stats()["total_events"], gap_timeout)
+            if not writer.add_commit_listener(hub.on_commit):
+                return Subscription(None, maxsize, 0)
+            _hubs[manager] = hub
+        sub = Subscription(hub, maxsize, manager.get_performance_stats()["total_events"])
+        hub.add(sub)
+    if hub.closed:  # the run closed while we registered
+        sub._end()
+    return sub

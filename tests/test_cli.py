@@ -1,0 +1,158 @@
+"""The cmbagent-events command against real databases: runs, show, export, migrate, tail, serve, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+
+from cmbagent_events import CaptureConfig, capture_run, make_engine
+from cmbagent_events.cli import main
+from cmbagent_events.render import event_json
+from cmbagent_events.store.reader import RunReader
+
+FAST = CaptureConfig(buffer_size=10, flush_interval_ms=10)
+
+
+async def _small_run(db_url: str, task: str = "cli test run") -> str:
+    async with capture_run(db_url, config=FAST, hooks=False, task_description=task) as run:
+        call = run.capture_agent_call("planner", "plan")
+        run.capture_tool_call("planner", "lookup", {"q": "x"}, result="found")
+        run.capture_message("planner", "engineer", "go ahead")
+        run.capture_handoff("planner", "engineer", reason="ready")
+        run.capture_file_generation("engineer", "out/a.png", "png", 10)
+        run.capture_error("engineer", "it broke", "RuntimeError")
+        run.capture_agent_response("planner", "finished", event_id=call)
+    return run.run_id
+
+
+def _run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def test_migrate_creates_the_schema(db_url, capsys) -> None:
+    code, out, err = await asyncio.to_thread(_run_cli, capsys, "--db", db_url, "migrate")
+    assert code == 0 and "schema is up to date" in out and "migrating" in err
+    engine = make_engine(db_url)
+    async with engine.connect() as conn:
+        tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+    await engine.dispose()
+    assert {"workflow_runs", "execution_events", "messages", "files"} <= tables
+
+
+async def test_runs_show_and_export(db_url, capsys, tmp_path: Path) -> None:
+    run_id = await _small_run(db_url)
+    code, out, _ = await asyncio.to_thread(_run_cli, capsys, "runs", "--db", db_url, "--limit", "500")
+    assert code == 0 and run_id in out and "cli test run" in out and "completed" in out
+    code, out, _ = await asyncio.to_thread(_run_cli, capsys, "--db", db_url, "runs", "--json", "--limit", "500")
+    rows = {r["id"]: r for r in map(json.loads, out.splitlines())}
+    assert rows[run_id]["total_events"] == 6
+
+    code, out, _ = await asyncio.to_thread(_run_cli, capsys, "--db", db_url, "show", run_id[:18])  # a prefix
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith(f"run {run_id} [completed]") and "6 events, 0 dropped" in lines[0]
+    assert lines[1] == "task: cli test run"
+    assert lines[2].startswith("└─ #0 agent_call planner (done") and "finished" in lines[2]
+    assert lines[3].startswith("   ├─ #1 tool_call lookup(") and lines[-1].startswith("   └─ #5 error RuntimeError")
+
+    code, out, err = await asyncio.to_thread(_run_cli, capsys, "--db", db_url, "export", run_id)
+    assert code == 0 and f"exported 6 events of run {run_id}" in err
+    exported = [json.loads(line) for line in out.splitlines()]
+    assert [e["seq"] for e in exported] == list(range(6))
+    assert exported[0]["outputs"] == {"response": "finished"} and exported[1]["parent_event_id"] == exported[0]["id"]
+    engine = make_engine(db_url)
+    stored = await RunReader(engine).events_after(run_id, -1)
+    await engine.dispose()
+    assert out.splitlines() == [event_json(e) for e in stored]  # exactly render.event_json, one per line
+
+    target = tmp_path / "run.jsonl"
+    code, out, _ = await asyncio.to_thread(_run_cli, capsys, "--db", db_url, "export", run_id, "-o", str(target))
+    assert code == 0 and out == "" and len(target.read_text().splitlines()) == 6
+
+
+async def test_errors_are_one_line_and_nothing_is_created(tmp_path: Path, sqlite_url, capsys) -> None:
+    missing = tmp_path / "nope.db"
+    code, _, err = await asyncio.to_thread(_run_cli, capsys, "--db", f"sqlite+aiosqlite:///{missing}", "runs")
+    assert code == 1 and "no database at" in err and not missing.exists()
+    await _small_run(sqlite_url)
+    code, _, err = await asyncio.to_thread(_run_cli, capsys, "--db", sqlite_url, "show", "ffffffff")
+    assert code == 1 and "no run 'ffffffff'" in err
+    code, _, err = await asyncio.to_thread(_run_cli, capsys, "--db", "mysql://x/y", "runs")
+    assert code == 1 and "unsupported database backend" in err
+    code, _, err = await asyncio.to_thread(_run_cli, capsys, "--db", sqlite_url, "serve", "--host", "0.0.0.0")
+    assert code == 1 and "refusing to serve" in err and "--token" in err
+
+
+async def test_tail_once_prints_the_latest_run_and_exits(sqlite_url, capsys, monkeypatch) -> None:
+    await _small_run(sqlite_url, "older")
+    newest = await _small_run(sqlite_url, "newest")
+    monkeypatch.setenv("CMBAGENT_EVENTS_DB_URL", sqlite_url)  # the default when --db is not given
+    code, out, _ = await asyncio.to_thread(_run_cli, capsys, "tail", "--once", "-n", "3")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith(f"run {newest} [completed]")
+    assert [line.split()[0] for line in lines[1:]] == ["#3", "#4", "#5"]  # the last 3, indented by depth
+    assert lines[-1].startswith("  #5 error RuntimeError")
+
+
+async def test_tail_follows_a_live_run_from_another_process(db_url) -> None:
+    async with capture_run(db_url, config=FAST, hooks=False, task_description="tailed") as run:
+        for i in range(5):
+            run.capture_message("a", "b", f"before {i}")
+        assert await run.flush()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cmbagent_events.cli", "--db", db_url, "tail", run.run_id[:20], "--from-start",
+            "--timeout", "60", "--poll", "0.05",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        first = await asyncio.wait_for(proc.stdout.readline(), 30)  # the header: tail is up
+        assert first.decode().startswith(f"run {run.run_id} [running]")
+        for i in range(5, 40):
+            run.capture_message("a", "b", f"live {i}")
+            await asyncio.sleep(0.01)
+        call = run.capture_agent_call("c", "late call")
+        assert await run.flush()
+        await asyncio.sleep(0.3)
+        run.capture_agent_response("c", "late answer", event_id=call)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    seqs = [int(line.split()[0][1:]) for line in lines if line.lstrip().startswith("#") and "completed:" not in line]
+    assert seqs == list(range(41))  # every event once, in order
+    assert any("live 39" in line for line in lines)
+    assert any(line.startswith("#40 completed: agent_call c (done") for line in lines)
+    assert lines[-1] == "-- run ended: completed --"
+
+
+def test_demo_is_imported_lazily_and_gets_its_arguments(monkeypatch) -> None:
+    calls: list = []
+    fake = types.ModuleType("cmbagent_events.demo")
+    fake.main = lambda argv: calls.append((argv, __import__("os").environ.get("CMBAGENT_EVENTS_DB_URL"))) or 0
+    monkeypatch.setitem(sys.modules, "cmbagent_events.demo", fake)
+    monkeypatch.delenv("CMBAGENT_EVENTS_DB_URL", raising=False)
+    assert main(["demo", "--turns", "3", "--db", "sqlite+aiosqlite:///x.db"]) == 0
+    assert calls[-1] == (["--turns", "3", "--db", "sqlite+aiosqlite:///x.db"], None)
+    assert main(["--db", "sqlite+aiosqlite:///y.db", "demo"]) == 0
+    assert calls[-1] == ([], "sqlite+aiosqlite:///y.db")
+
+
+def test_cli_module_does_not_import_the_server_or_the_demo_up_front() -> None:
+    import subprocess
+
+    code = ("import sys, cmbagent_events.cli; "
+            "print(any(m.startswith(('aiohttp', 'cmbagent_events.demo', 'cmbagent_events.live')) for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["tail", "--help"], ["serve", "--help"]])
+def test_help(argv, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0 and "usage: cmbagent-events" in capsys.readouterr().out
