@@ -21,6 +21,24 @@ def _preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _message_preview(value: Any, limit: int) -> str:
+    """A chat message as a person would read it: text, or the tool calls / tool results it carries."""
+    if isinstance(value, dict):
+        calls = value.get("tool_calls")
+        if calls:
+            names = ", ".join(
+                f"{(c.get('function') or {}).get('name')}({(c.get('function') or {}).get('arguments', '')})"
+                for c in calls if isinstance(c, dict))
+            return _preview(f"calls {names}", limit)
+        responses = value.get("tool_responses")
+        if responses:
+            return _preview("tool result: " + "; ".join(str(r.get("content")) for r in responses
+                                                        if isinstance(r, dict)), limit)
+        if value.get("content") is not None:
+            return _preview(value.get("content"), limit)
+    return _preview(value, limit)
+
+
 def describe(event: ExecutionEvent) -> str:
     """One line for an event: type, who, what, and how it ended."""
     inputs = event.inputs if isinstance(event.inputs, dict) else {}
@@ -31,11 +49,11 @@ def describe(event: ExecutionEvent) -> str:
     if kind == "agent_call" and sub == "message":
         tag = " [broadcast]" if meta.get("broadcast") else ""
         return (f"message {inputs.get('sender')} -> {inputs.get('recipient')}{tag}: "
-                f"{_preview(inputs.get('content'))}")
+                f"{_message_preview(inputs.get('content'), PREVIEW_CHARS)}")
     if kind == "agent_call":
         state = event.status if event.status != "completed" else "done"
-        return (f"agent_call {event.agent_name} ({state}{took}): {_preview(inputs.get('message'), 40)}"
-                f" => {_preview(outputs.get('response'), 40)}")
+        return (f"agent_call {event.agent_name} ({state}{took}): {_message_preview(inputs.get('message'), 40)}"
+                f" => {_message_preview(outputs.get('response'), 40)}")
     if kind == "tool_call":
         ok = "ok" if event.status == "completed" else event.status
         return (f"tool_call {inputs.get('tool_name')}({_preview(inputs.get('arguments'), 40)}) -> "
@@ -52,8 +70,12 @@ def describe(event: ExecutionEvent) -> str:
         return f"error {sub} in {event.agent_name}: {_preview(event.error_message)}"
     if kind == "llm_call":
         usage = outputs.get("usage") or {}
-        return (f"llm_call {event.agent_name} {meta.get('model', '')} tokens={usage.get('total_tokens')} "
-                f"cost={usage.get('cost')}{took}")
+        cost = usage.get("cost")
+        cost_text = f" cost=${cost:.6f}" if isinstance(cost, (int, float)) else ""
+        return f"llm_call {event.agent_name} {meta.get('model', '')} tokens={usage.get('total_tokens')}{cost_text}{took}"
+    if kind in ("plan", "workflow"):
+        detail = inputs.get("task") or outputs or inputs
+        return f"{kind} {sub}: {_preview(detail, 60)}"
     return f"{kind}/{sub} {event.agent_name or ''} {_preview(inputs)}"
 
 
