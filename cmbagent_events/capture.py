@@ -13,6 +13,7 @@ import asyncio
 import contextvars
 import itertools
 import logging
+import os
 import threading
 import time
 import weakref
@@ -74,6 +75,7 @@ class EventCaptureManager:
         self._capture_ns = 0
         self._capture_count = 0
         self._closed = False
+        _live_managers.add(self)
         self._weakref = weakref.ref(self)  # what AG2 agents hold to remember their run across threads
         self._seen_agents: set[int] = set()  # agents whose configuration was already recorded
         self._usage_lock = threading.Lock()
@@ -363,6 +365,29 @@ class EventCaptureManager:
         from .live.subscribers import subscribe
 
         return subscribe(self, maxsize)
+
+
+# -- fork safety ----------------------------------------------------------------------------
+_live_managers: weakref.WeakSet[EventCaptureManager] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child must not share the parent's writer, connection or queue: its copies of the
+    parent's runs stop capturing (their queued records are the parent's to write). A child that
+    wants capture opens its own run."""
+    global _global
+    for manager in list(_live_managers):
+        manager.enabled = False
+        manager._closed = True
+        manager.writer = None
+        manager.bus.set_waker(None)
+        manager.bus._queue.clear()
+    _global = None
+    _current.set(None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # -- the current captor ---------------------------------------------------------------------

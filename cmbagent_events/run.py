@@ -11,6 +11,7 @@ drains the queue within ``config.close_timeout_s`` and records ``total_events`` 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import random
@@ -86,7 +87,7 @@ class _RunSession:
         if manager is None or sink is None:
             return
         status = "completed"
-        if error is not None:
+        if error is not None and not _is_clean_exit(error):
             status = "failed"
             kind = "cancelled" if isinstance(error, asyncio.CancelledError) else type(error).__name__
             manager.capture_error("capture_run", f"{kind}: {error}" if str(error) else kind, kind,
@@ -110,6 +111,11 @@ class _RunSession:
                 await sink.close()
             except Exception:
                 log.exception("cmbagent-events: could not close the database connection")
+
+
+def _is_clean_exit(error: BaseException) -> bool:
+    """``sys.exit()`` / ``sys.exit(0)`` inside a run ends it normally."""
+    return isinstance(error, SystemExit) and error.code in (0, None)
 
 
 def _install_hooks() -> Callable[[], None] | None:
@@ -164,6 +170,33 @@ async def capture_run(
         await session.finish(error)
 
 
+_open_sync_runs: dict[int, tuple[_RunSession, "_LoopThread"]] = {}
+_open_sync_lock = threading.Lock()
+
+
+def _close_open_sync_runs() -> None:
+    """At interpreter exit, close sync runs whose ``with`` block never ended (e.g. a daemon thread
+    still inside one): drain what they captured (bounded by their close timeout) and mark them failed."""
+    with _open_sync_lock:
+        pending = list(_open_sync_runs.values())
+        _open_sync_runs.clear()
+    for session, loop_thread in pending:
+        try:
+            loop_thread.run(session.finish(InterpreterExit("interpreter exited with the run still open")),
+                            timeout=session.config.close_timeout_s + 5.0)
+        except Exception:
+            log.exception("cmbagent-events: could not close an open run at exit")
+        finally:
+            loop_thread.stop()
+
+
+class InterpreterExit(Exception):
+    """Recorded as the error of a sync run still open when the interpreter exits."""
+
+
+atexit.register(_close_open_sync_runs)
+
+
 class _LoopThread:
     """An event loop on a daemon thread: the writer's home for synchronous runs."""
 
@@ -209,6 +242,9 @@ def capture_run_sync(
         raise
     restore = set_event_captor(manager)
     release = _install_hooks() if hooks and manager.enabled else None
+    key = id(session)
+    with _open_sync_lock:
+        _open_sync_runs[key] = (session, loop_thread)
     error: BaseException | None = None
     try:
         yield manager
@@ -216,11 +252,14 @@ def capture_run_sync(
         error = exc
         raise
     finally:
+        with _open_sync_lock:
+            owned = _open_sync_runs.pop(key, None) is not None
         if release is not None:
             release()
         restore()
         try:
-            loop_thread.run(session.finish(error), timeout=session.config.close_timeout_s + 10.0)
+            if owned:  # else the exit handler already closed it
+                loop_thread.run(session.finish(error), timeout=session.config.close_timeout_s + 10.0)
         except Exception:
             log.exception("cmbagent-events: closing run %s failed", manager.run_id)
         finally:
