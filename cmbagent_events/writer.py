@@ -77,7 +77,7 @@ class BatchWriter:
     def remove_commit_listener(self, listener: CommitListener) -> None:
         """Stop calling ``listener`` (no-op if it is not registered)."""
         with self._listeners_lock:
-            self._listeners = tuple(fn for fn in self._listeners if fn is not listener)
+            self._listeners = tuple(fn for fn in self._listeners if fn != listener)  # == : bound methods
 
     def _notify(self, batch: Batch | None) -> None:
         for listener in self._listeners:

@@ -156,3 +156,26 @@ def test_help(argv, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 0 and "usage: cmbagent-events" in capsys.readouterr().out
+
+
+async def test_serve_runs_as_its_own_process_and_stops_on_sigterm(sqlite_url) -> None:
+    import re
+    import signal
+
+    import aiohttp
+
+    run_id = await _small_run(sqlite_url)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cmbagent_events.cli", "--db", sqlite_url, "serve", "--port", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        banner = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        url = re.search(r"http://127\.0\.0\.1:\d+", banner).group(0)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{url}/api/runs") as resp:
+                assert resp.status == 200 and run_id in {r["id"] for r in (await resp.json())["runs"]}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    assert "stopping" in out.decode()

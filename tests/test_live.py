@@ -159,3 +159,18 @@ async def test_hub_puts_out_of_order_commits_back_in_order_with_their_updates() 
     assert items[1].data["status"] == "running" and items[2].data["outputs"] == {"response": "r"}
     assert items[5].missed == 1 and items[5].data == {"from_seq": 4, "to_seq": 4}
     assert items[0].data["timestamp"] == "2026-01-01T00:00:00+00:00"
+
+
+async def test_last_subscriber_leaving_detaches_the_hub_and_a_new_one_reattaches(sqlite_url, config) -> None:
+    async with capture_run(sqlite_url, config=config, hooks=False) as run:
+        first = run.subscribe()
+        assert len(run.writer._listeners) == 1
+        first.close()
+        assert run.writer._listeners == ()  # nothing left for the writer to call
+        run.capture_message("a", "b", "unseen")
+        await run.flush()
+        second = run.subscribe()
+        run.capture_message("a", "b", "seen")
+        await run.flush()
+        got = await asyncio.wait_for(second.__anext__(), 5)
+        assert (got.seq, got.data["inputs"]["content"]) == (1, "seen")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -220,13 +221,22 @@ async def start_server(db_url: str, host: str = "127.0.0.1", port: int = DEFAULT
 
 async def serve_forever(db_url: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
                         announce=print, **options: Any) -> None:
-    """Run the viewer until cancelled (Ctrl-C in the CLI)."""
+    """Run the viewer until SIGINT/SIGTERM (or cancellation), then close every client cleanly."""
     server = await start_server(db_url, host, port, token, **options)
     suffix = f"/?token={token}" if token else "/"
     announce(f"cmbagent-events viewer on {server.url}{suffix}  (database {_safe_url(db_url)}; Ctrl-C to stop)")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not on this platform/thread
+            loop.add_signal_handler(sig, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
+        announce("cmbagent-events viewer stopping")
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
         await server.close()
 
 

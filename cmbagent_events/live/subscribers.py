@@ -53,7 +53,7 @@ class LiveEvent:
 class Subscription:
     """A subscriber's bounded queue, read as an async iterator of :class:`LiveEvent`."""
 
-    def __init__(self, hub: LiveHub | None, maxsize: int, start_seq: int) -> None:
+    def __init__(self, hub: LiveHub | None, maxsize: int, start_seq: int, ended: bool | None = None) -> None:
         if maxsize < 1:
             raise ValueError(f"maxsize must be at least 1, got {maxsize}")
         self.maxsize = maxsize
@@ -63,7 +63,7 @@ class Subscription:
         self._hub = hub
         self._queue: deque[tuple] = deque()
         self._pending_missed = 0
-        self._ended = hub is None
+        self._ended = hub is None if ended is None else ended
         self._waiting = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread_id = 0
@@ -169,16 +169,27 @@ class LiveHub:
         self._lock = threading.Lock()
         self.closed = False
 
-    def add(self, sub: Subscription) -> None:
+    def add(self, sub: Subscription) -> bool:
+        """Attach ``sub``; False when the hub is closed (run over, or detached)."""
         with self._lock:
+            if self.closed:
+                return False
             self._subs = (*self._subs, sub)
+            return True
 
     def remove(self, sub: Subscription) -> None:
+        """Drop ``sub``; the last one leaving detaches the hub, so the writer pays nothing again."""
         with self._lock:
             self._subs = tuple(s for s in self._subs if s is not sub)
+            if self._subs or self.closed:
+                return
+            self.closed = True
+        self._writer.remove_commit_listener(self.on_commit)
 
     def on_commit(self, batch: Batch | None) -> None:
         """The writer's commit listener (runs on the writer's loop)."""
+        if self.closed:  # detached while this batch was on its way
+            return
         if batch is None:
             self._finish()
             return
@@ -231,8 +242,10 @@ class LiveHub:
             self._timer = None
         leftovers = [(UPDATE, seq, row) for seq, rows in self._updates.items() for row in rows]
         self._dispatch(self._orderer.release(force=True), leftovers)
-        self.closed = True
-        for sub in self._subs:
+        with self._lock:
+            self.closed = True
+            subs = self._subs
+        for sub in subs:
             sub._end()
 
 
@@ -250,15 +263,14 @@ def subscribe(manager: EventCaptureManager, maxsize: int = DEFAULT_SUBSCRIBER_QU
     writer = manager.writer
     if writer is None or not manager.enabled:
         return Subscription(None, maxsize, 0)
+    sub = Subscription(None, maxsize, manager.get_performance_stats()["total_events"], ended=False)
     with _hubs_lock:
-        hub = _hubs.get(manager)
-        if hub is None or hub.closed:
-            hub = LiveHub(writer, manager.get_performance_stats()["total_events"], gap_timeout)
-            if not writer.add_commit_listener(hub.on_commit):
-                return Subscription(None, maxsize, 0)
+        hub = sub._hub = _hubs.get(manager)
+        if hub is None or not hub.add(sub):  # none yet, or the last one closed: a fresh hub
+            hub = sub._hub = LiveHub(writer, sub.start_seq, gap_timeout)
+            if not writer.add_commit_listener(hub.on_commit) or not hub.add(sub):  # the run is over
+                sub._hub = None
+                sub._end()
+                return sub
             _hubs[manager] = hub
-        sub = Subscription(hub, maxsize, manager.get_performance_stats()["total_events"])
-        hub.add(sub)
-    if hub.closed:  # the run closed while we registered
-        sub._end()
     return sub

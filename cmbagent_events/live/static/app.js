@@ -25,6 +25,21 @@ function preview(value, limit = 72) {
   return text.length <= limit ? text : text.slice(0, limit - 1) + "…";
 }
 
+// A chat message as a person reads it: its text, or the tool calls / tool results it carries.
+function messagePreview(value, limit) {
+  if (value && typeof value === "object") {
+    if (Array.isArray(value.tool_calls) && value.tool_calls.length) {
+      const names = value.tool_calls.map((c) => `${(c.function || {}).name}(${(c.function || {}).arguments || ""})`);
+      return preview(`calls ${names.join(", ")}`, limit);
+    }
+    if (Array.isArray(value.tool_responses) && value.tool_responses.length) {
+      return preview("tool result: " + value.tool_responses.map((r) => String(r && r.content)).join("; "), limit);
+    }
+    if (value.content !== null && value.content !== undefined) return preview(value.content, limit);
+  }
+  return preview(value, limit);
+}
+
 function fmtDuration(seconds) {
   if (seconds === null || seconds === undefined) return "";
   if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
@@ -45,6 +60,7 @@ function setStatus(state, text) {
 // -- what an event says, in one line (mirrors cmbagent_events/render.py describe) -----------------
 function kindOf(e) {
   if (e.event_type === "agent_call" && e.event_subtype === "message") return "message";
+  if (e.event_type === "plan" || e.event_type === "workflow") return "step";
   return TYPES.includes(e.event_type) ? e.event_type : "other";
 }
 
@@ -54,11 +70,13 @@ function describe(e) {
   const m = e.meta && typeof e.meta === "object" ? e.meta : {};
   switch (kindOf(e)) {
     case "message":
-      return `${i.sender} → ${i.recipient}${m.broadcast ? " [broadcast]" : ""}: ${preview(i.content)}`;
+      return `${i.sender} → ${i.recipient}${m.broadcast ? " [broadcast]" : ""}: ${messagePreview(i.content, 72)}`;
     case "agent_call": {
-      const out = o.response !== undefined && o.response !== null ? ` ⇒ ${preview(o.response, 50)}` : "";
-      return `${e.agent_name}: ${preview(i.message, 50)}${out}`;
+      const out = o.response !== undefined && o.response !== null ? ` ⇒ ${messagePreview(o.response, 50)}` : "";
+      return `${e.agent_name}: ${messagePreview(i.message, 50)}${out}`;
     }
+    case "step":
+      return `${e.event_type} ${e.event_subtype}: ${preview(i.task || (e.outputs && Object.keys(o).length ? o : i), 80)}`;
     case "tool_call":
       return `${i.tool_name}(${preview(i.arguments, 40)}) → ${preview(o.result, 40)}`;
     case "code_exec":
@@ -71,7 +89,8 @@ function describe(e) {
       return `${e.event_subtype} in ${e.agent_name}: ${preview(e.error_message)}`;
     case "llm_call": {
       const u = o.usage || {};
-      return `${e.agent_name || ""} ${m.model || ""} tokens=${u.total_tokens ?? "?"}${u.cost != null ? " cost=" + u.cost : ""}`;
+      const cost = typeof u.cost === "number" ? ` cost=$${u.cost.toFixed(6)}` : "";
+      return `${e.agent_name || ""} ${m.model || ""} tokens=${u.total_tokens ?? "?"}${cost}`;
     }
     default:
       return `${e.event_type}/${e.event_subtype} ${e.agent_name || ""} ${preview(e.inputs)}`;
@@ -79,7 +98,7 @@ function describe(e) {
 }
 
 const LABELS = { agent_call: "agent", tool_call: "tool", code_exec: "code", file_gen: "file", message: "msg",
-                 handoff: "handoff", llm_call: "llm", error: "error", other: "event" };
+                 handoff: "handoff", llm_call: "llm", error: "error", step: "step", other: "event" };
 
 // -- runs list -----------------------------------------------------------------------------------
 let runsTimer = null;
