@@ -56,30 +56,24 @@ class _RunSession:
             self.manager = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=False)
             return self.manager
         url = parse_db_url(self.db_url)
-        await migrate(url)
-        sink = open_sink(url)
-        await sink.open()
-        self._sink = sink
-        try:
-            sampled = cfg.sample_rate >= 1.0 or random.random() < cfg.sample_rate
-            meta = dict(self.meta)
-            if not sampled:
-                meta["sampled_out"] = True
-            now = time.time_ns()
-            clean = Sanitizer(cfg.secret_keys)
-            await sink.create_run((
-                run_id, self.session_id, clean.text(self.task_description, cfg.max_input_size), self.mode,
-                self.agent, self.model, "running", sink.timestamp(now), None, 0, 0,
-                clean.encode(meta, cfg.max_input_size),
-            ))
-            manager = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=sampled)
-            writer = BatchWriter(manager.bus, sink, cfg, run_id, self.session_id)
-            manager.writer = writer
-            writer.start()
-        except BaseException:
-            await sink.close()
-            raise
+        await migrate(url)  # connects on a URL's first use in this process: an unusable database fails here
+        sampled = cfg.sample_rate >= 1.0 or random.random() < cfg.sample_rate
+        meta = dict(self.meta)
+        if not sampled:
+            meta["sampled_out"] = True
+        sink = open_sink(url)  # the writer connects it in the background, while the body runs
+        clean = Sanitizer(cfg.secret_keys)
+        run_row = (
+            run_id, self.session_id, clean.text(self.task_description, cfg.max_input_size), self.mode,
+            clean.text(self.agent, 256), clean.text(self.model, 256), "running", sink.timestamp(time.time_ns()),
+            None, 0, 0, clean.encode(meta, cfg.max_input_size),
+        )
+        manager = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=sampled)
+        writer = BatchWriter(manager.bus, sink, cfg, run_id, self.session_id, run_row=run_row)
+        manager.writer = writer
+        writer.start()
         self.manager = manager
+        self._sink = sink
         return manager
 
     async def finish(self, error: BaseException | None) -> None:
@@ -92,25 +86,25 @@ class _RunSession:
             kind = "cancelled" if isinstance(error, asyncio.CancelledError) else type(error).__name__
             manager.capture_error("capture_run", f"{kind}: {error}" if str(error) else kind, kind,
                                   {"exception_type": type(error).__qualname__})
+        writer = manager.writer
+        if writer is not None:
+            writer.finish = lambda: self._finish_values(manager, status)
         try:
-            drained = await manager.aclose()
-            stats = manager.get_performance_stats()
-            patch = Sanitizer(()).encode({"capture": {
-                "drained": drained,
-                "batches_written": stats["batches_written"],
-                "queue_high_water": stats["queue_high_water"],
-                "avg_capture_time_us": round(stats["avg_capture_time_us"], 3),
-                "last_error": stats["last_error"],
-            }, "usage": dict(manager.usage)}, 1000)
-            await sink.finish_run(manager.run_id, status, time.time_ns(), stats["total_events"],
-                                  stats["dropped_events"], patch)
+            await manager.aclose()
         except Exception:
             log.exception("cmbagent-events: could not close run %s", manager.run_id)
-        finally:
-            try:
-                await sink.close()
-            except Exception:
-                log.exception("cmbagent-events: could not close the database connection")
+
+    @staticmethod
+    def _finish_values(manager: EventCaptureManager, status: str) -> tuple:
+        """The run row's closing values, taken when the last batch is built (so the counts are final)."""
+        stats = manager.get_performance_stats()
+        patch = Sanitizer(()).encode({"capture": {
+            "batches_written": stats["batches_written"],
+            "queue_high_water": stats["queue_high_water"],
+            "avg_capture_time_us": round(stats["avg_capture_time_us"], 3),
+            "last_error": stats["last_error"],
+        }, "usage": dict(manager.usage)}, 1000)
+        return status, time.time_ns(), stats["total_events"], stats["dropped_events"], patch
 
 
 def _is_clean_exit(error: BaseException) -> bool:

@@ -5,8 +5,12 @@ is due, takes up to ``buffer_size`` records, and commits them in one transaction
 hot path skipped happens here: datetimes, truncation, redaction, repr fallback, JSON encoding,
 and the merge of an agent call's start and completion when both are in the same batch.
 
-A batch the database refuses is retried with backoff; if it still fails it is counted as dropped
-on the run (never silent) and the writer carries on with the next one.
+The writer owns the run's connection: it opens it itself (so ``capture_run`` entry does not wait
+for it), writes the run row with the first batch and the run's final status with the last one.
+When the database is unreachable (connection refused or lost, SQLite file locked) the writer keeps
+the batch in hand and retries with backoff, reconnecting, for as long as the run lasts; meanwhile
+the bounded queue keeps what fits and counts the rest as dropped. A batch the database refuses for
+its content is retried a few times, then counted as dropped. Loss is never silent.
 
 Commit listeners (``add_commit_listener``) see each committed batch, on the writer's loop, right
 after its transaction; they are how live subscribers (``cmbagent_events.live``) get events without
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -41,9 +46,15 @@ class BatchWriter:
     RETRY_FIRST_DELAY_S = 0.05
     RETRY_MAX_DELAY_S = 2.0
 
-    def __init__(self, bus: EventBus, sink: Sink, config: CaptureConfig, run_id: str, session_id: str) -> None:
+    def __init__(self, bus: EventBus, sink: Sink, config: CaptureConfig, run_id: str, session_id: str,
+                 run_row: tuple | None = None) -> None:
         self._bus = bus
         self._sink = sink
+        self._sink_open = False
+        self._run_row = run_row  # inserted with the first batch
+        self.finish: Callable[[], tuple] | None = None  # -> (status, completed_ns, total, dropped, meta patch)
+        self._in_flight = 0  # records taken from the bus but not yet committed
+        self.reconnects = 0
         self._config = config
         self._run_id = run_id
         self._session_id = session_id
@@ -139,6 +150,9 @@ class BatchWriter:
                 await self._task
             except BaseException:
                 pass
+            if self._in_flight:  # taken from the queue, never committed
+                self._bus.count_dropped(self._in_flight)
+                self._in_flight = 0
         except Exception as exc:  # the task itself failed: keep the accounting honest
             drained = False
             self.last_error = repr(exc)
@@ -168,27 +182,42 @@ class BatchWriter:
         bus = self._bus
         event = self._wake_event
         assert event is not None
-        while True:
-            if len(bus) < bus.batch_size and not self._closing:
-                try:
-                    await asyncio.wait_for(event.wait(), interval)
-                except TimeoutError:
-                    pass
-            event.clear()
-            while len(bus):
-                depth = len(bus)
-                if depth > self.queue_high_water:
-                    self.queue_high_water = depth
-                await self._write_records(bus.take(bus.batch_size))
-            if self._closing and not len(bus):
-                return
+        try:
+            while True:
+                if len(bus) < bus.batch_size and not self._closing:
+                    try:
+                        await asyncio.wait_for(event.wait(), interval)
+                    except TimeoutError:
+                        pass
+                event.clear()
+                while len(bus):
+                    depth = len(bus)
+                    if depth > self.queue_high_water:
+                        self.queue_high_water = depth
+                    records = bus.take(bus.batch_size)
+                    await self._write_records(records, final=self._closing and not len(bus))
+                if self._closing and not len(bus):
+                    if self.finish is not None or self._run_row is not None:
+                        await self._commit(Batch(), final=True)  # nothing left but the run row's close
+                    return
+        finally:
+            await self._close_sink()
 
-    async def _write_records(self, records: list[EventRecord]) -> None:
+    async def _close_sink(self) -> None:
+        if self._sink_open:
+            self._sink_open = False
+            try:
+                await self._sink.close()
+            except Exception:
+                log.debug("cmbagent-events: closing the connection failed", exc_info=True)
+
+    async def _write_records(self, records: list[EventRecord], final: bool = False) -> None:
         batch = Batch()
         open_rows: dict[str, list[Any]] = {}
+        self._in_flight = len(records)
         for record in records:
             if record.kind == BARRIER:
-                await self._commit(batch, open_rows)
+                await self._commit(batch)
                 _resolve(record.extra, True)
                 batch, open_rows = Batch(), {}
                 continue
@@ -198,7 +227,8 @@ class BatchWriter:
                 self._bus.count_dropped(1)
                 self.last_error = f"event {record.id} not storable: {exc!r}"
                 log.warning("cmbagent-events: %s", self.last_error)
-        await self._commit(batch, open_rows)
+        await self._commit(batch, final=final)
+        self._in_flight = 0
 
     def _add(self, batch: Batch, open_rows: dict[str, list[Any]], r: EventRecord) -> None:
         sink = self._sink
@@ -269,33 +299,74 @@ class BatchWriter:
             row[8] = text(row[8], 256)  # agent_name
             rows[i] = tuple(row)
 
-    async def _commit(self, batch: Batch, open_rows: dict[str, list[Any]]) -> None:
-        if not batch.events and not batch.updates:
+    async def _commit(self, batch: Batch, final: bool = False) -> None:
+        """Write ``batch`` in one transaction, with the run row's insert (first) or close (``final``)."""
+        if self._run_row is not None:
+            batch.run_insert = self._run_row
+        if final and self.finish is not None:
+            status, completed_ns, total, dropped, patch = self.finish()
+            batch.run_finish = (status, self._sink.timestamp(completed_ns), total, dropped, patch, self._run_id)
+        if batch.is_empty():
             return
         self._encode_rows(batch)
         delay = self.RETRY_FIRST_DELAY_S
-        for attempt in range(1, self.RETRY_ATTEMPTS + 1):
+        failures = 0
+        while True:
             try:
+                if not self._sink_open:
+                    await self._sink.open()
+                    self._sink_open = True
                 await self._sink.write(batch)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.last_error = repr(exc)
-                if attempt == self.RETRY_ATTEMPTS:
-                    lost = len(batch)
-                    self._bus.count_dropped(lost)
-                    log.error("cmbagent-events: batch of %d events lost after %d attempts: %r", lost, attempt, exc)
-                    return
-                log.warning("cmbagent-events: batch write failed (attempt %d), retrying in %.2fs: %r",
-                            attempt, delay, exc)
+                if is_transient(exc):  # outage: keep the batch, reconnect, wait for the database
+                    await self._close_sink()
+                    self.reconnects += 1
+                    log.warning("cmbagent-events: database unavailable, retrying in %.2fs: %r", delay, exc)
+                else:
+                    failures += 1
+                    if failures >= self.RETRY_ATTEMPTS:
+                        lost = len(batch)
+                        self._bus.count_dropped(lost)
+                        log.error("cmbagent-events: batch of %d events lost after %d attempts: %r",
+                                  lost, failures, exc)
+                        return
+                    log.warning("cmbagent-events: batch write failed (attempt %d), retrying in %.2fs: %r",
+                                failures, delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.RETRY_MAX_DELAY_S)
             else:
-                self.batches_written += 1
-                self.records_written += len(batch)
+                self._run_row = None
+                if batch.run_finish is not None:
+                    self.finish = None
+                if len(batch):
+                    self.batches_written += 1
+                    self.records_written += len(batch)
                 if self._listeners:
                     self._notify(batch)
                 return
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that mean "the database is not reachable right now" rather than "this data
+    cannot be stored": worth reconnecting and retrying for as long as the run lasts."""
+    if isinstance(exc, (OSError, TimeoutError, ConnectionError)):
+        return True
+    module = type(exc).__module__
+    if module.startswith("asyncpg"):
+        import asyncpg
+
+        return isinstance(exc, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                                asyncpg.exceptions.OperatorInterventionError,
+                                asyncpg.exceptions.InsufficientResourcesError))
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return any(word in text for word in ("locked", "busy", "unable to open", "disk i/o", "readonly"))
+    if type(exc).__name__ == "ValueError" and "closed" in str(exc).lower():  # aiosqlite on a dead connection
+        return True
+    return False
 
 
 CommitListener = Callable[[Batch | None], None]

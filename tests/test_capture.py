@@ -39,6 +39,7 @@ async def test_event_capture_manager_init(event_captor: EventCaptureManager, db_
     assert event_captor.enabled
     assert event_captor.execution_order == 0
     assert get_event_captor() is event_captor
+    assert await event_captor.flush(10)  # the run row is written with the run's first batch
     run = await WorkflowRepository(db_session, session_id).get_run(event_captor.run_id)
     assert run is not None and run.status == "running" and run.task_description == "Test workflow"
     assert (run.mode, run.agent, run.model) == ("one_shot", "engineer", "gpt-4")

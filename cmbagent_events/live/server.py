@@ -20,6 +20,7 @@ capture never waits for any of them. Binding and tokens: :mod:`.security`.
 from __future__ import annotations
 
 import asyncio
+import uuid
 import contextlib
 import logging
 import signal
@@ -127,6 +128,33 @@ async def _get_run_or_404(request: web.Request):
     return run
 
 
+RUN_APPEAR_WAIT_S = 10.0  # a run's row is written with its first batch: a follower may be early
+
+
+def _looks_like_run_id(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+async def _get_run_waiting(request: web.Request):
+    """The run, waiting briefly for it to appear: a capture in another process writes its run row
+    with its first batch (within its flush interval), and a follower may ask for it sooner."""
+    reader = request.app[STATE].reader
+    wait = RUN_APPEAR_WAIT_S if _looks_like_run_id(request.match_info["run_id"]) else 0.0
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        run = await reader.get_run(request.match_info["run_id"])  # type: ignore[union-attr]
+        if run is not None or asyncio.get_running_loop().time() >= deadline:
+            break
+        await asyncio.sleep(0.1)
+    if run is None:
+        raise web.HTTPNotFound(text=f"no run {request.match_info['run_id']!r}\n")
+    return run
+
+
 async def _api_run(request: web.Request) -> web.Response:
     return web.json_response({"run": run_dict(await _get_run_or_404(request))}, dumps=dumps)
 
@@ -153,7 +181,7 @@ def _message(item: FeedItem) -> dict[str, Any]:
 
 async def _ws_run(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    run = await _get_run_or_404(request)
+    run = await _get_run_waiting(request)
     after = _int_query(request, "after_seq", -1, -1, 1 << 62)
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1 << 16)
     await ws.prepare(request)

@@ -14,6 +14,7 @@ writer; sinks only move them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,15 +41,25 @@ UPDATE_FIELDS = ("event_subtype", "status", "outputs", "error_message", "complet
 
 @dataclass(slots=True)
 class Batch:
-    """Rows for one transaction."""
+    """Rows for one transaction.
+
+    ``run_insert`` (RUN_COLUMNS values) rides with a run's first batch and ``run_finish``
+    (status, completed_at, total_events, dropped_events, meta patch, run id) with its last, so
+    opening and closing a run cost no transaction of their own.
+    """
 
     events: list[tuple] = field(default_factory=list)
     updates: list[tuple] = field(default_factory=list)  # UPDATE_FIELDS values + (id,)
     messages: list[tuple] = field(default_factory=list)
     files: list[tuple] = field(default_factory=list)
+    run_insert: tuple | None = None
+    run_finish: tuple | None = None
 
     def __len__(self) -> int:
         return len(self.events) + len(self.updates)
+
+    def is_empty(self) -> bool:
+        return not (self.events or self.updates or self.run_insert or self.run_finish)
 
 
 class Sink(Protocol):
@@ -56,9 +67,6 @@ class Sink(Protocol):
 
     def timestamp(self, t_ns: int) -> Any: ...
     async def open(self) -> None: ...
-    async def create_run(self, row: tuple) -> None: ...
-    async def finish_run(self, run_id: str, status: str, completed_ns: int, total: int, dropped: int,
-                         meta_patch: str | None) -> None: ...
     async def write(self, batch: Batch) -> None: ...
     async def close(self) -> None: ...
 
@@ -93,10 +101,17 @@ class SqliteSink:
     def __init__(self, path: str) -> None:
         self.path = path
         self._db: Any = None
+        self._ts_second = -1
+        self._ts_prefix = ""
 
     def timestamp(self, t_ns: int) -> str:
-        # The text layout SQLAlchemy's SQLite DateTime reads back (naive, UTC).
-        return datetime.fromtimestamp(t_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        # The text layout SQLAlchemy's SQLite DateTime reads back (naive, UTC); the date-and-seconds
+        # part is cached, since a batch's events mostly share their second.
+        seconds, nanos = divmod(t_ns, 1_000_000_000)
+        if seconds != self._ts_second:
+            self._ts_second = seconds
+            self._ts_prefix = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S.")
+        return f"{self._ts_prefix}{nanos // 1000:06d}"
 
     async def open(self) -> None:
         import aiosqlite
@@ -106,19 +121,11 @@ class SqliteSink:
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute("PRAGMA busy_timeout=10000")
 
-    async def create_run(self, row: tuple) -> None:
-        await self._db.execute(self._INSERT_RUN, row)
-        await self._db.commit()
-
-    async def finish_run(self, run_id: str, status: str, completed_ns: int, total: int, dropped: int,
-                         meta_patch: str | None) -> None:
-        await self._db.execute(self._FINISH_RUN,
-                               (status, self.timestamp(completed_ns), total, dropped, meta_patch, run_id))
-        await self._db.commit()
-
     async def write(self, batch: Batch) -> None:
         db = self._db
         try:
+            if batch.run_insert is not None:
+                await db.execute(self._INSERT_RUN, batch.run_insert)
             if batch.events:
                 await db.executemany(self._INSERT_EVENTS, batch.events)
             if batch.updates:
@@ -127,9 +134,14 @@ class SqliteSink:
                 await db.executemany(self._INSERT_MESSAGES, batch.messages)
             if batch.files:
                 await db.executemany(self._INSERT_FILES, batch.files)
+            if batch.run_finish is not None:
+                await db.execute(self._FINISH_RUN, batch.run_finish)
             await db.commit()
         except BaseException:
-            await db.rollback()
+            try:
+                await db.rollback()
+            except Exception:  # the connection itself is gone: the writer reopens it
+                pass
             raise
 
     async def close(self) -> None:
@@ -160,7 +172,6 @@ class PostgresSink:
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         self._conn: Any = None
-        self._run_id = ""
 
     def timestamp(self, t_ns: int) -> datetime:
         return datetime.fromtimestamp(t_ns / 1e9, UTC)
@@ -170,20 +181,11 @@ class PostgresSink:
 
         self._conn = await asyncpg.connect(self.dsn)
 
-    async def create_run(self, row: tuple) -> None:
-        self._run_id = row[0]
-        await self._conn.execute(self._INSERT_RUN, *row)
-
-    async def finish_run(self, run_id: str, status: str, completed_ns: int, total: int, dropped: int,
-                         meta_patch: str | None) -> None:
-        async with self._conn.transaction():
-            await self._conn.execute(self._FINISH_RUN, status, self.timestamp(completed_ns), total, dropped,
-                                     meta_patch, run_id)
-            await self._conn.execute(self._NOTIFY, json.dumps({"run_id": run_id, "status": status}))
-
     async def write(self, batch: Batch) -> None:
         conn = self._conn
         async with conn.transaction():
+            if batch.run_insert is not None:
+                await conn.execute(self._INSERT_RUN, *batch.run_insert)
             if batch.events:
                 await conn.copy_records_to_table("execution_events", records=batch.events, columns=EVENT_COLUMNS)
             if batch.updates:
@@ -192,12 +194,20 @@ class PostgresSink:
                 await conn.copy_records_to_table("messages", records=batch.messages, columns=MESSAGE_COLUMNS)
             if batch.files:
                 await conn.copy_records_to_table("files", records=batch.files, columns=FILE_COLUMNS)
-            events = batch.events
-            run_id = events[0][1] if events else self._run_id
-            max_seq = max(row[10] for row in events) if events else None
-            await conn.execute(self._NOTIFY, json.dumps({"run_id": run_id, "max_seq": max_seq}))
+            note: dict[str, Any] = {}
+            if batch.events:
+                note = {"run_id": batch.events[0][1], "max_seq": max(row[10] for row in batch.events)}
+            if batch.run_finish is not None:
+                status, *_, run_id = batch.run_finish
+                await conn.execute(self._FINISH_RUN, *batch.run_finish)
+                note = {**note, "run_id": run_id, "status": status}
+            if note:
+                await conn.execute(self._NOTIFY, json.dumps(note))
 
     async def close(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            await conn.close()
+            try:
+                await asyncio.wait_for(conn.close(), 2.0)
+            except Exception:  # server gone or slow: drop the socket
+                conn.terminate()
