@@ -11,7 +11,6 @@ Rules (CONTRACT.md, "Payloads"):
 from __future__ import annotations
 
 from collections.abc import Iterable
-import re
 from typing import Any
 
 import msgspec
@@ -30,9 +29,18 @@ def _refuse(value: Any) -> Any:
 
 
 _fast_encode = msgspec.json.Encoder(enc_hook=_refuse).encode
-# Words that may name a secret key; "tokens" (usage counts) is not one. A hit only sends the value
-# down the exact (slow) path, which checks each key properly.
-_MAYBE_SECRET = re.compile(rb"(?i)api_?key|passw|secret|authoriz|credential|private_key|token(?!s\")")
+# Lower-case fragments of secret key names ("...key" as a JSON key, password, token, ...); usage
+# counts ("tokens", "prompt_tokens") are removed before looking. A hit only sends the value down the
+# exact (slow) path, which checks each key properly; plain substring tests are ~3x faster than a
+# case-insensitive regex on message-sized payloads.
+_SECRET_FRAGMENTS = (b'key"', b"passw", b"secret", b"authoriz", b"credential", b"token")
+
+
+def _maybe_secret(data: bytes) -> bool:
+    low = data.lower()
+    if b"token" in low:
+        low = low.replace(b'tokens"', b"")
+    return any(fragment in low for fragment in _SECRET_FRAGMENTS)
 
 
 class Sanitizer:
@@ -81,7 +89,7 @@ class Sanitizer:
         except Exception:
             pass
         else:
-            if len(data) <= limit and b"\\u0000" not in data and _MAYBE_SECRET.search(data) is None:
+            if len(data) <= limit and b"\\u0000" not in data and not _maybe_secret(data):
                 return data.decode()
         return _encode(self._clean(value, limit, 0, set())).decode()
 
