@@ -309,6 +309,9 @@ class EventCaptureManager:
             "current_step_id": self.current_step_id,
             "execution_order": self.execution_order,
             "last_error": writer.last_error if writer else None,
+            "reconnects": writer.reconnects if writer else 0,
+            "spilled_events": writer.spilled if writer else 0,
+            "spill_path": writer.spill_path if writer else None,
         }
 
     async def flush(self, timeout: float | None = None) -> bool:

@@ -231,6 +231,18 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .spill import replay
+
+    total = 0
+    for path in args.files:
+        print(f"replaying {path} ...", file=sys.stderr, flush=True)
+        written = asyncio.run(replay(path, args.db))
+        total += written
+        print(f"{path}: {written} events written (file renamed to {path}.replayed)")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.db_given:  # the global --db reaches the demo through the environment it reads
         os.environ["CMBAGENT_EVENTS_DB_URL"] = args.db
@@ -288,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("migrate", parents=[common], help="create or upgrade the schema")
     p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("replay", parents=[common],
+                       help="write spill files (kept when a run's database was unreachable) into the database")
+    p.add_argument("files", nargs="+", metavar="FILE", help="spill file(s), e.g. cmbagent_events_spill/RUN_ID.jsonl")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("demo", help="run the offline AG2 demo and print its trace (arguments go to the demo)",
                        add_help=False)

@@ -31,6 +31,7 @@ from .bus import EventBus
 from .config import CaptureConfig
 from .payload import Sanitizer
 from .records import BARRIER, COMPLETE, FILE_ROW, INPUT_FIELDS, INSERT, MESSAGE_ROW, USAGE_FIELDS, EventRecord, barrier
+from .spill import write_spill
 from .store.sink import Batch, Sink
 
 log = logging.getLogger("cmbagent_events.writer")
@@ -54,7 +55,10 @@ class BatchWriter:
         self._run_row = run_row  # inserted with the first batch
         self.finish: Callable[[], tuple] | None = None  # -> (status, completed_ns, total, dropped, meta patch)
         self._in_flight = 0  # records taken from the bus but not yet committed
+        self._in_hand: Batch | None = None  # the encoded batch _commit is trying to write
         self.reconnects = 0
+        self.spilled = 0  # records written to a spill file because the database never came back
+        self.spill_path: str | None = None
         self._config = config
         self._run_id = run_id
         self._session_id = session_id
@@ -134,7 +138,7 @@ class BatchWriter:
 
     async def aclose(self, timeout: float) -> bool:
         """Drain everything and stop (on the writer's loop). False if ``timeout`` cut the drain short;
-        whatever was left is then counted as dropped."""
+        what was left is then kept in a spill file (see spill.py) or, failing that, counted as dropped."""
         if self._task is None:
             self._stop_listeners()
             return True
@@ -150,9 +154,7 @@ class BatchWriter:
                 await self._task
             except BaseException:
                 pass
-            if self._in_flight:  # taken from the queue, never committed
-                self._bus.count_dropped(self._in_flight)
-                self._in_flight = 0
+            self._spill()
         except Exception as exc:  # the task itself failed: keep the accounting honest
             drained = False
             self.last_error = repr(exc)
@@ -169,6 +171,46 @@ class BatchWriter:
             log.warning("cmbagent-events: %d events not written before close (timeout %.1fs)", lost, timeout)
         self._stop_listeners()
         return drained and not lost
+
+    def _spill(self) -> None:
+        """The database did not come back before the close timeout: keep what we hold in a spill
+        file (``cmbagent-events replay`` writes it later) rather than losing it."""
+        batches: list[Batch] = []
+        in_hand, self._in_hand = self._in_hand, None
+        if in_hand is not None:
+            batches.append(in_hand)
+        elif self._in_flight:  # taken from the queue and not yet in a batch: cannot be recovered
+            self._bus.count_dropped(self._in_flight)
+        self._in_flight = 0
+        rest = Batch()
+        open_rows: dict[str, list[Any]] = {}
+        for record in self._bus.take(len(self._bus) + 1):
+            if record.kind == BARRIER:
+                _resolve(record.extra, False)
+                continue
+            try:
+                self._add(rest, open_rows, record)
+            except Exception:
+                self._bus.count_dropped(1)
+        if self._run_row is not None and (in_hand is None or in_hand.run_insert is None):
+            rest.run_insert = self._run_row
+        count = sum(len(b) for b in batches) + len(rest)
+        try:
+            if self.finish is not None:  # the close, with drops final and spilled rows not counted lost
+                status, completed_ns, total, dropped, patch = self.finish()
+                rest.run_finish = (status, self._sink.timestamp(completed_ns), total, dropped, patch, self._run_id)
+            self._encode_rows(rest)
+            batches.append(rest)
+            path = write_spill(self._run_id, batches)
+        except Exception as exc:
+            self._bus.count_dropped(count)
+            log.error("cmbagent-events: %d events lost: database unreachable and spill failed: %r", count, exc)
+            return
+        if path is not None:
+            self.spilled = count
+            self.spill_path = str(path)
+            log.error("cmbagent-events: database unreachable; %d events kept in %s "
+                      "(write them later with: cmbagent-events replay %s --db URL)", count, path, path)
 
     def _stop_listeners(self) -> None:
         with self._listeners_lock:
@@ -309,6 +351,7 @@ class BatchWriter:
         if batch.is_empty():
             return
         self._encode_rows(batch)
+        self._in_hand = batch
         delay = self.RETRY_FIRST_DELAY_S
         failures = 0
         while True:
@@ -329,6 +372,7 @@ class BatchWriter:
                     failures += 1
                     if failures >= self.RETRY_ATTEMPTS:
                         lost = len(batch)
+                        self._in_hand = None
                         self._bus.count_dropped(lost)
                         log.error("cmbagent-events: batch of %d events lost after %d attempts: %r",
                                   lost, failures, exc)
@@ -338,6 +382,7 @@ class BatchWriter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.RETRY_MAX_DELAY_S)
             else:
+                self._in_hand = None
                 self._run_row = None
                 if batch.run_finish is not None:
                     self.finish = None

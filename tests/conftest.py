@@ -71,3 +71,9 @@ def config() -> CaptureConfig:
 @pytest.fixture
 def session_id() -> str:
     return f"test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(autouse=True)
+def _spill_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spill files (kept when a database is unreachable) go to the test's tmp dir, never the repo."""
+    monkeypatch.setenv("CMBAGENT_EVENTS_SPILL_DIR", str(tmp_path / "spill"))

@@ -1,0 +1,118 @@
+"""Spill files: what a run could not write because its database never came back.
+
+When a run closes and its writer still cannot reach the database within the close timeout, the
+rows it holds (the run row, the batch in hand, everything still queued, and the run's closing
+values) are written, already sanitised, as JSON lines to ``<spill_dir>/<run_id>.jsonl`` instead of
+being lost. ``cmbagent-events replay FILE`` (or :func:`replay`) writes them into a database later,
+in one transaction per line; a replayed file is renamed ``*.replayed``.
+
+Each line is one :class:`~cmbagent_events.store.sink.Batch`:
+``{"run_insert": [...] | null, "events": [[...]], "updates": [...], "messages": [...],
+"files": [...], "run_finish": [...] | null}`` with timestamps as ISO 8601 strings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .store.schema import migrate, parse_db_url
+from .store.sink import FILE_COLUMNS, MESSAGE_COLUMNS, RUN_COLUMNS, Batch, Sink, open_sink
+
+DEFAULT_SPILL_DIR = "cmbagent_events_spill"
+
+# Positions of timestamp values in each row kind (see store.sink column orders).
+_EVENT_TS = (16, 17)
+_UPDATE_TS = (4,)
+_MESSAGE_TS = (MESSAGE_COLUMNS.index("timestamp"),)
+_FILE_TS = (FILE_COLUMNS.index("created_at"),)
+_RUN_TS = (RUN_COLUMNS.index("started_at"), RUN_COLUMNS.index("completed_at"))
+_FINISH_TS = (1,)
+
+
+def spill_dir() -> Path:
+    return Path(os.environ.get("CMBAGENT_EVENTS_SPILL_DIR") or DEFAULT_SPILL_DIR)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_spill(run_id: str, batches: Iterable[Batch]) -> Path | None:
+    """Append ``batches`` to the run's spill file; returns its path (None when nothing to write)."""
+    lines = []
+    for batch in batches:
+        if batch.is_empty():
+            continue
+        lines.append(json.dumps({
+            "run_insert": batch.run_insert, "events": batch.events, "updates": batch.updates,
+            "messages": batch.messages, "files": batch.files, "run_finish": batch.run_finish,
+        }, default=_json_default))
+    if not lines:
+        return None
+    directory = spill_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{Path(run_id).name}.jsonl"  # run ids are UUIDs; .name keeps it inside the dir
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path
+
+
+def _timestamps(row: list[Any] | None, positions: tuple[int, ...], sink: Sink) -> tuple | None:
+    if row is None:
+        return None
+    values = list(row)
+    for i in positions:
+        if isinstance(values[i], str):
+            parsed = datetime.fromisoformat(values[i])
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            values[i] = sink.timestamp(int(parsed.timestamp() * 1_000_000) * 1000)
+    return tuple(values)
+
+
+def read_spill(path: Path, sink: Sink) -> list[Batch]:
+    """The batches of a spill file, with timestamps in the form ``sink`` writes."""
+    batches = []
+    with Path(path).open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except ValueError as exc:
+                raise ValueError(f"{path}:{number}: not a spill line ({exc})") from None
+            batches.append(Batch(
+                events=[_timestamps(r, _EVENT_TS, sink) for r in data.get("events", [])],
+                updates=[_timestamps(r, _UPDATE_TS, sink) for r in data.get("updates", [])],
+                messages=[_timestamps(r, _MESSAGE_TS, sink) for r in data.get("messages", [])],
+                files=[_timestamps(r, _FILE_TS, sink) for r in data.get("files", [])],
+                run_insert=_timestamps(data.get("run_insert"), _RUN_TS, sink),
+                run_finish=_timestamps(data.get("run_finish"), _FINISH_TS, sink),
+            ))
+    return batches
+
+
+async def replay(path: str | Path, db_url: str) -> int:
+    """Write a spill file into ``db_url``; returns the number of event rows written."""
+    url = parse_db_url(db_url)
+    await migrate(url)
+    sink = open_sink(url)
+    await sink.open()
+    written = 0
+    try:
+        for batch in read_spill(Path(path), sink):
+            await sink.write(batch)
+            written += len(batch.events)
+    finally:
+        await sink.close()
+    Path(path).rename(Path(str(path) + ".replayed"))
+    return written

@@ -1,0 +1,136 @@
+"""Database outages mid-run: the run goes on, events are kept up to the queue bound and written
+after recovery, what could not be kept is counted, and a database that never comes back leaves a
+spill file that `cmbagent-events replay` writes later."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from cmbagent_events import CaptureConfig, ExecutionEvent, WorkflowRun, capture_run, make_engine
+from cmbagent_events.cli import main as cli_main
+from cmbagent_events.testing import PostgresServer, find_pg_bin
+
+FAST = CaptureConfig(flush_interval_ms=20, buffer_size=100)
+
+
+@pytest.fixture
+def own_pg() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test's own, free to be stopped and restarted."""
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
+    server = PostgresServer(bin_dir)
+    server.start()
+    yield server
+    server.cleanup()
+
+
+async def _counts(url: str, run_id: str) -> tuple[WorkflowRun | None, list[int]]:
+    engine = make_engine(url)
+    try:
+        async with async_sessionmaker(engine)() as s:
+            row = await s.get(WorkflowRun, run_id)
+            seqs = (await s.scalars(select(ExecutionEvent.seq).where(ExecutionEvent.run_id == run_id))).all()
+            return row, sorted(seqs)
+    finally:
+        await engine.dispose()
+
+
+async def test_postgres_outage_mid_run_loses_nothing(own_pg: PostgresServer) -> None:
+    url = own_pg.create_database("outage")
+    async with capture_run(url, config=FAST, hooks=False) as run:
+        for i in range(300):
+            run.capture_message("a", "b", f"before {i}")
+        assert await run.flush(10)
+        await asyncio.to_thread(own_pg.stop)
+        ids = [run.capture_tool_call("a", "t", {"i": i}) for i in range(700)]  # the run goes on
+        assert all(ids)
+        await asyncio.sleep(0.3)  # the writer meets the outage and starts retrying
+        assert await run.flush(0.5) is False  # a flush during the outage honours its timeout
+        down_at = time.monotonic()
+        await asyncio.to_thread(own_pg.restart)
+        assert await run.flush(30)
+        recovered_s = time.monotonic() - down_at
+        stats = run.get_performance_stats()
+        assert stats["reconnects"] >= 1 and stats["dropped_events"] == 0
+    row, seqs = await _counts(url, run.run_id)
+    assert seqs == list(range(1000))
+    assert (row.status, row.total_events, row.dropped_events) == ("completed", 1000, 0)
+    print(f"recovered {recovered_s:.2f}s after the server came back")
+
+
+async def test_outage_beyond_the_queue_bound_counts_exact_drops(own_pg: PostgresServer) -> None:
+    url = own_pg.create_database("bound")
+    cfg = CaptureConfig(flush_interval_ms=20, buffer_size=50, queue_size=200)
+    async with capture_run(url, config=cfg, hooks=False) as run:
+        assert await run.flush(10)
+        await asyncio.to_thread(own_pg.stop)
+        for i in range(1000):
+            run.capture_handoff("a", "b")
+            if i % 50 == 0:
+                await asyncio.sleep(0)  # let the writer take a batch into its hands and stall on it
+        stats = run.get_performance_stats()
+        kept = 1000 - stats["dropped_events"]
+        assert 200 <= kept <= 200 + 50  # the queue bound, plus the one batch the writer holds
+        await asyncio.to_thread(own_pg.restart)
+    row, seqs = await _counts(url, run.run_id)
+    assert len(seqs) == kept and row.dropped_events == 1000 - kept and row.total_events == 1000
+
+
+async def test_database_that_never_comes_back_spills_and_replays(own_pg: PostgresServer, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CMBAGENT_EVENTS_SPILL_DIR", str(tmp_path / "spill"))
+    url = own_pg.create_database("gone")
+    cfg = CaptureConfig(flush_interval_ms=20, buffer_size=100, close_timeout_s=1.0)
+    async with capture_run(url, config=cfg, hooks=False, task_description="spilled run") as run:
+        call = run.capture_agent_call("engineer", "start")
+        for i in range(120):
+            run.capture_message("engineer", "executor", f"m{i}")
+        assert await run.flush(10)
+        await asyncio.to_thread(own_pg.stop)
+        for i in range(380):
+            run.capture_code_execution("executor", f"print({i})", exit_code=0)
+        run.capture_agent_response("engineer", "done", event_id=call)
+    stats = run.get_performance_stats()
+    assert stats["spilled_events"] == 381 and stats["dropped_events"] == 0
+    spill = Path(stats["spill_path"])
+    assert spill.exists() and spill.parent == tmp_path / "spill"
+
+    await asyncio.to_thread(own_pg.restart)
+    assert await asyncio.to_thread(cli_main, ["replay", str(spill), "--db", url]) == 0
+    assert not spill.exists() and Path(str(spill) + ".replayed").exists()
+    row, seqs = await _counts(url, run.run_id)
+    assert seqs == list(range(501))
+    assert (row.status, row.total_events, row.dropped_events) == ("completed", 501, 0)
+    engine = make_engine(url)
+    async with async_sessionmaker(engine)() as s:
+        agent_call = await s.get(ExecutionEvent, call)
+        assert (agent_call.status, agent_call.outputs) == ("completed", {"response": "done"})
+    await engine.dispose()
+
+
+async def test_sqlite_locked_by_another_writer(sqlite_url: str, tmp_path: Path) -> None:
+    async with capture_run(sqlite_url, config=FAST, hooks=False) as run:
+        assert await run.flush(10)
+        locker = sqlite3.connect(tmp_path / "events.db", timeout=0, check_same_thread=False)
+        locker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        release = threading.Timer(1.0, lambda: (locker.rollback(), locker.close()))
+        try:
+            for i in range(500):
+                assert run.capture_message("a", "b", str(i))  # capture never waits for the lock
+            assert await run.flush(0.3) is False
+        finally:
+            release.start()
+        assert await run.flush(30)
+        release.join()
+    row, seqs = await _counts(sqlite_url, run.run_id)
+    assert seqs == list(range(500)) and (row.status, row.dropped_events) == ("completed", 0)
