@@ -31,7 +31,10 @@ demo: $(STAMP)
 	$(PY) -m cmbagent_events.cli demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not soak"
+
+soak: $(STAMP)
+	$(PY) -m pytest -q -s -m soak
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run

@@ -5,12 +5,14 @@ Rules (CONTRACT.md, "Payloads"):
 - values that are not JSON types are stored as their ``repr`` (itself bounded);
 - keys that name secrets (api_key, password, token, ...) have their values replaced by ``"***"``;
 - NUL bytes and unencodable surrogates are replaced, so PostgreSQL and UTF-8 encoders accept them;
+- bytes are stored base64-encoded;
 - recursion and very deep nesting end in a marker instead of a crash.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+import base64
 from typing import Any
 
 import msgspec
@@ -80,7 +82,8 @@ class Sanitizer:
 
         Fast path: encode directly in C (msgspec) and keep the result when it provably needs no
         cleaning: short enough that no string can exceed ``limit``, no NUL, no key that could be
-        a secret. Anything else (or anything msgspec refuses) takes the exact path.
+        a secret, too few brackets to nest deeper than the limit. Anything else (or anything
+        msgspec refuses) takes the exact path.
         """
         if value is None:
             return None
@@ -89,7 +92,8 @@ class Sanitizer:
         except Exception:
             pass
         else:
-            if len(data) <= limit and b"\\u0000" not in data and not _maybe_secret(data):
+            if (len(data) <= limit and b"\\u0000" not in data and not _maybe_secret(data)
+                    and data.count(b"[") + data.count(b"{") <= self._max_depth):  # fewer brackets: not too deep
                 return data.decode()
         return _encode(self._clean(value, limit, 0, set())).decode()
 
@@ -99,8 +103,8 @@ class Sanitizer:
         kind = type(value)
         if kind is str:
             return clean_str(value, limit)
-        if kind is int:
-            return value if -(1 << 63) <= value < (1 << 63) else str(value)
+        if kind is int:  # JSON numbers are unbounded; msgspec (the fast path) writes big ints exactly too
+            return value
         if kind is float:
             return value if value == value and value not in (float("inf"), float("-inf")) else repr(value)
         if depth >= self._max_depth:
@@ -132,8 +136,8 @@ class Sanitizer:
                 items.append(self._clean(v, limit, depth + 1, path))
             path.discard(ident)
             return items
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return clean_str(bytes(value[: limit + 1]).decode("utf-8", "backslashreplace"), limit)
+        if isinstance(value, (bytes, bytearray, memoryview)):  # base64, as the fast path (msgspec) does
+            return clean_str(base64.b64encode(bytes(value)).decode("ascii"), limit)
         # subclasses of the JSON scalars (str/int enums, numpy float64) are stored as their base value
         if isinstance(value, str):
             return clean_str(str(value), limit)
