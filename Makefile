@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	touch $(BENCH_STAMP)
+
 # The oldest supported AG2 in its own venv: the AG2 tests run there too.
 $(STAMP_0103): pyproject.toml
 	test -x $(VENV_0103)/bin/python || $(PYTHON) -m venv $(VENV_0103)
@@ -36,10 +41,10 @@ test: $(STAMP)
 soak: $(STAMP)
 	$(PY) -m pytest -q -s -m soak
 
-bench: $(STAMP)
-	$(PY) -m benchmarks.run
+bench: $(BENCH_STAMP)
+	$(PY) -m benchmarks.run --profile
 
-bench-quick: $(STAMP)
+bench-quick: $(BENCH_STAMP)
 	$(PY) -m benchmarks.run --quick --no-gate
 
 serve: $(STAMP)
