@@ -63,6 +63,15 @@ async def db_session(db_url: str) -> AsyncIterator[AsyncSession]:
 
 
 @pytest.fixture
+async def db_session_sqlite(sqlite_url: str) -> AsyncIterator[AsyncSession]:
+    """A read session on the test's SQLite file (for tests that only run on SQLite)."""
+    engine = make_engine(sqlite_url)
+    async with async_sessionmaker(engine, expire_on_commit=False)() as session:
+        yield session
+    await engine.dispose()
+
+
+@pytest.fixture
 def config() -> CaptureConfig:
     """Defaults, independent of the caller's environment."""
     return CaptureConfig.from_env({})

@@ -448,3 +448,20 @@ async def test_group_pattern_ending_by_terminate_target_is_not_an_error(db_url, 
     events = await events_of(db_session, run.run_id)
     assert [e.event_subtype for e in events if e.event_type == "error"] == []
     assert any(e.event_type == "agent_call" and e.agent_name == "solo" and e.status == "completed" for e in events)
+
+
+async def test_file_capture_stays_inside_the_work_dir(sqlite_url, db_session_sqlite, config, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    code = ("```python\nimport os\nopen('inside.txt', 'w').write('ok')\nopen('../escape.txt', 'w').write('no')\n"
+            "os.symlink('/etc/hostname', 'link.txt')\n```")
+    script = Script({"coder": [code, "Done. TERMINATE"]})
+    coder = AssistantAgent("coder", llm_config=scripted_llm_config(script))
+    runner = ConversableAgent("runner", llm_config=False, human_input_mode="NEVER", is_termination_msg=TERM,
+                              code_execution_config={"executor": LocalCommandLineCodeExecutor(work_dir=work)})
+    register_scripted_client(coder)
+    async with capture_run(sqlite_url, config=config) as run:
+        runner.initiate_chat(coder, message="go", max_turns=3)
+    assert (tmp_path / "escape.txt").exists() and (work / "link.txt").is_symlink()  # the code really did it
+    files = (await db_session_sqlite.scalars(select(File).where(File.run_id == run.run_id))).all()
+    assert [Path(f.file_path) for f in files] == [(work / "inside.txt").resolve()]
