@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cmbagent_events import CaptureConfig, capture_run
-from cmbagent_events.testing import PostgresServer, find_pg_bin
+from cmbagent_events.testing import postgres_url
 
 EVENT_COLUMNS = 20
 
@@ -126,31 +126,22 @@ async def run_micro(quick: bool, pg_url: str | None) -> dict[str, Any]:
     reps = 3 if quick else 5
     batches = [500] if quick else [100, 500, 2000]
     results: dict[str, Any] = {"emit_ns": {}, "writer_events_per_s": {}, "ceiling_events_per_s": {}}
-    server = None
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, postgres_url(pg_url) as pg_url:
         sqlite_url = f"sqlite+aiosqlite:///{tmp}/micro.db"
         backends = {"sqlite": sqlite_url}
-        if pg_url is None and find_pg_bin() is not None:
-            server = PostgresServer(find_pg_bin())
-            server.start()
-            pg_url = server.create_database("bench")
         if pg_url:
             backends["postgresql"] = pg_url
-        try:
-            results["emit_ns"] = await emit_cost_ns(sqlite_url, n_emit, reps)
-            for name, url in backends.items():
-                results["writer_events_per_s"][name] = {
-                    str(b): await writer_events_per_s(url, n_write, b, reps) for b in batches}
-            results["ceiling_events_per_s"]["sqlite"] = {str(b): sqlite_ceiling(n_write, b, reps) for b in batches}
-            if pg_url:
-                from cmbagent_events.store.schema import asyncpg_dsn, parse_db_url
+        results["emit_ns"] = await emit_cost_ns(sqlite_url, n_emit, reps)
+        for name, url in backends.items():
+            results["writer_events_per_s"][name] = {
+                str(b): await writer_events_per_s(url, n_write, b, reps) for b in batches}
+        results["ceiling_events_per_s"]["sqlite"] = {str(b): sqlite_ceiling(n_write, b, reps) for b in batches}
+        if pg_url:
+            from cmbagent_events.store.schema import asyncpg_dsn, parse_db_url
 
-                dsn = asyncpg_dsn(parse_db_url(pg_url))
-                results["ceiling_events_per_s"]["postgresql"] = {
-                    str(b): await asyncpg_ceiling(dsn, n_write, b, reps) for b in batches}
-        finally:
-            if server is not None:
-                server.cleanup()
+            dsn = asyncpg_dsn(parse_db_url(pg_url))
+            results["ceiling_events_per_s"]["postgresql"] = {
+                str(b): await asyncpg_ceiling(dsn, n_write, b, reps) for b in batches}
     return results
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cmbagent_events import CaptureConfig, capture_run
-from cmbagent_events.testing import PostgresServer, find_pg_bin
+from cmbagent_events.testing import postgres_url
 
 from .micro import print_micro, run_micro
 from .scenarios import Scenario, scenarios, silence_ag2
@@ -176,29 +176,19 @@ def main() -> int:
     silence_ag2()
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    server = None
-    with tempfile.TemporaryDirectory(prefix="cmbagent-bench-") as tmp_name:
+    with tempfile.TemporaryDirectory(prefix="cmbagent-bench-") as tmp_name, postgres_url(args.pg_url) as pg_url:
         tmp = Path(tmp_name)
         urls = {"sqlite": f"sqlite+aiosqlite:///{tmp / 'bench.db'}"}
-        pg_url = args.pg_url
-        if pg_url is None and find_pg_bin() is not None:
-            server = PostgresServer(find_pg_bin())
-            server.start()
-            pg_url = server.create_database("bench")
         if pg_url:
             urls["postgresql"] = pg_url
         else:
             print("PostgreSQL server binaries not found: PostgreSQL rows are skipped", file=sys.stderr)
-        try:
-            print("overhead scenarios...", file=sys.stderr)
-            overhead = asyncio.run(run_overhead(args.quick, urls, tmp))
-            print("micro benchmarks...", file=sys.stderr)
-            micro = asyncio.run(run_micro(args.quick, pg_url))
-            if args.profile:
-                profile_framework(urls["sqlite"], RESULTS / "profile_framework.txt")
-        finally:
-            if server is not None:
-                server.cleanup()
+        print("overhead scenarios...", file=sys.stderr)
+        overhead = asyncio.run(run_overhead(args.quick, urls, tmp))
+        print("micro benchmarks...", file=sys.stderr)
+        micro = asyncio.run(run_micro(args.quick, pg_url))
+        if args.profile:
+            profile_framework(urls["sqlite"], RESULTS / "profile_framework.txt")
     results: dict[str, Any] = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "quick": args.quick,

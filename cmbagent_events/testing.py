@@ -7,11 +7,13 @@ run as root), with durability switched off: it is for tests, never for data you 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 PG_BIN_DIRS = [os.environ.get("CMBAGENT_PG_BIN", ""), "/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin",
@@ -77,3 +79,22 @@ class PostgresServer:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres_url(given: str | None = None, dbname: str = "bench") -> Iterator[str | None]:
+    """``given`` when set; else a database on a throwaway server, stopped on exit; else None
+    (no server binaries on this machine)."""
+    if given:
+        yield given
+        return
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        yield None
+        return
+    server = PostgresServer(bin_dir)
+    try:
+        server.start()
+        yield server.create_database(dbname)
+    finally:
+        server.cleanup()

@@ -53,22 +53,25 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'events.db'}"
 
 
-@pytest.fixture
-async def db_session(db_url: str) -> AsyncIterator[AsyncSession]:
-    """A read session on the same database the test captures into."""
-    engine = make_engine(db_url)
+async def _read_session(url: str) -> AsyncIterator[AsyncSession]:
+    engine = make_engine(url)
     async with async_sessionmaker(engine, expire_on_commit=False)() as session:
         yield session
     await engine.dispose()
+
+
+@pytest.fixture
+async def db_session(db_url: str) -> AsyncIterator[AsyncSession]:
+    """A read session on the same database the test captures into."""
+    async for session in _read_session(db_url):
+        yield session
 
 
 @pytest.fixture
 async def db_session_sqlite(sqlite_url: str) -> AsyncIterator[AsyncSession]:
     """A read session on the test's SQLite file (for tests that only run on SQLite)."""
-    engine = make_engine(sqlite_url)
-    async with async_sessionmaker(engine, expire_on_commit=False)() as session:
+    async for session in _read_session(sqlite_url):
         yield session
-    await engine.dispose()
 
 
 @pytest.fixture
