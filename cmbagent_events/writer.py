@@ -225,6 +225,7 @@ class BatchWriter:
         event = self._wake_event
         assert event is not None
         try:
+            await self._try_open()  # connect now, while the run's body works, not at its first batch
             while True:
                 if len(bus) < bus.batch_size and not self._closing:
                     try:
@@ -244,6 +245,23 @@ class BatchWriter:
                     return
         finally:
             await self._close_sink()
+
+    async def _try_open(self) -> None:
+        """One attempt to connect; on failure the first commit retries (outage handling)."""
+        try:
+            await self._sink.open()
+            self._sink_open = True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.last_error = repr(exc)
+            await self._close_sink_quietly()
+
+    async def _close_sink_quietly(self) -> None:
+        try:
+            await self._sink.close()
+        except Exception:
+            pass
 
     async def _close_sink(self) -> None:
         if self._sink_open:
