@@ -465,3 +465,26 @@ async def test_file_capture_stays_inside_the_work_dir(sqlite_url, db_session_sql
     assert (tmp_path / "escape.txt").exists() and (work / "link.txt").is_symlink()  # the code really did it
     files = (await db_session_sqlite.scalars(select(File).where(File.run_id == run.run_id))).all()
     assert [Path(f.file_path) for f in files] == [(work / "inside.txt").resolve()]
+
+
+async def test_concurrent_async_tool_calls_are_each_captured(db_url, db_session, config) -> None:
+    async def slow_add(a: int, b: int) -> int:
+        """Add two integers, slowly."""
+        await asyncio.sleep(0.05)
+        return a + b
+
+    script = Script({"assistant": [[ToolCall("slow_add", {"a": 1, "b": 2}), ToolCall("slow_add", {"a": 3, "b": 4})],
+                                   "Both done. TERMINATE"]})
+    assistant = AssistantAgent("assistant", llm_config=scripted_llm_config(script))
+    user = UserProxyAgent("user", human_input_mode="NEVER", code_execution_config=False, is_termination_msg=TERM)
+    register_function(slow_add, caller=assistant, executor=user, description="Add two integers, slowly.")
+    register_scripted_client(assistant)
+    async with capture_run(db_url, config=config) as run:
+        await user.a_initiate_chat(assistant, message="Add both pairs.", max_turns=3)
+    events = await events_of(db_session, run.run_id)
+    tools = sorted((e for e in events if e.event_type == "tool_call"), key=lambda e: e.inputs["arguments"]["a"])
+    assert [(t.inputs["arguments"], t.outputs["result"]) for t in tools] == [({"a": 1, "b": 2}, "3"),
+                                                                             ({"a": 3, "b": 4}, "7")]
+    user_calls = {e.id for e in events if e.event_type == "agent_call" and e.agent_name == "user"
+                  and e.event_subtype != "message"}
+    assert all(t.parent_event_id in user_calls and t.meta["success"] and t.duration_ms >= 40 for t in tools)
