@@ -145,7 +145,7 @@ class EventCaptureManager:
                 t0 = _perf_ns()
             self._issued = seq + 1
             stack = self._stack_get()
-            eid = self._prefix + str(seq)
+            eid = self._prefix + str(seq).zfill(9)  # fixed width: ids sort by seq, B-tree appends
             now = _time_ns()
             self._put(EventRecord(
                 INSERT, eid, seq, now, event_type, subtype, agent, stack[-1] if stack else None, len(stack),
