@@ -212,8 +212,12 @@ def main() -> int:
     print_micro(micro)
     print(f"\nresults: {RESULTS / name} ({results['duration_s']} s)")
     if failures:
+        if args.no_gate:
+            print("over the gate, not enforced (--no-gate: quick runs are too noisy to gate on): "
+                  + "; ".join(failures))
+            return 0
         print("GATE FAILED: " + "; ".join(failures))
-        return 0 if args.no_gate else 1
+        return 1
     print(f"gates passed: {', '.join(GATED)} below {GATE_PCT}% on every backend")
     return 0
 
