@@ -256,6 +256,16 @@ class EventCaptureManager:
         return self._emit("message", "agent_call", "message", recipient, None, None, None, "completed",
                           None, metadata, (MESSAGE_ROW, sender, recipient, content, tokens), False)
 
+    def capture_relay(self, sender: str, recipient: str, content: Any, metadata: dict[str, Any] | None = None
+                      ) -> str | None:
+        """A message a group chat manager forwards (broadcasts) to another member: an event marked
+        ``broadcast`` but no ``messages`` row, so that table holds the conversation's turns once each
+        (AG2's own chat history) while the trace still shows every delivery."""
+        meta = {"broadcast": True, **metadata} if metadata else {"broadcast": True}
+        return self._emit("message", "agent_call", "message", recipient,
+                          {"sender": sender, "recipient": recipient, "content": content}, None, None, "completed",
+                          None, meta, None, False)
+
     def capture_error(self, agent_name: str, error_message: str, error_type: str | None = None,
                       metadata: dict[str, Any] | None = None) -> str | None:
         """An error anywhere in the run (always captured while capture is on)."""

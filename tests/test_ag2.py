@@ -33,6 +33,7 @@ from autogen.coding import LocalCommandLineCodeExecutor  # noqa: E402
 from cmbagent_events import (  # noqa: E402
     ExecutionEvent,
     File,
+    Message,
     WorkflowRun,
     capture_run,
     install_ag2_hooks,
@@ -243,6 +244,9 @@ async def test_group_chat_handoffs_follow_the_speaker_order(db_url, db_session, 
     assert relayed[chat.messages[-1]["content"]] in (0, len(agents) - 1)  # the final one: sync relays, async not
     assert sum(relayed.values()) == len(broadcasts)
     assert all(b.inputs["sender"] == "chat_manager" for b in broadcasts)
+    # the messages table holds the conversation's turns once each; relays are events only
+    rows = (await db_session.scalars(select(Message).where(Message.run_id == run.run_id))).all()
+    assert sorted(r.event_id for r in rows) == sorted(t.id for t in turns)
     manager_call = next(e for e in events if e.event_type == "agent_call" and e.event_subtype != "message"
                         and e.agent_name == "chat_manager")
     inner = [e for e in events if e.event_type == "agent_call" and e.event_subtype != "message"

@@ -252,12 +252,11 @@ def _capture_send(captor: EventCaptureManager, sender: Any, message: Any, recipi
                                                                       "function_call", "name", "role")}
         else:
             content = message
-        meta = None
+        meta = {"speaker_selection": True} if _in_selection.get() else None
         if request_reply is False and _is_manager(type(sender), manager_cls):
-            meta = {"broadcast": True}
-        if _in_selection.get():
-            meta = {**(meta or {}), "speaker_selection": True}
-        captor.capture_message(sender.name, _name(recipient), content, None, meta)
+            captor.capture_relay(sender.name, _name(recipient), content, meta)  # a manager broadcast
+        else:
+            captor.capture_message(sender.name, _name(recipient), content, None, meta)
     except Exception:
         log.debug("cmbagent-events: send capture failed", exc_info=True)
 
