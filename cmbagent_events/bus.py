@@ -70,6 +70,11 @@ class EventBus:
             append(popleft())
         return out
 
+    def discard(self) -> None:
+        """Forget everything queued, uncounted: for a forked child, whose copies of the parent's
+        records are the parent's to write."""
+        self._queue.clear()
+
     def count_dropped(self, n: int) -> None:
         """Count ``n`` records lost after they were queued (e.g. a batch the database refused)."""
         with self._drop_lock:

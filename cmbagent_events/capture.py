@@ -394,7 +394,7 @@ def _after_fork_in_child() -> None:
         manager._closed = True
         manager.writer = None
         manager.bus.set_waker(None)
-        manager.bus._queue.clear()
+        manager.bus.discard()
     _global = None
     _current.set(None)
 

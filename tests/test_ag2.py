@@ -133,6 +133,7 @@ async def test_two_agent_tool_chat_is_captured_exactly(db_url, db_session, confi
     assert tool.outputs == {"result": "5"} and tool.meta["success"] is True and tool.status == "completed"
     parent = next(e for e in calls if e.id == tool.parent_event_id)
     assert parent.agent_name == "user" and tool.depth == parent.depth + 1
+    assert parent.inputs["message"]["tool_calls"][0]["function"]["name"] == "add"  # what the call answered
 
     llm = [e for e in events if e.event_type == "llm_call"]
     usage = script.usage()

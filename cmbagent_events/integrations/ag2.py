@@ -144,10 +144,12 @@ def _last_message(agent: Any, messages: Any, sender: Any) -> Any:
         last = messages[-1]
         if isinstance(last, dict):
             content = last.get("content")
-            if content is None and last.get("tool_calls"):
-                return {"tool_calls": last["tool_calls"]}
-            if content is None and last.get("tool_responses"):
-                return {"tool_responses": last["tool_responses"]}
+            for key in ("tool_calls", "tool_responses"):
+                if last.get(key):  # (AG2 may have stringified an empty content to "None")
+                    carried = {key: last[key]}
+                    if content not in (None, "", "None"):
+                        carried["content"] = content
+                    return carried
             return content
         return last
     except Exception:
