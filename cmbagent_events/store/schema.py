@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from pathlib import Path
 from typing import IO
 
@@ -16,7 +17,7 @@ SQLITE_DRIVERS = {"sqlite", "sqlite+aiosqlite"}
 POSTGRES_DRIVERS = {"postgresql", "postgresql+asyncpg", "postgres"}
 
 _migrated: set[str] = set()  # URLs already at head in this process
-_locks: dict[tuple[int, str], asyncio.Lock] = {}
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
 
 
 class DatabaseURLError(ValueError):
@@ -110,7 +111,7 @@ async def migrate(db_url: str | URL) -> None:
             raise DatabaseURLError(f"directory {str(parent)!r} for SQLite file {url.database!r} does not exist")
     if not MIGRATIONS_DIR.is_dir():
         raise RuntimeError(f"migrations directory not found at {MIGRATIONS_DIR}")
-    lock = _locks.setdefault((id(asyncio.get_running_loop()), key), asyncio.Lock())
+    lock = _locks.setdefault(asyncio.get_running_loop(), {}).setdefault(key, asyncio.Lock())  # asyncio locks are per loop
     async with lock:
         file_lock = await asyncio.to_thread(_lock_sqlite_file, url) if is_sqlite(url) else None
         try:
