@@ -4,7 +4,8 @@ A run id is a UUIDv7-shaped string (48-bit millisecond clock, 74 random bits). A
 its run's compact id, a dash and the run-wide ``seq`` as nine zero-padded digits: building one on
 the hot path costs ~100 ns (against ~2 us for ``str(uuid4())``); ids sort by run start, then by
 capture order, so primary-key inserts append to the B-tree (~20% faster SQLite inserts than
-unpadded ids); no two processes can collide without colliding run ids.
+unpadded ids); no two processes can collide without colliding run ids. The hot path builds it
+inline, in ``EventCaptureManager._emit``: ``prefix + str(seq).zfill(9)``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,3 @@ def new_run_id() -> str:
 def event_id_prefix(run_id: str) -> str:
     """The per-run prefix every event id starts with."""
     return run_id.replace("-", "") + "-"
-
-
-def event_id(prefix: str, seq: int) -> str:
-    """Event id for ``seq`` (the hot path inlines this expression)."""
-    return prefix + str(seq).zfill(9)

@@ -25,7 +25,7 @@ from .config import CaptureConfig
 from .ids import new_run_id
 from .payload import Sanitizer
 from .store.schema import migrate, parse_db_url
-from .store.sink import Sink, open_sink
+from .store.sink import open_sink
 from .writer import BatchWriter
 
 log = logging.getLogger("cmbagent_events")
@@ -47,7 +47,6 @@ class _RunSession:
         self.session_id = session_id
         self.meta = dict(meta or {})
         self.manager: EventCaptureManager | None = None
-        self._sink: Sink | None = None
 
     async def start(self) -> EventCaptureManager:
         cfg = self.config
@@ -73,12 +72,11 @@ class _RunSession:
         manager.writer = writer
         writer.start()
         self.manager = manager
-        self._sink = sink
         return manager
 
     async def finish(self, error: BaseException | None) -> None:
-        manager, sink = self.manager, self._sink
-        if manager is None or sink is None:
+        manager = self.manager
+        if manager is None or manager.writer is None:  # never started, or capture disabled
             return
         status = "completed"
         if error is not None and not _is_clean_exit(error):

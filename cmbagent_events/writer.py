@@ -255,21 +255,15 @@ class BatchWriter:
             raise
         except Exception as exc:
             self.last_error = repr(exc)
-            await self._close_sink_quietly()
+            await self._close_sink()  # a half-open connection (e.g. connected, PRAGMA failed) too
 
-    async def _close_sink_quietly(self) -> None:
+    async def _close_sink(self) -> None:
+        """Close the connection, whatever state it is in (sinks' close is a no-op when not open)."""
+        self._sink_open = False
         try:
             await self._sink.close()
         except Exception:
-            pass
-
-    async def _close_sink(self) -> None:
-        if self._sink_open:
-            self._sink_open = False
-            try:
-                await self._sink.close()
-            except Exception:
-                log.debug("cmbagent-events: closing the connection failed", exc_info=True)
+            log.debug("cmbagent-events: closing the connection failed", exc_info=True)
 
     async def _write_records(self, records: list[EventRecord], final: bool = False) -> None:
         batch = Batch()
