@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from .redaction import DEFAULT_SECRET_KEYS
 
 DEFAULT_DB_URL = "sqlite+aiosqlite:///cmbagent_events.db"
 
@@ -43,9 +45,7 @@ class CaptureConfig:
     queue_size: int = 100_000  # bound of the in-memory queue; beyond it events are dropped and counted
     flush_interval_ms: int = 200  # longest an event waits before its batch is written
     close_timeout_s: float = 30.0  # longest capture_run's exit waits for the final drain
-    secret_keys: tuple[str, ...] = field(
-        default=("api_key", "apikey", "password", "passwd", "token", "secret", "authorization", "credential")
-    )
+    secret_keys: tuple[str, ...] = DEFAULT_SECRET_KEYS  # see redaction.py for the rules beyond these names
 
     def __post_init__(self) -> None:
         _check_range("CMBAGENT_EVENT_BUFFER_SIZE", self.buffer_size, 1, 1_000_000)

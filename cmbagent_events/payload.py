@@ -3,7 +3,14 @@
 Rules (CONTRACT.md, "Payloads"):
 - strings longer than the limit are cut, with a marker that records the original length;
 - values that are not JSON types are stored as their ``repr`` (itself bounded);
-- keys that name secrets (api_key, password, token, ...) have their values replaced by ``"***"``;
+- keys that name secrets (api_key, password, token, cookie, ...; see redaction.py) have their values
+  replaced by ``"***"``, also in key/value pairs (``[["Authorization", "Bearer ..."]]``,
+  ``{"name": "Cookie", "value": ...}``) and inside strings holding JSON (AG2's tool-call arguments);
+- secrets visible in free text (``sk-...``, ``Bearer ...``, PEM keys, URL passwords, ...) are hidden
+  in every string, message content and error message included;
+- ints too big to write as text (over ~4,200 digits) are stored as a marker naming their size;
+- a value that cannot be read (a container mutated by another thread while it is read, a subclass
+  whose methods raise) becomes a marker naming the reason instead of failing its row;
 - NUL bytes and unencodable surrogates are replaced, so PostgreSQL and UTF-8 encoders accept them;
 - bytes are stored base64-encoded;
 - recursion and very deep nesting end in a marker instead of a crash.
@@ -13,15 +20,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 import base64
+import json
 from typing import Any
 
 import msgspec
 
-REDACTED = "***"
+from .redaction import REDACTED, SecretKeys, may_hold_text_secret, redact_text, secret_spans
+
 MAX_DEPTH = 32
 MAX_ITEMS = 10_000  # elements kept per container; the rest are summarised by a marker
 
-_SECRET_SUFFIXES = ("_api_key", "_apikey", "_password", "_secret", "_token", "_secret_key", "_private_key")
+MAX_INT_BITS = 14_000  # ~4,200 digits: bigger ints cannot be written as text (sys.get_int_max_str_digits)
+MAX_JSON_STRING = 1 << 20  # strings holding JSON are parsed (to redact inside them) up to this size
+_PAIR_NAME_KEYS = ("name", "key", "header")  # {"name": "Authorization", "value": "..."} pairs
 
 _encode = msgspec.json.Encoder().encode
 
@@ -37,41 +48,34 @@ _fast_encode = msgspec.json.Encoder(enc_hook=_refuse).encode
 # case-insensitive regex on message-sized payloads.
 def _maybe_secret(data: bytes) -> bool:
     low = data.lower()
-    return (b'key"' in low or b"passw" in low or b"secret" in low or b"authoriz" in low or b"credential" in low
-            or (b"token" in low and b"token" in low.replace(b'tokens"', b"")))
+    if (b'key"' in low or b"passw" in low or b"passphrase" in low or b"secret" in low or b"auth" in low
+            or b"credential" in low or b"cookie" in low or b"pwd" in low or b"key_id" in low
+            or (b"token" in low and b"token" in low.replace(b'tokens"', b""))):
+        return True
+    # free-text rules: a marker is common ("://", "sk-" in "task-"), so confirm on the JSON text
+    return may_hold_text_secret(low) and bool(secret_spans(data.decode("utf-8", "replace")))
 
 
 class Sanitizer:
     """Makes values storable; one per writer (it caches the secret-key decision per key)."""
 
     def __init__(self, secret_keys: Iterable[str], max_depth: int = MAX_DEPTH) -> None:
-        self._secret_names = frozenset(k.lower() for k in secret_keys)
-        self._key_cache: dict[str, bool] = {}
+        self.is_secret_key = SecretKeys(secret_keys)  # (key) -> True for api_key, Authorization, Cookie, ...
         self._max_depth = max_depth
-
-    def is_secret_key(self, key: str) -> bool:
-        """True for keys like ``api_key``, ``OPENAI_API_KEY``, ``Authorization``, ``access_token``."""
-        hit = self._key_cache.get(key)
-        if hit is None:
-            norm = key.lower().replace("-", "_")
-            hit = norm in self._secret_names or norm.endswith(_SECRET_SUFFIXES)
-            if len(self._key_cache) < 65_536:
-                self._key_cache[key] = hit
-        return hit
 
     def clean(self, value: Any, limit: int) -> Any:
         """A JSON-safe copy of ``value`` following the module rules."""
-        return self._clean(value, limit, 0, set())
+        return self._clean_guarded(value, limit, 0, set())
 
     def text(self, value: Any, limit: int) -> str | None:
         """A bounded, NUL-free string for plain text columns (message content, error messages)."""
         if value is None:
             return None
         if isinstance(value, str):
-            return clean_str(value, limit)
+            return clean_str(redact_text(value if type(value) is str else str.__getitem__(value, slice(None))), limit)
         if isinstance(value, (dict, list, tuple)):
             return clean_str(_encode(self.clean(value, limit)).decode(), limit)
-        return clean_str(_safe_repr(value), limit)
+        return clean_str(redact_text(_safe_repr(value)), limit)
 
     def encode(self, value: Any, limit: int) -> str | None:
         """``clean`` then JSON-encode; None stays None (SQL NULL).
@@ -93,16 +97,37 @@ class Sanitizer:
             if (len(data) <= limit and b"\\u0000" not in data and not _maybe_secret(data)
                     and data.count(b"[") + data.count(b"{") <= self._max_depth):  # fewer brackets: not too deep
                 return data.decode()
-        return _encode(self._clean(value, limit, 0, set())).decode()
+        return _encode(self._clean_guarded(value, limit, 0, set())).decode()
+
+    def _clean_guarded(self, value: Any, limit: int, depth: int, path: set[int]) -> Any:
+        """``_clean``, with a value that cannot be read replaced by a marker naming why."""
+        try:
+            return self._clean(value, limit, depth, path)
+        except Exception as exc:
+            return f"<unstorable {_type_name(value)}: {_type_name(exc)}>"
+
+    def _clean_str(self, value: str, limit: int, depth: int) -> Any:
+        """Free-text secrets hidden; a string holding a JSON object or array with secret keys is
+        parsed, cleaned and written back as JSON text (AG2 passes tool-call arguments this way)."""
+        head = value[:1]
+        if (head == "{" or head == "[") and len(value) <= MAX_JSON_STRING and _maybe_secret(value.encode("utf-8", "replace")):
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                pass
+            else:
+                if isinstance(parsed, (dict, list)):
+                    return clean_str(_encode(self._clean_guarded(parsed, limit, depth + 1, set())).decode(), limit)
+        return clean_str(redact_text(value), limit)
 
     def _clean(self, value: Any, limit: int, depth: int, path: set[int]) -> Any:
         if value is None or value is True or value is False:
             return value
         kind = type(value)
         if kind is str:
-            return clean_str(value, limit)
-        if kind is int:  # JSON numbers are unbounded; msgspec (the fast path) writes big ints exactly too
-            return value
+            return self._clean_str(value, limit, depth)
+        if kind is int:  # JSON numbers are unbounded, but Python will not write ints of > 4,300 digits
+            return value if value.bit_length() <= MAX_INT_BITS else f"<int of {value.bit_length()} bits>"
         if kind is float:
             return value if value == value and value not in (float("inf"), float("-inf")) else repr(value)
         if depth >= self._max_depth:
@@ -112,13 +137,21 @@ class Sanitizer:
             if ident in path:
                 return "<recursion>"
             path.add(ident)
+            items = _snapshot(dict.items, value)  # dict.items: a subclass's override is not called
             out: dict[str, Any] = {}
-            for i, (k, v) in enumerate(value.items()):
+            for i, (k, v) in enumerate(items):
                 if i >= MAX_ITEMS:
-                    out["<truncated>"] = f"{len(value) - MAX_ITEMS} more items"
+                    out["<truncated>"] = f"{len(items) - MAX_ITEMS} more items"
                     break
-                key = clean_str(k if isinstance(k, str) else _safe_repr(k), 256)
-                out[key] = REDACTED if (v is not None and self.is_secret_key(key)) else self._clean(v, limit, depth + 1, path)
+                key = clean_str(k if type(k) is str else self.text(k, 256) or "None", 256)
+                out[key] = (REDACTED if (v is not None and self.is_secret_key(key))
+                            else self._clean_guarded(v, limit, depth + 1, path))
+            if "value" in out and out["value"] is not None:  # {"name": "Authorization", "value": ...}
+                for name_key in _PAIR_NAME_KEYS:
+                    name = out.get(name_key)
+                    if isinstance(name, str) and self.is_secret_key(name):
+                        out["value"] = REDACTED
+                        break
             path.discard(ident)
             return out
         if isinstance(value, (list, tuple, set, frozenset)):
@@ -126,30 +159,51 @@ class Sanitizer:
             if ident in path:
                 return "<recursion>"
             path.add(ident)
-            items = []
-            for i, v in enumerate(value):
+            elements = _snapshot(tuple, value)
+            cleaned = []
+            for i, v in enumerate(elements):
                 if i >= MAX_ITEMS:
-                    items.append(f"<{len(value) - MAX_ITEMS} more items>")
+                    cleaned.append(f"<{len(elements) - MAX_ITEMS} more items>")
                     break
-                items.append(self._clean(v, limit, depth + 1, path))
+                cleaned.append(self._clean_guarded(v, limit, depth + 1, path))
+            # [["Authorization", "Bearer ..."]]: a (name, value) pair whose name is a secret key
+            if (len(cleaned) == 2 and type(cleaned[0]) is str and cleaned[1] is not None
+                    and self.is_secret_key(cleaned[0])):
+                cleaned[1] = REDACTED
             path.discard(ident)
-            return items
+            return cleaned
         if isinstance(value, (bytes, bytearray, memoryview)):  # base64, as the fast path (msgspec) does
             return clean_str(base64.b64encode(bytes(value)).decode("ascii"), limit)
         # subclasses of the JSON scalars (str/int enums, numpy float64) are stored as their base value
+        # (read through the base type's own methods: a subclass's __str__/__int__ may raise)
         if isinstance(value, str):
-            return clean_str(str(value), limit)
+            return self._clean_str(str.__getitem__(value, slice(None)), limit, depth)
         if isinstance(value, int):
-            return self._clean(int(value), limit, depth, path)
+            return self._clean(int.__index__(value), limit, depth, path)
         if isinstance(value, float):
-            return self._clean(float(value), limit, depth, path)
+            return self._clean(float.__float__(value), limit, depth, path)
         model_dump = getattr(value, "model_dump", None)  # pydantic models, e.g. AG2 events
         if callable(model_dump):
             try:
                 return self._clean(model_dump(), limit, depth + 1, path)
             except Exception:
                 pass
-        return clean_str(_safe_repr(value), limit)
+        return clean_str(redact_text(_safe_repr(value)), limit)
+
+
+def _snapshot(read: Any, container: Any) -> Any:
+    """``read(container)`` (a copy made in C, atomic under the GIL for builtin containers); retried
+    when another thread changed the container meanwhile."""
+    for _ in range(3):
+        try:
+            return read(container)
+        except RuntimeError:  # "changed size during iteration"
+            continue
+    return read(container)
+
+
+def _type_name(value: Any) -> str:
+    return type.__getattribute__(type(value), "__name__")
 
 
 def clean_str(value: str, limit: int) -> str:
@@ -170,4 +224,4 @@ def _safe_repr(value: Any) -> str:
     try:
         return repr(value)
     except Exception as exc:  # a broken __repr__ must not lose the event
-        return f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
+        return f"<unrepresentable {_type_name(value)}: {_type_name(exc)}>"
