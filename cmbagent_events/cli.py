@@ -90,6 +90,16 @@ async def _resolve(reader, run_id: str | None) -> str:
     return found
 
 
+async def _close_orphans_quietly(reader) -> None:
+    """Runs whose process died are shown (and stored) as abandoned, not as running forever."""
+    from .store.orphans import close_orphans
+
+    try:
+        await close_orphans(reader.engine)
+    except Exception as exc:  # e.g. a read-only database: still list what is there
+        print(f"cmbagent-events: could not close orphaned runs: {exc}", file=sys.stderr)
+
+
 async def _pages(reader, run_id: str, progress: Progress, size: int = 2000) -> AsyncIterator[list]:
     """A run's events in seq order, a page at a time (keyset on seq), advancing ``progress``."""
     after = -1
@@ -110,6 +120,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from .render import runs_table
 
     async def body(reader) -> int:
+        await _close_orphans_quietly(reader)
         runs = await reader.list_runs(limit=args.limit)
         if args.json:
             from .live.wire import dumps, run_dict
@@ -172,6 +183,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         return f"{'  ' * (e.depth or 0)}#{e.seq} {prefix}{describe(e)}"
 
     async def follow(reader) -> int:
+        await _close_orphans_quietly(reader)
         run_id = await _resolve(reader, args.run_id)
         if args.after_seq is not None:
             after = args.after_seq
@@ -243,6 +255,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_close_orphans(args: argparse.Namespace) -> int:
+    from .store.orphans import DEFAULT_STALE_AFTER_S, close_orphans
+
+    async def body(reader) -> int:
+        stale = DEFAULT_STALE_AFTER_S if args.stale_after is None else args.stale_after
+        closed = await close_orphans(reader.engine, stale_after_s=stale, dry_run=args.dry_run)
+        verb = "would close" if args.dry_run else "closed"
+        for run in closed:
+            print(f"{verb} {run.run_id} as abandoned ({run.reason}): {run.total_events} events, "
+                  f"{run.dropped_events} never stored")
+        if not closed:
+            print("no orphaned runs")
+        return EXIT_OK
+
+    return asyncio.run(_with_reader(args.db, body))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.db_given:  # the global --db reaches the demo through the environment it reads
         os.environ["CMBAGENT_EVENTS_DB_URL"] = args.db
@@ -305,6 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write spill files (kept when a run's database was unreachable) into the database")
     p.add_argument("files", nargs="+", metavar="FILE", help="spill file(s), e.g. cmbagent_events_spill/RUN_ID.jsonl")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("close-orphans", parents=[common],
+                       help="close runs whose process died (still 'running') as 'abandoned'")
+    p.add_argument("--stale-after", type=float, default=None, metavar="SECONDS",
+                   help="a run on another host is orphaned after this long without a heartbeat or event "
+                        "(default 120); on this host a run whose process is gone is closed at once")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be closed")
+    p.set_defaults(func=cmd_close_orphans)
 
     p = sub.add_parser("demo", help="run the offline AG2 demo and print its trace (arguments go to the demo)",
                        add_help=False)

@@ -20,10 +20,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+from . import signals
 from .capture import EventCaptureManager, set_event_captor
 from .config import CaptureConfig
 from .ids import new_run_id
 from .payload import Sanitizer
+from .store.orphans import process_identity
 from .store.schema import migrate, parse_db_url
 from .store.sink import open_sink
 from .writer import BatchWriter
@@ -58,6 +60,7 @@ class _RunSession:
         await migrate(url)  # connects on a URL's first use in this process: an unusable database fails here
         sampled = cfg.sample_rate >= 1.0 or random.random() < cfg.sample_rate
         meta = dict(self.meta)
+        meta["process"] = process_identity()  # lets close-orphans tell a dead run from a quiet one
         if not sampled:
             meta["sampled_out"] = True
         sink = open_sink(url)  # the writer connects it in the background, while the body runs
@@ -149,6 +152,7 @@ async def capture_run(
     manager = await session.start()
     restore = set_event_captor(manager)
     release = _install_hooks() if hooks and manager.enabled else None
+    signals.watch(id(session), asyncio.current_task())
     error: BaseException | None = None
     try:
         yield manager
@@ -156,10 +160,13 @@ async def capture_run(
         error = exc
         raise
     finally:
+        terminated = signals.unwatch(id(session))  # SIGTERM cancelled the body: record it as such
         if release is not None:
             release()
         restore()
-        await session.finish(error)
+        await session.finish(signals.Terminated() if terminated else error)
+        if terminated:
+            raise signals.Terminated() from error  # drained: now end the process as SIGTERM asked
 
 
 _open_sync_runs: dict[int, tuple[_RunSession, "_LoopThread"]] = {}
@@ -237,6 +244,7 @@ def capture_run_sync(
     key = id(session)
     with _open_sync_lock:
         _open_sync_runs[key] = (session, loop_thread)
+    signals.watch(key)
     error: BaseException | None = None
     try:
         yield manager
@@ -244,6 +252,7 @@ def capture_run_sync(
         error = exc
         raise
     finally:
+        signals.unwatch(key)
         with _open_sync_lock:
             owned = _open_sync_runs.pop(key, None) is not None
         if release is not None:

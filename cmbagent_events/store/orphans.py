@@ -1,0 +1,114 @@
+"""Runs whose process died (SIGKILL, power loss, OOM): found and closed as ``abandoned``.
+
+A live run shows signs of life: its process (``meta.process``: host and pid, recorded at entry) is
+still running, and its writer touches ``heartbeat_at`` while the run is open (when the column
+exists). A run still ``running`` is an orphan when its process is gone from this very host, or when
+nothing (heartbeat, started_at, its newest event) happened for ``stale_after_s`` seconds.
+
+Closing one is a conditional update (``WHERE status = 'running'``, so a run finishing at that
+moment wins): status ``abandoned``, ``completed_at`` = the last sign of life, ``total_events`` =
+max seq + 1 and ``dropped_events`` = the seqs in that range never stored (what the dead process
+still held), with ``meta.abandoned`` saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from .models import ExecutionEvent, WorkflowRun
+
+DEFAULT_STALE_AFTER_S = 120.0  # well above the writer's heartbeat interval
+
+
+def process_identity() -> dict[str, Any]:
+    """What a run records about its process, so that another process can tell whether it is alive."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _process_gone(meta: Any) -> bool:
+    """True only when the run's process was on this host and no longer exists."""
+    proc = meta.get("process") if isinstance(meta, dict) else None
+    if not isinstance(proc, dict) or proc.get("host") != socket.gethostname():
+        return False
+    pid = proc.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed child its parent has not reaped yet is dead for our purpose."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@dataclass(frozen=True)
+class ClosedRun:
+    run_id: str
+    reason: str
+    total_events: int
+    dropped_events: int
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+async def close_orphans(engine: AsyncEngine, *, stale_after_s: float = DEFAULT_STALE_AFTER_S,
+                        dry_run: bool = False) -> list[ClosedRun]:
+    """Close every orphaned run of the database; returns what was (or, ``dry_run``, would be) closed."""
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    now = datetime.now(UTC)
+    closed: list[ClosedRun] = []
+    heartbeat = getattr(WorkflowRun, "heartbeat_at", None)
+    async with sessions() as session:
+        running = (await session.scalars(select(WorkflowRun).where(WorkflowRun.status == "running"))).all()
+        for run in running:
+            stats = (await session.execute(
+                select(func.max(ExecutionEvent.seq), func.count(), func.max(ExecutionEvent.timestamp),
+                       func.max(ExecutionEvent.completed_at))
+                .where(ExecutionEvent.run_id == run.id))).one()
+            max_seq, count, last_event, last_completion = stats
+            seen = [_aware(t) for t in (run.started_at, getattr(run, "heartbeat_at", None) if heartbeat else None,
+                                        last_event, last_completion) if t is not None]
+            last_seen = max(seen) if seen else None
+            if _process_gone(run.meta):
+                reason = "process gone"
+            elif last_seen is None or now - last_seen > timedelta(seconds=stale_after_s):
+                reason = f"no sign of life for {stale_after_s:g}s"
+            else:
+                continue
+            total = -1 if max_seq is None else int(max_seq)
+            total += 1
+            dropped = total - int(count)
+            closed.append(ClosedRun(run.id, reason, total, dropped))
+            if dry_run:
+                continue
+            meta = dict(run.meta) if isinstance(run.meta, dict) else {}
+            meta["abandoned"] = {"reason": reason, "closed_at": now.isoformat(), "never_stored": dropped}
+            await session.execute(
+                update(WorkflowRun).where(WorkflowRun.id == run.id, WorkflowRun.status == "running")
+                .values(status="abandoned", completed_at=last_seen or now, total_events=total,
+                        dropped_events=dropped, meta=meta))
+        await session.commit()
+    return closed

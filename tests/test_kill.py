@@ -1,0 +1,141 @@
+"""Killed processes: SIGTERM drains the run like Ctrl-C; after SIGKILL, ``close-orphans`` closes the
+run as ``abandoned`` with total = max seq + 1 and dropped = the seqs never stored. Real processes,
+real signals, real databases."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from cmbagent_events import ExecutionEvent, WorkflowRun
+from cmbagent_events.cli import main as cli_main
+
+CHILD_SYNC = """
+import sys
+from cmbagent_events import CaptureConfig, capture_run_sync
+cfg = CaptureConfig(flush_interval_ms=20, close_timeout_s=30)
+with capture_run_sync(sys.argv[1], config=cfg, hooks=False, task_description="kill me") as run:
+    for i in range(500):
+        run.capture_tool_call("worker", "step", {"i": i}, result=i)
+    assert run.flush_sync(60)
+    print(run.run_id, flush=True)
+    i = 0
+    while True:  # until the signal: capture as fast as the writer can keep up with
+        i += 1
+        run.capture_tool_call("worker", "step", {"i": i}, result=i)
+        if i % 200 == 0:
+            run.flush_sync(60)
+"""
+
+CHILD_ASYNC = """
+import asyncio, sys
+from cmbagent_events import CaptureConfig, capture_run
+
+async def main():
+    cfg = CaptureConfig(flush_interval_ms=20, close_timeout_s=30)
+    async with capture_run(sys.argv[1], config=cfg, hooks=False, task_description="kill me") as run:
+        for i in range(500):
+            run.capture_tool_call("worker", "step", {"i": i}, result=i)
+        assert await run.flush(60)
+        print(run.run_id, flush=True)
+        i = 0
+        while True:
+            i += 1
+            run.capture_tool_call("worker", "step", {"i": i}, result=i)
+            if i % 200 == 0:
+                await run.flush(60)
+
+asyncio.run(main())
+"""
+
+
+def _start(tmp_path: Path, source: str, db_url: str) -> tuple[subprocess.Popen[str], str]:
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(source))
+    env = {**os.environ, "CMBAGENT_EVENTS_SPILL_DIR": str(tmp_path / "spill")}
+    child = subprocess.Popen([sys.executable, str(script), db_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env, cwd=tmp_path)
+    run_id = child.stdout.readline().strip()  # printed once 500 events are committed
+    if not run_id:
+        child.kill()
+        pytest.fail(f"child did not start: {child.communicate()[1]}")
+    return child, run_id
+
+
+async def _counts(db_session, run_id: str) -> tuple[WorkflowRun, int, int]:
+    db_session.expire_all()
+    run = await db_session.get(WorkflowRun, run_id)
+    stored, max_seq = (await db_session.execute(
+        select(func.count(), func.max(ExecutionEvent.seq)).where(ExecutionEvent.run_id == run_id))).one()
+    return run, int(stored), -1 if max_seq is None else int(max_seq)
+
+
+@pytest.mark.parametrize("source", [CHILD_SYNC, CHILD_ASYNC], ids=["sync", "async"])
+async def test_sigterm_drains_the_run_and_exits_143(source, db_url, db_session, tmp_path) -> None:
+    child, run_id = _start(tmp_path, source, db_url)
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 143, stderr
+    run, stored, max_seq = await _counts(db_session, run_id)
+    assert run.status == "failed"
+    # everything captured is stored or counted: nothing lost silently (the error event included)
+    assert stored + run.dropped_events == run.total_events
+    assert run.dropped_events == 0, "SIGTERM must drain, not drop"
+    assert max_seq == run.total_events - 1
+    errors = (await db_session.scalars(select(ExecutionEvent).where(
+        ExecutionEvent.run_id == run_id, ExecutionEvent.event_type == "error"))).all()
+    assert [e.event_subtype for e in errors] == ["Terminated"]
+    assert "SIGTERM" in errors[0].error_message
+
+
+async def test_sigterm_calls_the_applications_own_handler_first(sqlite_url, db_session_sqlite, tmp_path) -> None:
+    source = CHILD_SYNC.replace("from cmbagent_events import", """import signal
+def mine(signum, frame):
+    print("app handler ran", file=sys.stderr, flush=True)
+signal.signal(signal.SIGTERM, mine)
+from cmbagent_events import""")
+    child, run_id = _start(tmp_path, source, sqlite_url)
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 143 and "app handler ran" in stderr
+    run, stored, _ = await _counts(db_session_sqlite, run_id)
+    assert (run.status, stored) == ("failed", run.total_events)
+
+
+@pytest.mark.parametrize("source", [CHILD_SYNC, CHILD_ASYNC], ids=["sync", "async"])
+async def test_sigkill_leaves_an_orphan_that_close_orphans_closes(source, db_url, db_session, tmp_path,
+                                                                   capsys) -> None:
+    child, run_id = _start(tmp_path, source, db_url)
+    child.kill()
+    child.communicate(timeout=60)
+    run, stored, max_seq = await _counts(db_session, run_id)
+    assert run.status == "running" and stored >= 500
+    assert await asyncio.to_thread(cli_main, ["close-orphans", "--db", db_url]) == 0
+    assert f"closed {run_id} as abandoned (process gone)" in capsys.readouterr().out
+    run, stored, max_seq = await _counts(db_session, run_id)
+    assert run.status == "abandoned" and run.completed_at is not None
+    assert run.total_events == max_seq + 1
+    assert run.dropped_events == run.total_events - stored  # the gaps: what the dead process still held
+    assert run.meta["abandoned"]["reason"] == "process gone"
+    assert await asyncio.to_thread(cli_main, ["close-orphans", "--db", db_url]) == 0  # idempotent
+    assert "no orphaned runs" in capsys.readouterr().out
+
+
+async def test_close_orphans_leaves_live_runs_alone(sqlite_url, db_session_sqlite, capsys) -> None:
+    from cmbagent_events import capture_run
+
+    async with capture_run(sqlite_url, hooks=False) as run:
+        run.capture_error("x", "boom")
+        assert await run.flush(30)
+        assert await asyncio.to_thread(cli_main, ["close-orphans", "--db", sqlite_url]) == 0  # our own, live process
+        assert "no orphaned runs" in capsys.readouterr().out
+    row = await db_session_sqlite.get(WorkflowRun, run.run_id)
+    assert row.status == "completed"
