@@ -1,42 +1,101 @@
-# Every target installs what it needs into .venv first, so each works on a fresh clone.
+# Every target installs what it needs into its own venv first, so each works on a fresh clone.
+#
+# Venv conventions (one venv per AG2 flavour; see README "Which AG2"):
+#   .venv                  default: ag2 0.14.0 + dev extras (make test, demo, bench, serve)
+#   .venv-<flavour>        one per flavour target (test-ag2-0103, test-autogen-classic, ...)
+#   <venv>/.installed-stamp  rebuilt when pyproject.toml or setup.py changes
+# A target declares the classic AG2 it must run on with CMBAGENT_EVENTS_AG2=<distribution>==<version>
+# (or "none"): tests/conftest.py stops the session with an error when that flavour is not what the
+# venv holds, and turns any skip of an `ag2`-marked test into a failure.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+PACKAGING := pyproject.toml setup.py
+# Core dependencies, for venvs that install this package with --no-deps (keep in step with pyproject.toml).
+CORE_DEPS := "sqlalchemy[asyncio]>=2,<2.2" "aiosqlite>=0.20" "asyncpg>=0.29" "anyio>=4" "alembic>=1.13" \
+	"msgspec>=0.18" "aiohttp>=3.9,<4"
+TEST_DEPS := "pytest>=8" "pytest-asyncio>=0.24"
+
+AG2_DEFAULT := ag2==0.14.0
+AG2_0103 := ag2==0.10.3
+AUTOGEN_CLASSIC := autogen==0.14.1
+CMBAGENT_FORK := cmbagent-autogen==0.0.91.post11
+# The fork imports IPython in conversable_agent.py without declaring it (cmbagent brings it).
+FORK_UNDECLARED := ipython
 
 VENV_0103 := .venv-ag2-0103
-STAMP_0103 := $(VENV_0103)/.installed-stamp
+VENV_CLASSIC := .venv-autogen-classic
+VENV_FORK := .venv-cmbagent-fork
+VENV_WHEEL := .venv-wheel
+AG2_TESTS := -m ag2 -p no:cacheprovider
 
-.PHONY: install demo test test-ag2-0103 bench bench-quick soak serve clean
+.PHONY: install demo test test-ag2-0103 test-autogen-classic test-cmbagent-fork test-wheel bench bench-quick \
+	soak serve clean
 
-$(STAMP): pyproject.toml
+$(STAMP): $(PACKAGING)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev]" "$(AG2_DEFAULT)"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e ".[dev,bench]"
+	$(PY) -m pip install -q -e ".[dev,bench]" "$(AG2_DEFAULT)"
 	touch $(BENCH_STAMP)
 
-# The oldest supported AG2 in its own venv: the AG2 tests run there too.
-$(STAMP_0103): pyproject.toml
+# The oldest supported ag2.
+$(VENV_0103)/.installed-stamp: $(PACKAGING)
 	test -x $(VENV_0103)/bin/python || $(PYTHON) -m venv $(VENV_0103)
 	$(VENV_0103)/bin/python -m pip install -q --upgrade pip
-	$(VENV_0103)/bin/python -m pip install -q -e ".[dev]" "ag2==0.10.3"
-	touch $(STAMP_0103)
+	$(VENV_0103)/bin/python -m pip install -q -e . $(TEST_DEPS) "$(AG2_0103)"
+	touch $@
 
-test-ag2-0103: $(STAMP_0103)
-	$(VENV_0103)/bin/python -m pytest -q -m ag2
+test-ag2-0103: $(VENV_0103)/.installed-stamp
+	CMBAGENT_EVENTS_AG2="$(AG2_0103)" $(VENV_0103)/bin/python -m pytest -q $(AG2_TESTS)
+
+# Classic AG2 from the `autogen` distribution (where it lives since ag2 1.0), with no `ag2`
+# distribution installed: this package goes in with --no-deps so nothing can pull ag2 in.
+$(VENV_CLASSIC)/.installed-stamp: $(PACKAGING)
+	test -x $(VENV_CLASSIC)/bin/python || $(PYTHON) -m venv $(VENV_CLASSIC)
+	$(VENV_CLASSIC)/bin/python -m pip install -q --upgrade pip
+	$(VENV_CLASSIC)/bin/python -m pip install -q --no-deps -e .
+	$(VENV_CLASSIC)/bin/python -m pip install -q $(CORE_DEPS) $(TEST_DEPS) "$(AUTOGEN_CLASSIC)"
+	touch $@
+
+test-autogen-classic: $(VENV_CLASSIC)/.installed-stamp
+	CMBAGENT_EVENTS_AG2="$(AUTOGEN_CLASSIC)" $(VENV_CLASSIC)/bin/python -m pytest -q $(AG2_TESTS)
+
+# CMBAgent's fork of ag2 0.9.1, which needs Python 3.12 (found through pyenv; never skipped).
+PYTHON312 = $(lastword $(sort $(wildcard $(shell pyenv root 2>/dev/null || echo $(HOME)/.pyenv)/versions/3.12.*/bin/python3.12)))
+$(VENV_FORK)/.installed-stamp: $(PACKAGING)
+	@test -n "$(PYTHON312)" || { echo "test-cmbagent-fork needs Python 3.12: none found under \$$(pyenv root)/versions/3.12.*/bin/python3.12" >&2; exit 1; }
+	test -x $(VENV_FORK)/bin/python || $(PYTHON312) -m venv $(VENV_FORK)
+	$(VENV_FORK)/bin/python -m pip install -q --upgrade pip
+	$(VENV_FORK)/bin/python -m pip install -q --no-deps -e .
+	$(VENV_FORK)/bin/python -m pip install -q $(CORE_DEPS) $(TEST_DEPS) "$(CMBAGENT_FORK)" $(FORK_UNDECLARED)
+	touch $@
+
+test-cmbagent-fork: $(VENV_FORK)/.installed-stamp
+	CMBAGENT_EVENTS_AG2="$(CMBAGENT_FORK)" $(VENV_FORK)/bin/python -m pytest -q $(AG2_TESTS)
+
+# The wheel as a user gets it: built, installed non-editable into a fresh venv (no AG2), and a run
+# captured from a directory outside the repository, on SQLite and on a throwaway PostgreSQL.
+test-wheel:
+	rm -rf build .wheel-dist $(VENV_WHEEL)
+	$(PYTHON) -m pip wheel -q --no-deps -w .wheel-dist .
+	rm -rf build
+	$(PYTHON) -m venv $(VENV_WHEEL)
+	$(VENV_WHEEL)/bin/python -m pip install -q .wheel-dist/cmbagent_events-*.whl
+	cd "$$(mktemp -d)" && "$(CURDIR)/$(VENV_WHEEL)/bin/python" "$(CURDIR)/tests/wheel_check.py"
 
 demo: $(STAMP)
 	$(PY) -m cmbagent_events.cli demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not soak"
+	CMBAGENT_EVENTS_AG2="$(AG2_DEFAULT)" $(PY) -m pytest -q -m "not soak"
 
 soak: $(STAMP)
 	$(PY) -m pytest -q -s -m soak
@@ -51,4 +110,4 @@ serve: $(STAMP)
 	$(PY) -m cmbagent_events.cli serve
 
 clean:
-	rm -rf $(VENV) $(VENV_0103) *.egg-info .pytest_cache cmbagent_events.db cmbagent_events.db-*
+	rm -rf $(VENV) .venv-* .wheel-dist build *.egg-info .pytest_cache cmbagent_events.db cmbagent_events.db-*

@@ -4,10 +4,17 @@ The PostgreSQL server is started from the PostgreSQL 15 binaries (initdb + pg_ct
 port and data directory, as the ``postgres`` user when the tests run as root (postgres refuses to
 run as root), and stopped at the end. Tests on it are skipped, with the reason, only when the
 binaries are truly absent.
+
+A make target that runs on one classic AG2 flavour sets ``CMBAGENT_EVENTS_AG2`` to
+``<distribution>==<version>`` (or ``none``): the session stops with an error when the venv holds
+another flavour, and an ``ag2``-marked test that skips there counts as failed.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +25,58 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cmbagent_events import CaptureConfig, make_engine
 from cmbagent_events.testing import PostgresServer, find_pg_bin
+
+FLAVOUR_ENV = "CMBAGENT_EVENTS_AG2"
+CLASSIC_AG2_DISTRIBUTIONS = ("ag2", "autogen", "cmbagent-autogen", "pyautogen")  # all install `autogen/`
+
+
+def _installed(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def flavour_problem(wanted: str) -> str | None:
+    """Why this interpreter is not the classic AG2 flavour ``wanted`` (None when it is)."""
+    found = {d: v for d in CLASSIC_AG2_DISTRIBUTIONS if (v := _installed(d)) is not None
+             and not (d == "ag2" and int(v.split(".")[0]) >= 1)}  # ag2 1.x has no `autogen` package
+    if wanted == "none":
+        if importlib.util.find_spec("autogen") is not None:
+            return f"expected no classic AG2, found `autogen` (distributions: {found or 'unknown'})"
+        return None
+    distribution, _, version = wanted.partition("==")
+    if distribution not in found:
+        return f"{distribution} is not installed (classic AG2 distributions found: {found or 'none'})"
+    if version and found[distribution] != version:
+        return f"{distribution} {found[distribution]} is installed, not {version}"
+    others = sorted(set(found) - {distribution})
+    if others:
+        return f"{', '.join(others)} installed beside {distribution}: they overwrite each other's autogen/ files"
+    try:
+        import autogen  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any import failure means the flavour is unusable
+        return f"`import autogen` fails: {exc!r}"
+    return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    wanted = os.environ.get(FLAVOUR_ENV)
+    if wanted:
+        problem = flavour_problem(wanted)
+        if problem is not None:
+            raise pytest.UsageError(f"{FLAVOUR_ENV}={wanted}: {problem}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """In a flavour target an AG2 test never skips: a skip there is a failure, with its reason."""
+    outcome = yield
+    report = outcome.get_result()
+    if (report.skipped and not hasattr(report, "wasxfail") and os.environ.get(FLAVOUR_ENV)
+            and item.get_closest_marker("ag2") is not None):
+        report.outcome = "failed"
+        report.longrepr = f"AG2 test skipped in the {os.environ[FLAVOUR_ENV]} target: {report.longrepr}"
 
 
 @pytest.fixture(scope="session")

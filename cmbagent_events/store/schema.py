@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from importlib import resources
 from pathlib import Path
 from typing import IO
 
@@ -12,7 +13,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+MIGRATIONS_PACKAGE = "cmbagent_events.migrations"  # the repo's migrations/, mapped into the package
 SQLITE_DRIVERS = {"sqlite", "sqlite+aiosqlite"}
 POSTGRES_DRIVERS = {"postgresql", "postgresql+asyncpg", "postgres"}
 
@@ -83,12 +84,27 @@ def make_engine(db_url: str | URL, **kwargs) -> AsyncEngine:
     return engine
 
 
+def migrations_dir() -> Path:
+    """The Alembic script directory shipped inside the package (works from any working directory).
+
+    Raises:
+        RuntimeError: when the install carries no migrations (a broken or hand-made install).
+    """
+    try:
+        location = Path(str(resources.files(MIGRATIONS_PACKAGE)))
+    except (ModuleNotFoundError, TypeError) as exc:
+        raise RuntimeError(f"cmbagent-events migrations not installed ({MIGRATIONS_PACKAGE}: {exc})") from None
+    if not (location / "env.py").is_file():
+        raise RuntimeError(f"cmbagent-events migrations not found at {location}")
+    return location
+
+
 def _upgrade(sync_conn) -> None:
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.attributes["connection"] = sync_conn
     command.upgrade(cfg, "head")
 
@@ -109,8 +125,7 @@ async def migrate(db_url: str | URL) -> None:
         parent = Path(url.database).expanduser().resolve().parent
         if not parent.is_dir():
             raise DatabaseURLError(f"directory {str(parent)!r} for SQLite file {url.database!r} does not exist")
-    if not MIGRATIONS_DIR.is_dir():
-        raise RuntimeError(f"migrations directory not found at {MIGRATIONS_DIR}")
+    migrations_dir()  # fail at entry, with the reason, when the install lacks its migrations
     lock = _locks.setdefault(asyncio.get_running_loop(), {}).setdefault(key, asyncio.Lock())  # asyncio locks are per loop
     async with lock:
         file_lock = await asyncio.to_thread(_lock_sqlite_file, url) if is_sqlite(url) else None
