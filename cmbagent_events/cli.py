@@ -244,7 +244,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .spill import replay
+    from .writer.spill import replay
 
     total = 0
     for path in args.files:

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from .store.columns import EVENT_COLUMNS
 from .store.models import ExecutionEvent, WorkflowRun
 
 PREVIEW_CHARS = 72
@@ -123,9 +124,6 @@ def runs_table(runs: Iterable[WorkflowRun]) -> list[str]:
 
 def event_json(event: ExecutionEvent) -> str:
     """One event as a JSON line (all columns, timestamps in ISO 8601)."""
-    row = {c: getattr(event, c) for c in (
-        "id", "run_id", "session_id", "node_id", "step_id", "parent_event_id", "event_type", "event_subtype",
-        "agent_name", "execution_order", "seq", "depth", "inputs", "outputs", "error_message", "status",
-        "timestamp", "completed_at", "duration_ms", "meta")}
+    row = {c: getattr(event, c) for c in EVENT_COLUMNS}
     return json.dumps(row, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v),
                       ensure_ascii=False)

@@ -24,11 +24,12 @@ from . import signals
 from .capture import EventCaptureManager, set_event_captor
 from .config import CaptureConfig
 from .ids import new_run_id
-from .payload import Sanitizer
 from .store.orphans import process_identity
 from .store.schema import migrate, parse_db_url
 from .store.sink import open_sink
-from .writer import BatchWriter
+from .writer import BatchWriter, FinishValues
+from .writer.encode import Sanitizer
+from .writer.rows import run_row
 
 log = logging.getLogger("cmbagent_events")
 T = TypeVar("T")
@@ -64,14 +65,11 @@ class _RunSession:
         if not sampled:
             meta["sampled_out"] = True
         sink = open_sink(url)  # the writer connects it in the background, while the body runs
-        clean = Sanitizer(cfg.secret_keys)
-        run_row = (
-            run_id, self.session_id, clean.text(self.task_description, cfg.max_input_size), self.mode,
-            clean.text(self.agent, 256), clean.text(self.model, 256), "running", sink.timestamp(time.time_ns()),
-            None, 0, 0, clean.encode(meta, cfg.max_input_size),
-        )
+        first_row = run_row(cfg, sink.timestamp, run_id=run_id, session_id=self.session_id,
+                            task_description=self.task_description, mode=self.mode, agent=self.agent,
+                            model=self.model, started_ns=time.time_ns(), meta=meta)
         manager = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=sampled)
-        writer = BatchWriter(manager.bus, sink, cfg, run_id, self.session_id, run_row=run_row)
+        writer = BatchWriter(manager.bus, sink, cfg, run_id, self.session_id, run_row=first_row)
         manager.writer = writer
         writer.start()
         self.manager = manager
@@ -96,7 +94,7 @@ class _RunSession:
             log.exception("cmbagent-events: could not close run %s", manager.run_id)
 
     @staticmethod
-    def _finish_values(manager: EventCaptureManager, status: str) -> tuple:
+    def _finish_values(manager: EventCaptureManager, status: str) -> FinishValues:
         """The run row's closing values, taken when the last batch is built (so the counts are final)."""
         stats = manager.get_performance_stats()
         patch = Sanitizer(()).encode({"capture": {

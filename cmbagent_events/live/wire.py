@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..store.models import ExecutionEvent, WorkflowRun
-from ..store.sink import EVENT_COLUMNS, UPDATE_FIELDS
+from ..store.columns import EVENT_COLUMNS, UPDATE_FIELDS, Update
 
 _JSON_COLUMNS = ("inputs", "outputs", "meta")
 _TIME_COLUMNS = ("timestamp", "completed_at")
@@ -78,7 +78,7 @@ def update_from_row(row: tuple) -> dict[str, Any]:
     Only the changed fields and ``id``; ``meta`` is a patch to merge into the event's meta.
     """
     out = dict(zip(UPDATE_FIELDS, row))
-    out["id"] = row[len(UPDATE_FIELDS)]
+    out["id"] = row[Update.id]
     out["outputs"] = _decode(out["outputs"])
     out["meta"] = _decode(out["meta"]) or {}
     out["completed_at"] = iso(out["completed_at"])

@@ -8,7 +8,7 @@
   run's close) also sends ``pg_notify('cmbagent_events', '{"run_id": ..., "max_seq": ...}')`` in
   its transaction, so live readers in other processes wake at commit (``live/notify.py``).
 
-Rows arrive as tuples in the column orders below, already sanitised and JSON-encoded by the
+Rows arrive as tuples in the column orders of ``columns.py``, already sanitised and JSON-encoded by the
 writer; sinks only move them.
 """
 
@@ -24,34 +24,21 @@ from typing import Any, Protocol
 
 from sqlalchemy.engine import URL
 
+from .columns import EVENT_COLUMNS, FILE_COLUMNS, MESSAGE_COLUMNS, RUN_COLUMNS, Event, RunFinish
 from .schema import asyncpg_dsn, is_sqlite, sqlite_path
-
-EVENT_COLUMNS = (
-    "id", "run_id", "session_id", "node_id", "step_id", "parent_event_id", "event_type", "event_subtype",
-    "agent_name", "execution_order", "seq", "depth", "inputs", "outputs", "error_message", "status",
-    "timestamp", "completed_at", "duration_ms", "meta",
-)
-MESSAGE_COLUMNS = ("id", "run_id", "event_id", "node_id", "step_id", "sender", "recipient", "content", "tokens",
-                   "timestamp")
-FILE_COLUMNS = ("id", "run_id", "event_id", "node_id", "step_id", "file_path", "file_type", "size_bytes",
-                "created_at")
-RUN_COLUMNS = ("id", "session_id", "task_description", "mode", "agent", "model", "status", "started_at",
-               "completed_at", "total_events", "dropped_events", "meta")
-# Completion of an agent_call: values for these, then the event id.
-UPDATE_FIELDS = ("event_subtype", "status", "outputs", "error_message", "completed_at", "duration_ms", "meta")
-
 
 @dataclass(slots=True)
 class Batch:
     """Rows for one transaction.
 
-    ``run_insert`` (RUN_COLUMNS values) rides with a run's first batch and ``run_finish``
-    (status, completed_at, total_events, dropped_events, meta patch, run id) with its last, so
-    opening and closing a run cost no transaction of their own.
+    ``run_insert`` (a ``columns.Run`` row) rides with a run's first batch and ``run_finish``
+    (a ``columns.RunFinish`` row) with its last, so opening and closing a run cost no transaction
+    of their own. ``events`` are ``columns.Event`` rows (lists while the writer builds them),
+    ``updates`` ``columns.Update`` rows.
     """
 
-    events: list[tuple] = field(default_factory=list)
-    updates: list[tuple] = field(default_factory=list)  # UPDATE_FIELDS values + (id,)
+    events: list[Any] = field(default_factory=list)
+    updates: list[tuple] = field(default_factory=list)
     messages: list[tuple] = field(default_factory=list)
     files: list[tuple] = field(default_factory=list)
     run_insert: tuple | None = None
@@ -223,11 +210,12 @@ class PostgresSink:
                 await conn.copy_records_to_table("files", records=batch.files, columns=FILE_COLUMNS)
             note: dict[str, Any] = {}
             if batch.events:
-                note = {"run_id": batch.events[0][1], "max_seq": max(row[10] for row in batch.events)}
+                note = {"run_id": batch.events[0][Event.run_id],
+                        "max_seq": max(row[Event.seq] for row in batch.events)}
             if batch.run_finish is not None:
-                status, *_, run_id = batch.run_finish
-                await conn.execute(self._FINISH_RUN, *batch.run_finish)
-                note = {**note, "run_id": run_id, "status": status}
+                finish = batch.run_finish
+                await conn.execute(self._FINISH_RUN, *finish)
+                note = {**note, "run_id": finish[RunFinish.id], "status": finish[RunFinish.status]}
             if note:
                 await conn.execute(self._NOTIFY, json.dumps(note))
 

@@ -6,7 +6,7 @@ values) are written, already sanitised, as JSON lines to ``<spill_dir>/<run_id>.
 being lost. ``cmbagent-events replay FILE`` (or :func:`replay`) writes them into a database later,
 in one transaction per line; a replayed file is renamed ``*.replayed``.
 
-Each line is one :class:`~cmbagent_events.store.sink.Batch`:
+Each line is one :class:`~cmbagent_events.store.sink.Batch` (rows in store/columns.py order):
 ``{"run_insert": [...] | null, "events": [[...]], "updates": [...], "messages": [...],
 "files": [...], "run_finish": [...] | null}`` with timestamps as ISO 8601 strings.
 """
@@ -20,18 +20,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .store.schema import migrate, parse_db_url
-from .store.sink import FILE_COLUMNS, MESSAGE_COLUMNS, RUN_COLUMNS, Batch, Sink, open_sink
+from ..store.columns import Event, FileRow, MessageRow, Run, RunFinish, Update
+from ..store.schema import migrate, parse_db_url
+from ..store.sink import Batch, Sink, open_sink
 
 DEFAULT_SPILL_DIR = "cmbagent_events_spill"
 
-# Positions of timestamp values in each row kind (see store.sink column orders).
-_EVENT_TS = (16, 17)
-_UPDATE_TS = (4,)
-_MESSAGE_TS = (MESSAGE_COLUMNS.index("timestamp"),)
-_FILE_TS = (FILE_COLUMNS.index("created_at"),)
-_RUN_TS = (RUN_COLUMNS.index("started_at"), RUN_COLUMNS.index("completed_at"))
-_FINISH_TS = (1,)
+# Positions of timestamp values in each row kind (see store/columns.py).
+_EVENT_TS = (Event.timestamp, Event.completed_at)
+_UPDATE_TS = (Update.completed_at,)
+_MESSAGE_TS = (MessageRow.timestamp,)
+_FILE_TS = (FileRow.created_at,)
+_RUN_TS = (Run.started_at, Run.completed_at)
+_FINISH_TS = (RunFinish.completed_at,)
 
 
 def spill_dir() -> Path:

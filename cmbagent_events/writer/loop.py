@@ -2,8 +2,9 @@
 
 It wakes when a batch is ready (the bus calls its waker once per batch) or when the flush interval
 is due, takes up to ``buffer_size`` records, and commits them in one transaction. Everything the
-hot path skipped happens here: datetimes, truncation, redaction, repr fallback, JSON encoding,
-and the merge of an agent call's start and completion when both are in the same batch.
+hot path skipped happens here, in the row builder (:mod:`.rows`): datetimes, truncation,
+redaction, repr fallback, JSON encoding, and the merge of an agent call's start and completion
+when both are in the same batch.
 
 The writer owns the run's connection: it opens it itself (so ``capture_run`` entry does not wait
 for it), writes the run row with the first batch and the run's final status with the last one.
@@ -27,17 +28,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .bus import EventBus
-from .config import CaptureConfig
-from .payload import Sanitizer
-from .records import BARRIER, COMPLETE, FILE_ROW, INPUT_FIELDS, INSERT, MESSAGE_ROW, USAGE_FIELDS, EventRecord, barrier
+from ..bus import EventBus
+from ..config import CaptureConfig
+from ..records import BARRIER, EventRecord, barrier
+from ..store.sink import Batch, Sink
+from .rows import OpenRows, RowBuilder
 from .spill import write_spill
-from .store.sink import Batch, Sink
 
 log = logging.getLogger("cmbagent_events.writer")
-
-# Indexes into an event row (store.sink.EVENT_COLUMNS) that a completion rewrites.
-_SUBTYPE, _INPUTS, _OUTPUTS, _ERROR, _STATUS, _COMPLETED_AT, _DURATION, _META = 7, 12, 13, 14, 15, 17, 18, 19
 
 
 class BatchWriter:
@@ -48,12 +46,12 @@ class BatchWriter:
     RETRY_MAX_DELAY_S = 2.0
 
     def __init__(self, bus: EventBus, sink: Sink, config: CaptureConfig, run_id: str, session_id: str,
-                 run_row: tuple | None = None) -> None:
+                 run_row: tuple[Any, ...] | None = None) -> None:
         self._bus = bus
         self._sink = sink
         self._sink_open = False
         self._run_row = run_row  # inserted with the first batch
-        self.finish: Callable[[], tuple] | None = None  # -> (status, completed_ns, total, dropped, meta patch)
+        self.finish: Callable[[], FinishValues] | None = None
         self._in_flight = 0  # records taken from the bus but not yet committed
         self._in_hand: Batch | None = None  # the encoded batch _commit is trying to write
         self.reconnects = 0
@@ -61,8 +59,7 @@ class BatchWriter:
         self.spill_path: str | None = None
         self._config = config
         self._run_id = run_id
-        self._session_id = session_id
-        self._sanitizer = Sanitizer(config.secret_keys)
+        self._rows = RowBuilder(config, run_id, session_id, sink.timestamp)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread_id = 0
         self._wake_event: asyncio.Event | None = None
@@ -183,13 +180,13 @@ class BatchWriter:
             self._bus.count_dropped(self._in_flight)
         self._in_flight = 0
         rest = Batch()
-        open_rows: dict[str, list[Any]] = {}
+        open_rows: OpenRows = {}
         for record in self._bus.take(len(self._bus) + 1):
             if record.kind == BARRIER:
                 _resolve(record.extra, False)
                 continue
             try:
-                self._add(rest, open_rows, record)
+                self._rows.add(rest, open_rows, record)
             except Exception:
                 self._bus.count_dropped(1)
         if self._run_row is not None and (in_hand is None or in_hand.run_insert is None):
@@ -197,9 +194,8 @@ class BatchWriter:
         count = sum(len(b) for b in batches) + len(rest)
         try:
             if self.finish is not None:  # the close, with drops final and spilled rows not counted lost
-                status, completed_ns, total, dropped, patch = self.finish()
-                rest.run_finish = (status, self._sink.timestamp(completed_ns), total, dropped, patch, self._run_id)
-            self._encode_rows(rest)
+                rest.run_finish = self._rows.finish_row(*self.finish())
+            self._rows.encode(rest)
             batches.append(rest)
             path = write_spill(self._run_id, batches)
         except Exception as exc:
@@ -267,7 +263,7 @@ class BatchWriter:
 
     async def _write_records(self, records: list[EventRecord], final: bool = False) -> None:
         batch = Batch()
-        open_rows: dict[str, list[Any]] = {}
+        open_rows: OpenRows = {}
         self._in_flight = len(records)
         for record in records:
             if record.kind == BARRIER:
@@ -276,7 +272,7 @@ class BatchWriter:
                 batch, open_rows = Batch(), {}
                 continue
             try:
-                self._add(batch, open_rows, record)
+                self._rows.add(batch, open_rows, record)
             except Exception as exc:  # a value we could not even repr: count it, keep going
                 self._bus.count_dropped(1)
                 self.last_error = f"event {record.id} not storable: {exc!r}"
@@ -284,85 +280,15 @@ class BatchWriter:
         await self._commit(batch, final=final)
         self._in_flight = 0
 
-    def _add(self, batch: Batch, open_rows: dict[str, list[Any]], r: EventRecord) -> None:
-        sink = self._sink
-        if r.kind == INSERT:
-            ts = sink.timestamp(r.t_ns)
-            inputs, outputs, meta, extra = r.inputs, r.outputs, r.meta, r.extra
-            if type(inputs) is tuple:  # see records.INPUT_FIELDS
-                inputs = dict(zip(INPUT_FIELDS.get(r.event_type, ()), inputs))  # type: ignore[arg-type]
-                if "context" in inputs and inputs["context"] is None:
-                    inputs["context"] = {}
-            if type(outputs) is tuple and r.event_type == "llm_call":
-                outputs = {"usage": dict(zip(USAGE_FIELDS, outputs))}
-            if extra is not None and extra[0] == MESSAGE_ROW:  # see capture_message
-                _, sender, recipient, content, tokens = extra
-                inputs = {"sender": sender, "recipient": recipient, "content": content}
-                meta = {"tokens": tokens, **meta} if meta else {"tokens": tokens}
-            row = [r.id, self._run_id, self._session_id, r.node_id, r.step_id, r.parent_id, r.event_type,
-                   r.event_subtype, r.agent_name, r.execution_order, r.seq, r.depth, inputs, outputs,
-                   r.error_message, r.status, ts, None, r.duration_ms, meta]
-            batch.events.append(row)
-            if r.status == "running":
-                open_rows[r.id] = row  # type: ignore[index]
-            if extra is not None:
-                self._add_companion(batch, r, extra, ts)
-        elif r.kind == COMPLETE:
-            row = open_rows.pop(r.id, None)  # type: ignore[arg-type]
-            completed_at = sink.timestamp(r.t_ns)
-            if row is not None:  # start and completion in one batch: a single INSERT
-                row[_SUBTYPE] = r.event_subtype
-                row[_STATUS] = r.status
-                row[_OUTPUTS] = {"response": r.outputs}
-                if r.error_message is not None:
-                    row[_ERROR] = r.error_message
-                row[_COMPLETED_AT] = completed_at
-                row[_DURATION] = r.duration_ms
-                if r.meta:
-                    row[_META] = {**row[_META], **r.meta} if isinstance(row[_META], dict) else r.meta
-            else:
-                s, limit = self._sanitizer, self._config.max_output_size
-                batch.updates.append((r.event_subtype, r.status, s.encode({"response": r.outputs}, limit),
-                                      s.text(r.error_message, limit), completed_at, r.duration_ms,
-                                      s.encode(r.meta, self._config.max_input_size) if r.meta else None, r.id))
-
-    def _add_companion(self, batch: Batch, r: EventRecord, extra: tuple, ts: Any) -> None:
-        s = self._sanitizer
-        if extra[0] == MESSAGE_ROW:
-            _, sender, recipient, content, tokens = extra
-            batch.messages.append((r.id, self._run_id, r.id, r.node_id, r.step_id, s.text(sender, 256),
-                                   s.text(recipient, 256), s.text(content, self._config.max_input_size),
-                                   tokens if isinstance(tokens, int) else None, ts))
-        elif extra[0] == FILE_ROW:
-            _, path, file_type, size = extra
-            batch.files.append((r.id, self._run_id, r.id, r.node_id, r.step_id, s.text(path, 4096),
-                                s.text(file_type, 64), size if isinstance(size, int) else None, ts))
-
-    def _encode_rows(self, batch: Batch) -> None:
-        s, cfg = self._sanitizer, self._config
-        text = s.text
-        encode = s.encode
-        rows = batch.events
-        for i, row in enumerate(rows):
-            row[_INPUTS] = encode(row[_INPUTS], cfg.max_input_size)
-            row[_OUTPUTS] = encode(row[_OUTPUTS], cfg.max_output_size)
-            row[_META] = encode(row[_META], cfg.max_input_size)
-            row[_ERROR] = text(row[_ERROR], cfg.max_output_size)
-            row[6] = text(row[6], 64)  # event_type
-            row[_SUBTYPE] = text(row[_SUBTYPE], 64)
-            row[8] = text(row[8], 256)  # agent_name
-            rows[i] = tuple(row)
-
     async def _commit(self, batch: Batch, final: bool = False) -> None:
         """Write ``batch`` in one transaction, with the run row's insert (first) or close (``final``)."""
         if self._run_row is not None:
             batch.run_insert = self._run_row
         if final and self.finish is not None:
-            status, completed_ns, total, dropped, patch = self.finish()
-            batch.run_finish = (status, self._sink.timestamp(completed_ns), total, dropped, patch, self._run_id)
+            batch.run_finish = self._rows.finish_row(*self.finish())
         if batch.is_empty():
             return
-        self._encode_rows(batch)
+        self._rows.encode(batch)
         self._in_hand = batch
         delay = self.RETRY_FIRST_DELAY_S
         failures = 0
@@ -427,6 +353,7 @@ def is_transient(exc: BaseException) -> bool:
 
 
 CommitListener = Callable[[Batch | None], None]
+FinishValues = tuple[str, int, int, int, Any]  # status, completed ns, total events, dropped events, meta patch
 
 
 def _resolve(future: concurrent.futures.Future[bool], value: bool) -> None:

@@ -1,0 +1,140 @@
+"""The one column spec of the rows the writer builds and the sinks, spill files and live readers read.
+
+Each row kind is an ``IntEnum`` whose members, in order, are the table's columns: ``row[Event.seq]``
+reads a row by name, ``EVENT_COLUMNS`` is the column list in the same order. Nothing else in the
+package may index a row by a bare number or copy a column list.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, auto
+from typing import Any
+
+
+class _Columns(IntEnum):
+    """Members numbered 0, 1, 2, ... in declaration order (row positions)."""
+
+    @staticmethod
+    def _generate_next_value_(name: str, start: int, count: int, last_values: list[Any]) -> int:
+        return count
+
+
+class Event(_Columns):
+    """An ``execution_events`` row."""
+
+    id = auto()
+    run_id = auto()
+    session_id = auto()
+    node_id = auto()
+    step_id = auto()
+    parent_event_id = auto()
+    event_type = auto()
+    event_subtype = auto()
+    agent_name = auto()
+    execution_order = auto()
+    seq = auto()
+    depth = auto()
+    inputs = auto()
+    outputs = auto()
+    error_message = auto()
+    status = auto()
+    timestamp = auto()
+    completed_at = auto()
+    duration_ms = auto()
+    meta = auto()
+
+
+class MessageRow(_Columns):
+    """A ``messages`` row."""
+
+    id = auto()
+    run_id = auto()
+    event_id = auto()
+    node_id = auto()
+    step_id = auto()
+    sender = auto()
+    recipient = auto()
+    content = auto()
+    tokens = auto()
+    timestamp = auto()
+
+
+class FileRow(_Columns):
+    """A ``files`` row."""
+
+    id = auto()
+    run_id = auto()
+    event_id = auto()
+    node_id = auto()
+    step_id = auto()
+    file_path = auto()
+    file_type = auto()
+    size_bytes = auto()
+    created_at = auto()
+
+
+class Run(_Columns):
+    """A ``workflow_runs`` row (inserted with a run's first batch)."""
+
+    id = auto()
+    session_id = auto()
+    task_description = auto()
+    mode = auto()
+    agent = auto()
+    model = auto()
+    status = auto()
+    started_at = auto()
+    completed_at = auto()
+    total_events = auto()
+    dropped_events = auto()
+    meta = auto()
+
+
+class Update(_Columns):
+    """The completion of an agent call: the changed fields, then the event id (an UPDATE's parameters)."""
+
+    event_subtype = auto()
+    status = auto()
+    outputs = auto()
+    error_message = auto()
+    completed_at = auto()
+    duration_ms = auto()
+    meta = auto()
+    id = auto()
+
+
+class RunFinish(_Columns):
+    """A run's closing values (an UPDATE's parameters); ``meta`` is a patch merged into the run's meta."""
+
+    status = auto()
+    completed_at = auto()
+    total_events = auto()
+    dropped_events = auto()
+    meta = auto()
+    id = auto()
+
+
+def names(columns: type[_Columns]) -> tuple[str, ...]:
+    """The column names of a row kind, in row order."""
+    return tuple(member.name for member in columns)
+
+
+_names_of: dict[type[_Columns], tuple[str, ...]] = {}
+
+
+def make_row(columns: type[_Columns], **values: Any) -> tuple[Any, ...]:
+    """A row built by name; every column must be given, and no other."""
+    order = _names_of.get(columns)
+    if order is None:
+        order = _names_of[columns] = names(columns)
+    if len(values) != len(order):
+        raise TypeError(f"{columns.__name__} row: expected {order}, got {tuple(values)}")
+    return tuple([values[name] for name in order])
+
+
+EVENT_COLUMNS = names(Event)
+MESSAGE_COLUMNS = names(MessageRow)
+FILE_COLUMNS = names(FileRow)
+RUN_COLUMNS = names(Run)
+UPDATE_FIELDS = names(Update)[:-1]  # the fields an UPDATE sets; the id follows them
+RUN_FINISH_FIELDS = names(RunFinish)[:-1]
