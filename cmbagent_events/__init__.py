@@ -5,9 +5,10 @@
 """
 
 from .callbacks import PlanInfo, StepInfo, StepStatus, WorkflowCallbacks, create_callbacks_with_event_capture
-from .capture import EventCaptureManager, get_event_captor, set_event_captor
+from .captor import get_event_captor, set_event_captor
+from .capture import EventCaptureManager
 from .config import CaptureConfig, ConfigError
-from .integrations.ag2 import install_ag2_hooks, uninstall_ag2_hooks
+from .integrations.ag2_classic import install_ag2_hooks, uninstall_ag2_hooks
 from .run import capture_run, capture_run_sync
 from .store import (
     DatabaseURLError,

@@ -13,7 +13,6 @@ import asyncio
 import contextvars
 import itertools
 import logging
-import os
 import threading
 import time
 import weakref
@@ -76,8 +75,8 @@ class EventCaptureManager:
         self._capture_count = 0
         self._closed = False
         _live_managers.add(self)
-        self._weakref = weakref.ref(self)  # what AG2 agents hold to remember their run across threads
-        self._seen_agents: set[int] = set()  # agents whose configuration was already recorded
+        self.ref = weakref.ref(self)  # what integrations attach to agents to remember their run across threads
+        self._seen: set[int] = set()  # ids of objects first_sight() has seen
         self._usage_lock = threading.Lock()
         self.usage: dict[str, float] = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
                                          "cost": 0.0}  # summed over llm_call events, stored on the run
@@ -130,12 +129,36 @@ class EventCaptureManager:
         """
         self._stack.set(stack)
 
+    # -- the seam for integrations ---------------------------------------------------------------
+    def captures(self, kind: str) -> bool:
+        """Whether events of ``kind`` ("agent_call", "file_gen", ...) are captured (capture on and
+        the kind not switched off in the config); lets integrations skip work for switched-off kinds."""
+        return self.enabled and self._on.get(kind, True)
+
+    def first_sight(self, obj: Any) -> bool:
+        """True the first time this run sees ``obj`` (by identity), e.g. to record an agent's
+        configuration once per run rather than on every call."""
+        key = id(obj)
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
+
+    def abandon_after_fork(self) -> None:
+        """In a forked child: stop capturing and let go of the parent's writer and queue (its
+        queued records are the parent's to write)."""
+        self.enabled = False
+        self._closed = True
+        self.writer = None
+        self.bus.set_waker(None)
+        self.bus.discard()
+
     # -- the hot path ----------------------------------------------------------------------------
     def _emit(self, kind_key: str, event_type: str, subtype: str | None, agent: Any, inputs: Any,
               outputs: Any, error: str | None, status: str, duration_ms: float | None, meta: Any,
               extra: Any, push: bool) -> str | None:
         # Hot path: ~0.5 us. Bound methods are cached on the instance and only one event in
-        # PERF_SAMPLE_EVERY is timed, so tracking costs ~nothing.
+        # PERF_SAMPLE_MASK + 1 (64) is timed, so tracking costs ~nothing.
         if not self.enabled or not self._on.get(kind_key, True):
             return None
         try:
@@ -377,62 +400,14 @@ class EventCaptureManager:
         """
         from .live.subscribers import subscribe
 
-        return subscribe(self, maxsize)
+        writer = self.writer if self.enabled else None
+        return subscribe(writer, self._issued, maxsize)
 
 
-# -- fork safety ----------------------------------------------------------------------------
+# -- the managers of this process (fork safety, see captor.py) -----------------------------------
 _live_managers: weakref.WeakSet[EventCaptureManager] = weakref.WeakSet()
 
 
-def _after_fork_in_child() -> None:
-    """A forked child must not share the parent's writer, connection or queue: its copies of the
-    parent's runs stop capturing (their queued records are the parent's to write). A child that
-    wants capture opens its own run."""
-    global _global
-    for manager in list(_live_managers):
-        manager.enabled = False
-        manager._closed = True
-        manager.writer = None
-        manager.bus.set_waker(None)
-        manager.bus.discard()
-    _global = None
-    _current.set(None)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-# -- the current captor ---------------------------------------------------------------------
-_current: contextvars.ContextVar[EventCaptureManager | None] = contextvars.ContextVar(
-    "cmbagent_events_captor", default=None
-)
-_global: EventCaptureManager | None = None
-
-
-def get_event_captor() -> EventCaptureManager | None:
-    """The captor of the current task/thread context, else the process-wide one."""
-    return _current.get() or _global
-
-
-def set_event_captor(captor: EventCaptureManager | None, *, context_only: bool = False) -> Callable[[], None]:
-    """Make ``captor`` current here (and process-wide unless ``context_only``).
-
-    Returns a function that restores what was there before.
-    """
-    global _global
-    token = _current.set(captor)
-    previous_global = _global
-    if not context_only:
-        _global = captor
-
-    def restore() -> None:
-        global _global
-        try:
-            _current.reset(token)
-        except ValueError:  # restored from another context: clear this one instead
-            _current.set(None)
-        if not context_only and _global is captor:
-            _global = previous_global
-
-    return restore
+def live_managers() -> list[EventCaptureManager]:
+    """The managers alive in this process."""
+    return list(_live_managers)

@@ -21,7 +21,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 from . import signals
-from .capture import EventCaptureManager, set_event_captor
+from .captor import set_event_captor
+from .capture import EventCaptureManager
 from .config import CaptureConfig
 from .ids import new_run_id
 from .store.orphans import process_identity
@@ -114,11 +115,11 @@ def _is_clean_exit(error: BaseException) -> bool:
 def _install_hooks() -> Callable[[], None] | None:
     """Install the AG2 hooks for the duration of a run (reference counted across runs)."""
     try:
-        from .integrations import ag2
+        from .integrations import ag2_classic
     except ImportError as exc:  # AG2 absent: capture still works through the manual API
         log.warning("cmbagent-events: AG2 hooks unavailable: %s", exc)
         return None
-    return ag2.acquire_hooks()
+    return ag2_classic.acquire_hooks()
 
 
 @contextlib.asynccontextmanager

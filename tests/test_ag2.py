@@ -39,7 +39,7 @@ from cmbagent_events import (  # noqa: E402
     install_ag2_hooks,
     uninstall_ag2_hooks,
 )
-from cmbagent_events.integrations import ag2 as hooks  # noqa: E402
+from cmbagent_events.integrations import ag2_classic as hooks  # noqa: E402
 from cmbagent_events.integrations.scripted_client import (  # noqa: E402
     Script,
     ScriptExhaustedError,

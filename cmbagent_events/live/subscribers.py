@@ -18,19 +18,24 @@ import asyncio
 import threading
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from ..store.columns import Event, Update
 from ..store.sink import Batch
 from .ordering import DEFAULT_GAP_TIMEOUT_S, Gap, SeqOrderer
 from .wire import event_from_row, seq_of_event_id, update_from_row
 
-if TYPE_CHECKING:
-    from ..capture import EventCaptureManager
-    from ..writer import BatchWriter
-
 DEFAULT_SUBSCRIBER_QUEUE = 10_000
-_SEQ = 10  # index of seq in a committed event row (store.sink.EVENT_COLUMNS)
+
+
+class CommitSource(Protocol):
+    """What a hub listens to: a run's writer (``writer.BatchWriter``), named here so that live
+    imports nothing upstream of the store."""
+
+    def add_commit_listener(self, listener: Callable[[Batch | None], None]) -> bool: ...
+    def remove_commit_listener(self, listener: Callable[[Batch | None], None]) -> None: ...
 
 # Item types
 EVENT = "event"  # a new event row (data: the event dict)
@@ -160,7 +165,7 @@ def _to_event(entry: tuple) -> LiveEvent:
 class LiveHub:
     """Fans one run's committed batches out to its subscriptions, in seq order."""
 
-    def __init__(self, writer: BatchWriter, start_seq: int, gap_timeout: float = DEFAULT_GAP_TIMEOUT_S) -> None:
+    def __init__(self, writer: CommitSource, start_seq: int, gap_timeout: float = DEFAULT_GAP_TIMEOUT_S) -> None:
         self._writer = writer
         self._orderer: SeqOrderer[tuple] = SeqOrderer(start_seq, gap_timeout)
         self._subs: tuple[Subscription, ...] = ()
@@ -195,10 +200,10 @@ class LiveHub:
             return
         orderer = self._orderer
         for row in batch.events:
-            orderer.add(row[_SEQ], row)
+            orderer.add(row[Event.seq], row)
         direct: list[tuple] = []
         for row in batch.updates:
-            seq = seq_of_event_id(row[-1])
+            seq = seq_of_event_id(row[Update.id])
             if seq is not None and seq >= orderer.next_seq:  # its event is not released yet
                 self._updates.setdefault(seq, []).append(row)  # so it follows that event out
             else:
@@ -249,28 +254,28 @@ class LiveHub:
             sub._end()
 
 
-_hubs: weakref.WeakKeyDictionary[EventCaptureManager, LiveHub] = weakref.WeakKeyDictionary()
+_hubs: weakref.WeakKeyDictionary[CommitSource, LiveHub] = weakref.WeakKeyDictionary()
 _hubs_lock = threading.Lock()
 
 
-def subscribe(manager: EventCaptureManager, maxsize: int = DEFAULT_SUBSCRIBER_QUEUE,
+def subscribe(writer: CommitSource | None, start_seq: int, maxsize: int = DEFAULT_SUBSCRIBER_QUEUE,
               gap_timeout: float = DEFAULT_GAP_TIMEOUT_S) -> Subscription:
-    """A new subscription to ``manager``'s committed events (see the module doc).
+    """A new subscription to the events ``writer`` commits from ``start_seq`` on (see the module doc);
+    ``EventCaptureManager.subscribe`` is the usual way in.
 
-    Safe from any thread. A run that records nothing (capture disabled, sampled out) or is already
-    closed gives a subscription that ends at once.
+    Safe from any thread. No writer (a run that records nothing: capture disabled, sampled out) or
+    a writer that has already stopped gives a subscription that ends at once.
     """
-    writer = manager.writer
-    if writer is None or not manager.enabled:
+    if writer is None:
         return Subscription(None, maxsize, 0)
-    sub = Subscription(None, maxsize, manager.get_performance_stats()["total_events"], ended=False)
+    sub = Subscription(None, maxsize, start_seq, ended=False)
     with _hubs_lock:
-        hub = sub._hub = _hubs.get(manager)
+        hub = sub._hub = _hubs.get(writer)
         if hub is None or not hub.add(sub):  # none yet, or the last one closed: a fresh hub
             hub = sub._hub = LiveHub(writer, sub.start_seq, gap_timeout)
             if not writer.add_commit_listener(hub.on_commit) or not hub.add(sub):  # the run is over
                 sub._hub = None
                 sub._end()
                 return sub
-            _hubs[manager] = hub
+            _hubs[writer] = hub
     return sub

@@ -1,0 +1,171 @@
+"""Agent calls (``generate_reply``), messages (``send``) and tool calls (``execute_function``),
+each hooked in its sync and async form (AG2's async paths never call the sync ones)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ...captor import captor_for
+from ...capture import EventCaptureManager
+from .common import (
+    CALL_ATTR,
+    CallHook,
+    adopt_hop_parent,
+    arg,
+    in_selection,
+    log,
+    name_of,
+    patch_pair,
+    perf,
+    record_error,
+    record_hop_error,
+)
+
+
+def last_message(agent: Any, messages: Any, sender: Any) -> Any:
+    """The message an agent is replying to (content only: AG2 mutates its message dicts later)."""
+    try:
+        if not messages:
+            messages = agent._oai_messages.get(sender) if sender is not None else None
+            if not messages:
+                return None
+        last = messages[-1]
+        if isinstance(last, dict):
+            content = last.get("content")
+            for key in ("tool_calls", "tool_responses"):
+                if last.get(key):  # (AG2 may have stringified an empty content to "None")
+                    carried = {key: last[key]}
+                    if content not in (None, "", "None"):
+                        carried["content"] = content
+                    return carried
+            return content
+        return last
+    except Exception:
+        return None
+
+
+# -- agent calls ------------------------------------------------------------------------------------
+class GenerateReplyHook(CallHook):
+    """One agent_call row per reply, open while the agent works (its children nest under it)."""
+
+    def start(self, obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        captor = captor_for(obj)
+        if captor is None:
+            return None
+        messages, sender = arg(args, kwargs, 0, "messages"), arg(args, kwargs, 1, "sender")
+        meta: dict[str, Any] = {"sender": name_of(sender)}
+        if in_selection.get():
+            meta["speaker_selection"] = True
+        if captor.first_sight(obj):  # the agent's configuration once per run, not on every call
+            meta["agent_class"] = type(obj).__name__
+            llm_config = getattr(obj, "llm_config", None)
+            if llm_config:
+                meta["llm_config"] = llm_config  # encoded (and its keys redacted) by the writer
+        event_id = captor.capture_agent_call(obj.name, last_message(obj, messages, sender), None, meta)
+        d = obj.__dict__
+        previous = d.get(CALL_ATTR)
+        if event_id is not None:
+            d[CALL_ATTR] = event_id
+        return captor, obj, event_id, previous
+
+    def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
+        captor, agent, event_id, previous = state
+        agent.__dict__[CALL_ATTR] = previous
+        if event_id is None:
+            return
+        if error is not None:
+            record_error(captor, agent.name, error, "generate_reply")
+            captor.finish_agent_call(event_id, error=error)
+        else:
+            captor.finish_agent_call(event_id, response=result)
+
+
+# -- messages -------------------------------------------------------------------------------------
+class SendHook(CallHook):
+    """A message row per send; a group chat manager's ``request_reply=False`` sends are broadcasts."""
+
+    def __init__(self, manager_cls: type) -> None:
+        self._manager_cls = manager_cls
+        self._manager_types: dict[type, bool] = {}
+
+    def _is_manager(self, cls: type) -> bool:
+        """issubclass, cached: isinstance on AG2 agents goes through a slow runtime Protocol check."""
+        hit = self._manager_types.get(cls)
+        if hit is None:
+            hit = self._manager_types[cls] = issubclass(cls, self._manager_cls)
+        return hit
+
+    def start(self, obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        captor = captor_for(obj)
+        if captor is None:
+            return None
+        self._capture(captor, obj, arg(args, kwargs, 0, "message"), arg(args, kwargs, 1, "recipient"),
+                      arg(args, kwargs, 2, "request_reply"))
+        return captor, obj
+
+    def _capture(self, captor: EventCaptureManager, sender: Any, message: Any, recipient: Any,
+                 request_reply: Any) -> None:
+        try:
+            if isinstance(message, dict):
+                content = message.get("content")
+                if content is None or message.get("tool_calls") or message.get("tool_responses"):
+                    content = {k: v for k, v in message.items()
+                               if k in ("content", "tool_calls", "tool_responses", "function_call", "name", "role")}
+            else:
+                content = message
+            meta = {"speaker_selection": True} if in_selection.get() else None
+            if request_reply is False and self._is_manager(type(sender)):
+                captor.capture_relay(sender.name, name_of(recipient), content, meta)  # a manager broadcast
+            else:
+                captor.capture_message(sender.name, name_of(recipient), content, None, meta)
+        except Exception:
+            log.debug("cmbagent-events: send capture failed", exc_info=True)
+
+    def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
+        if error is not None:
+            captor, sender = state
+            record_error(captor, sender.name, error, where)
+
+
+# -- tools ----------------------------------------------------------------------------------------
+class ExecuteFunctionHook(CallHook):
+    """A tool_call row per function the agent executes, with its arguments and result."""
+
+    def start(self, obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        captor = captor_for(obj)
+        if captor is None:
+            return None
+        return captor, obj, arg(args, kwargs, 0, "func_call"), arg(args, kwargs, 1, "call_id"), perf()
+
+    def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
+        captor, agent, func_call, call_id, started = state
+        if error is not None:
+            record_hop_error(captor, agent, error, where)
+            return
+        try:
+            name = func_call.get("name") if isinstance(func_call, dict) else None
+            arguments = func_call.get("arguments") if isinstance(func_call, dict) else func_call
+            if isinstance(arguments, str):
+                try:
+                    arguments = json.loads(arguments)
+                except ValueError:
+                    pass  # stored as the raw string the model produced
+            ok, value = result if isinstance(result, tuple) and len(result) == 2 else (None, result)
+            content = value.get("content") if isinstance(value, dict) else value
+            meta = {"success": bool(ok), "call_id": call_id, "duration_ms": (perf() - started) * 1000.0}
+            if in_selection.get():
+                meta["speaker_selection"] = True
+            adopted = adopt_hop_parent(captor, agent)
+            captor.capture_tool_call(agent.name, name, arguments, result=content, metadata=meta)
+            if adopted:
+                captor.adopt_stack(())
+        except Exception:
+            log.debug("cmbagent-events: tool capture failed", exc_info=True)
+
+
+def patch_agents(agent_cls: type, manager_cls: type) -> None:
+    """Hook ``ConversableAgent``'s replies, sends and tool executions (sync and async)."""
+    patch_pair(agent_cls, "generate_reply", GenerateReplyHook())
+    patch_pair(agent_cls, "send", SendHook(manager_cls))
+    patch_pair(agent_cls, "execute_function", ExecuteFunctionHook())

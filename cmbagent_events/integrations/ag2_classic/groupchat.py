@@ -1,0 +1,176 @@
+"""Group chats: speaker changes (``select_speaker``), group-pattern transitions (seen on AG2's
+IOStream), and the binding of agents to the run before AG2 starts threads of its own (``run``,
+``Pattern.__init__``)."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from typing import Any
+
+from ...captor import captor_for, current_captor
+from ...capture import EventCaptureManager
+from .common import CallHook, arg, in_selection, log, mark_recorded, name_of, patch, patch_call, patch_pair, record_error
+
+TRANSITION_REASONS = {
+    "on_condition_l_l_m_transition": "OnCondition",
+    "on_condition_llm_transition": "OnCondition",
+    "on_context_condition_transition": "OnContextCondition",
+    "after_works_transition": "AfterWork",
+    "after_work_transition": "AfterWork",
+    "reply_result_transition": "ReplyResult",
+}
+
+_pending_transition = threading.local()  # .value: (reason, source, target) awaiting its speaker change
+_streams: weakref.WeakSet[Any] = weakref.WeakSet()  # IOStream instances whose send is instrumented
+_SEND_FLAG = "_cmbagent_events_send"
+
+
+# -- speaker changes --------------------------------------------------------------------------------
+def _method_name(groupchat: Any) -> str:
+    method = getattr(groupchat, "speaker_selection_method", None)
+    return method if isinstance(method, str) else getattr(method, "__name__", type(method).__name__)
+
+
+def _capture_speaker_change(captor: EventCaptureManager, groupchat: Any, last: Any, chosen: Any) -> None:
+    try:
+        pending = getattr(_pending_transition, "value", None)
+        _pending_transition.value = None
+        context: dict[str, Any] = {"method": _method_name(groupchat)}
+        reason = "speaker_selection"
+        if pending is not None:
+            reason, source, target = pending
+            context["transition"] = {"source": source, "target": target}
+        captor.capture_handoff(name_of(last), name_of(chosen), context, reason)
+    except Exception:
+        log.debug("cmbagent-events: speaker capture failed", exc_info=True)
+
+
+def _record_selection_error(captor: EventCaptureManager, selector: Any, exc: BaseException, where: str) -> None:
+    """AG2 ends group chats by raising NoEligibleSpeakerError from speaker selection: that is its
+    normal stop (e.g. a TerminateTarget), not an error of the run."""
+    if type(exc).__name__ == "NoEligibleSpeakerError":
+        mark_recorded(exc)
+        return
+    record_error(captor, name_of(selector), exc, where)
+
+
+class SelectSpeakerHook(CallHook):
+    """A handoff per speaker change; events inside the selection are marked ``speaker_selection``."""
+
+    def start(self, obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        last_speaker, selector = arg(args, kwargs, 0, "last_speaker"), arg(args, kwargs, 1, "selector")
+        captor = captor_for(selector)
+        if captor is None:
+            return None
+        return captor, obj, last_speaker, selector, in_selection.set(True)
+
+    def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
+        captor, groupchat, last_speaker, selector, token = state
+        in_selection.reset(token)
+        if error is not None:
+            _record_selection_error(captor, selector, error, where)
+        else:
+            _capture_speaker_change(captor, groupchat, last_speaker, result)
+
+
+# -- group-pattern transitions --------------------------------------------------------------------
+def _transition_seen(message: Any) -> None:
+    """Remember a group-pattern transition as the reason of this thread's next speaker change."""
+    reason = TRANSITION_REASONS.get(getattr(message, "type", None))  # type: ignore[arg-type]
+    if reason is None:
+        return
+    try:
+        event = getattr(message, "content", message)
+        source = getattr(event, "source_agent", None)
+        target = getattr(event, "transition_target", None)
+        target_name = None
+        if target is not None:
+            target_name = getattr(target, "agent_name", None)
+            if target_name is None and hasattr(target, "display_name"):
+                target_name = target.display_name()
+        _pending_transition.value = (reason, name_of(source) or str(source), target_name)
+    except Exception:
+        log.debug("cmbagent-events: transition capture failed", exc_info=True)
+
+
+def _instrument_stream(stream: Any) -> None:
+    if getattr(stream, _SEND_FLAG, False):  # cheap check: get_default() runs on every AG2 print
+        return
+    original_send = stream.send
+
+    def send(message: Any, *args: Any, **kwargs: Any) -> Any:
+        _transition_seen(message)
+        return original_send(message, *args, **kwargs)
+
+    try:
+        stream.send = send
+        setattr(stream, _SEND_FLAG, True)
+        _streams.add(stream)
+    except (AttributeError, TypeError):  # slots or frozen stream: transitions from it are not seen
+        pass
+
+
+def restore_streams() -> None:
+    """Take the instrumentation off every stream handed out while the hooks were in place."""
+    for stream in list(_streams):
+        for attr in ("send", _SEND_FLAG):
+            try:
+                delattr(stream, attr)
+            except AttributeError:
+                pass
+    _streams.clear()
+
+
+def _patch_iostream(io_cls: type) -> None:
+    original = io_cls.__dict__["get_default"].__func__
+
+    @functools.wraps(original)
+    def get_default(*args: Any, **kwargs: Any) -> Any:
+        stream = original(*args, **kwargs)
+        try:
+            _instrument_stream(stream)
+        except Exception:
+            pass
+        return stream
+
+    patch(io_cls, "get_default", staticmethod(get_default))
+
+
+# -- thread hops: bind agents to the run before AG2 starts its own threads ---------------------------
+class BindRunHook(CallHook):
+    """``run`` / ``a_run``: bind the agent and its recipient to the context's run; capture nothing."""
+
+    def start(self, obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if current_captor() is not None:
+            captor_for(obj)
+            recipient = arg(args, kwargs, 0, "recipient")
+            if recipient is not None:
+                captor_for(recipient)
+        return None  # the original is called as is
+
+
+def _patch_pattern(cls: type) -> None:
+    original = cls.__init__  # type: ignore[misc]
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if current_captor() is not None:
+            for agent in list(getattr(self, "agents", []) or []) + [getattr(self, "user_agent", None)]:
+                if agent is not None:
+                    captor_for(agent)
+
+    patch(cls, "__init__", __init__)
+
+
+def patch_groupchat(agent_cls: type, groupchat_cls: type, io_cls: type, pattern_cls: type | None) -> None:
+    """Hook speaker selection, the IOStream transitions, ``run``/``a_run`` and group patterns."""
+    patch_pair(groupchat_cls, "select_speaker", SelectSpeakerHook())
+    _patch_iostream(io_cls)
+    for name in ("run", "a_run"):
+        if name in agent_cls.__dict__:
+            patch_call(agent_cls, name, BindRunHook())
+    if pattern_cls is not None:
+        _patch_pattern(pattern_cls)
