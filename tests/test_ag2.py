@@ -40,7 +40,7 @@ from cmbagent_events import (  # noqa: E402
     uninstall_ag2_hooks,
 )
 from cmbagent_events.integrations import ag2_classic as hooks  # noqa: E402
-from cmbagent_events.integrations.scripted_client import (  # noqa: E402
+from cmbagent_events.testing.scripted_client import (  # noqa: E402
     Script,
     ScriptExhaustedError,
     ToolCall,

@@ -124,7 +124,7 @@ def test_one_shot_through_the_environment_database(tmp_path: Path, capsys: pytes
 def test_a_failing_step_fails_the_run_and_still_prints_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     url, path = _sqlite(tmp_path)
-    monkeypatch.setattr(demo, "spectrum_code", lambda params: "```python\nraise SystemExit(3)\n```")
+    monkeypatch.setattr(demo.chats, "spectrum_code", lambda params: "```python\nraise SystemExit(3)\n```")
     assert demo.main(["--db", url, "--work-dir", str(tmp_path / "work"), "--offline"]) == 1
     captured = capsys.readouterr()
     assert "the run failed: RuntimeError: the engineer's code did not write cmb_tt_spectrum.csv" in captured.err

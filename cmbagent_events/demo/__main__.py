@@ -1,0 +1,7 @@
+"""``python -m cmbagent_events.demo``."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

@@ -1,0 +1,9 @@
+"""Helpers for tests, benchmarks and the demo (never used by capture itself).
+
+- :mod:`.postgres`: throwaway PostgreSQL servers (``PostgresServer``, ``postgres_url``);
+- :mod:`.scripted_client`: an offline AG2 model client that replays scripted replies.
+"""
+
+from .postgres import PostgresServer, find_pg_bin, postgres_url
+
+__all__ = ["PostgresServer", "find_pg_bin", "postgres_url"]
