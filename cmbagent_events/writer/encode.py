@@ -25,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from .redaction import REDACTED, SecretKeys, may_hold_text_secret, redact_text, secret_spans
+from ..redaction import REDACTED, SecretKeys, may_hold_text_secret, redact_text, secret_spans
 
 MAX_DEPTH = 32
 MAX_ITEMS = 10_000  # elements kept per container; the rest are summarised by a marker
