@@ -9,7 +9,7 @@ from .captor import get_event_captor, set_event_captor
 from .capture import EventCaptureManager
 from .config import CaptureConfig, ConfigError
 from .integrations.ag2_classic import install_ag2_hooks, uninstall_ag2_hooks
-from .run import capture_run, capture_run_sync
+from .run import RunHandle, SyncRunHandle, capture_run, capture_run_sync, start_run, start_run_sync
 from .store import (
     DatabaseURLError,
     EventRepository,
@@ -26,7 +26,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CaptureConfig", "ConfigError", "DatabaseURLError", "EventCaptureManager", "EventRepository",
-    "ExecutionEvent", "File", "Message", "PlanInfo", "StepInfo", "StepStatus", "WorkflowCallbacks",
+    "ExecutionEvent", "File", "Message", "PlanInfo", "RunHandle", "StepInfo", "StepStatus", "SyncRunHandle",
+    "WorkflowCallbacks",
     "WorkflowRepository", "WorkflowRun", "capture_run", "capture_run_sync", "create_callbacks_with_event_capture",
-    "get_event_captor", "install_ag2_hooks", "make_engine", "migrate", "set_event_captor", "uninstall_ag2_hooks",
+    "get_event_captor", "install_ag2_hooks", "make_engine", "migrate", "set_event_captor", "start_run", "start_run_sync",
+    "uninstall_ag2_hooks",
 ]

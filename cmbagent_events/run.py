@@ -1,11 +1,15 @@
-"""``capture_run`` / ``capture_run_sync``: one captured run, from its row to its final drain.
+"""Captured runs: the run handle (start, then finish) and ``capture_run`` / ``capture_run_sync`` on it.
 
-Entry validates the URL (a bad one fails here, with a clear message, not later in the writer),
+Start validates the URL (a bad one fails here, with a clear message, not later in the writer),
 migrates the schema, inserts the ``workflow_runs`` row, starts the writer and makes the run the
-current captor (and installs the AG2 hooks when asked). Exit closes the run as ``completed``, or
-``failed`` with an error event when the body raised (cancellation and KeyboardInterrupt included),
-drains the queue within ``config.close_timeout_s`` and records ``total_events`` and
-``dropped_events``. Problems on the way out are logged, never raised over the body's own outcome.
+current captor (and installs the AG2 hooks when asked). Finish closes the run as ``completed``, or
+``failed`` with an error event when it ended with an error (cancellation and KeyboardInterrupt
+included), drains the queue within ``config.close_timeout_s`` and records ``total_events`` and
+``dropped_events``. Problems on the way out are logged, never raised over the run's own outcome.
+
+:func:`start_run` / :func:`start_run_sync` give the handle to code that cannot hold a ``with``
+block open around the run (workflow callbacks: one callback starts the run, another finishes it);
+the context managers are built on them.
 """
 
 from __future__ import annotations
@@ -76,16 +80,25 @@ class _RunSession:
         self.manager = manager
         return manager
 
-    async def finish(self, error: BaseException | None) -> None:
+    async def finish(self, error: BaseException | str | None, status: str | None = None) -> None:
+        """Close the run: ``status`` (``completed`` / ``failed``) or, when None, ``failed`` exactly when
+        ``error`` is given (a clean ``sys.exit`` counts as completed). An error is recorded as one
+        ``error`` event."""
         manager = self.manager
         if manager is None or manager.writer is None:  # never started, or capture disabled
             return
-        status = "completed"
-        if error is not None and not _is_clean_exit(error):
-            status = "failed"
-            kind = "cancelled" if isinstance(error, asyncio.CancelledError) else type(error).__name__
-            manager.capture_error("capture_run", f"{kind}: {error}" if str(error) else kind, kind,
-                                  {"exception_type": type(error).__qualname__})
+        if isinstance(error, BaseException) and _is_clean_exit(error):
+            error = None
+        if status is None:
+            status = "completed" if error is None else "failed"
+        if error is not None:
+            if isinstance(error, BaseException):
+                kind = "cancelled" if isinstance(error, asyncio.CancelledError) else type(error).__name__
+                text = f"{kind}: {error}" if str(error) else kind
+                meta = {"exception_type": type(error).__qualname__}
+            else:
+                kind, text, meta = "run_error", str(error), {}
+            manager.capture_error("capture_run", text, kind, meta)
         writer = manager.writer
         if writer is not None:
             writer.finish = lambda: self._finish_values(manager, status)
@@ -120,52 +133,6 @@ def _install_hooks() -> Callable[[], None] | None:
         log.warning("cmbagent-events: AG2 hooks unavailable: %s", exc)
         return None
     return ag2_classic.acquire_hooks()
-
-
-@contextlib.asynccontextmanager
-async def capture_run(
-    db_url: str | None = None,
-    *,
-    task_description: str = "",
-    mode: str = "one_shot",
-    agent: str | None = None,
-    model: str | None = None,
-    session_id: str = "default",
-    config: CaptureConfig | None = None,
-    hooks: bool = True,
-    meta: dict[str, Any] | None = None,
-) -> AsyncIterator[EventCaptureManager]:
-    """Capture one run: ``async with capture_run(...) as run: ...``.
-
-    Args:
-        db_url: database URL; defaults to ``CMBAGENT_EVENTS_DB_URL`` or the SQLite file
-            ``cmbagent_events.db``. ``postgresql+asyncpg://...`` for PostgreSQL.
-        hooks: install the AG2 hooks while the run is open.
-        meta: stored on the run row (secrets redacted).
-
-    Raises:
-        DatabaseURLError, ConfigError: at entry, for a URL or configuration that cannot work.
-    """
-    session = _RunSession(db_url, task_description=task_description, mode=mode, agent=agent, model=model,
-                          session_id=session_id, config=config, meta=meta)
-    manager = await session.start()
-    restore = set_event_captor(manager)
-    release = _install_hooks() if hooks and manager.enabled else None
-    signals.watch(id(session), asyncio.current_task())
-    error: BaseException | None = None
-    try:
-        yield manager
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        terminated = signals.unwatch(id(session))  # SIGTERM cancelled the body: record it as such
-        if release is not None:
-            release()
-        restore()
-        await session.finish(signals.Terminated() if terminated else error)
-        if terminated:
-            raise signals.Terminated() from error  # drained: now end the process as SIGTERM asked
 
 
 _open_sync_runs: dict[int, tuple[_RunSession, "_LoopThread"]] = {}
@@ -213,6 +180,195 @@ class _LoopThread:
             self.loop.close()
 
 
+FINAL_STATUSES = ("completed", "failed", "abandoned")
+
+
+def _check_status(status: str | None) -> None:
+    if status is not None and status not in FINAL_STATUSES:
+        raise ValueError(f"unknown final run status {status!r}; expected one of {', '.join(FINAL_STATUSES)}")
+
+
+class RunHandle:
+    """An open run from :func:`start_run`; ``await handle.finish()`` closes it.
+
+    ``handle.run`` is the run's :class:`EventCaptureManager` (``run_id``, ``set_context``, the
+    ``capture_*`` methods, ``flush``). Finish on the event loop the run was started on, or from any
+    other loop or thread with the same result.
+    """
+
+    def __init__(self, session: _RunSession, manager: EventCaptureManager, restore: Callable[[], None],
+                 release: Callable[[], None] | None) -> None:
+        self._session = session
+        self.run = manager
+        self._restore: Callable[[], None] | None = restore
+        self._release = release
+        self._lock = threading.Lock()
+        self.terminated = False  # SIGTERM cancelled the run's task (see signals); set by finish
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    @property
+    def finished(self) -> bool:
+        return self._restore is None
+
+    def _detach(self) -> bool:
+        """Remove the hooks and the current captor, once: True for the first caller."""
+        with self._lock:
+            restore, release = self._restore, self._release
+            self._restore = self._release = None
+        if restore is None:
+            return False
+        self.terminated = signals.unwatch(id(self._session))
+        if release is not None:
+            release()
+        restore()
+        return True
+
+    async def finish(self, status: str | None = None, error: BaseException | str | None = None) -> None:
+        """Close the run: drain the queue (bounded by ``close_timeout_s``) and store its final row.
+
+        ``status`` is ``completed``, ``failed`` or ``abandoned``; when None it is ``failed`` exactly when
+        ``error`` (an exception or a message, recorded as one ``error`` event) is given. A second call is
+        a no-op. Never raises over the run's outcome: problems on the way out are logged.
+
+        Raises:
+            ValueError: for an unknown ``status`` (the run stays open).
+        """
+        _check_status(status)
+        if self._detach():
+            await self._session.finish(signals.Terminated() if self.terminated else error, status)
+
+
+class SyncRunHandle(RunHandle):
+    """An open run from :func:`start_run_sync`; ``handle.finish()`` closes it (any thread).
+
+    The run's writer lives on its own background loop thread; an unfinished handle is closed as
+    ``failed`` at interpreter exit (what it captured is drained first).
+    """
+
+    def __init__(self, session: _RunSession, manager: EventCaptureManager, restore: Callable[[], None],
+                 release: Callable[[], None] | None, loop_thread: _LoopThread) -> None:
+        super().__init__(session, manager, restore, release)
+        self._loop_thread = loop_thread
+
+    def finish(self, status: str | None = None, error: BaseException | str | None = None) -> None:  # type: ignore[override]
+        """:meth:`RunHandle.finish` for synchronous code (not from inside an event loop's thread of this run)."""
+        _check_status(status)
+        if not self._detach():
+            return
+        session, loop_thread = self._session, self._loop_thread
+        with _open_sync_lock:
+            owned = _open_sync_runs.pop(id(session), None) is not None
+        try:
+            if owned:  # else the exit handler already closed it
+                loop_thread.run(session.finish(error, status), timeout=session.config.close_timeout_s + 10.0)
+        except Exception:
+            log.exception("cmbagent-events: closing run %s failed", self.run.run_id)
+        finally:
+            loop_thread.stop()
+
+
+async def start_run(
+    db_url: str | None = None,
+    *,
+    task_description: str = "",
+    mode: str = "one_shot",
+    agent: str | None = None,
+    model: str | None = None,
+    session_id: str = "default",
+    config: CaptureConfig | None = None,
+    hooks: bool = True,
+    meta: dict[str, Any] | None = None,
+) -> RunHandle:
+    """Open a captured run without a context manager; close it with ``await handle.finish(...)``.
+
+    The run becomes the current captor (here and process-wide) and the AG2 hooks are installed
+    (``hooks=False`` to skip them) until it finishes. Arguments as for :func:`capture_run`.
+
+    Raises:
+        DatabaseURLError, ConfigError: for a URL or configuration that cannot work.
+    """
+    session = _RunSession(db_url, task_description=task_description, mode=mode, agent=agent, model=model,
+                          session_id=session_id, config=config, meta=meta)
+    manager = await session.start()
+    restore = set_event_captor(manager)
+    release = _install_hooks() if hooks and manager.enabled else None
+    signals.watch(id(session), asyncio.current_task())  # SIGTERM cancels this task, as Ctrl-C would
+    return RunHandle(session, manager, restore, release)
+
+
+def start_run_sync(
+    db_url: str | None = None,
+    *,
+    task_description: str = "",
+    mode: str = "one_shot",
+    agent: str | None = None,
+    model: str | None = None,
+    session_id: str = "default",
+    config: CaptureConfig | None = None,
+    hooks: bool = True,
+    meta: dict[str, Any] | None = None,
+) -> SyncRunHandle:
+    """:func:`start_run` for synchronous code: the writer runs on a background loop thread;
+    ``handle.finish(...)`` closes the run; ``handle.run.flush_sync()`` is the barrier."""
+    session = _RunSession(db_url, task_description=task_description, mode=mode, agent=agent, model=model,
+                          session_id=session_id, config=config, meta=meta)
+    loop_thread = _LoopThread()
+    try:
+        manager = loop_thread.run(session.start())
+    except BaseException:
+        loop_thread.stop()
+        raise
+    restore = set_event_captor(manager)
+    release = _install_hooks() if hooks and manager.enabled else None
+    with _open_sync_lock:
+        _open_sync_runs[id(session)] = (session, loop_thread)
+    signals.watch(id(session))
+    return SyncRunHandle(session, manager, restore, release, loop_thread)
+
+
+@contextlib.asynccontextmanager
+async def capture_run(
+    db_url: str | None = None,
+    *,
+    task_description: str = "",
+    mode: str = "one_shot",
+    agent: str | None = None,
+    model: str | None = None,
+    session_id: str = "default",
+    config: CaptureConfig | None = None,
+    hooks: bool = True,
+    meta: dict[str, Any] | None = None,
+) -> AsyncIterator[EventCaptureManager]:
+    """Capture one run: ``async with capture_run(...) as run: ...``.
+
+    The run closes ``completed`` when the block ends, ``failed`` (with an error event) when it raises.
+
+    Args:
+        db_url: database URL; defaults to ``CMBAGENT_EVENTS_DB_URL`` or the SQLite file
+            ``cmbagent_events.db``. ``postgresql+asyncpg://...`` for PostgreSQL.
+        hooks: install the AG2 hooks while the run is open.
+        meta: stored on the run row (secrets redacted).
+
+    Raises:
+        DatabaseURLError, ConfigError: at entry, for a URL or configuration that cannot work.
+    """
+    handle = await start_run(db_url, task_description=task_description, mode=mode, agent=agent, model=model,
+                             session_id=session_id, config=config, hooks=hooks, meta=meta)
+    error: BaseException | None = None
+    try:
+        yield handle.run
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        await handle.finish(error=error)
+        if handle.terminated:
+            raise signals.Terminated() from error  # drained: now end the process as SIGTERM asked
+
+
 @contextlib.contextmanager
 def capture_run_sync(
     db_url: str | None = None,
@@ -230,37 +386,13 @@ def capture_run_sync(
 
     Use ``run.flush_sync()`` inside the block where async code would ``await run.flush()``.
     """
-    session = _RunSession(db_url, task_description=task_description, mode=mode, agent=agent, model=model,
-                          session_id=session_id, config=config, meta=meta)
-    loop_thread = _LoopThread()
-    try:
-        manager = loop_thread.run(session.start())
-    except BaseException:
-        loop_thread.stop()
-        raise
-    restore = set_event_captor(manager)
-    release = _install_hooks() if hooks and manager.enabled else None
-    key = id(session)
-    with _open_sync_lock:
-        _open_sync_runs[key] = (session, loop_thread)
-    signals.watch(key)
+    handle = start_run_sync(db_url, task_description=task_description, mode=mode, agent=agent, model=model,
+                            session_id=session_id, config=config, hooks=hooks, meta=meta)
     error: BaseException | None = None
     try:
-        yield manager
+        yield handle.run
     except BaseException as exc:
         error = exc
         raise
     finally:
-        signals.unwatch(key)
-        with _open_sync_lock:
-            owned = _open_sync_runs.pop(key, None) is not None
-        if release is not None:
-            release()
-        restore()
-        try:
-            if owned:  # else the exit handler already closed it
-                loop_thread.run(session.finish(error), timeout=session.config.close_timeout_s + 10.0)
-        except Exception:
-            log.exception("cmbagent-events: closing run %s failed", manager.run_id)
-        finally:
-            loop_thread.stop()
+        handle.finish(error=error)
