@@ -137,7 +137,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .render import run_header, tree_lines
+    from .render import printable, run_header, tree_lines
 
     async def body(reader) -> int:
         run_id = await _resolve(reader, args.run_id)
@@ -146,7 +146,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                   for e in page]
         print(run_header(run))
         if run.task_description:
-            print(f"task: {run.task_description}")
+            print(f"task: {printable(run.task_description)}")
         print("\n".join(tree_lines(events)) if events else "(no events)")
         return EXIT_OK
 

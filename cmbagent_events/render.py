@@ -13,6 +13,16 @@ from .store.models import ExecutionEvent, WorkflowRun
 
 PREVIEW_CHARS = 72
 
+# Captured text may hold terminal escape sequences (ESC [ ... ), carriage returns, bidi overrides:
+# printed raw they could rewrite the terminal. Every line we print shows them escaped instead.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_CONTROL.update({c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))})
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (C0, DEL, C1, bidi overrides) shown as escapes."""
+    return text.translate(_CONTROL)
+
 
 def _preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
     if value is None:
@@ -41,7 +51,11 @@ def _message_preview(value: Any, limit: int) -> str:
 
 
 def describe(event: ExecutionEvent) -> str:
-    """One line for an event: type, who, what, and how it ended."""
+    """One line for an event: type, who, what, and how it ended (control characters escaped)."""
+    return printable(_describe(event))
+
+
+def _describe(event: ExecutionEvent) -> str:
     inputs = event.inputs if isinstance(event.inputs, dict) else {}
     outputs = event.outputs if isinstance(event.outputs, dict) else {}
     meta = event.meta if isinstance(event.meta, dict) else {}
@@ -93,7 +107,7 @@ def tree_lines(events: Sequence[ExecutionEvent]) -> list[str]:
         kids = children.get(parent, [])
         for i, e in enumerate(kids):
             last = i == len(kids) - 1
-            lines.append(f"{prefix}{'└─ ' if last else '├─ '}#{e.seq} {describe(e)}")
+            lines.append(f"{prefix}{'└─ ' if last else '├─ '}#{e.seq} {describe(e)}")  # describe: printable
             walk(e.id, prefix + ("   " if last else "│  "))
 
     walk(None, "")
@@ -110,15 +124,15 @@ def run_header(run: WorkflowRun) -> str:
         took = f", {(run.completed_at - run.started_at).total_seconds():.2f}s"
     tokens = ((run.meta or {}).get("usage") or {}).get("total_tokens")
     tok = f", {tokens} tokens" if tokens is not None else ""
-    return (f"run {run.id} [{run.status}] mode={run.mode} started {_fmt_time(run.started_at)}{took}: "
-            f"{run.total_events} events, {run.dropped_events} dropped{tok}")
+    return printable(f"run {run.id} [{run.status}] mode={run.mode} started {_fmt_time(run.started_at)}{took}: "
+                     f"{run.total_events} events, {run.dropped_events} dropped{tok}")
 
 
 def runs_table(runs: Iterable[WorkflowRun]) -> list[str]:
     lines = [f"{'run id':<36}  {'status':<9} {'mode':<20} {'started':<19} {'events':>7} {'dropped':>7}  task"]
     for r in runs:
-        lines.append(f"{r.id:<36}  {r.status:<9} {(r.mode or '')[:20]:<20} {_fmt_time(r.started_at):<19} "
-                     f"{r.total_events:>7} {r.dropped_events:>7}  {_preview(r.task_description, 40)}")
+        lines.append(printable(f"{r.id:<36}  {r.status:<9} {(r.mode or '')[:20]:<20} {_fmt_time(r.started_at):<19} "
+                               f"{r.total_events:>7} {r.dropped_events:>7}  {_preview(r.task_description, 40)}"))
     return lines
 
 

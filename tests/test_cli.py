@@ -179,3 +179,15 @@ async def test_serve_runs_as_its_own_process_and_stops_on_sigterm(sqlite_url) ->
         out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
     assert "stopping" in out.decode()
+
+
+async def test_cli_output_escapes_terminal_control_characters(sqlite_url, capsys) -> None:
+    evil = "\x1b[2J\x1b]0;pwned\x07\rfake line\u202e"
+    async with capture_run(sqlite_url, config=FAST, hooks=False, task_description=f"task {evil}", mode=evil) as run:
+        run.capture_message(f"agent{evil}", "b", f"hello {evil}")
+        run.capture_error("x", f"boom {evil}", "Err")
+    for argv in (["show", run.run_id], ["runs"], ["tail", run.run_id, "--once"]):
+        code, out, _ = await asyncio.to_thread(_run_cli, capsys, "--db", sqlite_url, *argv)
+        assert code == 0, argv
+        assert not any(c in out for c in "\x1b\x07\r\u202e"), (argv, out)
+        assert "\\x1b[2J" in out, argv

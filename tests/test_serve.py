@@ -125,7 +125,7 @@ def test_non_loopback_bind_without_token_is_refused() -> None:
     for host in ("0.0.0.0", "::", "192.168.1.5"):
         with pytest.raises(ServeError, match="--token"):
             check_bind(host, None)
-    check_bind("0.0.0.0", "secret")  # allowed with a token
+    check_bind("0.0.0.0", "a-long-enough-secret")  # allowed with a token
     check_bind("127.0.0.1", None)
     with pytest.raises(ServeError):
         check_bind("127.0.0.1", "  ")
@@ -139,7 +139,7 @@ async def test_start_server_refuses_before_binding(sqlite_url) -> None:
 async def test_token_is_required_and_checked(sqlite_url) -> None:
     async with capture_run(sqlite_url, hooks=False) as run:
         run.capture_message("a", "b", "secret stuff")
-    srv = await start_server(sqlite_url, port=0, token="s3cret", poll_interval=0.05)
+    srv = await start_server(sqlite_url, port=0, token="s3cret-token-0123456789", poll_interval=0.05)
     try:  # unsafe: keep cookies of IP hosts, as browsers do
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
             for headers, url in [({}, "/api/runs"), ({"Authorization": "Bearer wrong"}, "/api/runs"),
@@ -151,9 +151,9 @@ async def test_token_is_required_and_checked(sqlite_url) -> None:
             assert err.value.status == 401
             async with session.get(f"{srv.url}/static/app.js") as resp:
                 assert resp.status == 200  # assets hold no data
-            async with session.get(f"{srv.url}/api/runs", headers={"Authorization": "Bearer s3cret"}) as resp:
+            async with session.get(f"{srv.url}/api/runs", headers={"Authorization": "Bearer s3cret-token-0123456789"}) as resp:
                 assert resp.status == 200
-            async with session.get(f"{srv.url}/?token=s3cret") as resp:  # the page sets a cookie ...
+            async with session.get(f"{srv.url}/?token=s3cret-token-0123456789") as resp:  # the page sets a cookie ...
                 assert resp.status == 200
             got: list[dict] = []
             await _stream(session, f"{srv.url}/ws/runs/{run.run_id}", got)  # ... that later requests carry
@@ -177,3 +177,84 @@ async def test_cross_site_and_rebound_hosts_are_refused_without_token(sqlite_url
                 assert resp.status == 200
     finally:
         await srv.close()
+
+
+def test_short_tokens_are_refused() -> None:
+    for short in ("x", "s3cret", "15-characters!!"):
+        with pytest.raises(ServeError, match="16 characters"):
+            check_bind("0.0.0.0", short)
+    check_bind("0.0.0.0", "16-characters!!!")
+
+
+async def test_token_is_not_echoed_on_start(sqlite_url) -> None:
+    from cmbagent_events.live.server import serve_forever
+
+    token = "do-not-print-me-0123456789"
+    said: list[str] = []
+    task = asyncio.create_task(serve_forever(sqlite_url, port=0, token=token, announce=said.append))
+    while not said:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert said and all(token not in line for line in said)
+
+
+async def test_every_response_carries_csp_and_nosniff(server) -> None:
+    async with aiohttp.ClientSession() as session:
+        for path in ("/", "/static/app.js", "/api/runs", "/api/runs/nope"):
+            async with session.get(server.url + path) as resp:
+                assert resp.headers["X-Content-Type-Options"] == "nosniff", path
+                csp = resp.headers["Content-Security-Policy"]
+                assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp, path
+
+
+async def test_websockets_are_capped_per_client(db_url) -> None:
+    from cmbagent_events.live import server as server_module
+
+    srv = await start_server(db_url, port=0, poll_interval=0.05)
+    try:
+        async with aiohttp.ClientSession() as session, capture_run(db_url, config=FAST, hooks=False) as run:
+            run.capture_message("a", "b", "x")
+            assert await run.flush()
+            url = f"{srv.url}/ws/runs/{run.run_id}"
+            sockets = [await session.ws_connect(url) for _ in range(server_module.MAX_SOCKETS_PER_CLIENT)]
+            with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                await session.ws_connect(url)
+            assert err.value.status == 429
+            await sockets.pop().close()
+            while srv._runner.app[STATE].per_client.get("127.0.0.1", 0) >= server_module.MAX_SOCKETS_PER_CLIENT:
+                await asyncio.sleep(0.01)
+            sockets.append(await session.ws_connect(url))  # a freed slot can be used again
+            for ws in sockets:
+                await ws.close()
+    finally:
+        await srv.close()
+
+
+async def test_unknown_run_ids_hold_no_resources(server) -> None:
+    """Clients asking for runs that do not exist: a few wait for the run to appear, the rest get a 404
+    at once, and the API keeps answering meanwhile."""
+    import uuid
+
+    from cmbagent_events.live import server as server_module
+
+    state = server._runner.app[STATE]
+    async with aiohttp.ClientSession() as session:
+        async def ask() -> int:
+            try:
+                async with session.ws_connect(f"{server.url}/ws/runs/{uuid.uuid4()}"):
+                    return 101
+            except aiohttp.WSServerHandshakeError as exc:
+                return exc.status
+
+        askers = [asyncio.create_task(ask()) for _ in range(server_module.MAX_WAITERS + 40)]
+        while sum(t.done() for t in askers) < 40:
+            await asyncio.wait(askers, return_when=asyncio.FIRST_COMPLETED)
+        assert state.waiters <= server_module.MAX_WAITERS
+        async with session.get(f"{server.url}/api/runs") as resp:
+            assert resp.status == 200
+        for t in askers:
+            t.cancel()
+        results = [t.result() for t in askers if t.done() and not t.cancelled()]
+        assert len(results) >= 40 and set(results) <= {404, 429}  # refused at once: not found, or over the cap

@@ -1,6 +1,7 @@
 """Who may read the viewer: loopback by default, a token for anything else.
 
-- Binding to a non-loopback address without a token is refused (:func:`check_bind`).
+- Binding to a non-loopback address without a token is refused (:func:`check_bind`); a token
+  shorter than 16 characters is refused anywhere (a short one can be guessed).
 - With a token, every page, API and WebSocket request must carry it: ``Authorization: Bearer``,
   ``?token=`` or the cookie the page sets after a tokened visit. Static assets hold no data and
   are served without it.
@@ -18,6 +19,18 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 TOKEN_COOKIE = "cmbagent_events_token"
+MIN_TOKEN_CHARS = 16
+# Sent with every response: the page loads only its own scripts and styles and talks only to this
+# server (no inline script, no framing), browsers never guess a content type, and the token-bearing
+# URL is never sent on as a referrer.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
+                                "img-src 'self' data:; "
+                                "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
 
@@ -37,8 +50,9 @@ def is_loopback(host: str) -> bool:
 
 def check_bind(host: str, token: str | None) -> None:
     """Refuse a non-loopback bind without a token (and an empty token anywhere)."""
-    if token is not None and not token.strip():
-        raise ServeError("--token must not be empty")
+    if token is not None and len(token.strip()) < MIN_TOKEN_CHARS:
+        raise ServeError(f"--token must be at least {MIN_TOKEN_CHARS} characters (a short token can be guessed); "
+                         "e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))'")
     if not is_loopback(host) and not token:
         raise ServeError(
             f"refusing to serve on {host!r} without a token: anyone who can reach it could read every "
@@ -55,6 +69,12 @@ def _request_token(request: web.Request) -> str | None:
 
 def _host_of(value: str) -> str:
     return (urlsplit(f"//{value}").hostname or "").lower()
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare`` hook: :data:`SECURITY_HEADERS` on every response, errors included."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
 
 
 def make_middleware(token: str | None):

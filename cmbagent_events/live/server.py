@@ -26,7 +26,7 @@ import logging
 import signal
 import weakref
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +37,16 @@ from ..store.schema import asyncpg_dsn, is_sqlite, make_engine, migrate, parse_d
 from .feed import FeedItem, RunFeed
 from .notify import Notifier, PgNotifier, PollNotifier
 from .ordering import DEFAULT_GAP_TIMEOUT_S
-from .security import check_bind, make_middleware
+from .security import add_security_headers, check_bind, make_middleware
 from .wire import dumps, event_dict, run_dict
 
 log = logging.getLogger("cmbagent_events.live")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DEFAULT_PORT = 8765
 MAX_PAGE = 5000
+MAX_SOCKETS = 256  # WebSockets open at once, all clients together
+MAX_SOCKETS_PER_CLIENT = 16  # ... and from one remote address
+MAX_WAITERS = 16  # requests waiting for a run row to appear (each polls the database)
 
 
 @dataclass
@@ -54,6 +57,8 @@ class _State:
     reader: RunReader | None = None
     notifier: Notifier | None = None
     sockets: weakref.WeakSet | None = None
+    per_client: dict[str, int] = field(default_factory=dict)  # open WebSockets by remote address
+    waiters: int = 0  # requests waiting for a run to appear
 
 
 STATE = web.AppKey("cmbagent_events_state", _State)
@@ -63,6 +68,7 @@ def create_app(db_url: str, *, token: str | None = None, poll_interval: float = 
                gap_timeout: float = DEFAULT_GAP_TIMEOUT_S) -> web.Application:
     """The aiohttp application for ``db_url`` (the schema is migrated when it starts)."""
     app = web.Application(middlewares=[make_middleware(token)])
+    app.on_response_prepare.append(add_security_headers)
     app[STATE] = _State(db_url, poll_interval, gap_timeout)
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_close_sockets)
@@ -142,14 +148,20 @@ def _looks_like_run_id(text: str) -> bool:
 async def _get_run_waiting(request: web.Request):
     """The run, waiting briefly for it to appear: a capture in another process writes its run row
     with its first batch (within its flush interval), and a follower may ask for it sooner."""
-    reader = request.app[STATE].reader
-    wait = RUN_APPEAR_WAIT_S if _looks_like_run_id(request.match_info["run_id"]) else 0.0
-    deadline = asyncio.get_running_loop().time() + wait
-    while True:
-        run = await reader.get_run(request.match_info["run_id"])  # type: ignore[union-attr]
-        if run is not None or asyncio.get_running_loop().time() >= deadline:
-            break
-        await asyncio.sleep(0.1)
+    state = request.app[STATE]
+    reader = state.reader
+    run = await reader.get_run(request.match_info["run_id"])  # type: ignore[union-attr]
+    # Unknown ids must not hold resources: only a few requests wait (and poll) at a time, the rest
+    # get their 404 at once.
+    if run is None and _looks_like_run_id(request.match_info["run_id"]) and state.waiters < MAX_WAITERS:
+        state.waiters += 1
+        try:
+            deadline = asyncio.get_running_loop().time() + RUN_APPEAR_WAIT_S
+            while run is None and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.25)
+                run = await reader.get_run(request.match_info["run_id"])  # type: ignore[union-attr]
+        finally:
+            state.waiters -= 1
     if run is None:
         raise web.HTTPNotFound(text=f"no run {request.match_info['run_id']!r}\n")
     return run
@@ -181,6 +193,21 @@ def _message(item: FeedItem) -> dict[str, Any]:
 
 async def _ws_run(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
+    client = request.remote or "?"
+    if len(state.sockets or ()) >= MAX_SOCKETS or state.per_client.get(client, 0) >= MAX_SOCKETS_PER_CLIENT:
+        raise web.HTTPTooManyRequests(text="too many live connections; close some viewer tabs\n")
+    state.per_client[client] = state.per_client.get(client, 0) + 1  # counted while it waits, too
+    try:
+        return await _ws_run_counted(request, state)
+    finally:
+        left = state.per_client.get(client, 1) - 1
+        if left > 0:
+            state.per_client[client] = left
+        else:
+            state.per_client.pop(client, None)
+
+
+async def _ws_run_counted(request: web.Request, state: _State) -> web.StreamResponse:
     run = await _get_run_waiting(request)
     after = _int_query(request, "after_seq", -1, -1, 1 << 62)
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1 << 16)
@@ -251,7 +278,7 @@ async def serve_forever(db_url: str, host: str = "127.0.0.1", port: int = DEFAUL
                         announce=print, **options: Any) -> None:
     """Run the viewer until SIGINT/SIGTERM (or cancellation), then close every client cleanly."""
     server = await start_server(db_url, host, port, token, **options)
-    suffix = f"/?token={token}" if token else "/"
+    suffix = "/?token=YOUR_TOKEN (the --token given; not echoed)" if token else "/"
     announce(f"cmbagent-events viewer on {server.url}{suffix}  (database {_safe_url(db_url)}; Ctrl-C to stop)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
