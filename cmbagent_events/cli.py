@@ -1,7 +1,9 @@
 """The ``cmbagent-events`` command: runs, show, tail, export, migrate, demo, serve.
 
 Every subcommand takes ``--db URL`` (before or after its name); the default is
-``CMBAGENT_EVENTS_DB_URL``, else ``sqlite+aiosqlite:///cmbagent_events.db``. Read commands never
+``CMBAGENT_EVENTS_DB_URL``, else ``sqlite+aiosqlite:///cmbagent_events.db``. ``--table-prefix`` and
+``--db-schema`` (defaults ``CMBAGENT_EVENTS_TABLE_PREFIX`` / ``CMBAGENT_EVENTS_DB_SCHEMA``) find our
+tables when they live beside another application's. Read commands never
 create a database: a SQLite path that does not exist is an error, not an empty file. Run ids may
 be abbreviated to any unique prefix. Long operations report progress on stderr when it is a
 terminal. Exit codes: 0 done, 1 failed (message on stderr), 2 bad usage.
@@ -18,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
-from .config import DEFAULT_DB_URL
+from .config import DEFAULT_DB_URL, ConfigError
 
 EXIT_OK, EXIT_FAIL = 0, 1
 
@@ -29,6 +31,16 @@ class CliError(Exception):
 
 def default_db_url() -> str:
     return os.environ.get("CMBAGENT_EVENTS_DB_URL", "").strip() or DEFAULT_DB_URL
+
+
+def _placement(args: argparse.Namespace):
+    """The placement of our tables: the options, else the environment (ConfigError when invalid)."""
+    from .store.placement import Placement
+
+    env = Placement.from_env()
+    prefix = env.prefix if args.table_prefix is None else args.table_prefix.strip()
+    schema = env.schema if args.db_schema is None else (args.db_schema.strip() or None)
+    return Placement(prefix, schema)
 
 
 class Progress:
@@ -57,21 +69,22 @@ class Progress:
 
 
 # -- database access --------------------------------------------------------------------------------
-async def _open_reader(db_url: str, create: bool = False):
-    """A RunReader on ``db_url`` (migrated); refuses a missing SQLite file unless ``create``."""
+async def _open_reader(args: argparse.Namespace, create: bool = False):
+    """A RunReader on ``args.db`` and ``args.placement`` (migrated); refuses a missing SQLite file
+    unless ``create``."""
     from .store.reader import RunReader
-    from .store.schema import is_sqlite, make_engine, migrate, parse_db_url
+    from .store.schema import make_engine, migrate, resolve_db
 
-    url = parse_db_url(db_url)
-    if is_sqlite(url) and not create and not Path(url.database or "").expanduser().exists():
-        raise CliError(f"no database at {url.database!r}: capture a run first (cmbagent-events demo), "
+    db = resolve_db(args.db)
+    if db.is_sqlite and not create and not Path(db.path or "").expanduser().exists():
+        raise CliError(f"no database at {db.path!r}: capture a run first (cmbagent-events demo), "
                        "or pass --db URL / set CMBAGENT_EVENTS_DB_URL")
-    await migrate(url)
-    return RunReader(make_engine(url))
+    await migrate(db, args.placement)
+    return RunReader(make_engine(db, args.placement), args.placement)
 
 
-async def _with_reader(db_url: str, body: Callable[[Any], Awaitable[int]]) -> int:
-    reader = await _open_reader(db_url)
+async def _with_reader(args: argparse.Namespace, body: Callable[[Any], Awaitable[int]]) -> int:
+    reader = await _open_reader(args)
     try:
         return await body(reader)
     finally:
@@ -95,7 +108,7 @@ async def _close_orphans_quietly(reader) -> None:
     from .store.orphans import close_orphans
 
     try:
-        await close_orphans(reader.engine)
+        await close_orphans(reader.engine, placement=reader.placement)
     except Exception as exc:  # e.g. a read-only database: still list what is there
         print(f"cmbagent-events: could not close orphaned runs: {exc}", file=sys.stderr)
 
@@ -133,7 +146,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             print("\n".join(runs_table(runs)))
         return EXIT_OK
 
-    return asyncio.run(_with_reader(args.db, body))
+    return asyncio.run(_with_reader(args, body))
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -150,7 +163,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print("\n".join(tree_lines(events)) if events else "(no events)")
         return EXIT_OK
 
-    return asyncio.run(_with_reader(args.db, body))
+    return asyncio.run(_with_reader(args, body))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -172,7 +185,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"exported {written} events of run {run_id}{where}", file=sys.stderr)
         return EXIT_OK
 
-    return asyncio.run(_with_reader(args.db, body))
+    return asyncio.run(_with_reader(args, body))
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -221,15 +234,15 @@ def cmd_tail(args: argparse.Namespace) -> int:
             print(f"-- stopped after {args.timeout:g}s --", file=sys.stderr)
             return EXIT_OK
 
-    return asyncio.run(_with_reader(args.db, body))
+    return asyncio.run(_with_reader(args, body))
 
 
 def _notifier(db_url: str, poll: float):
     from .live.notify import PgNotifier, PollNotifier
-    from .store.schema import asyncpg_dsn, is_sqlite, parse_db_url
+    from .store.schema import resolve_db
 
-    url = parse_db_url(db_url)
-    return PollNotifier(poll) if is_sqlite(url) else PgNotifier(asyncpg_dsn(url))
+    db = resolve_db(db_url)
+    return PollNotifier(poll) if db.is_sqlite else PgNotifier(db.dsn or "")
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -237,9 +250,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     url = parse_db_url(args.db)
     shown = url.render_as_string(hide_password=True)
-    print(f"migrating {shown} ...", file=sys.stderr, flush=True)
-    asyncio.run(migrate(url))
-    print(f"{shown}: schema is up to date")
+    placed = "" if args.placement.is_default else f" ({args.placement.describe()})"
+    print(f"migrating {shown}{placed} ...", file=sys.stderr, flush=True)
+    asyncio.run(migrate(url, args.placement))
+    print(f"{shown}{placed}: schema is up to date")
     return EXIT_OK
 
 
@@ -249,7 +263,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     total = 0
     for path in args.files:
         print(f"replaying {path} ...", file=sys.stderr, flush=True)
-        written = asyncio.run(replay(path, args.db))
+        written = asyncio.run(replay(path, args.db, args.placement))
         total += written
         print(f"{path}: {written} events written (file renamed to {path}.replayed)")
     return EXIT_OK
@@ -260,7 +274,8 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
 
     async def body(reader) -> int:
         stale = DEFAULT_STALE_AFTER_S if args.stale_after is None else args.stale_after
-        closed = await close_orphans(reader.engine, stale_after_s=stale, dry_run=args.dry_run)
+        closed = await close_orphans(reader.engine, stale_after_s=stale, dry_run=args.dry_run,
+                                     placement=reader.placement)
         verb = "would close" if args.dry_run else "closed"
         for run in closed:
             print(f"{verb} {run.run_id} as abandoned ({run.reason}): {run.total_events} events, "
@@ -269,12 +284,16 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
             print("no orphaned runs")
         return EXIT_OK
 
-    return asyncio.run(_with_reader(args.db, body))
+    return asyncio.run(_with_reader(args, body))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if args.db_given:  # the global --db reaches the demo through the environment it reads
+    if args.db_given:  # the global options reach the demo through the environment it reads
         os.environ["CMBAGENT_EVENTS_DB_URL"] = args.db
+    if args.table_prefix is not None:
+        os.environ["CMBAGENT_EVENTS_TABLE_PREFIX"] = args.table_prefix
+    if args.db_schema is not None:
+        os.environ["CMBAGENT_EVENTS_DB_SCHEMA"] = args.db_schema
     from .demo import main as demo_main  # imported here: the demo pulls in AG2
 
     result = demo_main(list(args.demo_args))
@@ -286,7 +305,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .live.server import serve_forever
 
     try:
-        asyncio.run(serve_forever(args.db, args.host, args.port, args.token or None, poll_interval=args.poll))
+        asyncio.run(serve_forever(args.db, args.host, args.port, args.token or None, poll_interval=args.poll,
+                                  placement=args.placement))
     except ServeError as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:
@@ -298,9 +318,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     db_help = "database URL (default: $CMBAGENT_EVENTS_DB_URL, else sqlite+aiosqlite:///cmbagent_events.db)"
     parser = argparse.ArgumentParser(prog="cmbagent-events", description="Browse, follow and serve captured AG2 runs.")
+    prefix_help = "our tables' name prefix (default: $CMBAGENT_EVENTS_TABLE_PREFIX, else none)"
+    schema_help = "PostgreSQL schema of our tables (default: $CMBAGENT_EVENTS_DB_SCHEMA, else none)"
     parser.add_argument("--db", default=None, help=db_help)
+    parser.add_argument("--table-prefix", default=None, help=prefix_help)
+    parser.add_argument("--db-schema", default=None, help=schema_help)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", default=argparse.SUPPRESS, help=db_help)
+    common.add_argument("--table-prefix", default=argparse.SUPPRESS, help=prefix_help)
+    common.add_argument("--db-schema", default=argparse.SUPPRESS, help=schema_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("runs", parents=[common], help="list runs, newest first")
@@ -359,13 +385,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_GLOBAL_OPTIONS = ("--db", "--table-prefix", "--db-schema")
+
+
 def _split_demo(argv: list[str]) -> tuple[list[str], list[str] | None]:
     """``[global options] demo ARGS...`` -> (head, ARGS): everything after ``demo`` is the demo's."""
     i = 0
     while i < len(argv):
-        if argv[i] == "--db":
+        if argv[i] in _GLOBAL_OPTIONS:
             i += 2
-        elif argv[i].startswith("--db="):
+        elif argv[i].split("=", 1)[0] in _GLOBAL_OPTIONS:
             i += 1
         else:
             break
@@ -385,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.db is None:
         args.db = default_db_url()
     try:
+        args.placement = _placement(args)
         return args.func(args)
     except KeyboardInterrupt:
         return 130
@@ -394,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return EXIT_OK
-    except CliError as exc:
+    except (CliError, ConfigError) as exc:
         print(f"cmbagent-events: {exc}", file=sys.stderr)
         return EXIT_FAIL
     except Exception as exc:

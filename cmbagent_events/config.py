@@ -12,8 +12,12 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .redaction import DEFAULT_SECRET_KEYS
+
+if TYPE_CHECKING:
+    from .store.placement import Placement
 
 DEFAULT_DB_URL = "sqlite+aiosqlite:///cmbagent_events.db"
 
@@ -45,6 +49,8 @@ class CaptureConfig:
     queue_size: int = 100_000  # bound of the in-memory queue; beyond it events are dropped and counted
     flush_interval_ms: int = 200  # longest an event waits before its batch is written
     close_timeout_s: float = 30.0  # longest capture_run's exit waits for the final drain
+    table_prefix: str = ""  # our tables' name prefix, to live beside another application's tables
+    db_schema: str | None = None  # PostgreSQL schema for our tables (created when missing)
     secret_keys: tuple[str, ...] = DEFAULT_SECRET_KEYS  # see redaction.py for the rules beyond these names
 
     def __post_init__(self) -> None:
@@ -59,6 +65,14 @@ class CaptureConfig:
             raise ConfigError(f"close_timeout_s must be positive, got {self.close_timeout_s!r}")
         if not self.db_url or "://" not in self.db_url:
             raise ConfigError(f"CMBAGENT_EVENTS_DB_URL must be a database URL, got {self.db_url!r}")
+        self.placement  # validates the prefix and schema  # noqa: B018
+
+    @property
+    def placement(self) -> Placement:
+        """Where our tables live (prefix, schema); see :mod:`cmbagent_events.store.placement`."""
+        from .store.placement import Placement
+
+        return Placement(self.table_prefix, self.db_schema)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> CaptureConfig:
@@ -84,6 +98,8 @@ class CaptureConfig:
             db_url=environ.get("CMBAGENT_EVENTS_DB_URL", "").strip() or d.db_url,
             queue_size=_int(environ, "CMBAGENT_EVENT_QUEUE_SIZE", d.queue_size),
             flush_interval_ms=_int(environ, "CMBAGENT_EVENT_FLUSH_INTERVAL_MS", d.flush_interval_ms),
+            table_prefix=environ.get("CMBAGENT_EVENTS_TABLE_PREFIX", "").strip(),
+            db_schema=environ.get("CMBAGENT_EVENTS_DB_SCHEMA", "").strip() or None,
         )
 
     def replace(self, **changes: object) -> CaptureConfig:

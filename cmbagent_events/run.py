@@ -30,7 +30,7 @@ from .capture import EventCaptureManager
 from .config import CaptureConfig
 from .ids import new_run_id
 from .store.orphans import process_identity
-from .store.schema import migrate, parse_db_url
+from .store.schema import migrate, resolve_db
 from .store.sink import open_sink
 from .writer import BatchWriter, FinishValues
 from .writer.encode import Sanitizer
@@ -62,14 +62,14 @@ class _RunSession:
         if not cfg.enabled:  # capture off: a manager that records nothing, no database touched
             self.manager = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=False)
             return self.manager
-        url = parse_db_url(self.db_url)
-        await migrate(url)  # connects on a URL's first use in this process: an unusable database fails here
+        url = resolve_db(self.db_url)
+        await migrate(url, cfg.placement)  # checks the database on first use: an unusable one fails here
         sampled = cfg.sample_rate >= 1.0 or random.random() < cfg.sample_rate
         meta = dict(self.meta)
         meta["process"] = process_identity()  # lets close-orphans tell a dead run from a quiet one
         if not sampled:
             meta["sampled_out"] = True
-        sink = open_sink(url)  # the writer connects it in the background, while the body runs
+        sink = open_sink(url, cfg.placement)  # the writer connects it in the background, while the body runs
         first_row = run_row(cfg, sink.timestamp, run_id=run_id, session_id=self.session_id,
                             task_description=self.task_description, mode=self.mode, agent=self.agent,
                             model=self.model, started_ns=time.time_ns(), meta=meta)

@@ -1,5 +1,11 @@
 """Alembic environment: runs on a connection handed over by cmbagent_events.store.schema,
-or, from the alembic CLI, on CMBAGENT_EVENTS_DB_URL (async drivers supported)."""
+or, from the alembic CLI, on CMBAGENT_EVENTS_DB_URL (async drivers supported).
+
+The placement (table prefix, PostgreSQL schema) comes with the connection from
+``store.schema.migrate``, or from CMBAGENT_EVENTS_TABLE_PREFIX / CMBAGENT_EVENTS_DB_SCHEMA on the
+command line. It names Alembic's version table too (``<prefix>alembic_version`` in the schema), so
+another application's Alembic history in the same database is never read or touched.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +13,26 @@ import asyncio
 import os
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from cmbagent_events.config import DEFAULT_DB_URL
-from cmbagent_events.store.models import Base
+from cmbagent_events.store.models import models_for
+from cmbagent_events.store.placement import Placement
 
-target_metadata = Base.metadata
+placement = context.config.attributes.get("placement")
+if not isinstance(placement, Placement):
+    placement = Placement.from_env()
+    context.config.attributes["placement"] = placement
+target_metadata = models_for(placement).Base.metadata
+_options = {"target_metadata": target_metadata, "version_table": placement.version_table,
+            "version_table_schema": placement.schema}
 
 
 def _run(connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    if placement.schema:  # before Alembic creates its version table there
+        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {placement.schema}"))
+    context.configure(connection=connection, render_as_batch=True, **_options)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -35,8 +51,7 @@ connection = context.config.attributes.get("connection")
 if connection is not None:
     _run(connection)
 elif context.is_offline_mode():
-    context.configure(url=os.environ.get("CMBAGENT_EVENTS_DB_URL", DEFAULT_DB_URL), target_metadata=target_metadata,
-                      literal_binds=True)
+    context.configure(url=os.environ.get("CMBAGENT_EVENTS_DB_URL", DEFAULT_DB_URL), literal_binds=True, **_options)
     with context.begin_transaction():
         context.run_migrations()
 else:

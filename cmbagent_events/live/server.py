@@ -33,7 +33,8 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..store.reader import RunReader
-from ..store.schema import asyncpg_dsn, is_sqlite, make_engine, migrate, parse_db_url
+from ..store.placement import Placement
+from ..store.schema import make_engine, migrate, parse_db_url, resolve_db
 from .feed import FeedItem, RunFeed
 from .notify import Notifier, PgNotifier, PollNotifier
 from .ordering import DEFAULT_GAP_TIMEOUT_S
@@ -54,6 +55,7 @@ class _State:
     db_url: str
     poll_interval: float
     gap_timeout: float
+    placement: Placement
     reader: RunReader | None = None
     notifier: Notifier | None = None
     sockets: weakref.WeakSet | None = None
@@ -65,11 +67,12 @@ STATE = web.AppKey("cmbagent_events_state", _State)
 
 
 def create_app(db_url: str, *, token: str | None = None, poll_interval: float = 0.25,
-               gap_timeout: float = DEFAULT_GAP_TIMEOUT_S) -> web.Application:
-    """The aiohttp application for ``db_url`` (the schema is migrated when it starts)."""
+               gap_timeout: float = DEFAULT_GAP_TIMEOUT_S, placement: Placement | None = None) -> web.Application:
+    """The aiohttp application for ``db_url`` (the schema is migrated when it starts); our tables
+    are found by ``placement`` (default: from the environment)."""
     app = web.Application(middlewares=[make_middleware(token)])
     app.on_response_prepare.append(add_security_headers)
-    app[STATE] = _State(db_url, poll_interval, gap_timeout)
+    app[STATE] = _State(db_url, poll_interval, gap_timeout, Placement.from_env() if placement is None else placement)
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_close_sockets)
     app.router.add_get("/", _index)
@@ -83,12 +86,13 @@ def create_app(db_url: str, *, token: str | None = None, poll_interval: float = 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
-    url = parse_db_url(state.db_url)
-    await migrate(url)
-    engine = make_engine(url)
-    notifier: Notifier = PollNotifier(state.poll_interval) if is_sqlite(url) else PgNotifier(asyncpg_dsn(url))
+    db = resolve_db(state.db_url)
+    await migrate(db, state.placement)
+    engine = make_engine(db, state.placement)
+    notifier: Notifier = PollNotifier(state.poll_interval) if db.is_sqlite else PgNotifier(db.dsn or "")
     await notifier.start()
-    state.reader, state.notifier, state.sockets = RunReader(engine), notifier, weakref.WeakSet()
+    state.reader, state.notifier = RunReader(engine, state.placement), notifier
+    state.sockets = weakref.WeakSet()
     try:
         yield
     finally:

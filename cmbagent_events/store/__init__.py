@@ -1,10 +1,34 @@
-"""SQL storage: models, schema migration, batch sinks, read repositories."""
+"""SQL storage: models, placement, schema migration, batch sinks, read repositories.
 
-from .models import Base, ExecutionEvent, File, Message, WorkflowRun
-from .repositories import EventRepository, WorkflowRepository
-from .schema import DatabaseURLError, make_engine, migrate, parse_db_url
+Names are loaded on first use: the capture path needs only ``schema``/``sink`` (no SQLAlchemy),
+while ``models``, ``repositories`` and ``make_engine``'s engines bring SQLAlchemy in.
+"""
 
-__all__ = [
-    "Base", "DatabaseURLError", "EventRepository", "ExecutionEvent", "File", "Message", "WorkflowRepository",
-    "WorkflowRun", "make_engine", "migrate", "parse_db_url",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .models import Base, ExecutionEvent, File, Message, WorkflowRun, models_for
+    from .placement import Placement
+    from .repositories import EventRepository, WorkflowRepository
+    from .schema import DatabaseURLError, SchemaConflictError, make_engine, migrate, parse_db_url
+
+_WHERE = {
+    "Base": "models", "ExecutionEvent": "models", "File": "models", "Message": "models", "WorkflowRun": "models",
+    "models_for": "models", "Placement": "placement", "EventRepository": "repositories",
+    "WorkflowRepository": "repositories", "DatabaseURLError": "schema", "SchemaConflictError": "schema",
+    "make_engine": "schema", "migrate": "schema", "parse_db_url": "schema",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -1,5 +1,10 @@
 """SQLAlchemy 2 models of the four tables (names and columns fixed by CONTRACT.md).
 
+The columns are declared once, on mixins; ``WorkflowRun``, ``ExecutionEvent``, ``Message`` and
+``File`` map them to the default table names, and :func:`models_for` maps them again for another
+:class:`~cmbagent_events.store.placement.Placement` (prefixed names, a PostgreSQL schema). Read
+code annotates with the mixins (``RunColumns``...), so it works on either.
+
 Timestamps are UTC. JSON columns use the generic JSON type: TEXT on SQLite, ``json`` on
 PostgreSQL (``jsonb`` halves COPY throughput and its ordering/normalisation buys us nothing
 on the write path; queries can still cast to jsonb).
@@ -10,21 +15,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import functools
+from typing import NamedTuple
+
 from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from .placement import DEFAULT_PLACEMENT, Placement
 
 
 class Base(DeclarativeBase):
     pass
 
 
-class WorkflowRun(Base):
+class RunColumns:
     """One captured run: who, what, when, how it ended and how many events it produced/lost."""
 
-    __tablename__ = "workflow_runs"
-
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    session_id: Mapped[str] = mapped_column(String(128), index=True)
+    session_id: Mapped[str] = mapped_column(String(128))
     task_description: Mapped[str | None] = mapped_column(Text)
     mode: Mapped[str | None] = mapped_column(String(64))
     agent: Mapped[str | None] = mapped_column(String(256))
@@ -37,15 +45,8 @@ class WorkflowRun(Base):
     meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
-class ExecutionEvent(Base):
+class EventColumns:
     """One captured event; agent calls are one row from start to completion."""
-
-    __tablename__ = "execution_events"
-    __table_args__ = (
-        Index("ix_execution_events_run_seq", "run_id", "seq"),
-        Index("ix_execution_events_parent", "parent_event_id"),
-        Index("ix_execution_events_type", "event_type"),
-    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     run_id: Mapped[str] = mapped_column(String(64))
@@ -69,14 +70,12 @@ class ExecutionEvent(Base):
     meta: Mapped[Any] = mapped_column(JSON)
 
 
-class Message(Base):
+class MessageColumns:
     """An agent-to-agent message, linked to its ``agent_call``/``message`` event."""
 
-    __tablename__ = "messages"
-
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    run_id: Mapped[str] = mapped_column(String(64), index=True)
-    event_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str | None] = mapped_column(String(64))
     node_id: Mapped[str | None] = mapped_column(String(256))
     step_id: Mapped[str | None] = mapped_column(String(256))
     sender: Mapped[str | None] = mapped_column(String(256))
@@ -86,17 +85,78 @@ class Message(Base):
     timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-class File(Base):
+class FileColumns:
     """A file produced during the run, linked to its ``file_gen`` event."""
 
-    __tablename__ = "files"
-
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    run_id: Mapped[str] = mapped_column(String(64), index=True)
-    event_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str | None] = mapped_column(String(64))
     node_id: Mapped[str | None] = mapped_column(String(256))
     step_id: Mapped[str | None] = mapped_column(String(256))
     file_path: Mapped[str] = mapped_column(Text)
     file_type: Mapped[str | None] = mapped_column(String(64))
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# Index names spelled out (not index=True) so a schema never leaks into them.
+INDEXES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "workflow_runs": (("session_id", ("session_id",)),),
+    "execution_events": (("run_seq", ("run_id", "seq")), ("parent", ("parent_event_id",)), ("type", ("event_type",))),
+    "messages": (("run_id", ("run_id",)), ("event_id", ("event_id",))),
+    "files": (("run_id", ("run_id",)), ("event_id", ("event_id",))),
+}
+
+
+def _table_args(placement: Placement, table: str) -> tuple:
+    indexes = tuple(Index(placement.index(table, suffix), *columns) for suffix, columns in INDEXES[table])
+    return (*indexes, {"schema": placement.schema}) if placement.schema else indexes
+
+
+class WorkflowRun(RunColumns, Base):
+    __tablename__ = "workflow_runs"
+    __table_args__ = _table_args(DEFAULT_PLACEMENT, "workflow_runs")
+
+
+class ExecutionEvent(EventColumns, Base):
+    __tablename__ = "execution_events"
+    __table_args__ = _table_args(DEFAULT_PLACEMENT, "execution_events")
+
+
+class Message(MessageColumns, Base):
+    __tablename__ = "messages"
+    __table_args__ = _table_args(DEFAULT_PLACEMENT, "messages")
+
+
+class File(FileColumns, Base):
+    __tablename__ = "files"
+    __table_args__ = _table_args(DEFAULT_PLACEMENT, "files")
+
+
+class Models(NamedTuple):
+    """The mapped classes of one placement."""
+
+    Base: type[DeclarativeBase]
+    WorkflowRun: type[RunColumns]
+    ExecutionEvent: type[EventColumns]
+    Message: type[MessageColumns]
+    File: type[FileColumns]
+
+
+@functools.cache
+def models_for(placement: Placement = DEFAULT_PLACEMENT) -> Models:
+    """The mapped classes for ``placement`` (built once per placement; the default ones for the default)."""
+    if placement.is_default:
+        return Models(Base, WorkflowRun, ExecutionEvent, Message, File)
+
+    class PlacedBase(DeclarativeBase):
+        pass
+
+    def mapped(name: str, columns: type, table: str) -> type:
+        return type(name, (columns, PlacedBase), {"__tablename__": placement.table(table),
+                                                   "__table_args__": _table_args(placement, table),
+                                                   "__module__": __name__})
+
+    return Models(PlacedBase, mapped("WorkflowRun", RunColumns, "workflow_runs"),
+                  mapped("ExecutionEvent", EventColumns, "execution_events"),
+                  mapped("Message", MessageColumns, "messages"), mapped("File", FileColumns, "files"))

@@ -17,12 +17,12 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from .placement import Placement
 
-from .models import ExecutionEvent, WorkflowRun
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 DEFAULT_STALE_AFTER_S = 120.0  # well above the writer's heartbeat interval
 
@@ -75,8 +75,17 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 async def close_orphans(engine: AsyncEngine, *, stale_after_s: float = DEFAULT_STALE_AFTER_S,
-                        dry_run: bool = False) -> list[ClosedRun]:
-    """Close every orphaned run of the database; returns what was (or, ``dry_run``, would be) closed."""
+                        dry_run: bool = False, placement: Placement | None = None) -> list[ClosedRun]:
+    """Close every orphaned run of the database (in ``placement``'s tables, default from the
+    environment); returns what was (or, ``dry_run``, would be) closed."""
+    from sqlalchemy import func, select, update  # not at import: run.py takes process_identity from here
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from .models import models_for
+
+    models = models_for(Placement.from_env() if placement is None else placement)
+    WorkflowRun: Any = models.WorkflowRun  # noqa: N806 - the mapped class, named as everywhere else
+    ExecutionEvent: Any = models.ExecutionEvent  # noqa: N806
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     now = datetime.now(UTC)
     closed: list[ClosedRun] = []

@@ -9,80 +9,88 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
+from typing import Any
+
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from .models import ExecutionEvent, WorkflowRun
+from .models import EventColumns, RunColumns, models_for
+from .placement import Placement
 
 IN_LIST_CHUNK = 500  # ids / seqs per IN (...) clause; well under SQLite's variable limit
 
 
 class RunReader:
-    """Runs and events across sessions, read in short sessions on ``engine``."""
+    """Runs and events across sessions, read in short sessions on ``engine``, from the tables of
+    ``placement`` (default: ``CMBAGENT_EVENTS_TABLE_PREFIX`` / ``CMBAGENT_EVENTS_DB_SCHEMA``)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, placement: Placement | None = None) -> None:
         self.engine = engine
+        self.placement = Placement.from_env() if placement is None else placement
+        models = models_for(self.placement)
+        self._run: Any = models.WorkflowRun  # Any: the placement's mapped class, typed by its columns
+        self._event: Any = models.ExecutionEvent
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
-    async def list_runs(self, limit: int = 100, offset: int = 0) -> Sequence[WorkflowRun]:
+    async def list_runs(self, limit: int = 100, offset: int = 0) -> Sequence[RunColumns]:
         """Runs, newest first."""
-        query = (select(WorkflowRun).order_by(WorkflowRun.started_at.desc(), WorkflowRun.id.desc())
+        query = (select(self._run).order_by(self._run.started_at.desc(), self._run.id.desc())
                  .limit(limit).offset(offset))
         async with self._sessions() as session:
             return (await session.scalars(query)).all()
 
-    async def get_run(self, run_id: str) -> WorkflowRun | None:
+    async def get_run(self, run_id: str) -> RunColumns | None:
         async with self._sessions() as session:
-            return await session.get(WorkflowRun, run_id)
+            return await session.get(self._run, run_id)
 
-    async def latest_run(self) -> WorkflowRun | None:
+    async def latest_run(self) -> RunColumns | None:
         runs = await self.list_runs(limit=1)
         return runs[0] if runs else None
 
     async def resolve_run_id(self, prefix: str) -> str | None:
         """The run id equal to ``prefix``, or the only one starting with it; None if none or ambiguous."""
         async with self._sessions() as session:
-            if await session.get(WorkflowRun, prefix) is not None:
+            if await session.get(self._run, prefix) is not None:
                 return prefix
             escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            query = select(WorkflowRun.id).where(WorkflowRun.id.like(escaped + "%", escape="\\")).limit(2)
+            query = select(self._run.id).where(self._run.id.like(escaped + "%", escape="\\")).limit(2)
             ids = (await session.scalars(query)).all()
         return ids[0] if len(ids) == 1 else None
 
     async def count_events(self, run_id: str) -> int:
-        query = select(func.count()).select_from(ExecutionEvent).where(ExecutionEvent.run_id == run_id)
+        query = select(func.count()).select_from(self._event).where(self._event.run_id == run_id)
         async with self._sessions() as session:
             return int((await session.scalar(query)) or 0)
 
     async def last_seq(self, run_id: str) -> int:
         """The highest stored seq of the run (-1 when it has no events)."""
-        query = select(func.max(ExecutionEvent.seq)).where(ExecutionEvent.run_id == run_id)
+        query = select(func.max(self._event.seq)).where(self._event.run_id == run_id)
         async with self._sessions() as session:
             value = await session.scalar(query)
         return -1 if value is None else int(value)
 
     async def events_after(self, run_id: str, after_seq: int, limit: int = 500,
-                           upto_seq: int | None = None) -> Sequence[ExecutionEvent]:
+                           upto_seq: int | None = None) -> Sequence[EventColumns]:
         """Events with ``after_seq < seq`` (``<= upto_seq`` when given), in seq order, at most ``limit``."""
-        query = select(ExecutionEvent).where(ExecutionEvent.run_id == run_id, ExecutionEvent.seq > after_seq)
+        query = select(self._event).where(self._event.run_id == run_id, self._event.seq > after_seq)
         if upto_seq is not None:
-            query = query.where(ExecutionEvent.seq <= upto_seq)
+            query = query.where(self._event.seq <= upto_seq)
         async with self._sessions() as session:
-            return (await session.scalars(query.order_by(ExecutionEvent.seq).limit(limit))).all()
+            return (await session.scalars(query.order_by(self._event.seq).limit(limit))).all()
 
-    async def events_by_seq(self, run_id: str, seqs: Collection[int]) -> list[ExecutionEvent]:
+    async def events_by_seq(self, run_id: str, seqs: Collection[int]) -> list[EventColumns]:
         """The events of ``run_id`` with these seqs (those that exist), in seq order."""
-        return await self._in(ExecutionEvent.seq, list(seqs), ExecutionEvent.run_id == run_id)
+        return await self._in(self._event.seq, list(seqs), self._event.run_id == run_id)
 
-    async def events_by_id(self, ids: Collection[str]) -> list[ExecutionEvent]:
+    async def events_by_id(self, ids: Collection[str]) -> list[EventColumns]:
         """The events with these ids (those that exist), in seq order."""
-        return await self._in(ExecutionEvent.id, list(ids))
+        return await self._in(self._event.id, list(ids))
 
-    async def _in(self, column, values: list, *where) -> list[ExecutionEvent]:
-        out: list[ExecutionEvent] = []
+    async def _in(self, column, values: list, *where) -> list[EventColumns]:
+        out: list[EventColumns] = []
         async with self._sessions() as session:
             for i in range(0, len(values), IN_LIST_CHUNK):
-                query = select(ExecutionEvent).where(column.in_(values[i:i + IN_LIST_CHUNK]), *where)
+                query = select(self._event).where(column.in_(values[i:i + IN_LIST_CHUNK]), *where)
                 out.extend((await session.scalars(query)).all())
         out.sort(key=lambda e: e.seq)
         return out

@@ -14,76 +14,85 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..ids import new_run_id
-from .models import ExecutionEvent, File, Message, WorkflowRun
+from .models import EventColumns, FileColumns, MessageColumns, RunColumns, models_for
+from .placement import Placement
+
+
+def _models(placement: Placement | None) -> Any:
+    return models_for(Placement.from_env() if placement is None else placement)
 
 
 class WorkflowRepository:
-    """Runs of one session."""
+    """Runs of one session, in the tables of ``placement`` (default: from the environment)."""
 
-    def __init__(self, session: AsyncSession, session_id: str) -> None:
+    def __init__(self, session: AsyncSession, session_id: str, placement: Placement | None = None) -> None:
         self.session = session
         self.session_id = session_id
+        self._run = _models(placement).WorkflowRun
 
     async def create_run(self, task_description: str = "", mode: str = "one_shot", agent: str | None = None,
                          model: str | None = None, meta: dict[str, Any] | None = None,
-                         run_id: str | None = None) -> WorkflowRun:
+                         run_id: str | None = None) -> RunColumns:
         """Insert and commit a new ``running`` run."""
-        run = WorkflowRun(id=run_id or new_run_id(), session_id=self.session_id, task_description=task_description,
-                          mode=mode, agent=agent, model=model, status="running", started_at=datetime.now(UTC),
-                          total_events=0, dropped_events=0, meta=meta or {})
+        run = self._run(id=run_id or new_run_id(), session_id=self.session_id, task_description=task_description,
+                        mode=mode, agent=agent, model=model, status="running", started_at=datetime.now(UTC),
+                        total_events=0, dropped_events=0, meta=meta or {})
         self.session.add(run)
         await self.session.commit()
         return run
 
-    async def get_run(self, run_id: str) -> WorkflowRun | None:
-        run = await self.session.get(WorkflowRun, run_id)
+    async def get_run(self, run_id: str) -> RunColumns | None:
+        run = await self.session.get(self._run, run_id)
         return run if run is not None and run.session_id == self.session_id else None
 
-    async def list_runs(self, limit: int | None = None) -> Sequence[WorkflowRun]:
+    async def list_runs(self, limit: int | None = None) -> Sequence[RunColumns]:
         """This session's runs, newest first."""
-        query = (select(WorkflowRun).where(WorkflowRun.session_id == self.session_id)
-                 .order_by(WorkflowRun.started_at.desc(), WorkflowRun.id.desc()))
+        query = (select(self._run).where(self._run.session_id == self.session_id)
+                 .order_by(self._run.started_at.desc(), self._run.id.desc()))
         if limit:
             query = query.limit(limit)
         return (await self.session.scalars(query)).all()
 
 
 class EventRepository:
-    """Events (and their message/file rows) of one session."""
+    """Events (and their message/file rows) of one session, in the tables of ``placement``
+    (default: from the environment)."""
 
-    def __init__(self, session: AsyncSession, session_id: str) -> None:
+    def __init__(self, session: AsyncSession, session_id: str, placement: Placement | None = None) -> None:
         self.session = session
         self.session_id = session_id
+        models = _models(placement)
+        self._event, self._message, self._file = models.ExecutionEvent, models.Message, models.File
 
-    async def get_event(self, event_id: str) -> ExecutionEvent | None:
-        event = await self.session.get(ExecutionEvent, event_id, populate_existing=True)
+    async def get_event(self, event_id: str) -> EventColumns | None:
+        event = await self.session.get(self._event, event_id, populate_existing=True)
         return event if event is not None and event.session_id == self.session_id else None
 
     async def list_events(self, run_id: str, event_type: str | None = None,
-                          after_seq: int | None = None) -> Sequence[ExecutionEvent]:
+                          after_seq: int | None = None) -> Sequence[EventColumns]:
         """A run's events in ``seq`` order, optionally of one type or after a given seq."""
-        query = select(ExecutionEvent).where(ExecutionEvent.run_id == run_id,
-                                             ExecutionEvent.session_id == self.session_id)
+        query = select(self._event).where(self._event.run_id == run_id, self._event.session_id == self.session_id)
         if event_type is not None:
-            query = query.where(ExecutionEvent.event_type == event_type)
+            query = query.where(self._event.event_type == event_type)
         if after_seq is not None:
-            query = query.where(ExecutionEvent.seq > after_seq)
-        return (await self.session.scalars(query.order_by(ExecutionEvent.seq))).all()
+            query = query.where(self._event.seq > after_seq)
+        return (await self.session.scalars(query.order_by(self._event.seq))).all()
 
-    async def get_children(self, event_id: str) -> Sequence[ExecutionEvent]:
-        query = select(ExecutionEvent).where(ExecutionEvent.parent_event_id == event_id).order_by(ExecutionEvent.seq)
+    async def get_children(self, event_id: str) -> Sequence[EventColumns]:
+        query = select(self._event).where(self._event.parent_event_id == event_id).order_by(self._event.seq)
         return (await self.session.scalars(query)).all()
 
-    async def list_messages(self, run_id: str) -> Sequence[Message]:
-        query = select(Message).where(Message.run_id == run_id).order_by(Message.timestamp, Message.id)
+    async def list_messages(self, run_id: str) -> Sequence[MessageColumns]:
+        message = self._message
+        query = select(message).where(message.run_id == run_id).order_by(message.timestamp, message.id)
         return (await self.session.scalars(query)).all()
 
-    async def list_files(self, run_id: str) -> Sequence[File]:
-        query = select(File).where(File.run_id == run_id).order_by(File.created_at, File.id)
+    async def list_files(self, run_id: str) -> Sequence[FileColumns]:
+        query = select(self._file).where(self._file.run_id == run_id).order_by(self._file.created_at, self._file.id)
         return (await self.session.scalars(query)).all()
 
-    async def get_message_for_event(self, event_id: str) -> Message | None:
-        return (await self.session.scalars(select(Message).where(Message.event_id == event_id))).first()
+    async def get_message_for_event(self, event_id: str) -> MessageColumns | None:
+        return (await self.session.scalars(select(self._message).where(self._message.event_id == event_id))).first()
 
-    async def get_file_for_event(self, event_id: str) -> File | None:
-        return (await self.session.scalars(select(File).where(File.event_id == event_id))).first()
+    async def get_file_for_event(self, event_id: str) -> FileColumns | None:
+        return (await self.session.scalars(select(self._file).where(self._file.event_id == event_id))).first()

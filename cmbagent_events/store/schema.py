@@ -1,77 +1,159 @@
-"""Database URLs and schema migration (Alembic, applied automatically on first use)."""
+"""Database URLs and schema migration (Alembic, applied automatically on first use).
+
+``capture_run``'s entry goes through here on every run, so this module imports nothing heavy at
+load: a URL is checked by :func:`resolve_db` (no SQLAlchemy), and :func:`migrate` first asks the
+database for our stored revision with the raw driver; only when it is not :data:`HEAD_REVISION`
+are Alembic and SQLAlchemy imported and the upgrade run. SQLAlchemy is imported by the readers
+(:func:`parse_db_url`, :func:`make_engine`), never on the capture path.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import weakref
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import unquote
 
-from sqlalchemy import text
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from .placement import Placement
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS_PACKAGE = "cmbagent_events.migrations"  # the repo's migrations/, mapped into the package
+# The newest migration (migrations/versions). A new migration must update it: a test compares it
+# with Alembic's head. Stored revision == HEAD_REVISION means: nothing to migrate, skip Alembic.
+HEAD_REVISION = "0001_initial"
 SQLITE_DRIVERS = {"sqlite", "sqlite+aiosqlite"}
 POSTGRES_DRIVERS = {"postgresql", "postgresql+asyncpg", "postgres"}
+PG_MIGRATION_LOCK = 727274061  # pg_advisory_xact_lock key serialising migrators across processes
 
-_migrated: set[str] = set()  # URLs already at head in this process
-_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
+# SQLAlchemy's own URL grammar (sqlalchemy.engine.url._parse_url), so both parses always agree.
+_URL = re.compile(
+    r"""(?P<name>[\w\+]+)://
+        (?:(?P<username>[^:/]*)(?::(?P<password>[^@]*))?@)?
+        (?:(?:\[(?P<ipv6host>[^/\?]+)\]|(?P<ipv4host>[^/:\?]+))?(?::(?P<port>[^/\?]*))?)?
+        (?:/(?P<database>[^\?]*))?
+        (?:\?(?P<query>.*))?""",
+    re.X,
+)
+
+_migrated: set[tuple[str, Placement]] = set()  # (URL, placement) already at head in this process
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, Placement], asyncio.Lock]] = (
+    weakref.WeakKeyDictionary())
 
 
 class DatabaseURLError(ValueError):
     """The database URL cannot be used; the message says why and what is accepted."""
 
 
-def parse_db_url(db_url: str) -> URL:
+class SchemaConflictError(DatabaseURLError):
+    """The database holds tables (or an Alembic history) of another application under our names."""
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """A validated database URL, as the capture path needs it (no SQLAlchemy involved).
+
+    ``url`` is normalised to the async driver (``sqlite+aiosqlite`` / ``postgresql+asyncpg``);
+    ``path`` is the SQLite file, ``dsn`` the libpq-style DSN asyncpg connects with.
+    """
+
+    url: str
+    backend: str  # "sqlite" | "postgresql"
+    path: str | None = None
+    dsn: str | None = None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.backend == "sqlite"
+
+
+def resolve_db(db_url: str | Database | URL) -> Database:
     """Validate ``db_url`` and normalise it to an async driver (aiosqlite / asyncpg).
 
     Raises:
         DatabaseURLError: for malformed URLs or unsupported backends.
     """
-    try:
-        url = make_url(db_url)
-    except (ArgumentError, ValueError, TypeError) as exc:
+    if isinstance(db_url, Database):
+        return db_url
+    if not isinstance(db_url, str):  # a SQLAlchemy URL
+        db_url = db_url.render_as_string(hide_password=False)
+    match = _URL.match(db_url) if isinstance(db_url, str) else None
+    if match is None:
         raise DatabaseURLError(
-            f"invalid database URL {db_url!r}: {exc}. Use sqlite+aiosqlite:///path.db or "
-            "postgresql+asyncpg://user:pass@host:port/dbname"
-        ) from None
-    if url.drivername in SQLITE_DRIVERS:
-        return url.set(drivername="sqlite+aiosqlite")
-    if url.drivername in POSTGRES_DRIVERS:
-        if not url.database:
-            raise DatabaseURLError(f"PostgreSQL URL {url.render_as_string()!r} names no database")
-        return url.set(drivername="postgresql+asyncpg")
+            f"invalid database URL {db_url!r}: Could not parse SQLAlchemy URL from given URL string. "
+            "Use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user:pass@host:port/dbname"
+        )
+    name, rest = match["name"], db_url[len(match["name"]):]
+    if name in SQLITE_DRIVERS:
+        return Database("sqlite+aiosqlite" + rest, "sqlite", path=unquote(match["database"] or ""))
+    if name in POSTGRES_DRIVERS:
+        if not match["database"]:
+            raise DatabaseURLError(f"PostgreSQL URL {_hide_password(db_url, match)!r} names no database")
+        if match["port"] and not match["port"].isdigit():
+            raise DatabaseURLError(f"invalid database URL {_hide_password(db_url, match)!r}: bad port {match['port']!r}")
+        return Database("postgresql+asyncpg" + rest, "postgresql", dsn="postgresql" + rest)
     raise DatabaseURLError(
-        f"unsupported database backend {url.drivername!r} in {url.render_as_string()!r}: "
+        f"unsupported database backend {name!r} in {_hide_password(db_url, match)!r}: "
         "use sqlite+aiosqlite:// or postgresql+asyncpg://"
     )
 
 
-def is_sqlite(url: URL) -> bool:
-    return url.get_backend_name() == "sqlite"
+def _hide_password(db_url: str, match: re.Match[str]) -> str:
+    if match["password"] is None:
+        return db_url
+    return db_url[:match.start("password")] + "***" + db_url[match.end("password"):]
 
 
-def sqlite_path(url: URL) -> str:
+def parse_db_url(db_url: str | Database | URL) -> URL:
+    """:func:`resolve_db`, as a SQLAlchemy URL (for engines and readers; imports SQLAlchemy)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(resolve_db(db_url).url)
+
+
+def is_sqlite(url: str | Database | URL) -> bool:
+    return resolve_db(url).is_sqlite
+
+
+def sqlite_path(url: str | Database | URL) -> str:
     """The file path of a SQLite URL (':memory:' is refused: the writer needs its own connection)."""
-    path = url.database or ""
-    if path in ("", ":memory:") or path.startswith("file::memory:"):
+    db = resolve_db(url)
+    if db.path is None:
+        raise DatabaseURLError(f"{db.url!r} is not a SQLite URL")
+    if db.path in ("", ":memory:") or db.path.startswith("file::memory:"):
         raise DatabaseURLError("in-memory SQLite cannot be shared by the writer; give a file path")
-    return path
+    return db.path
 
 
-def asyncpg_dsn(url: URL) -> str:
-    """A libpq-style DSN for asyncpg from a SQLAlchemy URL."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+def asyncpg_dsn(url: str | Database | URL) -> str:
+    """A libpq-style DSN for asyncpg."""
+    db = resolve_db(url)
+    if db.dsn is None:
+        raise DatabaseURLError(f"{db.url!r} is not a PostgreSQL URL")
+    return db.dsn
 
 
-def make_engine(db_url: str | URL, **kwargs) -> AsyncEngine:
+def check_placement(db: Database, placement: Placement) -> None:
+    """A schema is a PostgreSQL feature: refuse it on SQLite rather than ignore it."""
+    if placement.schema and db.is_sqlite:
+        raise DatabaseURLError(f"CMBAGENT_EVENTS_DB_SCHEMA={placement.schema!r} needs PostgreSQL; on SQLite "
+                               "use CMBAGENT_EVENTS_TABLE_PREFIX to keep our tables apart")
+
+
+def make_engine(db_url: str | Database | URL, placement: Placement | None = None, **kwargs: Any) -> AsyncEngine:
     """An AsyncEngine for reading (repositories, CLI, tests); SQLite connections use WAL."""
-    url = parse_db_url(db_url) if isinstance(db_url, str) else db_url
-    engine = create_async_engine(url, **kwargs)
-    if is_sqlite(url):
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    db = resolve_db(db_url)
+    if placement is not None:
+        check_placement(db, placement)
+    engine = create_async_engine(parse_db_url(db), **kwargs)
+    if db.is_sqlite:
         from sqlalchemy import event
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -90,6 +172,8 @@ def migrations_dir() -> Path:
     Raises:
         RuntimeError: when the install carries no migrations (a broken or hand-made install).
     """
+    from importlib import resources
+
     try:
         location = Path(str(resources.files(MIGRATIONS_PACKAGE)))
     except (ModuleNotFoundError, TypeError) as exc:
@@ -99,54 +183,98 @@ def migrations_dir() -> Path:
     return location
 
 
-def _upgrade(sync_conn) -> None:
-    from alembic import command
-    from alembic.config import Config
+# -- the cheap check: is our stored revision current? -------------------------------------------------
+async def stored_revision(db: Database, placement: Placement) -> str | None:
+    """Our Alembic revision stored in ``db`` (None: no version table or no row yet), read with the raw
+    driver: no SQLAlchemy, no Alembic. Connection errors propagate (an unusable database fails here)."""
+    query = f"SELECT version_num FROM {placement.qualified('alembic_version')}"
+    if db.is_sqlite:
+        return await asyncio.to_thread(_sqlite_revision, db, query)
+    import asyncpg
 
-    cfg = Config()
-    cfg.set_main_option("script_location", str(migrations_dir()))
-    cfg.attributes["connection"] = sync_conn
-    command.upgrade(cfg, "head")
+    conn = await asyncpg.connect(db.dsn)
+    try:
+        try:
+            rows = await conn.fetch(query)
+        except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+            return None
+    finally:
+        conn.terminate()  # nothing to finish gracefully after a read
+    return rows[0][0] if len(rows) == 1 else None
 
 
-async def migrate(db_url: str | URL) -> None:
-    """Bring the database at ``db_url`` to the latest schema (once per URL per process).
+def _sqlite_revision(db: Database, query: str) -> str | None:
+    import sqlite3
 
-    Concurrent migrators are serialised: in this process by a lock, across processes by a
-    PostgreSQL advisory lock, or (SQLite) by retrying once the other migrator has created the
-    tables and the upgrade has become a no-op.
+    path = Path(db.path or "").expanduser()
+    if not path.is_file():  # don't let the check create the file: the migration does, after its checks
+        return None
+    conn = sqlite3.connect(str(path), timeout=10.0)
+    try:
+        rows = conn.execute(query).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    finally:
+        conn.close()
+    return rows[0][0] if len(rows) == 1 else None
+
+
+# -- migration ------------------------------------------------------------------------------------------
+async def migrate(db_url: str | Database | URL, placement: Placement | None = None) -> None:
+    """Bring the database at ``db_url`` to the latest schema (once per URL and placement per process).
+
+    ``placement`` (table prefix, PostgreSQL schema) defaults to ``CMBAGENT_EVENTS_TABLE_PREFIX`` /
+    ``CMBAGENT_EVENTS_DB_SCHEMA``. A database whose stored revision is already the head costs one
+    small query; otherwise Alembic runs. Concurrent migrators are serialised: in this process by a
+    lock, across processes by a PostgreSQL advisory lock or (SQLite) a file lock.
+
+    Raises:
+        DatabaseURLError: for a URL that cannot work.
+        SchemaConflictError: when another application's tables or Alembic history are in the way.
     """
-    url = parse_db_url(db_url) if isinstance(db_url, str) else db_url
-    key = url.render_as_string(hide_password=False)
+    db = resolve_db(db_url)
+    placement = Placement.from_env() if placement is None else placement
+    check_placement(db, placement)
+    key = (db.url, placement)
     if key in _migrated:
         return
-    if is_sqlite(url):
-        sqlite_path(url)
-        parent = Path(url.database).expanduser().resolve().parent
+    if db.is_sqlite:
+        parent = Path(sqlite_path(db)).expanduser().resolve().parent
         if not parent.is_dir():
-            raise DatabaseURLError(f"directory {str(parent)!r} for SQLite file {url.database!r} does not exist")
+            raise DatabaseURLError(f"directory {str(parent)!r} for SQLite file {db.path!r} does not exist")
+    if await stored_revision(db, placement) == HEAD_REVISION:
+        _migrated.add(key)
+        return
     migrations_dir()  # fail at entry, with the reason, when the install lacks its migrations
     lock = _locks.setdefault(asyncio.get_running_loop(), {}).setdefault(key, asyncio.Lock())  # asyncio locks are per loop
     async with lock:
-        file_lock = await asyncio.to_thread(_lock_sqlite_file, url) if is_sqlite(url) else None
+        file_lock = await asyncio.to_thread(_lock_sqlite_file, db) if db.is_sqlite else None
         try:
-            for attempt in range(1, 4):
-                if key in _migrated:
-                    return
-                try:
-                    await _migrate_once(url)
-                except DBAPIError:
-                    if attempt == 3:
-                        raise
-                    await asyncio.sleep(0.2 * attempt)
-                else:
-                    _migrated.add(key)
+            await _migrate_with_retries(db, placement, key)
         finally:
             if file_lock is not None:
                 file_lock.close()  # releases the flock
 
 
-def _lock_sqlite_file(url: URL) -> IO[bytes] | None:
+async def _migrate_with_retries(db: Database, placement: Placement, key: tuple[str, Placement]) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    for attempt in range(1, 4):
+        if key in _migrated:
+            return
+        try:
+            await _migrate_once(db, placement)
+        except DBAPIError:
+            if attempt == 3:
+                raise
+            await asyncio.sleep(0.2 * attempt)
+        else:
+            _migrated.add(key)
+
+
+def _lock_sqlite_file(db: Database) -> IO[bytes] | None:
     """An exclusive lock beside the SQLite file, held while migrating.
 
     Python's sqlite3 commits each CREATE TABLE on its own, so two migrators (threads with their
@@ -156,17 +284,62 @@ def _lock_sqlite_file(url: URL) -> IO[bytes] | None:
         import fcntl
     except ImportError:  # no flock (Windows): rely on the retry loop
         return None
-    handle = open(str(Path(url.database).expanduser()) + ".migrate.lock", "ab")  # noqa: SIM115 - held open
+    handle = open(str(Path(db.path or "").expanduser()) + ".migrate.lock", "ab")  # noqa: SIM115 - held open
     fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
     return handle
 
 
-async def _migrate_once(url: URL) -> None:
-    engine = make_engine(url)
+async def _migrate_once(db: Database, placement: Placement) -> None:
+    from sqlalchemy import text
+
+    engine = make_engine(db)
     try:
         async with engine.begin() as conn:
-            if not is_sqlite(url):
-                await conn.execute(text("SELECT pg_advisory_xact_lock(727274061)"))
-            await conn.run_sync(_upgrade)
+            if not db.is_sqlite:
+                await conn.execute(text(f"SELECT pg_advisory_xact_lock({PG_MIGRATION_LOCK})"))
+            await conn.run_sync(_upgrade, placement)
     finally:
         await engine.dispose()
+
+
+def _upgrade(sync_conn: Any, placement: Placement) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.attributes["connection"] = sync_conn
+    cfg.attributes["placement"] = placement
+    _check_conflicts(sync_conn, placement, {s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions()})
+    command.upgrade(cfg, "head")
+
+
+def _check_conflicts(sync_conn: Any, placement: Placement, our_revisions: set[str]) -> None:
+    """Refuse, with a way out, a database where our names are taken by someone else: tables of ours
+    without our version table, or a version table holding revisions that are not ours."""
+    from sqlalchemy import inspect, text
+
+    inspector = inspect(sync_conn)
+    schema = placement.schema
+    if schema and schema not in inspector.get_schema_names():
+        return  # a new schema: nothing of anyone's in it yet
+    existing = set(inspector.get_table_names(schema=schema))
+    hint = ("set CMBAGENT_EVENTS_TABLE_PREFIX (e.g. 'cmbagent_') or, on PostgreSQL, CMBAGENT_EVENTS_DB_SCHEMA "
+            "so that our tables live beside the existing ones")
+    where = f" in schema {schema!r}" if schema else ""
+    if placement.version_table in existing:
+        stored = {row[0] for row in sync_conn.execute(
+            text(f"SELECT version_num FROM {placement.qualified('alembic_version')}"))}
+        foreign = stored - our_revisions
+        if foreign:
+            raise SchemaConflictError(
+                f"table {placement.version_table!r}{where} holds Alembic revisions of another application "
+                f"({', '.join(sorted(foreign))}), not ours: {hint}")
+        return
+    taken = [placement.table(t) for t in ("workflow_runs", "execution_events", "messages", "files")
+             if placement.table(t) in existing]
+    if taken:
+        raise SchemaConflictError(
+            f"table(s) {', '.join(taken)}{where} already exist and were not created by cmbagent-events "
+            f"(no {placement.version_table!r} table): {hint}")

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy.engine import URL
-
 from .columns import EVENT_COLUMNS, FILE_COLUMNS, MESSAGE_COLUMNS, RUN_COLUMNS, Event, RunFinish
-from .schema import asyncpg_dsn, is_sqlite, sqlite_path
+from .placement import DEFAULT_PLACEMENT, Placement
+from .schema import Database, check_placement, resolve_db, sqlite_path
 
 @dataclass(slots=True)
 class Batch:
@@ -60,9 +59,11 @@ class Sink(Protocol):
     async def close(self) -> None: ...
 
 
-def open_sink(url: URL) -> Sink:
-    """The sink for ``url`` (already validated by ``parse_db_url``); call ``await sink.open()``."""
-    return SqliteSink(sqlite_path(url)) if is_sqlite(url) else PostgresSink(asyncpg_dsn(url))
+def open_sink(url: str | Database, placement: Placement = DEFAULT_PLACEMENT) -> Sink:
+    """The sink for ``url`` writing into ``placement``'s tables; call ``await sink.open()``."""
+    db = resolve_db(url)
+    check_placement(db, placement)
+    return SqliteSink(sqlite_path(db), placement) if db.is_sqlite else PostgresSink(db.dsn or "", placement)
 
 
 _wal_keepers: dict[str, sqlite3.Connection] = {}
@@ -90,30 +91,32 @@ def _keep_wal_open(path: str) -> None:
                 pass
 
 
-def _placeholders(n: int) -> str:
-    return ", ".join("?" * n)
+def _insert(table: str, columns: tuple[str, ...], style: str) -> str:
+    """``INSERT INTO table (columns) VALUES (...)`` with ``?`` (sqlite3) or ``$n`` (asyncpg) markers."""
+    marks = ", ".join("?" * len(columns)) if style == "?" else ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
 
 
 class SqliteSink:
     """Writes batches into a SQLite file through aiosqlite (its own thread)."""
 
-    _INSERT_EVENTS = f"INSERT INTO execution_events ({', '.join(EVENT_COLUMNS)}) VALUES ({_placeholders(len(EVENT_COLUMNS))})"
-    _INSERT_MESSAGES = f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) VALUES ({_placeholders(len(MESSAGE_COLUMNS))})"
-    _INSERT_FILES = f"INSERT INTO files ({', '.join(FILE_COLUMNS)}) VALUES ({_placeholders(len(FILE_COLUMNS))})"
-    _INSERT_RUN = f"INSERT INTO workflow_runs ({', '.join(RUN_COLUMNS)}) VALUES ({_placeholders(len(RUN_COLUMNS))})"
-    # json_patch(x, NULL) is NULL, so a completion without metadata keeps the start's meta.
-    _UPDATE_EVENT = (
-        "UPDATE execution_events SET event_subtype = ?, status = ?, outputs = ?, "
-        "error_message = COALESCE(?, error_message), completed_at = ?, duration_ms = ?, "
-        "meta = COALESCE(json_patch(COALESCE(meta, '{}'), ?), meta) WHERE id = ?"
-    )
-    _FINISH_RUN = (
-        "UPDATE workflow_runs SET status = ?, completed_at = ?, total_events = ?, dropped_events = ?, "
-        "meta = COALESCE(json_patch(COALESCE(meta, '{}'), ?), meta) WHERE id = ?"
-    )
-
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, placement: Placement = DEFAULT_PLACEMENT) -> None:
         self.path = path
+        events, runs = placement.qualified("execution_events"), placement.qualified("workflow_runs")
+        self._insert_events = _insert(events, EVENT_COLUMNS, "?")
+        self._insert_messages = _insert(placement.qualified("messages"), MESSAGE_COLUMNS, "?")
+        self._insert_files = _insert(placement.qualified("files"), FILE_COLUMNS, "?")
+        self._insert_run = _insert(runs, RUN_COLUMNS, "?")
+        # json_patch(x, NULL) is NULL, so a completion without metadata keeps the start's meta.
+        self._update_event = (
+            f"UPDATE {events} SET event_subtype = ?, status = ?, outputs = ?, "
+            "error_message = COALESCE(?, error_message), completed_at = ?, duration_ms = ?, "
+            "meta = COALESCE(json_patch(COALESCE(meta, '{}'), ?), meta) WHERE id = ?"
+        )
+        self._finish_run = (
+            f"UPDATE {runs} SET status = ?, completed_at = ?, total_events = ?, dropped_events = ?, "
+            "meta = COALESCE(json_patch(COALESCE(meta, '{}'), ?), meta) WHERE id = ?"
+        )
         self._db: Any = None
         self._ts_second = -1
         self._ts_prefix = ""
@@ -139,17 +142,17 @@ class SqliteSink:
         db = self._db
         try:
             if batch.run_insert is not None:
-                await db.execute(self._INSERT_RUN, batch.run_insert)
+                await db.execute(self._insert_run, batch.run_insert)
             if batch.events:
-                await db.executemany(self._INSERT_EVENTS, batch.events)
+                await db.executemany(self._insert_events, batch.events)
             if batch.updates:
-                await db.executemany(self._UPDATE_EVENT, batch.updates)
+                await db.executemany(self._update_event, batch.updates)
             if batch.messages:
-                await db.executemany(self._INSERT_MESSAGES, batch.messages)
+                await db.executemany(self._insert_messages, batch.messages)
             if batch.files:
-                await db.executemany(self._INSERT_FILES, batch.files)
+                await db.executemany(self._insert_files, batch.files)
             if batch.run_finish is not None:
-                await db.execute(self._FINISH_RUN, batch.run_finish)
+                await db.execute(self._finish_run, batch.run_finish)
             await db.commit()
         except BaseException:
             try:
@@ -167,24 +170,23 @@ class SqliteSink:
 class PostgresSink:
     """Writes batches into PostgreSQL through one asyncpg connection: COPY for new rows."""
 
-    _UPDATE_EVENT = (
-        "UPDATE execution_events SET event_subtype = $1, status = $2, outputs = $3::json, "
-        "error_message = COALESCE($4, error_message), completed_at = $5, duration_ms = $6, "
-        "meta = COALESCE((COALESCE(meta::jsonb, '{}'::jsonb) || $7::jsonb)::json, meta) WHERE id = $8"
-    )
-    _INSERT_RUN = (
-        f"INSERT INTO workflow_runs ({', '.join(RUN_COLUMNS)}) VALUES "
-        f"({', '.join(f'${i}' for i in range(1, len(RUN_COLUMNS) + 1))})"
-    )
-    _FINISH_RUN = (
-        "UPDATE workflow_runs SET status = $1, completed_at = $2, total_events = $3, dropped_events = $4, "
-        "meta = COALESCE((COALESCE(meta::jsonb, '{}'::jsonb) || $5::jsonb)::json, meta) WHERE id = $6"
-    )
+    _NOTIFY = "SELECT pg_notify('cmbagent_events', $1)"  # one channel for every placement: run ids are unique
 
-    _NOTIFY = "SELECT pg_notify('cmbagent_events', $1)"
-
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, placement: Placement = DEFAULT_PLACEMENT) -> None:
         self.dsn = dsn
+        self._schema = placement.schema
+        self._events, self._messages, self._files = (placement.table(t) for t in ("execution_events", "messages", "files"))
+        events, runs = placement.qualified("execution_events"), placement.qualified("workflow_runs")
+        self._insert_run = _insert(runs, RUN_COLUMNS, "$")
+        self._update_event = (
+            f"UPDATE {events} SET event_subtype = $1, status = $2, outputs = $3::json, "
+            "error_message = COALESCE($4, error_message), completed_at = $5, duration_ms = $6, "
+            "meta = COALESCE((COALESCE(meta::jsonb, '{}'::jsonb) || $7::jsonb)::json, meta) WHERE id = $8"
+        )
+        self._finish_run = (
+            f"UPDATE {runs} SET status = $1, completed_at = $2, total_events = $3, dropped_events = $4, "
+            "meta = COALESCE((COALESCE(meta::jsonb, '{}'::jsonb) || $5::jsonb)::json, meta) WHERE id = $6"
+        )
         self._conn: Any = None
 
     def timestamp(self, t_ns: int) -> datetime:
@@ -199,22 +201,25 @@ class PostgresSink:
         conn = self._conn
         async with conn.transaction():
             if batch.run_insert is not None:
-                await conn.execute(self._INSERT_RUN, *batch.run_insert)
+                await conn.execute(self._insert_run, *batch.run_insert)
             if batch.events:
-                await conn.copy_records_to_table("execution_events", records=batch.events, columns=EVENT_COLUMNS)
+                await conn.copy_records_to_table(self._events, records=batch.events, columns=EVENT_COLUMNS,
+                                                 schema_name=self._schema)
             if batch.updates:
-                await conn.executemany(self._UPDATE_EVENT, batch.updates)
+                await conn.executemany(self._update_event, batch.updates)
             if batch.messages:
-                await conn.copy_records_to_table("messages", records=batch.messages, columns=MESSAGE_COLUMNS)
+                await conn.copy_records_to_table(self._messages, records=batch.messages, columns=MESSAGE_COLUMNS,
+                                                 schema_name=self._schema)
             if batch.files:
-                await conn.copy_records_to_table("files", records=batch.files, columns=FILE_COLUMNS)
+                await conn.copy_records_to_table(self._files, records=batch.files, columns=FILE_COLUMNS,
+                                                 schema_name=self._schema)
             note: dict[str, Any] = {}
             if batch.events:
                 note = {"run_id": batch.events[0][Event.run_id],
                         "max_seq": max(row[Event.seq] for row in batch.events)}
             if batch.run_finish is not None:
                 finish = batch.run_finish
-                await conn.execute(self._FINISH_RUN, *finish)
+                await conn.execute(self._finish_run, *finish)
                 note = {**note, "run_id": finish[RunFinish.id], "status": finish[RunFinish.status]}
             if note:
                 await conn.execute(self._NOTIFY, json.dumps(note))

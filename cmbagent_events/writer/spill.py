@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..store.columns import Event, FileRow, MessageRow, Run, RunFinish, Update
-from ..store.schema import migrate, parse_db_url
+from ..store.placement import Placement
+from ..store.schema import migrate, resolve_db
 from ..store.sink import Batch, Sink, open_sink
 
 DEFAULT_SPILL_DIR = "cmbagent_events_spill"
@@ -102,11 +103,13 @@ def read_spill(path: Path, sink: Sink) -> list[Batch]:
     return batches
 
 
-async def replay(path: str | Path, db_url: str) -> int:
-    """Write a spill file into ``db_url``; returns the number of event rows written."""
-    url = parse_db_url(db_url)
-    await migrate(url)
-    sink = open_sink(url)
+async def replay(path: str | Path, db_url: str, placement: Placement | None = None) -> int:
+    """Write a spill file into ``db_url`` (tables placed by ``placement``, default from the
+    environment); returns the number of event rows written."""
+    url = resolve_db(db_url)
+    placement = Placement.from_env() if placement is None else placement
+    await migrate(url, placement)
+    sink = open_sink(url, placement)
     await sink.open()
     written = 0
     try:

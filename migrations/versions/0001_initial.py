@@ -1,5 +1,8 @@
 """Initial schema: workflow_runs, execution_events, messages, files.
 
+Table and index names follow the run's placement (prefix, schema): see
+cmbagent_events/store/placement.py. Every later migration names its tables the same way.
+
 Revision ID: 0001_initial
 Revises:
 Create Date: 2026-11-25
@@ -7,6 +10,8 @@ Create Date: 2026-11-25
 
 from alembic import op
 import sqlalchemy as sa
+
+from cmbagent_events.store.placement import migration_placement
 
 revision = "0001_initial"
 down_revision = None
@@ -17,8 +22,10 @@ TS = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    p = migration_placement(op)
+    schema = p.schema
     op.create_table(
-        "workflow_runs",
+        p.table("workflow_runs"),
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("session_id", sa.String(128), nullable=False),
         sa.Column("task_description", sa.Text()),
@@ -31,10 +38,11 @@ def upgrade() -> None:
         sa.Column("total_events", sa.Integer(), nullable=False),
         sa.Column("dropped_events", sa.Integer(), nullable=False),
         sa.Column("meta", sa.JSON()),
+        schema=schema,
     )
-    op.create_index("ix_workflow_runs_session_id", "workflow_runs", ["session_id"])
+    op.create_index(p.index("workflow_runs", "session_id"), p.table("workflow_runs"), ["session_id"], schema=schema)
     op.create_table(
-        "execution_events",
+        p.table("execution_events"),
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("run_id", sa.String(64), nullable=False),
         sa.Column("session_id", sa.String(128), nullable=False),
@@ -55,12 +63,13 @@ def upgrade() -> None:
         sa.Column("completed_at", TS),
         sa.Column("duration_ms", sa.Float()),
         sa.Column("meta", sa.JSON()),
+        schema=schema,
     )
-    op.create_index("ix_execution_events_run_seq", "execution_events", ["run_id", "seq"])
-    op.create_index("ix_execution_events_parent", "execution_events", ["parent_event_id"])
-    op.create_index("ix_execution_events_type", "execution_events", ["event_type"])
+    op.create_index(p.index("execution_events", "run_seq"), p.table("execution_events"), ["run_id", "seq"], schema=schema)
+    op.create_index(p.index("execution_events", "parent"), p.table("execution_events"), ["parent_event_id"], schema=schema)
+    op.create_index(p.index("execution_events", "type"), p.table("execution_events"), ["event_type"], schema=schema)
     op.create_table(
-        "messages",
+        p.table("messages"),
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("run_id", sa.String(64), nullable=False),
         sa.Column("event_id", sa.String(64)),
@@ -71,11 +80,12 @@ def upgrade() -> None:
         sa.Column("content", sa.Text()),
         sa.Column("tokens", sa.Integer()),
         sa.Column("timestamp", TS, nullable=False),
+        schema=schema,
     )
-    op.create_index("ix_messages_run_id", "messages", ["run_id"])
-    op.create_index("ix_messages_event_id", "messages", ["event_id"])
+    op.create_index(p.index("messages", "run_id"), p.table("messages"), ["run_id"], schema=schema)
+    op.create_index(p.index("messages", "event_id"), p.table("messages"), ["event_id"], schema=schema)
     op.create_table(
-        "files",
+        p.table("files"),
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("run_id", sa.String(64), nullable=False),
         sa.Column("event_id", sa.String(64)),
@@ -85,11 +95,13 @@ def upgrade() -> None:
         sa.Column("file_type", sa.String(64)),
         sa.Column("size_bytes", sa.BigInteger()),
         sa.Column("created_at", TS, nullable=False),
+        schema=schema,
     )
-    op.create_index("ix_files_run_id", "files", ["run_id"])
-    op.create_index("ix_files_event_id", "files", ["event_id"])
+    op.create_index(p.index("files", "run_id"), p.table("files"), ["run_id"], schema=schema)
+    op.create_index(p.index("files", "event_id"), p.table("files"), ["event_id"], schema=schema)
 
 
 def downgrade() -> None:
+    p = migration_placement(op)
     for table in ("files", "messages", "execution_events", "workflow_runs"):
-        op.drop_table(table)
+        op.drop_table(p.table(table), schema=p.schema)
