@@ -169,6 +169,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .render import event_json
 
+    if args.otlp:
+        return _export_otlp(args)
+
     async def body(reader) -> int:
         run_id = await _resolve(reader, args.run_id)
         total = await reader.count_events(run_id)
@@ -186,6 +189,36 @@ def cmd_export(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return asyncio.run(_with_reader(args, body))
+
+
+def _export_otlp(args: argparse.Namespace) -> int:
+    """``export RUN_ID --otlp URL``: the run as OpenTelemetry spans over OTLP/HTTP."""
+    try:
+        from .export.otlp import (OtlpExportError, export_stored_run, make_exporter,  # noqa: I001
+                                  parse_headers)
+    except ImportError as exc:
+        raise CliError(f"--otlp needs the [otel] extra: pip install 'cmbagent-events[otel]' ({exc})") from None
+    try:
+        exporter = make_exporter(args.otlp, parse_headers(args.header or []), args.otlp_timeout)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+    async def body(reader) -> int:
+        run_id = await _resolve(reader, args.run_id)
+        progress = Progress(f"exporting {run_id}", await reader.count_events(run_id))
+        try:
+            summary = await export_stored_run(reader, run_id, exporter, on_page=progress.advance)
+        except OtlpExportError as exc:
+            raise CliError(f"{args.otlp}: {exc}") from None
+        finally:
+            progress.finish()
+            exporter.shutdown()
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(summary.span_counts.items()))
+        print(f"exported run {run_id} as {summary.spans} spans ({kinds}) to {args.otlp} "
+              f"in {summary.seconds:.2f}s ({summary.spans_per_second:.0f} spans/s)", file=sys.stderr)
+        return EXIT_OK
+
+    return asyncio.run(_with_reader(args.db, body))
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -351,6 +384,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", parents=[common], help="a run's events as JSON lines, in seq order")
     p.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument("--otlp", metavar="URL", help="send the run as OpenTelemetry GenAI spans over OTLP/HTTP "
+                   "instead (e.g. http://127.0.0.1:6006 for Phoenix, http://127.0.0.1:4318 for a collector)")
+    p.add_argument("--header", action="append", metavar="NAME=VALUE",
+                   help="HTTP header for --otlp (repeatable), e.g. authorization=Bearer...; "
+                        "default: $OTEL_EXPORTER_OTLP_HEADERS")
+    p.add_argument("--otlp-timeout", type=float, default=None, metavar="SECONDS",
+                   help="per-request timeout for --otlp (default: the exporter's, 10 s)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("migrate", parents=[common], help="create or upgrade the schema")

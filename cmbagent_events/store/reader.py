@@ -69,6 +69,14 @@ class RunReader:
             value = await session.scalar(query)
         return -1 if value is None else int(value)
 
+    async def last_child_seqs(self, run_id: str) -> dict[str, int]:
+        """For each event of the run that has children: the seq of its last direct child."""
+        query = (select(ExecutionEvent.parent_event_id, func.max(ExecutionEvent.seq))
+                 .where(ExecutionEvent.run_id == run_id, ExecutionEvent.parent_event_id.is_not(None))
+                 .group_by(ExecutionEvent.parent_event_id))
+        async with self._sessions() as session:
+            return {parent: int(seq) for parent, seq in (await session.execute(query)).all()}
+
     async def events_after(self, run_id: str, after_seq: int, limit: int = 500,
                            upto_seq: int | None = None) -> Sequence[EventColumns]:
         """Events with ``after_seq < seq`` (``<= upto_seq`` when given), in seq order, at most ``limit``."""
