@@ -31,7 +31,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ..live.wire import _decode, event_from_row, update_from_row
-from ..store.sink import EVENT_COLUMNS, RUN_COLUMNS, Batch
+from ..store.columns import EVENT_COLUMNS, RUN_COLUMNS, RunFinish
+from ..store.sink import Batch
 from .spans import RunInfo, TraceBuilder
 
 if TYPE_CHECKING:
@@ -245,9 +246,10 @@ class OtlpForwarder:
                 log.debug("cmbagent-events: completion not mappable to a span", exc_info=True)
         builder.release_completed()
         if run_finish is not None:
-            status, completed_at, total, dropped, patch, _ = run_finish
-            self._run.update(status=status, completed_at=completed_at, total_events=total, dropped_events=dropped)
-            self._run["meta_patch"] = patch
+            self._run.update(status=run_finish[RunFinish.status], completed_at=run_finish[RunFinish.completed_at],
+                             total_events=run_finish[RunFinish.total_events],
+                             dropped_events=run_finish[RunFinish.dropped_events])
+            self._run["meta_patch"] = run_finish[RunFinish.meta]
 
     def _finish(self) -> list[ReadableSpan]:
         run = dict(self._run)

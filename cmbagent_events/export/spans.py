@@ -299,6 +299,7 @@ class TraceBuilder:
         attrs = self._base(event)
         attrs["gen_ai.operation.name"] = "invoke_agent"
         attrs["gen_ai.agent.name"] = agent
+        attrs["agent.name"] = agent
         attrs["openinference.span.kind"] = AGENT
         _io(attrs, "input", _dict(event.get("inputs")).get("message"))
         draft = _Draft(key, f"invoke_agent {agent}", SpanKind.INTERNAL, self._parent_key(event), t, None, "agent_call",
@@ -489,8 +490,8 @@ class TraceBuilder:
                       "cmbagent.run_id": self.run_id})
         _put(attrs, "session.id", run.session_id)
         _io(attrs, "input", run.task_description or None)
-        _put(attrs, "gen_ai.agent.name", run.agent)
-        _put(attrs, "gen_ai.request.model", run.model)
+        _put(attrs, "cmbagent.run.agent", run.agent)
+        _put(attrs, "cmbagent.run.model", run.model)
         _put(attrs, "cmbagent.run.status", run.status)
         _put(attrs, "cmbagent.run.total_events", run.total_events)
         _put(attrs, "cmbagent.run.dropped_events", run.dropped_events)
@@ -502,8 +503,10 @@ class TraceBuilder:
             _put(attrs, f"cmbagent.usage.{key}", _number(usage.get(key)))
         for key, value in extra.items():
             _put(attrs, key, value)
-        if run.status == "failed":
-            root.fail(root.status.description or "run failed")
+        if run.status in ("failed", "abandoned"):
+            root.fail(root.status.description or f"run {run.status}")
+        elif run.status == "completed" and root.status.status_code is StatusCode.UNSET:
+            root.status = Status(StatusCode.OK)
         elif run.status is None or run.status == "running":
             attrs["cmbagent.incomplete"] = True
         self._release(root)

@@ -1,7 +1,8 @@
 """Helpers for tests, benchmarks and the demo (never used by capture itself).
 
 - :mod:`.postgres`: throwaway PostgreSQL servers (``PostgresServer``, ``postgres_url``);
-- :mod:`.scripted_client`: an offline AG2 model client that replays scripted replies.
+- :mod:`.scripted_client`: an offline AG2 model client that replays scripted replies;
+- :mod:`.otlp_receiver`: an OTLP/HTTP traces receiver on 127.0.0.1 (needs the ``[otel]`` extra).
 """
 
 from .postgres import PostgresServer, find_pg_bin, postgres_url

@@ -1,4 +1,4 @@
-"""A real OTLP/HTTP traces receiver on 127.0.0.1 for the export tests.
+"""A real OTLP/HTTP traces receiver on 127.0.0.1, for the export tests and benchmark (needs ``[otel]``).
 
 It decodes each request with the official protobuf messages (``opentelemetry-proto``), keeps every
 span it was sent, and can be told to refuse requests (status code) to test failure handling.
@@ -63,12 +63,18 @@ class OtlpReceiver:
         self.requests = 0
         self.headers: list[dict[str, str]] = []
         self.fail_with: int | None = None  # answer every request with this status instead
+        self.gate: threading.Event | None = None  # when set here, each request waits for the event
+        self.arrived = threading.Event()  # set when a request arrives
         self._lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.arrived.set()
+                gate = receiver.gate
+                if gate is not None:
+                    gate.wait(60)
                 with receiver._lock:
                     receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
                     if receiver.fail_with is not None:
