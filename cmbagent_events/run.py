@@ -126,13 +126,29 @@ def _is_clean_exit(error: BaseException) -> bool:
 
 
 def _install_hooks() -> Callable[[], None] | None:
-    """Install the AG2 hooks for the duration of a run (reference counted across runs)."""
-    try:
+    """Install the AG2 hooks for the duration of a run (reference counted across runs): classic AG2
+    (``autogen``) and AG2 1.x (``ag2`` >= 1), whichever are installed; both when both are."""
+    from .integrations import flavours
+
+    releases = []
+    if flavours.classic_installed():
         from .integrations import ag2_classic
-    except ImportError as exc:  # AG2 absent: capture still works through the manual API
-        log.warning("cmbagent-events: AG2 hooks unavailable: %s", exc)
+
+        releases.append(ag2_classic.acquire_hooks())
+    if flavours.v1_installed():
+        from .integrations import ag2_v1
+
+        releases.append(ag2_v1.acquire_hooks())
+    held = [r for r in releases if r is not None]
+    if not held:  # AG2 absent: capture still works through the manual API
+        log.warning("cmbagent-events: no AG2 hooks installed (neither autogen nor ag2>=1 is usable here)")
         return None
-    return ag2_classic.acquire_hooks()
+
+    def release() -> None:
+        for r in reversed(held):
+            r()
+
+    return release
 
 
 _open_sync_runs: dict[int, tuple[_RunSession, "_LoopThread"]] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,10 @@ _URL = re.compile(
 _migrated: set[tuple[str, Placement]] = set()  # (URL, placement) already at head in this process
 _locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, Placement], asyncio.Lock]] = (
     weakref.WeakKeyDictionary())
+# Alembic keeps its running migration in module globals: two upgrades in one process at once (two URLs,
+# on one loop or on two threads) break each other (KeyError 'script'). One at a time per process.
+_alembic_loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+_alembic_thread_lock = threading.Lock()
 
 
 class DatabaseURLError(ValueError):
@@ -292,14 +297,23 @@ def _lock_sqlite_file(db: Database) -> IO[bytes] | None:
 async def _migrate_once(db: Database, placement: Placement) -> None:
     from sqlalchemy import text
 
-    engine = make_engine(db)
-    try:
-        async with engine.begin() as conn:
-            if not db.is_sqlite:
-                await conn.execute(text(f"SELECT pg_advisory_xact_lock({PG_MIGRATION_LOCK})"))
-            await conn.run_sync(_upgrade, placement)
-    finally:
-        await engine.dispose()
+    # Same loop: an asyncio lock (a thread lock would block the loop the holder needs). Other threads'
+    # loops: the thread lock, polled so that waiting never blocks a loop and a cancelled wait holds nothing.
+    loop_lock = _alembic_loop_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with loop_lock:
+        while not _alembic_thread_lock.acquire(blocking=False):
+            await asyncio.sleep(0.005)
+        try:
+            engine = make_engine(db)
+            try:
+                async with engine.begin() as conn:
+                    if not db.is_sqlite:
+                        await conn.execute(text(f"SELECT pg_advisory_xact_lock({PG_MIGRATION_LOCK})"))
+                    await conn.run_sync(_upgrade, placement)
+            finally:
+                await engine.dispose()
+        finally:
+            _alembic_thread_lock.release()
 
 
 def _upgrade(sync_conn: Any, placement: Placement) -> None:
