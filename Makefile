@@ -28,10 +28,13 @@ VENV_0103 := .venv-ag2-0103
 VENV_CLASSIC := .venv-autogen-classic
 VENV_FORK := .venv-cmbagent-fork
 VENV_WHEEL := .venv-wheel
+# AG2 1.x (import ag2) with classic AG2 from the autogen distribution beside it (their files are distinct).
+AG2_V1 := ag2==1.2.1
+VENV_V1 := .venv-ag2-v1
 AG2_TESTS := -m ag2 -p no:cacheprovider
 
-.PHONY: install demo test test-ag2-0103 test-autogen-classic test-cmbagent-fork test-wheel bench bench-quick \
-	soak serve clean
+.PHONY: install demo test test-ag2-0103 test-autogen-classic test-cmbagent-fork test-wheel test-ag2-v1 bench \
+	bench-quick bench-ag2-v1 bench-ag2-v1-quick soak serve clean
 
 $(STAMP): $(PACKAGING)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -81,6 +84,26 @@ $(VENV_FORK)/.installed-stamp: $(PACKAGING)
 test-cmbagent-fork: $(VENV_FORK)/.installed-stamp
 	CMBAGENT_EVENTS_AG2="$(CMBAGENT_FORK)" $(VENV_FORK)/bin/python -m pytest -q $(AG2_TESTS)
 
+# AG2 1.x: its own tests (CMBAGENT_EVENTS_AG2_V1 makes a missing or other AG2 1.x a failure, not a skip) and
+# the classic AG2 tests on autogen beside it (the hooks of both flavours installed in one process).
+$(VENV_V1)/.installed-stamp: $(PACKAGING)
+	test -x $(VENV_V1)/bin/python || $(PYTHON) -m venv $(VENV_V1)
+	$(VENV_V1)/bin/python -m pip install -q --upgrade pip
+	$(VENV_V1)/bin/python -m pip install -q -e ".[ag2-v1]" $(TEST_DEPS) "$(AG2_V1)" "$(AUTOGEN_CLASSIC)" \
+		"opentelemetry-sdk>=1.20"
+	touch $@
+
+test-ag2-v1: $(VENV_V1)/.installed-stamp
+	CMBAGENT_EVENTS_AG2_V1="$(AG2_V1)" CMBAGENT_EVENTS_AG2="$(AUTOGEN_CLASSIC)" \
+		$(VENV_V1)/bin/python -m pytest -q -p no:cacheprovider -m "ag2_v1 or ag2"
+
+# The AG2 1.x scenarios: our capture next to AG2 1.x's TelemetryMiddleware (reported, not gated).
+bench-ag2-v1: $(VENV_V1)/.installed-stamp
+	$(VENV_V1)/bin/python -m benchmarks.ag2_v1
+
+bench-ag2-v1-quick: $(VENV_V1)/.installed-stamp
+	$(VENV_V1)/bin/python -m benchmarks.ag2_v1 --quick
+
 # The wheel as a user gets it: built, installed non-editable into a fresh venv (no AG2), and a run
 # captured from a directory outside the repository, on SQLite and on a throwaway PostgreSQL.
 test-wheel:
@@ -100,11 +123,13 @@ test: $(STAMP)
 soak: $(STAMP)
 	$(PY) -m pytest -q -s -m soak
 
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) $(VENV_V1)/.installed-stamp
 	$(PY) -m benchmarks.run --profile
+	$(VENV_V1)/bin/python -m benchmarks.ag2_v1
 
-bench-quick: $(BENCH_STAMP)
+bench-quick: $(BENCH_STAMP) $(VENV_V1)/.installed-stamp
 	$(PY) -m benchmarks.run --quick --no-gate
+	$(VENV_V1)/bin/python -m benchmarks.ag2_v1 --quick
 
 serve: $(STAMP)
 	$(PY) -m cmbagent_events.cli serve

@@ -42,6 +42,7 @@ from cmbagent_events.testing import postgres_url
 from .micro import print_micro, run_micro
 from .peers import otel_available, otel_traced, runtime_logged
 from .scenarios import BROADCASTS, Scenario, latency_sweep, scenarios, silence_ag2
+from .stats import quantile as _quantile
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GATE_PCT = 5.0
@@ -79,12 +80,6 @@ async def _trial(scenario: Scenario, mode: str, urls: dict[str, str], tmp: Path,
     return elapsed, cpu, stats["total_events"], stats["avg_capture_time_us"]
 
 
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 def _spread(values: list[float]) -> list[float]:

@@ -37,14 +37,21 @@ import contextvars
 import functools
 import json
 import logging
+import os
+import re
 import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..capture import EventCaptureManager, get_event_captor
+from .ag2 import (  # flavour-neutral file helpers (no autogen import)
+    _snapshot,
+    file_type_for,
+)
 from .patching import PatchSet
 
 log = logging.getLogger("cmbagent_events.ag2_v1")
@@ -500,6 +507,113 @@ def capture_hub(hub: Any, run: EventCaptureManager | None = None) -> CaptureHubL
     return listener
 
 
+# -- code execution and files ------------------------------------------------------------------------
+# Code run by AG2 1.x's code tool (SandboxCodeTool -> CodeAdapter.run) is a code_exec event; files the
+# run creates or changes in a LocalSandbox's work dir are file_gen events linked to it. AG2 writes each
+# snippet to ag2_<32 hex>.<ext> in the work dir and removes it after: not the run's file.
+_AG2_SNIPPET = re.compile(r"ag2_[0-9a-f]{32}\.\w+$")
+_pending_files: contextvars.ContextVar[list[tuple[str, str, int, bool]] | None] = contextvars.ContextVar(
+    "cmbagent_events_ag2_pending_files", default=None)
+
+
+def _code_target(context: Any) -> tuple[EventCaptureManager | None, tuple[str, ...] | None]:
+    """The run and nesting of code run from a tool: the calling turn's carry, else the current captor."""
+    deps = getattr(context, "dependencies", None)
+    carry = deps.get(CARRY_KEY) if deps is not None else None
+    if carry is not None:
+        captor = _usable(carry.run())
+        if captor is not None:
+            return captor, carry.stack
+    return _usable(get_event_captor()), None
+
+
+def _changed_files(before: dict[str, tuple[int, int]], work_dir: Any) -> list[tuple[str, str, int, bool]]:
+    """(path, file type, size, created) for files the command created or changed under ``work_dir``."""
+    after = _snapshot(work_dir) or {}
+    root = Path(str(work_dir)).resolve()
+    found = []
+    for path, stamp in sorted(after.items()):
+        if before.get(path) == stamp or _AG2_SNIPPET.search(os.path.basename(path)):
+            continue
+        resolved = Path(path).resolve()
+        if root in resolved.parents:  # symlinked or escaping paths are not the run's files
+            found.append((str(resolved), file_type_for(path), stamp[1], path not in before))
+    return found
+
+
+def _emit_files(captor: EventCaptureManager, agent_name: str | None, files: list[tuple[str, str, int, bool]],
+                code_exec_id: str | None) -> None:
+    for path, file_type, size, created in files:
+        captor.capture_file_generation(agent_name or "code_executor", path, file_type, size,
+                                       {"created": created, "code_exec_id": code_exec_id, "framework": "ag2"})
+
+
+def _patch_code(patches: PatchSet, adapter_cls: type, sandbox_cls: type) -> None:
+    run_original = adapter_cls.run
+
+    async def run(self: Any, code: Any, language: Any, *, context: Any = None) -> Any:
+        captor, stack = _code_target(context)
+        if captor is None:
+            return await run_original(self, code, language, context=context)
+        files: list[tuple[str, str, int, bool]] = []
+        token = _pending_files.set(files)
+        previous = None
+        if stack is not None and captor.event_stack() != stack:
+            previous = captor.event_stack()
+            captor.adopt_stack(stack)
+        agent_name = captor.open_call_agent(captor.current_parent())
+        started = _perf()
+        try:
+            result = await run_original(self, code, language, context=context)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                _record_error(captor, agent_name, exc, "code_run")
+            raise
+        else:
+            try:
+                event_id = captor.capture_code_execution(
+                    agent_name or "code_executor", code, str(language), getattr(result, "output", None),
+                    getattr(result, "exit_code", None), (_perf() - started) * 1000.0,
+                    {"executor": type(self).__name__, "framework": "ag2"})
+                _emit_files(captor, agent_name, files, event_id)
+            except Exception:
+                log.debug("cmbagent-events: code capture failed", exc_info=True)
+            return result
+        finally:
+            _pending_files.reset(token)
+            if previous is not None:
+                captor.adopt_stack(previous)
+
+    functools.update_wrapper(run, run_original)
+    patches.patch(adapter_cls, "run", run)
+
+    exec_original = sandbox_cls.exec
+
+    async def exec_(self: Any, *args: Any, **kwargs: Any) -> Any:
+        captor = _usable(get_event_captor())
+        pending = _pending_files.get()
+        if (captor is None and pending is None) or (captor is not None and not captor._on["file_gen"]):
+            return await exec_original(self, *args, **kwargs)
+        try:
+            root = self.host_workdir
+            before = _snapshot(root) or {}
+        except (OSError, AttributeError):
+            return await exec_original(self, *args, **kwargs)
+        result = await exec_original(self, *args, **kwargs)
+        try:
+            changed = _changed_files(before, root)
+            if pending is not None:
+                pending.extend(changed)  # emitted after the code_exec they belong to
+            elif captor is not None and changed:
+                _emit_files(captor, captor.open_call_agent(captor.current_parent()), changed, None)
+        except Exception:
+            log.debug("cmbagent-events: file capture failed", exc_info=True)
+        return result
+
+    functools.update_wrapper(exec_, exec_original)
+    patches.patch(sandbox_cls, "exec", exec_)
+
+
 # -- install / uninstall --------------------------------------------------------------------------
 _hub_listeners: weakref.WeakKeyDictionary[Any, CaptureHubListener] = weakref.WeakKeyDictionary()
 _hub_patched = False
@@ -570,6 +684,13 @@ def _install(patches: PatchSet) -> None:
 
     _hub_patched = False
     _patch_agent(patches, Agent)
+    try:
+        from ag2.tools.sandbox.adapter.code import CodeAdapter
+        from ag2.tools.sandbox.local import LocalSandbox
+    except ImportError:  # an AG2 1.x without the sandbox code tool
+        CodeAdapter = LocalSandbox = None
+    if CodeAdapter is not None and LocalSandbox is not None:
+        _patch_code(patches, CodeAdapter, LocalSandbox)
     if _HUB_MODULE in sys.modules:  # importing ag2.network costs ~0.3 s: only when the user did
         _patch_hub(patches, sys.modules[_HUB_MODULE].Hub)
 

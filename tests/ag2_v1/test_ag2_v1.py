@@ -7,6 +7,7 @@ Runs in ``make test-ag2-v1`` (.venv-ag2-v1: ag2 1.2.1 next to classic ``autogen`
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections import Counter
 from typing import Any
@@ -234,6 +235,34 @@ async def test_errors_of_tools_and_models_are_captured(db_url, db_session, confi
     assert_gapless(events, row)
 
 
+async def test_code_run_by_the_code_tool_and_its_files_are_captured(db_url, db_session, config, tmp_path) -> None:
+    from ag2.tools import LocalEnvironment, SandboxCodeTool
+
+    code = "from pathlib import Path\nPath('spectrum.csv').write_text('2,1.0\\n3,0.5\\n')\nprint('wrote 2 rows')"
+    failing = "raise SystemExit(3)"
+    coder = Agent("coder", config=TestConfig(
+        call("run_code", json.dumps({"code": code, "language": "python"})),
+        call("run_code", json.dumps({"code": failing, "language": "python"})), "Spectrum written."),
+        tools=[SandboxCodeTool(LocalEnvironment(tmp_path / "work"), languages=("python",))])
+    async with capture_run(db_url, config=config) as run:
+        assert (await coder.ask("Write the spectrum.")).body == "Spectrum written."
+    events = await events_of(db_session, run.run_id)
+    assert kinds(events) == {"agent_call": 1, "llm_call": 3, "tool_call": 2, "code_exec": 2, "file_gen": 1}
+    (turn,) = by_type(events, "agent_call")
+    ok, bad = by_type(events, "code_exec")
+    assert ok.event_subtype == "complete" and ok.meta["exit_code"] == 0 and ok.meta["language"] == "python"
+    assert ok.inputs == {"code": code} and ok.outputs == {"result": "wrote 2 rows"} and ok.duration_ms > 0
+    assert bad.event_subtype == "error" and bad.meta["exit_code"] == 3 and bad.status == "failed"
+    assert all(e.parent_event_id == turn.id and e.agent_name == "coder" for e in (ok, bad))
+    (made,) = by_type(events, "file_gen")
+    assert made.inputs["file_path"] == str((tmp_path / "work" / "spectrum.csv").resolve())
+    assert made.inputs["file_type"] == "data" and made.meta["created"] is True
+    assert made.meta["size_bytes"] == (tmp_path / "work" / "spectrum.csv").stat().st_size == 12
+    assert made.meta["code_exec_id"] == ok.id and ok.seq < made.seq
+    first_tool = by_type(events, "tool_call")[0]
+    assert first_tool.inputs["tool_name"] == "run_code" and made.seq < first_tool.seq
+
+
 async def test_human_input_is_captured_under_its_turn(db_url, db_session, config) -> None:
     async def ask_name(ctx: Context) -> str:
         """Ask the user for their name."""
@@ -378,7 +407,8 @@ async def test_hooks_are_reference_counted_and_removed_exactly(sqlite_url, tmp_p
     async with capture_run(outer_url, config=config):
         patched = AgentClass.__dict__["_drive_scope"]
         assert patched is not originals[0] and Hub.__dict__["_fan_out"] is not originals[1]
-        assert set(ag2_v1.patch_points()) == {"Agent._drive_scope", "Hub._fan_out"}
+        assert set(ag2_v1.patch_points()) == {"Agent._drive_scope", "Hub._fan_out", "CodeAdapter.run",
+                                              "LocalSandbox.exec"}
         async with capture_run(sqlite_url, config=config):
             assert AgentClass.__dict__["_drive_scope"] is patched  # installed once
         assert AgentClass.__dict__["_drive_scope"] is patched  # the outer run still holds them
