@@ -47,10 +47,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..capture import EventCaptureManager, get_event_captor
-from .ag2 import (  # flavour-neutral file helpers (no autogen import)
-    _snapshot,
+from ..captor import captor_for, get_event_captor
+from ..capture import EventCaptureManager
+from .ag2_classic.code import (  # flavour-neutral file helpers (no autogen import)
     file_type_for,
+    snapshot,
 )
 from .patching import PatchSet
 
@@ -185,16 +186,16 @@ class CaptureMiddlewareFactory:
     def __call__(self, event: Any, context: Any) -> Any:
         deps = getattr(context, "dependencies", None)
         carry = deps.get(CARRY_KEY) if deps is not None else None
+        agent = self._agent if self._agent is not None else (deps.get(_AGENT_KEY) if deps is not None else None)
         captor = None
         if self._run is not None:
             captor = _usable(self._run())
         elif carry is not None:
             captor = _usable(carry.run())
         if captor is None and self._run is None:
-            captor = _usable(get_event_captor())
+            captor = captor_for(agent)  # the context's run (binding the agent), else the agent's last run
         if captor is None:
             return _base_middleware()(event, context)
-        agent = self._agent if self._agent is not None else (deps.get(_AGENT_KEY) if deps is not None else None)
         return _middleware_class()(event, context, captor, agent, carry)
 
 
@@ -249,8 +250,7 @@ def _build_middleware_class() -> type:
             if tool is not None:
                 meta["via_tool"], meta["tool_call_id"] = tool
             agent = self.agent
-            if agent is not None and id(agent) not in captor._seen_agents:
-                captor._seen_agents.add(id(agent))  # the agent's configuration once per run
+            if agent is not None and captor.first_sight(agent):  # the agent's configuration once per run
                 meta["agent_class"] = type(agent).__name__
                 config = getattr(agent, "config", None)
                 if config is not None:
@@ -269,7 +269,7 @@ def _build_middleware_class() -> type:
                                                          self._turn_meta(context))
                 self.stack = captor.event_stack()
                 deps = context.dependencies
-                own = _Carry(captor._weakref, self.stack)
+                own = _Carry(captor.ref, self.stack)
                 outer = deps.get(CARRY_KEY, None)
                 deps[CARRY_KEY] = own
             except Exception:
@@ -529,7 +529,7 @@ def _code_target(context: Any) -> tuple[EventCaptureManager | None, tuple[str, .
 
 def _changed_files(before: dict[str, tuple[int, int]], work_dir: Any) -> list[tuple[str, str, int, bool]]:
     """(path, file type, size, created) for files the command created or changed under ``work_dir``."""
-    after = _snapshot(work_dir) or {}
+    after = snapshot(work_dir) or {}
     root = Path(str(work_dir)).resolve()
     found = []
     for path, stamp in sorted(after.items()):
@@ -592,11 +592,11 @@ def _patch_code(patches: PatchSet, adapter_cls: type, sandbox_cls: type) -> None
     async def exec_(self: Any, *args: Any, **kwargs: Any) -> Any:
         captor = _usable(get_event_captor())
         pending = _pending_files.get()
-        if (captor is None and pending is None) or (captor is not None and not captor._on["file_gen"]):
+        if (captor is None and pending is None) or (captor is not None and not captor.captures("file_gen")):
             return await exec_original(self, *args, **kwargs)
         try:
             root = self.host_workdir
-            before = _snapshot(root) or {}
+            before = snapshot(root) or {}
         except (OSError, AttributeError):
             return await exec_original(self, *args, **kwargs)
         result = await exec_original(self, *args, **kwargs)

@@ -14,7 +14,20 @@ from typing import Any
 
 log = logging.getLogger("cmbagent_events")
 
-_MISSING = object()
+MISSING = object()  # recorded as the original of an attribute the class only inherited
+
+
+def restore_patches(patches: list[tuple[type, str, Any]]) -> None:
+    """Undo ``(owner, name, original)`` patches newest first (an inherited one is deleted again)."""
+    while patches:
+        owner, name, original = patches.pop()
+        if original is MISSING:
+            try:
+                delattr(owner, name)
+            except AttributeError:
+                pass
+        else:
+            setattr(owner, name, original)
 
 
 class PatchSet:
@@ -24,14 +37,14 @@ class PatchSet:
         self.label = label
         self._install = install
         self._lock = threading.RLock()
-        self._patches: list[tuple[type, str, Any]] = []  # (owner, attribute, original or _MISSING)
+        self._patches: list[tuple[type, str, Any]] = []  # (owner, attribute, original or MISSING)
         self._refcount = 0
         self._explicit = False
 
     def patch(self, owner: type, name: str, replacement: Any) -> None:
         """Set ``owner.name`` to ``replacement``, remembering what to restore."""
         with self._lock:
-            self._patches.append((owner, name, owner.__dict__.get(name, _MISSING)))
+            self._patches.append((owner, name, owner.__dict__.get(name, MISSING)))
             setattr(owner, name, replacement)
 
     @property
@@ -45,15 +58,7 @@ class PatchSet:
     def restore(self) -> None:
         """Undo every patch (idempotent)."""
         with self._lock:
-            while self._patches:
-                owner, name, original = self._patches.pop()
-                if original is _MISSING:
-                    try:
-                        delattr(owner, name)
-                    except AttributeError:
-                        pass
-                else:
-                    setattr(owner, name, original)
+            restore_patches(self._patches)
 
     def _ensure(self) -> bool:
         if self._patches:

@@ -344,21 +344,12 @@ async def test_classic_and_v1_agents_in_one_process_share_one_run(sqlite_url, db
     from autogen import AssistantAgent, UserProxyAgent, register_function
 
     from cmbagent_events.integrations import flavours
-
-    try:
-        from cmbagent_events.testing.scripted_client import (
-            Script,
-            ToolCall,
-            register_scripted_client,
-            scripted_llm_config,
-        )
-    except ImportError:  # before the package split
-        from cmbagent_events.integrations.scripted_client import (  # type: ignore[no-redef]
-            Script,
-            ToolCall,
-            register_scripted_client,
-            scripted_llm_config,
-        )
+    from cmbagent_events.testing.scripted_client import (
+        Script,
+        ToolCall,
+        register_scripted_client,
+        scripted_llm_config,
+    )
 
     assert flavours.classic_installed() and flavours.v1_installed()
     script = Script({"assistant": [ToolCall("add", {"a": 4, "b": 5}), "The sum is 9. TERMINATE"]})

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...capture import EventCaptureManager
+from ..patching import MISSING, restore_patches
 
 log = logging.getLogger("cmbagent_events.ag2")
 
@@ -21,27 +22,18 @@ MARK_ATTR = "__cmbagent_events_captured__"  # set on exceptions already recorded
 perf = time.perf_counter
 in_selection: contextvars.ContextVar[bool] = contextvars.ContextVar("cmbagent_events_in_selection", default=False)
 
-_MISSING = object()
-patches: list[tuple[type, str, Any]] = []  # (owner, attribute, original or _MISSING when inherited)
+patches: list[tuple[type, str, Any]] = []  # (owner, attribute, original or MISSING when inherited)
 
 
 def patch(owner: type, name: str, replacement: Any) -> None:
     """Replace ``owner.name``, remembering what to restore (see install.py)."""
-    patches.append((owner, name, owner.__dict__.get(name, _MISSING)))
+    patches.append((owner, name, owner.__dict__.get(name, MISSING)))
     setattr(owner, name, replacement)
 
 
 def unpatch_all() -> None:
     """Restore every patched attribute, newest first (an inherited one is deleted again)."""
-    while patches:
-        owner, name, original = patches.pop()
-        if original is _MISSING:
-            try:
-                delattr(owner, name)
-            except AttributeError:
-                pass
-        else:
-            setattr(owner, name, original)
+    restore_patches(patches)
 
 
 # -- the one wrapper generator ----------------------------------------------------------------------
