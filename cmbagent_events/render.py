@@ -88,6 +88,9 @@ def _describe(event: ExecutionEvent) -> str:
         cost = usage.get("cost")
         cost_text = f" cost=${cost:.6f}" if isinstance(cost, (int, float)) else ""
         return f"llm_call {event.agent_name} {meta.get('model', '')} tokens={usage.get('total_tokens')}{cost_text}{took}"
+    if kind == "human_input":
+        return (f"human_input {event.agent_name}{took}: {_preview(inputs.get('prompt'), 40)} => "
+                f"{_preview(outputs.get('response'), 40)}")
     if kind in ("plan", "workflow"):
         detail = inputs.get("task") or outputs or inputs
         return f"{kind} {sub}: {_preview(detail, 60)}"

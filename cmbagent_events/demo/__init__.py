@@ -21,6 +21,10 @@ Modes, after CMBAgent's:
   3. a ``DefaultPattern`` group: the analyst measures the spectrum with a tool, then an OnCondition
      handoff passes control to the summarizer.
 
+With only AG2 1.x installed (``import ag2``, no ``autogen``), or with ``--flavour v1``, the demo runs
+an AG2 1.x hub workflow instead (``demo/ag2_v1.py``): planner, engineer and reviewer on a workflow
+channel, with a routing-tool hand-off, a tool call and code that writes the CSV (offline only).
+
 The capture goes to the default database (``CMBAGENT_EVENTS_DB_URL`` or
 ``sqlite+aiosqlite:///cmbagent_events.db``) unless ``--db`` says otherwise. AG2's console output is
 silenced (a discarding IOStream), so what is printed is the run read back from the database.
@@ -28,9 +32,23 @@ Exit status: 0 when the run completed, 1 when it failed (its tree is still print
 database URL or configuration.
 """
 
-from .main import build_parser, main, stats_lines
+import importlib
+from typing import Any
+
+from .main import build_parser, main
 from .models import MODES, SPECTRUM_FILE, TASKS, Models, NullIOStream, real_model_config
-from .workflow import Outcome, capture_demo, report_lines
+from .report import Outcome, report_lines, stats_lines
 
 __all__ = ["MODES", "SPECTRUM_FILE", "TASKS", "Models", "NullIOStream", "Outcome", "build_parser", "capture_demo",
            "main", "real_model_config", "report_lines", "stats_lines"]
+
+_CLASSIC = {"capture_demo": "workflow", "workflow": None, "chats": None}  # these import autogen
+
+
+def __getattr__(name: str) -> Any:
+    """The classic workflow's names and modules, imported on first use: importing this package
+    never imports an AG2 flavour (AG2 1.x users have no ``autogen``)."""
+    if name not in _CLASSIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(f".{_CLASSIC[name] or name}", __name__)
+    return module if _CLASSIC[name] is None else getattr(module, name)

@@ -7,31 +7,25 @@ import asyncio
 import importlib.util
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from ..config import CaptureConfig, ConfigError
+from ..integrations import flavours
 from ..store import DatabaseURLError
 from .models import (
     MODES,
     Models,
     real_model_config,
 )
-from .workflow import (
-    quiet_ag2,
-    capture_demo,
-    report_lines,
-)
+from .report import Outcome, report_lines, stats_lines
+
+FLAVOURS = ("classic", "v1")
 
 
-def stats_lines(stats: dict[str, Any]) -> list[str]:
-    width = max((len(k) for k in stats), default=0)
-    lines = ["capture stats:"]
-    for key, value in stats.items():
-        shown = f"{value:.3f}" if isinstance(value, float) else value
-        lines.append(f"  {key:<{width}}  {shown}")
-    return lines
+def default_flavour() -> str:
+    """Classic AG2 when ``autogen`` is installed, else AG2 1.x when it is (classic otherwise, to say so)."""
+    return "v1" if not flavours.classic_installed() and flavours.v1_installed() else "classic"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also show the GroupChatManager's broadcast copies of each message in the tree")
     parser.add_argument("--offline", action="store_true",
                         help="use the scripted model client even when OPENAI_API_KEY is set")
+    parser.add_argument("--flavour", choices=FLAVOURS, default=None,
+                        help="AG2 to run: classic (import autogen) or v1 (AG2 1.x, import ag2; a hub workflow, "
+                             "offline only); default: classic when installed, else v1")
     return parser
 
 
@@ -61,6 +58,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cmbagent-events demo: {exc}", file=err)
         return 2
     db_url = args.db or config.db_url
+    work_dir = (args.work_dir or Path(tempfile.mkdtemp(prefix="cmbagent-events-demo-"))).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if (args.flavour or default_flavour()) == "v1":
+        from . import ag2_v1
+
+        print("cmbagent-events demo: AG2 1.x hub workflow (offline, ag2.testing.TestConfig)", file=out)
+        print(f"database: {db_url}\nwork dir: {work_dir}", file=out)
+        return _report(lambda: ag2_v1.capture_demo(db_url, work_dir, config), db_url, args.broadcasts)
+    from .workflow import capture_demo, quiet_ag2
+
     quiet_ag2()
     real = None if args.offline else real_model_config()
     if real is not None and importlib.util.find_spec("openai") is None:
@@ -68,23 +75,27 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(pip install 'ag2[openai]'); running offline with the scripted model client", file=err)
         real = None
     models = Models(real)
-    work_dir = (args.work_dir or Path(tempfile.mkdtemp(prefix="cmbagent-events-demo-"))).resolve()
-    work_dir.mkdir(parents=True, exist_ok=True)
     source = "offline, scripted model client" if models.offline else f"model {models.model_name}"
     print(f"cmbagent-events demo: {args.mode} ({source})", file=out)
     print(f"database: {db_url}\nwork dir: {work_dir}", file=out)
+    return _report(lambda: capture_demo(db_url, args.mode, models, work_dir, config), db_url, args.broadcasts)
+
+
+def _report(capture: Callable[[], Awaitable[Outcome]], db_url: str, broadcasts: bool) -> int:
+    """Run the captured workflow, then print what the database holds of it."""
+    out, err = sys.stdout, sys.stderr
     try:
-        outcome = asyncio.run(capture_demo(db_url, args.mode, models, work_dir, config))
-        lines = (asyncio.run(report_lines(db_url, outcome.run_id, broadcasts=args.broadcasts))
+        outcome = asyncio.run(capture())
+        lines = (asyncio.run(report_lines(db_url, outcome.run_id, broadcasts=broadcasts))
                  if outcome.run_id else [])
     except (DatabaseURLError, ConfigError) as exc:
         print(f"cmbagent-events demo: {exc}", file=err)
         return 2
     for line in outcome.progress:
         print(f"  {line}", file=out)
-    print("", file=out)
+    print(file=out)
     print("\n".join(lines), file=out)
-    print("", file=out)
+    print(file=out)
     print("\n".join(stats_lines(outcome.stats)), file=out)
     if outcome.error is not None:
         print(f"cmbagent-events demo: the run failed: {type(outcome.error).__name__}: {outcome.error}", file=err)

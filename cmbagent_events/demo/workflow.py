@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from autogen.io.base import IOStream
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from ..callbacks import (
     PlanInfo,
@@ -22,9 +21,8 @@ from ..callbacks import (
 )
 from ..capture import EventCaptureManager
 from ..config import CaptureConfig, ConfigError
-from ..render import run_header, tree_lines
 from ..run import capture_run
-from ..store import DatabaseURLError, EventRepository, WorkflowRepository, make_engine
+from ..store import DatabaseURLError
 from .chats import (
     handoff_chat,
     parameter_chat,
@@ -36,6 +34,7 @@ from .models import (
     Models,
     NullIOStream,
 )
+from .report import Outcome, report_lines  # noqa: F401 - report_lines re-exported (was defined here)
 
 
 # -- the workflows ------------------------------------------------------------------------------------
@@ -109,14 +108,6 @@ def one_shot(run: EventCaptureManager, models: Models, work_dir: Path, task: str
 
 
 # -- capture and report -------------------------------------------------------------------------------
-@dataclasses.dataclass
-class Outcome:
-    run_id: str | None
-    stats: dict[str, Any]
-    progress: list[str]
-    error: BaseException | None = None
-
-
 def quiet_ag2() -> None:
     for name in ("autogen.oai.client", "autogen.oai", "autogen.agentchat", "autogen.coding"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -155,32 +146,3 @@ async def capture_demo(db_url: str, mode: str, models: Models, work_dir: Path,
     if run is not None:
         outcome.stats = run.get_performance_stats()  # after the exit: the final drain is counted
     return outcome
-
-
-async def report_lines(db_url: str, run_id: str, session_id: str = "default", *,
-                       broadcasts: bool = False) -> list[str]:
-    """The stored run: header, event tree and files, read back from the database.
-
-    A GroupChatManager re-sends every message to each other member; those broadcast rows (meta
-    ``broadcast``) are left out of the tree unless ``broadcasts`` (the header still counts them).
-    """
-    engine = make_engine(db_url)
-    try:
-        async with async_sessionmaker(engine, expire_on_commit=False)() as session:
-            row = await WorkflowRepository(session, session_id).get_run(run_id)
-            repo = EventRepository(session, session_id)
-            events = list(await repo.list_events(run_id))
-            files = await repo.list_files(run_id)
-    finally:
-        await engine.dispose()
-    hidden = 0
-    if not broadcasts:
-        shown = [e for e in events if not (isinstance(e.meta, dict) and e.meta.get("broadcast"))]
-        hidden, events = len(events) - len(shown), shown
-    lines = [run_header(row) if row is not None else f"run {run_id} (not found)", *tree_lines(events)]
-    if hidden:
-        lines.append(f"({hidden} manager broadcast messages not shown; --all shows them)")
-    if files:
-        lines.append("files:")
-        lines.extend(f"  {f.file_path} ({f.file_type}, {f.size_bytes} bytes)" for f in files)
-    return lines

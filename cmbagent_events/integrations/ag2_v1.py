@@ -20,15 +20,16 @@ Hubs (``ag2.network``): a listener turns each substantive envelope (text or pack
 packet's routing reason (a ``Handoff`` return or a routing tool) or the channel's transition.
 Turn failures the hub reports become ``error`` events unless the turn already recorded them.
 
-Attaching: inside ``capture_run(hooks=True)`` the patch on ``Agent._drive_scope`` (and on
-``Hub._fan_out`` when ``ag2.network`` is loaded) is installed, reference counted across runs and
+Attaching: inside ``capture_run(hooks=True)`` the patches on ``Agent._drive_scope``, ``Hub._fan_out``,
+``CodeAdapter.run`` and ``LocalSandbox.exec`` are installed, reference counted across runs and
 removed exactly on the last release. Without hooks, ``capture_middleware()`` goes in an agent's
 ``middleware=[...]`` and ``capture_hub(hub)`` registers the listener on one hub.
 
-Which run: each middleware instance holds the run it was built for (passed explicitly, else carried
-from the calling turn in ``context.dependencies``, which AG2 copies into sub-tasks and agents used as
-tools, else the context's current captor, else the process-wide one). Its nesting is carried the
-same way, so a turn whose task lost the contextvars still lands under its caller in its own run.
+Which run: each middleware instance holds the run it was built for: the one passed explicitly, else
+the calling turn's (carried in ``context.dependencies``, which AG2 copies into sub-tasks and agents
+used as tools), else ``captor_for(agent)`` (the context's run, else the run the agent was last seen
+in, else the process-wide one). Its nesting is carried the same way, so a turn whose task lost the
+contextvars still lands under its caller in its own run.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ import json
 import logging
 import os
 import re
-import sys
 import threading
 import time
 import weakref
@@ -61,7 +61,6 @@ _perf = time.perf_counter
 CARRY_KEY = "cmbagent_events.carry"  # context.dependencies key: (run weakref, open-call stack) of the caller
 _AGENT_KEY = "__ag2_agent__"  # ag2.utils.AGENT_CONTEXT_DEPENDENCY_KEY: the Agent a context belongs to
 _MARK_ATTR = "__cmbagent_events_captured__"  # set on exceptions already recorded as error events
-_HUB_MODULE = "ag2.network.hub.core"
 
 
 # -- helpers: names, text, results --------------------------------------------------------------
@@ -616,7 +615,6 @@ def _patch_code(patches: PatchSet, adapter_cls: type, sandbox_cls: type) -> None
 
 # -- install / uninstall --------------------------------------------------------------------------
 _hub_listeners: weakref.WeakKeyDictionary[Any, CaptureHubListener] = weakref.WeakKeyDictionary()
-_hub_patched = False
 
 
 def _carries_capture(factories: Any) -> bool:
@@ -627,8 +625,6 @@ def _patch_agent(patches: PatchSet, agent_cls: type) -> None:
     original = agent_cls._drive_scope
 
     def _drive_scope(self: Any, event: Any, *, additional_middleware: Any = (), **kwargs: Any) -> Any:
-        if not _hub_patched and _HUB_MODULE in sys.modules:
-            _patch_hub_late()
         try:
             if not _carries_capture(self._middleware) and not _carries_capture(additional_middleware):
                 additional_middleware = (CaptureMiddlewareFactory(agent=self), *additional_middleware)
@@ -648,7 +644,6 @@ def _listener_for(hub: Any) -> CaptureHubListener:
 
 
 def _patch_hub(patches: PatchSet, hub_cls: type) -> None:
-    global _hub_patched
     original = hub_cls._fan_out
 
     async def _fan_out(self: Any, method_name: str, *args: Any) -> None:
@@ -664,26 +659,18 @@ def _patch_hub(patches: PatchSet, hub_cls: type) -> None:
 
     functools.update_wrapper(_fan_out, original)
     patches.patch(hub_cls, "_fan_out", _fan_out)
-    _hub_patched = True
-
-
-def _patch_hub_late() -> None:
-    """``ag2.network`` was imported after the hooks went in: patch its Hub now (once)."""
-    with _lock:
-        if _hub_patched or not PATCHES.installed:
-            return
-        try:
-            _patch_hub(PATCHES, sys.modules[_HUB_MODULE].Hub)
-        except Exception:
-            log.exception("cmbagent-events: could not patch the ag2 Hub")
 
 
 def _install(patches: PatchSet) -> None:
-    global _hub_patched
     from ag2.agent import Agent
 
-    _hub_patched = False
     _patch_agent(patches, Agent)
+    try:  # imported here (~0.3 s, once per process) so that hubs made later in the run are covered too
+        from ag2.network.hub.core import Hub
+    except ImportError:  # an AG2 1.x without the network package
+        Hub = None
+    if Hub is not None:
+        _patch_hub(patches, Hub)
     try:
         from ag2.tools.sandbox.adapter.code import CodeAdapter
         from ag2.tools.sandbox.local import LocalSandbox
@@ -691,11 +678,8 @@ def _install(patches: PatchSet) -> None:
         CodeAdapter = LocalSandbox = None
     if CodeAdapter is not None and LocalSandbox is not None:
         _patch_code(patches, CodeAdapter, LocalSandbox)
-    if _HUB_MODULE in sys.modules:  # importing ag2.network costs ~0.3 s: only when the user did
-        _patch_hub(patches, sys.modules[_HUB_MODULE].Hub)
 
 
-_lock = threading.RLock()
 PATCHES = PatchSet("AG2 1.x", _install)
 
 

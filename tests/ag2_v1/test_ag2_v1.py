@@ -26,6 +26,7 @@ from cmbagent_events import (
     capture_run_sync,
 )
 from cmbagent_events.integrations import ag2_v1
+from cmbagent_events.render import describe
 
 pytestmark = pytest.mark.ag2_v1
 
@@ -154,39 +155,30 @@ async def test_agent_used_as_tool_and_sub_task_nest_under_their_caller(db_url, d
 
 
 async def test_hub_workflow_with_three_agents_hands_off_with_reasons(db_url, db_session, config) -> None:
+    from ag2 import network as net
     from ag2.knowledge import MemoryKnowledgeStore
-    from ag2.network import (
-        EV_CHANNEL_CLOSED,
-        WORKFLOW_TYPE,
-        AgentTarget,
-        FromSpeaker,
-        Handoff,
-        Hub,
-        TerminateTarget,
-        Transition,
-        TransitionGraph,
-    )
 
-    def route_to_carol(reason: str) -> Handoff:
+    def route_to_carol(reason: str) -> net.Handoff:
         """Hand the review to carol."""
-        return Handoff(target="carol", reason=reason)
+        return net.Handoff(target="carol", reason=reason)
 
     async with capture_run(db_url, config=config) as run:
-        hub = await Hub.open(MemoryKnowledgeStore(), ttl_sweep_interval=0, expectation_sweep_interval=0)
+        hub = await net.Hub.open(MemoryKnowledgeStore(), ttl_sweep_interval=0, expectation_sweep_interval=0)
         alice = await hub.register(Agent("alice", config=TestConfig()))
         bob = await hub.register(Agent("bob", config=TestConfig(
             call("route_to_carol", '{"reason": "needs a second review"}'), "Over to carol."), tools=[route_to_carol]))
         carol = await hub.register(Agent("carol", config=TestConfig("Reviewed: approved.")))
-        graph = TransitionGraph(
+        graph = net.TransitionGraph(
             initial_speaker=alice.agent_id,
-            transitions=[Transition(when=FromSpeaker(alice.agent_id), then=AgentTarget(bob.agent_id)),
-                         Transition(when=FromSpeaker(carol.agent_id), then=TerminateTarget(reason="approved"))],
-            default_target=TerminateTarget(reason="fall_through"), max_turns=5)
-        channel = await alice.open(type=WORKFLOW_TYPE, target=[bob.agent_id, carol.agent_id],
+            transitions=[
+                net.Transition(when=net.FromSpeaker(alice.agent_id), then=net.AgentTarget(bob.agent_id)),
+                net.Transition(when=net.FromSpeaker(carol.agent_id), then=net.TerminateTarget(reason="approved"))],
+            default_target=net.TerminateTarget(reason="fall_through"), max_turns=5)
+        channel = await alice.open(type=net.WORKFLOW_TYPE, target=[bob.agent_id, carol.agent_id],
                                    knobs={"graph": graph.to_dict()})
         await channel.send("Please review the patch.")
         closed = await alice.wait_for_channel_event(channel_id=channel.channel_id, timeout=10.0,
-                                                    predicate=lambda e: e.event_type == EV_CHANNEL_CLOSED)
+                                                    predicate=lambda e: e.event_type == net.EV_CHANNEL_CLOSED)
         await hub.close()
     assert closed.event_data["reason"] == "approved"
     events = await events_of(db_session, run.run_id)
@@ -278,6 +270,7 @@ async def test_human_input_is_captured_under_its_turn(db_url, db_session, config
     (turn,) = by_type(events, "agent_call")
     assert human.inputs == {"prompt": "What is your name?"} and human.outputs == {"response": "Ada"}
     assert human.parent_event_id == turn.id and human.duration_ms >= 0
+    assert describe(human).startswith("human_input greeter") and describe(human).endswith("=> Ada")
     assert by_type(events, "tool_call")[0].outputs == {"result": "Ada"}
 
 
