@@ -6,7 +6,9 @@
 #   <venv>/.installed-stamp  rebuilt when pyproject.toml or setup.py changes
 # A target declares the classic AG2 it must run on with CMBAGENT_EVENTS_AG2=<distribution>==<version>
 # (or "none"): tests/conftest.py stops the session with an error when that flavour is not what the
-# venv holds, and turns any skip of an `ag2`-marked test into a failure.
+# venv holds, and turns any skip of an `ag2`-marked test into a failure. AG2 1.x (.venv-ag2-v1, which
+# also holds classic autogen beside it) is declared with CMBAGENT_EVENTS_AG2_V1=ag2==<version>
+# (tests/ag2_v1/conftest.py: the same checks for `ag2_v1`-marked tests).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
