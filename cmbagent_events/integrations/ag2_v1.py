@@ -68,11 +68,10 @@ def _text_of(event: Any) -> Any:
     """What a turn was asked: the request's text parts, or a short description of other triggers."""
     parts = getattr(event, "parts", None)
     if parts is not None:
-        texts = [getattr(p, "content", None) for p in parts]
-        texts = [t for t in texts if isinstance(t, str)]
-        if len(texts) == len(parts):
-            return "\n".join(texts)
-        return [t if t is not None else type(p).__name__ for t, p in zip(texts + [None] * len(parts), parts)]
+        texts = [c if isinstance(c := getattr(p, "content", None), str) else None for p in parts]
+        if all(t is not None for t in texts):
+            return "\n".join(t for t in texts if t is not None)
+        return [t if t is not None else type(p).__name__ for t, p in zip(texts, parts)]  # images, files...
     results = getattr(event, "results", None)
     if results is not None:  # a ToolResultsEvent (resume from a trajectory)
         return {"tool_results": [_result_value(getattr(r, "result", None)) for r in results]}
@@ -547,7 +546,7 @@ def _emit_files(captor: EventCaptureManager, agent_name: str | None, files: list
                                        {"created": created, "code_exec_id": code_exec_id, "framework": "ag2"})
 
 
-def _patch_code(patches: PatchSet, adapter_cls: type, sandbox_cls: type) -> None:
+def _patch_code(patches: PatchSet, adapter_cls: Any, sandbox_cls: Any) -> None:
     run_original = adapter_cls.run
 
     async def run(self: Any, code: Any, language: Any, *, context: Any = None) -> Any:
@@ -621,7 +620,7 @@ def _carries_capture(factories: Any) -> bool:
     return any(isinstance(f, CaptureMiddlewareFactory) for f in factories)
 
 
-def _patch_agent(patches: PatchSet, agent_cls: type) -> None:
+def _patch_agent(patches: PatchSet, agent_cls: Any) -> None:
     original = agent_cls._drive_scope
 
     def _drive_scope(self: Any, event: Any, *, additional_middleware: Any = (), **kwargs: Any) -> Any:
@@ -643,7 +642,7 @@ def _listener_for(hub: Any) -> CaptureHubListener:
     return listener
 
 
-def _patch_hub(patches: PatchSet, hub_cls: type) -> None:
+def _patch_hub(patches: PatchSet, hub_cls: Any) -> None:
     original = hub_cls._fan_out
 
     async def _fan_out(self: Any, method_name: str, *args: Any) -> None:
@@ -668,15 +667,15 @@ def _install(patches: PatchSet) -> None:
     try:  # imported here (~0.3 s, once per process) so that hubs made later in the run are covered too
         from ag2.network.hub.core import Hub
     except ImportError:  # an AG2 1.x without the network package
-        Hub = None
-    if Hub is not None:
+        pass
+    else:
         _patch_hub(patches, Hub)
     try:
         from ag2.tools.sandbox.adapter.code import CodeAdapter
         from ag2.tools.sandbox.local import LocalSandbox
     except ImportError:  # an AG2 1.x without the sandbox code tool
-        CodeAdapter = LocalSandbox = None
-    if CodeAdapter is not None and LocalSandbox is not None:
+        pass
+    else:
         _patch_code(patches, CodeAdapter, LocalSandbox)
 
 
