@@ -7,6 +7,7 @@ None``: its import fails and ``find_spec`` finds nothing), since this venv also 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -23,8 +24,9 @@ EVERY_KIND = {"agent_call", "message", "tool_call", "code_exec", "file_gen", "ha
 
 
 def child(code: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CMBAGENT_EVENTS_AG2": "none"}  # the classic flavour this child has: none
     return subprocess.run([sys.executable, "-c", WITHOUT_AUTOGEN + code, *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600, check=False)
+                          text=True, timeout=600, check=False, env=env)
 
 
 def rows(db: Path, sql: str) -> list[tuple]:
