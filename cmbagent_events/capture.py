@@ -58,6 +58,7 @@ class EventCaptureManager:
         self.enabled = self.config.enabled if enabled is None else enabled
         self.bus = bus or EventBus(self.config.queue_size, self.config.buffer_size)
         self.writer: BatchWriter | None = None
+        self.otlp_forwarder: Any = None  # set by the run when CMBAGENT_EVENTS_OTLP_ENDPOINT is set
         self.current_node_id: str | None = None
         self.current_step_id: str | None = None
         self._prefix = event_id_prefix(run_id)
@@ -345,6 +346,7 @@ class EventCaptureManager:
             "reconnects": writer.reconnects if writer else 0,
             "spilled_events": writer.spilled if writer else 0,
             "spill_path": writer.spill_path if writer else None,
+            "otlp": self.otlp_forwarder.stats() if self.otlp_forwarder is not None else None,
         }
 
     async def flush(self, timeout: float | None = None) -> bool:

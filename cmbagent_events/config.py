@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from .redaction import DEFAULT_SECRET_KEYS
 
@@ -52,6 +53,7 @@ class CaptureConfig:
     table_prefix: str = ""  # our tables' name prefix, to live beside another application's tables
     db_schema: str | None = None  # PostgreSQL schema for our tables (created when missing)
     secret_keys: tuple[str, ...] = DEFAULT_SECRET_KEYS  # see redaction.py for the rules beyond these names
+    otlp_endpoint: str | None = None  # also send each run live as OTLP spans here (needs the [otel] extra)
 
     def __post_init__(self) -> None:
         _check_range("CMBAGENT_EVENT_BUFFER_SIZE", self.buffer_size, 1, 1_000_000)
@@ -65,6 +67,8 @@ class CaptureConfig:
             raise ConfigError(f"close_timeout_s must be positive, got {self.close_timeout_s!r}")
         if not self.db_url or "://" not in self.db_url:
             raise ConfigError(f"CMBAGENT_EVENTS_DB_URL must be a database URL, got {self.db_url!r}")
+        if self.otlp_endpoint is not None and not _is_http_url(self.otlp_endpoint):
+            raise ConfigError(f"CMBAGENT_EVENTS_OTLP_ENDPOINT must be an http(s) URL, got {self.otlp_endpoint!r}")
         self.placement  # validates the prefix and schema  # noqa: B018
 
     @property
@@ -100,11 +104,17 @@ class CaptureConfig:
             flush_interval_ms=_int(environ, "CMBAGENT_EVENT_FLUSH_INTERVAL_MS", d.flush_interval_ms),
             table_prefix=environ.get("CMBAGENT_EVENTS_TABLE_PREFIX", "").strip(),
             db_schema=environ.get("CMBAGENT_EVENTS_DB_SCHEMA", "").strip() or None,
+            otlp_endpoint=_raw(environ, "CMBAGENT_EVENTS_OTLP_ENDPOINT"),
         )
 
     def replace(self, **changes: object) -> CaptureConfig:
         """A copy with some fields changed (validated like the original)."""
         return dataclasses.replace(self, **changes)
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 def _raw(environ: Mapping[str, str], name: str) -> str | None:

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from . import signals
 from .captor import set_event_captor
 from .capture import EventCaptureManager
-from .config import CaptureConfig
+from .config import CaptureConfig, ConfigError
 from .ids import new_run_id
 from .store.orphans import process_identity
 from .store.schema import migrate, resolve_db
@@ -55,6 +55,7 @@ class _RunSession:
         self.session_id = session_id
         self.meta = dict(meta or {})
         self.manager: EventCaptureManager | None = None
+        self.forwarder: Any = None  # export.otlp.OtlpForwarder when CMBAGENT_EVENTS_OTLP_ENDPOINT is set
 
     async def start(self) -> EventCaptureManager:
         cfg = self.config
@@ -76,6 +77,8 @@ class _RunSession:
         manager = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=sampled)
         writer = BatchWriter(manager.bus, sink, cfg, run_id, self.session_id, run_row=first_row)
         manager.writer = writer
+        if cfg.otlp_endpoint and sampled:
+            self.forwarder = manager.otlp_forwarder = _otlp_forwarder(cfg.otlp_endpoint, run_id, writer)
         writer.start()
         self.manager = manager
         return manager
@@ -106,6 +109,8 @@ class _RunSession:
             await manager.aclose()
         except Exception:
             log.exception("cmbagent-events: could not close run %s", manager.run_id)
+        if self.forwarder is not None:  # the writer has stopped: send the last spans (bounded wait)
+            await asyncio.to_thread(self.forwarder.close, OTLP_CLOSE_TIMEOUT_S)
 
     @staticmethod
     def _finish_values(manager: EventCaptureManager, status: str) -> FinishValues:
@@ -118,6 +123,21 @@ class _RunSession:
             "last_error": stats["last_error"],
         }, "usage": dict(manager.usage)}, 1000)
         return status, time.time_ns(), stats["total_events"], stats["dropped_events"], patch
+
+
+OTLP_CLOSE_TIMEOUT_S = 10.0  # longest a run's exit waits for its last spans to reach the OTLP endpoint
+
+
+def _otlp_forwarder(endpoint: str, run_id: str, writer: BatchWriter) -> Any:
+    """Live OTLP forwarding of the run (see export/otlp.py), fed by the writer's commits."""
+    try:
+        from .export.otlp import OtlpForwarder, make_exporter
+    except ImportError as exc:
+        raise ConfigError("CMBAGENT_EVENTS_OTLP_ENDPOINT is set but the [otel] extra is not installed: "
+                          f"pip install 'cmbagent-events[otel]' ({exc})") from None
+    forwarder = OtlpForwarder(make_exporter(endpoint), run_id)
+    writer.add_commit_listener(forwarder.on_commit)
+    return forwarder
 
 
 def _is_clean_exit(error: BaseException) -> bool:

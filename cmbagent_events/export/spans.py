@@ -141,6 +141,7 @@ class _Draft:
     status: Status = field(default_factory=Status)
     complete: bool = True
     last_seen_ns: int = 0  # latest time seen in the span (the end of one never completed)
+    failure: str | None = None  # an agent call's own error: its last event, at its end
 
     def add_event(self, name: str, attributes: dict[str, Any], t_ns: int | None) -> None:
         if len(self.events) >= MAX_SPAN_EVENTS:
@@ -324,10 +325,7 @@ class TraceBuilder:
             old = json.loads(draft.attributes.get("metadata", "{}"))
             draft.attributes["metadata"] = _text({**(old if isinstance(old, dict) else {}), **patch})
         if values.get("status") == "failed" or values.get("error_message"):
-            message = values.get("error_message") or "failed"
-            draft.fail(message)
-            draft.add_event("exception", _exception(message), draft.end_ns)
-            self.event_counts["exception"] += 1
+            draft.failure = values.get("error_message") or "failed"
 
     def _leaf(self, event: Mapping[str, Any], etype: str, t: int) -> None:
         inputs, outputs, meta = _dict(event.get("inputs")), _dict(event.get("outputs")), _dict(event.get("meta"))
@@ -460,6 +458,10 @@ class TraceBuilder:
         return self._last_child.get(key, -1) <= self._seen_through
 
     def _release(self, draft: _Draft) -> None:
+        if draft.failure is not None:  # after its children's events, whichever way they arrived
+            draft.fail(draft.failure)
+            draft.add_event("exception", _exception(draft.failure), draft.end_ns)
+            self.event_counts["exception"] += 1
         attrs = draft.attributes
         if draft.omitted_events:
             attrs["cmbagent.span_events_omitted"] = draft.omitted_events
