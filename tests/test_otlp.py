@@ -14,10 +14,19 @@ import pytest
 from cmbagent_events import CaptureConfig, capture_run, make_engine
 from cmbagent_events.cli import main
 from cmbagent_events.config import ConfigError
-from cmbagent_events.export.otlp import OtlpForwarder, export_stored_run, make_exporter, traces_url
+from cmbagent_events.export.otlp import (
+    OtlpForwarder,
+    export_stored_run,
+    make_exporter,
+    traces_url,
+)
 from cmbagent_events.export.spans import RunInfo, TraceBuilder
 from cmbagent_events.store.reader import RunReader
-from cmbagent_events.testing.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
+from cmbagent_events.testing.otlp_receiver import (
+    OtlpReceiver,
+    ReceivedSpan,
+    otlp_receiver,
+)
 
 FAST = CaptureConfig(buffer_size=10, flush_interval_ms=10)
 ERROR, OK = 2, 1  # OTLP status codes
@@ -120,7 +129,7 @@ async def test_stored_run_exports_as_genai_spans_and_repeats_identically(db_url,
     err = capsys.readouterr().err
     assert f"exported run {run_id} as 6 spans (2 agent_call, 1 code_exec, 1 llm_call, 1 tool_call, 1 workflow)" in err
     # a repeated export sends the very same spans: same ids, parents, times, attributes, events
-    key = lambda x: x.span_id  # noqa: E731
+    key = lambda x: x.span_id
     assert sorted(first, key=key) == sorted(second, key=key)
 
 
@@ -131,7 +140,7 @@ async def test_live_forwarding_sends_each_span_once_and_complete(db_url) -> None
     _check_scenario(live, run_id)  # every span exactly once, agent calls with their completion
     with otlp_receiver() as rx:  # and the same trace as a stored export of the run
         assert await asyncio.to_thread(_export, db_url, run_id, rx.url) == 0
-    shape = lambda spans: sorted((x.span_id, x.parent_span_id, x.name, x.start_ns, x.end_ns,  # noqa: E731
+    shape = lambda spans: sorted((x.span_id, x.parent_span_id, x.name, x.start_ns, x.end_ns,
                                   [e[:2] for e in x.events]) for x in spans)
     assert shape(live) == shape(rx.spans)
 
