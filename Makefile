@@ -33,10 +33,12 @@ VENV_WHEEL := .venv-wheel
 # AG2 1.x (import ag2) with classic AG2 from the autogen distribution beside it (their files are distinct).
 AG2_V1 := ag2==1.2.1
 VENV_V1 := .venv-ag2-v1
+VENV_PHOENIX := .venv-phoenix
+PHOENIX := arize-phoenix==20.26.1
 AG2_TESTS := -m ag2 -p no:cacheprovider
 
-.PHONY: install demo test test-ag2-0103 test-autogen-classic test-cmbagent-fork test-wheel test-ag2-v1 bench \
-	bench-quick bench-ag2-v1 bench-ag2-v1-quick soak serve clean
+.PHONY: install demo test test-ag2-0103 test-autogen-classic test-cmbagent-fork test-wheel test-ag2-v1 test-phoenix \
+	bench bench-quick bench-ag2-v1 bench-ag2-v1-quick soak serve clean
 
 $(STAMP): $(PACKAGING)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -120,7 +122,20 @@ demo: $(STAMP)
 	$(PY) -m cmbagent_events.cli demo
 
 test: $(STAMP)
-	CMBAGENT_EVENTS_AG2="$(AG2_DEFAULT)" $(PY) -m pytest -q -m "not soak"
+	CMBAGENT_EVENTS_AG2="$(AG2_DEFAULT)" $(PY) -m pytest -q -m "not soak and not phoenix"
+
+# Arize Phoenix (the OTLP export's UI check) lives in a venv of its own: it is large (~850 MB,
+# ~6 min to install) and pins its own dependencies. The tests run from .venv and start Phoenix's
+# server from there, offline, on a free port of 127.0.0.1.
+$(VENV_PHOENIX)/.installed-stamp:
+	test -x $(VENV_PHOENIX)/bin/python || $(PYTHON) -m venv $(VENV_PHOENIX)
+	$(VENV_PHOENIX)/bin/python -m pip install -q --upgrade pip
+	$(VENV_PHOENIX)/bin/python -m pip install -q "$(PHOENIX)"
+	touch $@
+
+test-phoenix: $(STAMP) $(VENV_PHOENIX)/.installed-stamp
+	CMBAGENT_EVENTS_AG2="$(AG2_DEFAULT)" CMBAGENT_EVENTS_PHOENIX="$(CURDIR)/$(VENV_PHOENIX)/bin/phoenix" \
+		$(PY) -m pytest -q -m phoenix -p no:cacheprovider
 
 soak: $(STAMP)
 	$(PY) -m pytest -q -s -m soak
