@@ -218,7 +218,7 @@ def _export_otlp(args: argparse.Namespace) -> int:
               f"in {summary.seconds:.2f}s ({summary.spans_per_second:.0f} spans/s)", file=sys.stderr)
         return EXIT_OK
 
-    return asyncio.run(_with_reader(args.db, body))
+    return asyncio.run(_with_reader(args, body))
 
 
 def cmd_tail(args: argparse.Namespace) -> int:

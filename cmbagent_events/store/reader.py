@@ -71,9 +71,10 @@ class RunReader:
 
     async def last_child_seqs(self, run_id: str) -> dict[str, int]:
         """For each event of the run that has children: the seq of its last direct child."""
-        query = (select(ExecutionEvent.parent_event_id, func.max(ExecutionEvent.seq))
-                 .where(ExecutionEvent.run_id == run_id, ExecutionEvent.parent_event_id.is_not(None))
-                 .group_by(ExecutionEvent.parent_event_id))
+        event = self._event
+        query = (select(event.parent_event_id, func.max(event.seq))
+                 .where(event.run_id == run_id, event.parent_event_id.is_not(None))
+                 .group_by(event.parent_event_id))
         async with self._sessions() as session:
             return {parent: int(seq) for parent, seq in (await session.execute(query)).all()}
 
