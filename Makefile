@@ -116,7 +116,8 @@ test-wheel:
 	rm -rf build
 	$(PYTHON) -m venv $(VENV_WHEEL)
 	$(VENV_WHEEL)/bin/python -m pip install -q .wheel-dist/cmbagent_events-*.whl
-	cd "$$(mktemp -d)" && "$(CURDIR)/$(VENV_WHEEL)/bin/python" "$(CURDIR)/tests/wheel_check.py"
+	d="$$(mktemp -d)"; cd "$$d" && "$(CURDIR)/$(VENV_WHEEL)/bin/python" "$(CURDIR)/tests/wheel_check.py"; \
+		rc=$$?; rm -rf "$$d"; exit $$rc
 
 demo: $(STAMP)
 	$(PY) -m cmbagent_events.cli demo

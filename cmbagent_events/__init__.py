@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .captor import get_event_captor, set_event_captor
 from .capture import EventCaptureManager
 from .config import CaptureConfig, ConfigError
-from .integrations.ag2_classic import install_ag2_hooks, uninstall_ag2_hooks
+from .integrations.ag2_classic import HooksReport, hooks_report, install_ag2_hooks, uninstall_ag2_hooks
 from .run import RunHandle, SyncRunHandle, capture_run, capture_run_sync, start_run, start_run_sync
 from .store.schema import DatabaseURLError, SchemaConflictError, migrate
 
@@ -38,10 +38,10 @@ _LAZY = {
 
 __all__ = [
     "CaptureConfig", "ConfigError", "DatabaseURLError", "EventCaptureManager", "EventRepository",
-    "ExecutionEvent", "File", "Message", "Placement", "PlanInfo", "RunHandle", "SchemaConflictError", "StepInfo",
-    "StepStatus", "SyncRunHandle", "WorkflowCallbacks", "WorkflowRepository", "WorkflowRun", "capture_run",
-    "capture_run_sync", "create_callbacks_with_event_capture", "get_event_captor", "install_ag2_hooks", "make_engine",
-    "migrate", "set_event_captor", "start_run", "start_run_sync", "uninstall_ag2_hooks",
+    "ExecutionEvent", "File", "HooksReport", "Message", "Placement", "PlanInfo", "RunHandle", "SchemaConflictError",
+    "StepInfo", "StepStatus", "SyncRunHandle", "WorkflowCallbacks", "WorkflowRepository", "WorkflowRun", "capture_run",
+    "capture_run_sync", "create_callbacks_with_event_capture", "get_event_captor", "hooks_report", "install_ag2_hooks",
+    "make_engine", "migrate", "set_event_captor", "start_run", "start_run_sync", "uninstall_ag2_hooks",
 ]
 
 

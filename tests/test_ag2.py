@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -36,6 +39,7 @@ from cmbagent_events import (  # noqa: E402
     Message,
     WorkflowRun,
     capture_run,
+    hooks_report,
     install_ag2_hooks,
     uninstall_ag2_hooks,
 )
@@ -63,6 +67,15 @@ from autogen.agentchat.group import (  # noqa: E402
 
 logging.getLogger("autogen.oai.client").setLevel(logging.WARNING)
 pytestmark = pytest.mark.ag2
+
+
+@pytest.fixture(autouse=True)
+def _chat_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test in its own working directory with a ``chats/`` folder: CMBAgent's fork of AG2
+    writes every group chat's messages to ``./chats/*.json``."""
+    cwd = tmp_path / "cwd"
+    (cwd / "chats").mkdir(parents=True)
+    monkeypatch.chdir(cwd)
 
 
 def TERM(m: dict) -> bool:  # noqa: N802 - AG2 style predicate
@@ -272,12 +285,15 @@ async def test_auto_speaker_selection_inner_chat_is_marked(db_url, db_session, c
 
 
 async def test_group_pattern_transition_reasons(db_url, db_session, config) -> None:
+    """Every handoff with its reason, the same on every classic flavour: the fork sends no
+    transition events, so there the reasons are inferred from group state."""
     from autogen.agentchat import initiate_group_chat
     from autogen.agentchat.group.patterns import DefaultPattern
 
     script = Script({"triage": [ToolCall("transfer_to_tech_1")],
                      "tech": [ToolCall("record_issue", {"issue": "wifi down"})],
-                     "general": ["Anything else? Goodbye."]})
+                     "general": ["Anything else?"],
+                     "closer": ["Goodbye."]})
     cfg = scripted_llm_config(script)
 
     def record_issue(issue: str, context_variables: ContextVariables) -> ReplyResult:
@@ -293,27 +309,33 @@ async def test_group_pattern_transition_reasons(db_url, db_session, config) -> N
     triage = ConversableAgent("triage", llm_config=cfg)
     tech = ConversableAgent("tech", llm_config=cfg, functions=[record_issue])
     general = ConversableAgent("general", llm_config=cfg)
+    closer = ConversableAgent("closer", llm_config=cfg)
     user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER")
-    register_scripted_client(triage, tech, general)
+    register_scripted_client(triage, tech, general, closer)
     triage.handoffs.add_llm_condition(OnCondition(target=AgentTarget(tech),
                                                     condition=StringLLMCondition("technical issue")))
     tech.handoffs.add_context_condition(OnContextCondition(
         target=AgentTarget(general), condition=ExpressionContextCondition(ContextExpression("${solved} == True"))))
-    general.handoffs.set_after_work(TerminateTarget())
-    pattern = DefaultPattern(initial_agent=triage, agents=[triage, tech, general], user_agent=user,
+    general.handoffs.set_after_work(AgentTarget(closer))
+    closer.handoffs.set_after_work(TerminateTarget())
+    pattern = DefaultPattern(initial_agent=triage, agents=[triage, tech, general, closer], user_agent=user,
                              context_variables=ContextVariables(data={"solved": False}),
                              group_after_work=TerminateTarget())
     async with capture_run(db_url, config=config) as run:
         initiate_group_chat(pattern=pattern, messages="My wifi is down", max_rounds=12)
     events = await events_of(db_session, run.run_id)
-    handoffs = [h for h in events if h.event_type == "handoff"]
-    reasons = {h.meta["reason"] for h in handoffs}
-    assert {"OnCondition", "ReplyResult", "OnContextCondition"} <= reasons
-    on_condition = next(h for h in handoffs if h.meta["reason"] == "OnCondition")
-    assert on_condition.inputs["to_agent"] == "tech"
-    assert on_condition.inputs["context"]["transition"]["source"] == "triage"
-    on_context = next(h for h in handoffs if h.meta["reason"] == "OnContextCondition")
-    assert (on_context.inputs["from_agent"], on_context.inputs["to_agent"]) == ("tech", "general")
+    handoffs = [(h.inputs["from_agent"], h.inputs["to_agent"], h.meta["reason"],
+                 (h.inputs.get("context") or {}).get("transition")) for h in events if h.event_type == "handoff"]
+    executor = "_Group_Tool_Executor"
+    assert handoffs == [
+        ("user", "triage", "speaker_selection", None),
+        ("triage", executor, "speaker_selection", None),
+        (executor, "tech", "OnCondition", {"source": "triage", "target": "tech"}),
+        ("tech", executor, "speaker_selection", None),
+        (executor, "tech", "ReplyResult", {"source": "tech", "target": "tech"}),
+        ("tech", "general", "OnContextCondition", {"source": "tech", "target": "general"}),
+        ("general", "closer", "AfterWork", {"source": "general", "target": "closer"}),
+    ]
     tools = [e for e in events if e.event_type == "tool_call"]
     assert [t.inputs["tool_name"] for t in tools] == ["transfer_to_tech_1", "record_issue"]
     # the chat ends through a TerminateTarget, which AG2 signals with NoEligibleSpeakerError: not an error
@@ -342,9 +364,13 @@ async def test_model_error_is_recorded_once_and_reraised_unchanged(db_url, db_se
 def _ag2_attributes() -> dict[tuple[str, str], Any]:
     from autogen.io.base import IOStream
 
+    from autogen.agentchat.group import group_utils
+    from autogen.agentchat.group.group_tool_executor import GroupToolExecutor
+
     owners = {"ConversableAgent": ConversableAgent, "GroupChat": GroupChat, "OpenAIWrapper": OpenAIWrapper,
-              "LocalCommandLineCodeExecutor": LocalCommandLineCodeExecutor, "IOStream": IOStream}
-    return {(n, k): v for n, cls in owners.items() for k, v in cls.__dict__.items()}
+              "LocalCommandLineCodeExecutor": LocalCommandLineCodeExecutor, "IOStream": IOStream,
+              "group_utils": group_utils, "GroupToolExecutor": GroupToolExecutor}
+    return {(n, k): v for n, owner in owners.items() for k, v in vars(owner).items()}
 
 
 def test_uninstall_restores_ag2_exactly() -> None:
@@ -361,6 +387,53 @@ def test_uninstall_restores_ag2_exactly() -> None:
     assert after.keys() == before.keys()
     assert all(after[k] is before[k] for k in before)
     assert not hooks.hooks_installed()
+
+
+CORE_PATCH_POINTS = {"ConversableAgent.generate_reply", "ConversableAgent.a_generate_reply", "ConversableAgent.send",
+                     "ConversableAgent.a_send", "ConversableAgent.execute_function",
+                     "ConversableAgent.a_execute_function", "ConversableAgent.run_code", "OpenAIWrapper.create",
+                     "GroupChat.select_speaker", "GroupChat.a_select_speaker",
+                     "LocalCommandLineCodeExecutor.execute_code_blocks"}
+
+
+def test_hooks_report_names_the_flavour_and_its_patch_points() -> None:
+    from importlib.metadata import version
+
+    wanted = os.environ.get("CMBAGENT_EVENTS_AG2", "")
+    assert install_ag2_hooks() is True
+    try:
+        report = hooks_report()
+        if wanted:  # set by the flavour targets: <distribution>==<version>
+            assert f"{report.distribution}=={report.version}" == wanted
+        assert report.version == version(report.distribution)
+        assert report.active and CORE_PATCH_POINTS <= set(report.installed)
+        assert len(set(report.installed)) == len(report.installed)
+        assert not set(report.installed) & set(report.unavailable)
+        if report.transitions == "inferred":  # the cmbagent fork: no transition events to read
+            assert {"group_utils.determine_next_agent", "GroupToolExecutor._generate_group_tool_reply"} <= set(
+                report.installed)
+            assert any(u.startswith("IOStream.get_default") for u in report.unavailable)
+        else:
+            assert report.transitions == "events" and "IOStream.get_default" in report.installed
+        assert report.message.startswith(f"cmbagent-events: AG2 hooks on {report.distribution} {report.version}")
+    finally:
+        uninstall_ag2_hooks()
+    after = hooks_report()
+    assert not after.active and after.unavailable == report.unavailable
+
+
+def test_hooks_report_is_logged_once_at_info_in_a_fresh_process() -> None:
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(levelname)s %(message)s')\n"
+        "from cmbagent_events import install_ag2_hooks, uninstall_ag2_hooks\n"
+        "for _ in range(3):\n"
+        "    assert install_ag2_hooks()\n"
+        "    uninstall_ag2_hooks()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    lines = [line for line in out.splitlines() if "AG2 hooks on" in line]
+    assert len(lines) == 1 and lines[0].startswith("INFO cmbagent-events: AG2 hooks on "), out
 
 
 async def test_capture_run_installs_and_removes_hooks(sqlite_url, config) -> None:

@@ -1,4 +1,4 @@
-"""An offline, scripted AG2 model client (ag2 0.10.3 .. 0.14).
+"""An offline, scripted AG2 model client (classic AG2: ag2 0.10.3 .. 0.14, autogen 0.14, the cmbagent fork).
 
 Why: the demo, the tests and the benchmarks must drive *real* AG2 code (ConversableAgent,
 GroupChat, tool and code execution, group patterns) without a network or an API key, and with
@@ -10,6 +10,11 @@ How it plugs in: AG2's documented custom-client route. An llm_config entry names
 
 ``OpenAIWrapper`` then holds a placeholder until ``agent.register_model_client(ScriptedModelClient)``
 swaps in an instance; :func:`register_scripted_client` does that for you.
+
+CMBAgent's fork of AG2 (``cmbagent-autogen``, ag2 0.9.1-based) names the key ``mod_client_cls``
+(config key, ``register_model_client`` parameter, GroupChat's ``select_speaker_auto_mod_client_cls``)
+and forbids unknown config keys: there the script settings travel in the entry's ``tags``. The
+helpers here pick the names of the AG2 that is installed.
 
 A :class:`Script` holds the replies, one queue per agent name plus a shared ``"*"`` queue.
 A reply is plain text, a :class:`ToolCall` (or a list of them: parallel tool calls), or a
@@ -38,6 +43,8 @@ Gotchas (AG2 behaviour, not ours):
 
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
 import json
 import threading
@@ -65,6 +72,17 @@ __all__ = [
 
 SCRIPTED_MODEL = "scripted"
 ANY_AGENT = "*"
+SETTINGS_TAG = "cmbagent-events-scripted:"  # tag prefix carrying the settings where extra keys are forbidden
+
+
+@functools.cache
+def client_key() -> str:
+    """The llm_config key naming a custom model client: ``model_client_cls`` (ag2 0.10+),
+    ``mod_client_cls`` (the cmbagent fork). Read off ``OpenAIWrapper.register_model_client``."""
+    from autogen import OpenAIWrapper
+
+    return "mod_client_cls" if "mod_client_cls" in inspect.signature(OpenAIWrapper.register_model_client).parameters \
+        else "model_client_cls"
 
 
 # --------------------------------------------------------------------------- replies and scripts
@@ -345,6 +363,9 @@ class ScriptedModelClient:
         **_: Any,
     ) -> None:
         self.config = dict(config)
+        for tag in self.config.get("tags") or ():
+            if isinstance(tag, str) and tag.startswith(SETTINGS_TAG):
+                self.config.update(json.loads(tag[len(SETTINGS_TAG):]))
         self.script = script if script is not None else get_script(str(self.config["script_id"]))
         self.agent_name = agent_name or self.config.get("agent_name") or ANY_AGENT
         self.model = str(self.config.get("model") or SCRIPTED_MODEL)
@@ -418,17 +439,19 @@ def scripted_llm_config(
     ``agent_name`` selects the script queue when no name is passed at registration (AG2's own
     internal agents, e.g. the auto speaker selector).
     """
-    entry: dict[str, Any] = {
-        "model": model,
-        "model_client_cls": ScriptedModelClient.__name__,
-        "script_id": script.id if isinstance(script, Script) else str(script),
-    }
+    settings: dict[str, Any] = {"script_id": script.id if isinstance(script, Script) else str(script)}
     if latency:
-        entry["latency"] = float(latency)
+        settings["latency"] = float(latency)
     if agent_name:
-        entry["agent_name"] = agent_name
+        settings["agent_name"] = agent_name
     if price is not None:
-        entry["price"] = [float(price[0]), float(price[1])]
+        settings["price"] = [float(price[0]), float(price[1])]
+    key = client_key()
+    entry: dict[str, Any] = {"model": model, key: ScriptedModelClient.__name__}
+    if key == "model_client_cls":
+        entry.update(settings)
+    else:  # the fork's config entries forbid unknown keys
+        entry["tags"] = [SETTINGS_TAG + json.dumps(settings)]
     return entry
 
 
@@ -443,7 +466,7 @@ def scripted_speaker_selection(
     """
     return {
         "select_speaker_auto_llm_config": scripted_llm_config(script, latency, agent_name=agent_name),
-        "select_speaker_auto_model_client_cls": ScriptedModelClient,
+        f"select_speaker_auto_{client_key()}": ScriptedModelClient,
     }
 
 
@@ -476,7 +499,7 @@ def _pending_scripted_entry(agent: Any) -> bool:
     client = getattr(agent, "client", None)
     for inner in getattr(client, "_clients", ()):
         if type(inner).__name__ == "PlaceHolderClient" and (
-            getattr(inner, "config", {}).get("model_client_cls") == ScriptedModelClient.__name__
+            getattr(inner, "config", {}).get(client_key()) == ScriptedModelClient.__name__
         ):
             return True
     return False
@@ -516,7 +539,7 @@ def _ensure_registered(agent: Any) -> None:
     for _ in range(len(getattr(client, "_clients", ()))):  # one placeholder per scripted entry
         if not _pending_scripted_entry(agent):
             return
-        agent.register_model_client(model_client_cls=ScriptedModelClient, agent_name=agent.name)
+        agent.register_model_client(ScriptedModelClient, agent_name=agent.name)  # positional: named differently in the fork
 
 
 def _make_keepalive_hook(agent: Any) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:

@@ -1,4 +1,4 @@
-"""AG2 (ag2 0.10.3 - 0.14, ``import autogen``) hooks: every agent call, message, tool call, code run,
+"""Classic AG2 (``import autogen``: ag2 0.10.3 - 0.14, autogen 0.14.x, the cmbagent fork) hooks: every agent call, message, tool call, code run,
 file, speaker change, group-pattern transition, model call and error, captured automatically.
 
 Where AG2 really does its work (see notes/ag2_hooks_survey.md, measured on both versions), and
@@ -15,7 +15,8 @@ the module that hooks it:
   inside them (the "auto" method's hidden inner chat) are marked ``speaker_selection``;
 - group-pattern transitions (groupchat.py; OnCondition, OnContextCondition, AfterWork,
   ReplyResult): AG2 sends them through ``IOStream.get_default().send``; the streams it hands out are instrumented once,
-  and the transition becomes the reason of the next speaker change on that thread;
+  and the transition becomes the reason of the next speaker change on that thread; on AG2 that
+  sends none (the cmbagent fork) they are inferred from group state (inferred_transitions.py);
 - model calls (llm.py): ``OpenAIWrapper.create(..., agent=...)``, with tokens and cost.
 
 The hooks only patch classes (methods AG2 looks up at call time, so agents built before
@@ -31,7 +32,14 @@ the right run; the agent's open call is adopted as parent where the hop lost the
 """
 
 from .code import FILE_TYPES, file_type_for
-from .install import acquire_hooks, hooks_installed, install_ag2_hooks, uninstall_ag2_hooks
+from .install import (
+    HooksReport,
+    acquire_hooks,
+    hooks_installed,
+    hooks_report,
+    install_ag2_hooks,
+    uninstall_ag2_hooks,
+)
 
-__all__ = ["FILE_TYPES", "acquire_hooks", "file_type_for", "hooks_installed", "install_ag2_hooks",
-           "uninstall_ag2_hooks"]
+__all__ = ["FILE_TYPES", "HooksReport", "acquire_hooks", "file_type_for", "hooks_installed", "hooks_report",
+           "install_ag2_hooks", "uninstall_ag2_hooks"]

@@ -9,7 +9,7 @@ from typing import Any
 
 from ...captor import captor_for
 from ...capture import EventCaptureManager
-from .common import CallHook, log, patch_call, perf, record_error
+from .common import CallHook, log, patch_call, perf, point_name, record_error, unavailable
 
 MAX_SCAN_ENTRIES = 5000  # work_dir entries compared before/after code execution
 
@@ -144,3 +144,5 @@ def patch_code(agent_cls: type, executor_classes: list[type]) -> None:
     for executor_cls in executor_classes:
         if "execute_code_blocks" in executor_cls.__dict__:
             patch_call(executor_cls, "execute_code_blocks", ExecuteCodeBlocksHook())
+        else:
+            unavailable.append(point_name(executor_cls, "execute_code_blocks"))

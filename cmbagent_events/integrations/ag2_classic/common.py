@@ -23,6 +23,12 @@ perf = time.perf_counter
 in_selection: contextvars.ContextVar[bool] = contextvars.ContextVar("cmbagent_events_in_selection", default=False)
 
 patches: list[tuple[type, str, Any]] = []  # (owner, attribute, original or MISSING when inherited)
+unavailable: list[str] = []  # patch points ("Class.method") the installed AG2 lacks: what they capture is not captured
+
+
+def point_name(owner: Any, name: str) -> str:
+    """``Class.method`` (or ``module.function``) naming a patch point in reports."""
+    return f"{getattr(owner, '__name__', str(owner)).rsplit('.', 1)[-1]}.{name}"
 
 
 def patch(owner: type, name: str, replacement: Any) -> None:
@@ -104,8 +110,12 @@ def wrap_call(original: Callable[..., Any], hook: CallHook, where: str) -> Calla
 
 
 def patch_call(cls: type, name: str, hook: CallHook) -> None:
-    """Hook ``cls.name`` with :func:`wrap_call`."""
-    patch(cls, name, wrap_call(getattr(cls, name), hook, name))
+    """Hook ``cls.name`` with :func:`wrap_call`; a method this AG2 lacks is noted as unavailable."""
+    original = getattr(cls, name, None)
+    if original is None:
+        unavailable.append(point_name(cls, name))
+        return
+    patch(cls, name, wrap_call(original, hook, name))
 
 
 def patch_pair(cls: type, name: str, hook: CallHook) -> None:

@@ -11,7 +11,20 @@ from typing import Any
 
 from ...captor import captor_for, current_captor
 from ...capture import EventCaptureManager
-from .common import CallHook, arg, in_selection, log, mark_recorded, name_of, patch, patch_call, patch_pair, record_error
+from .common import (
+    CallHook,
+    arg,
+    in_selection,
+    log,
+    mark_recorded,
+    name_of,
+    patch,
+    patch_call,
+    patch_pair,
+    point_name,
+    record_error,
+    unavailable,
+)
 
 TRANSITION_REASONS = {
     "on_condition_l_l_m_transition": "OnCondition",
@@ -70,27 +83,36 @@ class SelectSpeakerHook(CallHook):
         captor, groupchat, last_speaker, selector, token = state
         in_selection.reset(token)
         if error is not None:
+            _pending_transition.value = None  # e.g. an AfterWork to TerminateTarget: never the next chat's reason
             _record_selection_error(captor, selector, error, where)
         else:
             _capture_speaker_change(captor, groupchat, last_speaker, result)
 
 
 # -- group-pattern transitions --------------------------------------------------------------------
+def target_name(target: Any) -> str | None:
+    """The name of a TransitionTarget's agent, else its display name (e.g. ``TerminateTarget``)."""
+    if target is None:
+        return None
+    name = getattr(target, "agent_name", None)
+    if name is None and hasattr(target, "display_name"):
+        name = target.display_name()
+    return name
+
+
+def remember_transition(reason: str, source: Any, target: Any) -> None:
+    """Make ``reason`` (OnCondition, ...) the reason of this thread's next speaker change."""
+    _pending_transition.value = (reason, name_of(source) or str(source), target_name(target))
+
+
 def _transition_seen(message: Any) -> None:
-    """Remember a group-pattern transition as the reason of this thread's next speaker change."""
+    """A transition event AG2 sent on its IOStream (ag2 0.10+; see inferred_transitions.py for AG2 without them)."""
     reason = TRANSITION_REASONS.get(getattr(message, "type", None))  # type: ignore[arg-type]
     if reason is None:
         return
     try:
         event = getattr(message, "content", message)
-        source = getattr(event, "source_agent", None)
-        target = getattr(event, "transition_target", None)
-        target_name = None
-        if target is not None:
-            target_name = getattr(target, "agent_name", None)
-            if target_name is None and hasattr(target, "display_name"):
-                target_name = target.display_name()
-        _pending_transition.value = (reason, name_of(source) or str(source), target_name)
+        remember_transition(reason, getattr(event, "source_agent", None), getattr(event, "transition_target", None))
     except Exception:
         log.debug("cmbagent-events: transition capture failed", exc_info=True)
 
@@ -165,12 +187,18 @@ def _patch_pattern(cls: type) -> None:
     patch(cls, "__init__", __init__)
 
 
-def patch_groupchat(agent_cls: type, groupchat_cls: type, io_cls: type, pattern_cls: type | None) -> None:
-    """Hook speaker selection, the IOStream transitions, ``run``/``a_run`` and group patterns."""
+def patch_groupchat(agent_cls: type, groupchat_cls: type, io_cls: type | None, pattern_cls: type | None) -> None:
+    """Hook speaker selection, the IOStream transitions (``io_cls`` None: AG2 sends none),
+    ``run``/``a_run`` and group patterns."""
     patch_pair(groupchat_cls, "select_speaker", SelectSpeakerHook())
-    _patch_iostream(io_cls)
+    if io_cls is not None:
+        _patch_iostream(io_cls)
     for name in ("run", "a_run"):
         if name in agent_cls.__dict__:
             patch_call(agent_cls, name, BindRunHook())
+        else:
+            unavailable.append(point_name(agent_cls, name))
     if pattern_cls is not None:
         _patch_pattern(pattern_cls)
+    else:
+        unavailable.append("Pattern.__init__")

@@ -1,27 +1,122 @@
 """Installing and removing the classic AG2 hooks: explicitly (``install_ag2_hooks``) or per run,
 reference counted (``acquire_hooks``, used by ``capture_run``). AG2 is imported only here, when
-hooks are installed, never when cmbagent_events is imported."""
+hooks are installed, never when cmbagent_events is imported.
+
+Classic AG2 (``import autogen``) comes from one of several distributions that install the same
+``autogen/`` files: ``ag2`` 0.10.3-0.14, ``autogen`` 0.14.x, CMBAgent's fork ``cmbagent-autogen``
+(ag2 0.9.1-based). The hooks work on whichever is installed: a patch point that flavour lacks is
+skipped and reported, never an AttributeError; group transitions are read from AG2's transition
+events where it sends them, else inferred (inferred_transitions.py). :func:`hooks_report` says
+what was found and done; the same is logged once at INFO. With no classic AG2 (none at all, or
+only AG2 1.x, which has no ``autogen`` package), runs capture what they record themselves and
+this is said once.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .agents import patch_agents
 from .code import patch_code
-from .common import log, patches, unpatch_all
+from .common import log, patches, point_name, unavailable, unpatch_all
 from .groupchat import patch_groupchat, restore_streams
+from .inferred_transitions import patch_inferred_transitions
 from .llm import patch_llm
+
+CLASSIC_DISTRIBUTIONS = ("ag2", "autogen", "cmbagent-autogen", "pyautogen")  # each installs autogen/
+TRANSITION_EVENTS_MODULE = "autogen.agentchat.group.events.transition_events"
 
 _lock = threading.RLock()
 _explicit = False  # installed by install_ag2_hooks(), not only by capture_run
 _refcount = 0
+_said: set[str] = set()  # messages already logged once in this process
+_last: HooksReport | None = None  # what the last installation attempt found
 
 
-def _install() -> None:
+@dataclass(frozen=True)
+class HooksReport:
+    """What the classic AG2 hooks found and did (see :func:`hooks_report`).
+
+    ``distribution``/``version``: the distribution providing ``autogen`` (None: no classic AG2);
+    ``installed``: the patch points hooked now (``Class.method``; empty while not installed);
+    ``unavailable``: patch points this flavour lacks, so what they capture is not captured;
+    ``transitions``: how group-pattern transition reasons are learnt: ``events`` (AG2 sends
+    them), ``inferred`` (from group state: the cmbagent fork) or ``none``;
+    ``message``: the one-line summary that was logged.
+    """
+
+    distribution: str | None
+    version: str | None
+    installed: tuple[str, ...]
+    unavailable: tuple[str, ...]
+    transitions: str
+    message: str
+
+    @property
+    def active(self) -> bool:
+        return bool(self.installed)
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a parent package is missing, or blocked (sys.modules entry None)
+        return False
+
+
+def _provides_autogen(distribution: str) -> bool:
+    files = importlib.metadata.files(distribution)
+    return files is None or any(str(f).replace("\\", "/") == "autogen/__init__.py" for f in files)
+
+
+def _classic_distribution() -> tuple[str, str]:
+    """(distribution, version) of the installed ``autogen`` package; with several installed over
+    each other, the one whose version the ``autogen`` files carry."""
+    import autogen
+
+    found = [(d, v) for d in CLASSIC_DISTRIBUTIONS if (v := _version(d)) is not None and _provides_autogen(d)]
+    carried = str(getattr(autogen, "__version__", "")).replace(".", "")
+    for distribution, version in found:
+        if version.replace(".", "") == carried:
+            return distribution, version
+    if found:
+        return found[0]
+    return "unknown", str(getattr(autogen, "__version__", "unknown"))
+
+
+def _no_classic_ag2() -> HooksReport:
+    v1 = _version("ag2")
+    message = "cmbagent-events: no classic AG2 (`import autogen`) found"
+    if v1 is not None:
+        message += f" (ag2 {v1} is AG2 1.x, outside these hooks)"
+    message += ": runs capture only what they record themselves"
+    return HooksReport(None, None, (), (), "none", message)
+
+
+def _say_once(message: str, level: int = logging.INFO) -> None:
+    if message not in _said:
+        _said.add(message)
+        log.log(level, "%s", message)
+
+
+def _install() -> HooksReport:
+    """Patch every hook point the installed classic AG2 has; raises ImportError without one."""
     from autogen import ConversableAgent, GroupChat, GroupChatManager, OpenAIWrapper
-    from autogen.io.base import IOStream
 
+    distribution, version = _classic_distribution()
+    unavailable.clear()
     try:
         import autogen.coding as coding
 
@@ -32,13 +127,75 @@ def _install() -> None:
             from autogen.agentchat.group.patterns.pattern import Pattern
         except ImportError:
             Pattern = None  # noqa: N806 - AG2 without group patterns
+        io_cls = None
+        transitions = "none"
+        if _has_module(TRANSITION_EVENTS_MODULE):
+            from autogen.io.base import IOStream as io_cls  # noqa: N813
+            transitions = "events"
         patch_agents(ConversableAgent, GroupChatManager)
         patch_code(ConversableAgent, executors)
         patch_llm(OpenAIWrapper)
-        patch_groupchat(ConversableAgent, GroupChat, IOStream, Pattern)
+        patch_groupchat(ConversableAgent, GroupChat, io_cls, Pattern)
+        if io_cls is None:
+            unavailable.append("IOStream.get_default (sends no transition events: inferred from group state)")
+            try:
+                from autogen.agentchat.group import group_utils
+                from autogen.agentchat.group.group_tool_executor import GroupToolExecutor
+            except ImportError:
+                pass  # AG2 without group patterns: no transitions to learn
+            else:
+                patch_inferred_transitions(group_utils, GroupToolExecutor)
+                transitions = "inferred"
     except BaseException:
         _uninstall()
         raise
+    installed = tuple(point_name(owner, name) for owner, name, _ in patches)
+    message = (f"cmbagent-events: AG2 hooks on {distribution} {version}: {len(installed)} patch points installed, "
+               f"transitions {transitions}; unavailable on this flavour: {', '.join(unavailable) or 'none'}")
+    return HooksReport(distribution, version, installed, tuple(unavailable), transitions, message)
+
+
+def _install_once() -> bool:
+    """Install unless installed; True when the hooks are in place. Logs what it found once."""
+    global _last
+    if patches:
+        return True
+    if not _has_module("autogen"):
+        _last = _no_classic_ag2()
+        _say_once(_last.message)
+        return False
+    try:
+        _last = _install()
+    except Exception as exc:
+        _last = HooksReport(None, None, (), (), "none", f"cmbagent-events: could not install AG2 hooks: {exc!r}")
+        if _last.message not in _said:
+            _said.add(_last.message)
+            log.warning("%s", _last.message, exc_info=True)
+        return False
+    _say_once(_last.message)
+    return True
+
+
+def hooks_report() -> HooksReport:
+    """The classic AG2 flavour found (distribution, version), the patch points installed now and
+    those unavailable on it (known once the hooks have been installed: ``install_ag2_hooks()`` or
+    a ``capture_run``), and how transitions are learnt. Never raises."""
+    with _lock:
+        report = _last
+        if report is None:  # never installed: name the flavour without patching anything
+            try:
+                if not _has_module("autogen"):
+                    return _no_classic_ag2()
+                distribution, version = _classic_distribution()
+                transitions = "events" if _has_module(TRANSITION_EVENTS_MODULE) else "inferred"
+                return HooksReport(distribution, version, (), (), transitions,
+                                   f"cmbagent-events: {distribution} {version} found; AG2 hooks not installed yet")
+            except Exception as exc:
+                return HooksReport(None, None, (), (), "none", f"cmbagent-events: classic AG2 unusable: {exc!r}")
+        if patches:
+            return report
+        return HooksReport(report.distribution, report.version, (), report.unavailable, report.transitions,
+                           report.message)
 
 
 def _uninstall() -> None:
@@ -50,12 +207,8 @@ def install_ag2_hooks() -> bool:
     """Patch AG2 so every run's events are captured (idempotent). True when the hooks are in place."""
     global _explicit
     with _lock:
-        if not patches:
-            try:
-                _install()
-            except Exception:
-                log.exception("cmbagent-events: could not install AG2 hooks")
-                return False
+        if not _install_once():
+            return False
         _explicit = True
         return True
 
@@ -78,12 +231,8 @@ def acquire_hooks() -> Callable[[], None] | None:
     unless :func:`install_ag2_hooks` was called explicitly)."""
     global _refcount
     with _lock:
-        if not patches:
-            try:
-                _install()
-            except Exception:
-                log.exception("cmbagent-events: could not install AG2 hooks")
-                return None
+        if not _install_once():
+            return None
         _refcount += 1
     released = False
 
