@@ -145,29 +145,21 @@ def _is_clean_exit(error: BaseException) -> bool:
     return isinstance(error, SystemExit) and error.code in (0, None)
 
 
-_said_no_ag2 = False
-
-
 def _install_hooks() -> Callable[[], None] | None:
     """Install the AG2 hooks for the duration of a run (reference counted across runs): classic AG2
     (``autogen``) and AG2 1.x (``ag2`` >= 1), whichever are installed; both when both are."""
     from .integrations import flavours
 
-    releases = []
-    if flavours.classic_installed():
-        from .integrations import ag2_classic
+    from .integrations import ag2_classic
 
-        releases.append(ag2_classic.acquire_hooks())
+    # Without classic AG2 this says once (INFO) that none was found, and whether AG2 1.x is there.
+    releases = [ag2_classic.acquire_hooks()]
     if flavours.v1_installed():
         from .integrations import ag2_v1
 
         releases.append(ag2_v1.acquire_hooks())
     held = [r for r in releases if r is not None]
-    if not held:  # AG2 absent: capture still works through the manual API; said once per process
-        global _said_no_ag2
-        if not _said_no_ag2:
-            _said_no_ag2 = True
-            log.warning("cmbagent-events: no AG2 hooks installed (neither autogen nor ag2>=1 is usable here)")
+    if not held:  # no AG2: capture still works through the manual API
         return None
 
     def release() -> None:

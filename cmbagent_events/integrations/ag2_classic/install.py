@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .. import flavours
 from .agents import patch_agents
 from .code import patch_code
 from .common import log, patches, point_name, unavailable, unpatch_all
@@ -97,11 +98,12 @@ def _classic_distribution() -> tuple[str, str]:
 
 
 def _no_classic_ag2() -> HooksReport:
-    v1 = _version("ag2")
+    v1 = flavours.v1_version()
     message = "cmbagent-events: no classic AG2 (`import autogen`) found"
     if v1 is not None:
-        message += f" (ag2 {v1} is AG2 1.x, outside these hooks)"
-    message += ": runs capture only what they record themselves"
+        message += f"; AG2 1.x (ag2 {v1}) is captured by its own hooks"
+    else:
+        message += " and no AG2 1.x: runs capture only what they record themselves"
     return HooksReport(None, None, (), (), "none", message)
 
 
@@ -160,7 +162,7 @@ def _install_once() -> bool:
     global _last
     if patches:
         return True
-    if not _has_module("autogen"):
+    if not flavours.classic_installed():
         _last = _no_classic_ag2()
         _say_once(_last.message)
         return False
@@ -184,7 +186,7 @@ def hooks_report() -> HooksReport:
         report = _last
         if report is None:  # never installed: name the flavour without patching anything
             try:
-                if not _has_module("autogen"):
+                if not flavours.classic_installed():
                     return _no_classic_ag2()
                 distribution, version = _classic_distribution()
                 transitions = "events" if _has_module(TRANSITION_EVENTS_MODULE) else "inferred"
