@@ -17,6 +17,7 @@ Headers for authentication come from ``--header`` or, as for any OTLP exporter, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -112,24 +113,40 @@ async def export_stored_run(reader: RunReader, run_id: str, exporter: SpanExport
     builder = TraceBuilder(run_id, last_child_seq=await reader.last_child_seqs(run_id))
     summary = ExportSummary(run_id)
     pending: list[ReadableSpan] = []
+    sending: asyncio.Task[None] | None = None  # one request in flight while the next page is read
+
+    async def send(spans: list[ReadableSpan]) -> None:
+        nonlocal sending
+        if sending is not None:
+            await sending
+        sending = asyncio.create_task(_send(exporter, spans, summary))
+
     after = -1
-    while True:
-        page = await reader.events_after(run_id, after, page_size)
-        if not page:
-            break
-        for event in page:
-            builder.add({c: getattr(event, c) for c in EVENT_COLUMNS})
-            builder.release_completed()
-        after = page[-1].seq
-        pending.extend(builder.take())
-        while len(pending) >= batch_size:
-            await _send(exporter, pending[:batch_size], summary)
-            del pending[:batch_size]
-        if on_page is not None:
-            on_page(len(page))
-    pending.extend(builder.finish(RunInfo.from_model(run)))
-    for i in range(0, len(pending), batch_size):
-        await _send(exporter, pending[i:i + batch_size], summary)
+    try:
+        while True:
+            page = await reader.events_after(run_id, after, page_size)
+            if not page:
+                break
+            for event in page:
+                builder.add({c: getattr(event, c) for c in EVENT_COLUMNS})
+            builder.release_completed()  # agent calls whose last child is on this page (or before)
+            after = page[-1].seq
+            pending.extend(builder.take())
+            while len(pending) >= batch_size:
+                await send(pending[:batch_size])
+                del pending[:batch_size]
+            if on_page is not None:
+                on_page(len(page))
+        pending.extend(builder.finish(RunInfo.from_model(run)))
+        for i in range(0, len(pending), batch_size):
+            await send(pending[i:i + batch_size])
+    except BaseException:
+        if sending is not None:  # let it finish, but report the first failure
+            with contextlib.suppress(BaseException):
+                await sending
+        raise
+    if sending is not None:
+        await sending
     summary.span_counts = builder.span_counts
     summary.event_counts = builder.event_counts
     summary.seconds = time.perf_counter() - started
