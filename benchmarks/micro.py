@@ -120,6 +120,49 @@ async def asyncpg_ceiling(dsn: str, n: int, batch: int, reps: int) -> float:
     return statistics.median(rates)
 
 
+def redaction_ns_per_event(n: int, reps: int) -> dict[str, float]:
+    """Median ns per event the writer spends making payloads safe (truncation, secret keys, free-text
+    secrets, JSON) against plain msgspec encoding of the same values, for ordinary events and for
+    events holding secrets (which take the exact path)."""
+    import msgspec
+
+    from cmbagent_events.writer.encode import Sanitizer
+
+    content = "Here is the plan: load the CMB maps, compute the power spectrum, then plot it. " * 4
+    plain = [
+        ({"sender": "planner", "recipient": "engineer", "content": content}, {"tokens": None}),
+        ({"tool_name": "compute_spectrum", "arguments": '{"lmax": 2000, "maps": ["a.fits"]}'}, {"result": "ok"}),
+        ({"message": {"role": "assistant", "content": content, "name": "engineer"}, "context": {}}, {}),
+    ]
+    secret = [
+        ({"sender": "planner", "recipient": "engineer", "content": "use key sk-proj-Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2"}, {}),
+        ({"tool_name": "fetch", "arguments": '{"url": "https://x.org", "api_key": "abcd1234"}'}, {"result": "ok"}),
+        ({"message": content, "context": {"headers": [["Authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.e30.x"]]}}, {}),
+    ]
+    sanitizer = Sanitizer(CaptureConfig().secret_keys)
+    raw = msgspec.json.Encoder().encode
+
+    def per_event(values: list[tuple[Any, Any]], encode: Any) -> float:
+        timings = []
+        for _ in range(reps):
+            t0 = time.perf_counter_ns()
+            for i in range(n):
+                inputs, meta = values[i % len(values)]
+                encode(inputs)
+                encode(meta)
+            timings.append((time.perf_counter_ns() - t0) / n)
+        return statistics.median(timings)
+
+    def safe(value: Any) -> Any:
+        return sanitizer.encode(value, 10_000)
+
+    baseline = per_event(plain, raw)
+    ordinary = per_event(plain, safe)
+    with_secrets = per_event(secret, safe)
+    return {"msgspec_only": baseline, "ordinary_event": ordinary, "overhead_ordinary": ordinary - baseline,
+            "event_with_secrets": with_secrets, "overhead_with_secrets": with_secrets - per_event(secret, raw)}
+
+
 async def run_micro(quick: bool, pg_url: str | None) -> dict[str, Any]:
     n_emit = 20_000 if quick else 100_000
     n_write = 10_000 if quick else 50_000
@@ -132,6 +175,7 @@ async def run_micro(quick: bool, pg_url: str | None) -> dict[str, Any]:
         if pg_url:
             backends["postgresql"] = pg_url
         results["emit_ns"] = await emit_cost_ns(sqlite_url, n_emit, reps)
+        results["redaction_ns"] = redaction_ns_per_event(n_write, reps)
         for name, url in backends.items():
             results["writer_events_per_s"][name] = {
                 str(b): await writer_events_per_s(url, n_write, b, reps) for b in batches}
@@ -149,6 +193,11 @@ def print_micro(results: dict[str, Any]) -> None:
     emit = results["emit_ns"]
     print(f"emit cost per event (median): loop thread {emit['loop_thread']:.0f} ns, "
           f"other thread {emit['other_thread']:.0f} ns")
+    red = results.get("redaction_ns")
+    if red:
+        print(f"payload safety per event (median): ordinary {red['ordinary_event']:.0f} ns "
+              f"(+{red['overhead_ordinary']:.0f} ns over msgspec alone), with secrets "
+              f"{red['event_with_secrets']:.0f} ns (+{red['overhead_with_secrets']:.0f} ns)")
     print(f"{'backend':<11} {'batch':>6} {'writer ev/s':>12} {'ceiling ev/s':>13} {'fraction':>9}")
     for backend, by_batch in results["writer_events_per_s"].items():
         for batch, rate in by_batch.items():

@@ -16,10 +16,21 @@ from collections.abc import Callable
 from .records import EventRecord
 
 
+# Causes of loss, as counted on the run (``meta.drops``)
+QUEUE_FULL = "queue full"
+CAPTURE_FAILED = "capture call failed"
+ENCODE_FAILED = "encode failure"
+REFUSED = "refused by database"
+NOT_WRITTEN = "not written before close"
+FILE_REPLACED = "database file replaced"
+WRITER_ERROR = "writer error"
+
+
 class EventBus:
     """A bounded FIFO of :class:`EventRecord` with drop accounting and batch-ready wake-ups."""
 
-    __slots__ = ("_queue", "_maxsize", "_batch_size", "_waker", "_wake_pending", "_drop_lock", "dropped")
+    __slots__ = ("_queue", "_maxsize", "_batch_size", "_waker", "_wake_pending", "_drop_lock", "dropped",
+                 "drop_causes", "lost_completions")
 
     def __init__(self, maxsize: int, batch_size: int) -> None:
         self._queue: deque[EventRecord] = deque()
@@ -28,7 +39,9 @@ class EventBus:
         self._waker: Callable[[], None] | None = None
         self._wake_pending = False
         self._drop_lock = threading.Lock()
-        self.dropped = 0  # records refused because the queue was full
+        self.dropped = 0  # events lost, all causes together
+        self.drop_causes: dict[str, int] = {}  # cause -> events lost (sums to ``dropped``)
+        self.lost_completions = 0  # agent-call completions refused by a full queue (their rows stay "running")
 
     def put(self, record: EventRecord) -> bool:
         """Enqueue ``record``; False (and counted) when the queue is full. Never blocks."""
@@ -37,7 +50,11 @@ class EventBus:
         if depth >= self._maxsize:
             # Rare path: a lock keeps the count exact when several threads overflow at once.
             with self._drop_lock:
-                self.dropped += 1
+                if record.seq < 0:  # an agent call's completion: not an event of its own (no seq)
+                    self.lost_completions += 1
+                else:
+                    self.dropped += 1
+                    self.drop_causes[QUEUE_FULL] = self.drop_causes.get(QUEUE_FULL, 0) + 1
             return False
         queue.append(record)
         if depth + 1 >= self._batch_size and not self._wake_pending:
@@ -75,10 +92,13 @@ class EventBus:
         records are the parent's to write."""
         self._queue.clear()
 
-    def count_dropped(self, n: int) -> None:
-        """Count ``n`` records lost after they were queued (e.g. a batch the database refused)."""
+    def count_dropped(self, n: int, cause: str) -> None:
+        """Count ``n`` events lost for ``cause`` (e.g. a row the database refused)."""
+        if n <= 0:
+            return
         with self._drop_lock:
             self.dropped += n
+            self.drop_causes[cause] = self.drop_causes.get(cause, 0) + n
 
     def __len__(self) -> int:
         return len(self._queue)

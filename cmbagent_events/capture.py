@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .bus import EventBus
+from .bus import CAPTURE_FAILED, EventBus
 from .config import CaptureConfig
 from .ids import event_id_prefix
 from .records import COMPLETE, FILE_ROW, INSERT, MESSAGE_ROW, EventRecord
@@ -74,6 +74,8 @@ class EventCaptureManager:
         self._track = self.config.track_perf
         self._capture_ns = 0
         self._capture_count = 0
+        self._failure_logged = False
+        self.lost_completions = 0  # agent-call completions that could not be queued (not events: no seq)
         self._closed = False
         _live_managers.add(self)
         self.ref = weakref.ref(self)  # what integrations attach to agents to remember their run across threads
@@ -97,11 +99,14 @@ class EventCaptureManager:
 
         A new ``node_id`` restarts ``execution_order`` at 0, as in the seed.
         """
-        if node_id:
-            self.current_node_id = node_id
-            self._node_base = self._issued
-        if step_id:
-            self.current_step_id = step_id
+        try:
+            if node_id:
+                self.current_node_id = node_id
+                self._node_base = self._issued
+            if step_id:
+                self.current_step_id = step_id
+        except Exception:  # a value whose truth cannot be told: ignored, never raised
+            self._log_failure()
 
     @property
     def execution_order(self) -> int:
@@ -183,26 +188,50 @@ class EventCaptureManager:
                 self._capture_ns += _perf_ns() - t0
                 self._capture_count += 1
         except Exception:  # never into the caller; counted so the loss shows on the run
-            self.bus.count_dropped(1)
-            log.exception("cmbagent-events: capture failed")
+            self.bus.count_dropped(1, CAPTURE_FAILED)
+            self._log_failure()
             return None
         return eid
+
+    def _capture_failed(self) -> None:
+        """A capture call failed before its event was queued (arguments it could not even read): the
+        event's seq is used up and counted as dropped, so the gap in seq says where it was."""
+        try:
+            if self.enabled:
+                self._issued = self._next_seq() + 1
+                self.bus.count_dropped(1, CAPTURE_FAILED)
+            self._log_failure()
+        except Exception:  # nothing may reach the caller
+            pass
+
+    def _log_failure(self) -> None:
+        if not self._failure_logged:  # once per run: a hostile value repeated 10,000 times is one story
+            self._failure_logged = True
+            log.exception("cmbagent-events: a capture call failed (counted as dropped; logged once per run)")
 
     # -- the seed's API -------------------------------------------------------------------------
     def capture_agent_call(self, agent_name: str, message: Any, context: dict[str, Any] | None = None,
                            metadata: dict[str, Any] | None = None) -> str | None:
         """An agent starts working on ``message``: one row, status ``running`` until its response."""
-        return self._emit("agent_call", "agent_call", "start", agent_name,
-                          (message, context), None, None, "running", None,
-                          metadata or {}, None, True)
+        try:
+            return self._emit("agent_call", "agent_call", "start", agent_name,
+                              (_snap(message), _snap(context)), None, None, "running", None,
+                              _meta(metadata), None, True)
+        except Exception:
+            self._capture_failed()
+            return None
 
     def capture_agent_response(self, agent_name: str, response: Any, event_id: str | None = None,
                                metadata: dict[str, Any] | None = None) -> str | None:
         """Complete the agent call ``event_id`` with ``response`` (or record a standalone completion)."""
-        if event_id:
-            return self.finish_agent_call(event_id, response=response, metadata=metadata)
-        return self._emit("agent_call", "agent_call", "complete", agent_name, None, {"response": response},
-                          None, "completed", None, metadata or {}, None, False)
+        try:
+            if event_id is not None:
+                return self.finish_agent_call(event_id, response=response, metadata=metadata)
+            return self._emit("agent_call", "agent_call", "complete", agent_name, None, {"response": _snap(response)},
+                              None, "completed", None, _meta(metadata), None, False)
+        except Exception:
+            self._capture_failed()
+            return None
 
     def finish_agent_call(self, event_id: str, *, response: Any = None, error: BaseException | str | None = None,
                           metadata: dict[str, Any] | None = None) -> str | None:
@@ -229,72 +258,103 @@ class EventCaptureManager:
                 err = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
             # outputs {"response": ...} is built by the writer (see records.INPUT_FIELDS)
             self._put(EventRecord(COMPLETE, event_id, -1, now, None, subtype, None, None, 0, None, None, 0,
-                                  None, response, err, status, duration, metadata, None))
-        except Exception:
-            self.bus.count_dropped(1)
-            log.exception("cmbagent-events: capture failed")
+                                  None, _snap(response), err, status, duration,
+                                  _meta(metadata) if metadata is not None else None, None))
+        except Exception:  # a completion is not an event (no seq): counted apart, never raised
+            self.lost_completions += 1
+            self._log_failure()
             return None
         return event_id
 
     def capture_tool_call(self, agent_name: str, tool_name: str, arguments: Any, result: Any = None,
                           metadata: dict[str, Any] | None = None) -> str | None:
         """A tool/function invocation (with its result when known)."""
-        meta = metadata or {}
-        failed = meta.get("success") is False
-        return self._emit("tool_call", "tool_call", "execute", agent_name, (tool_name, arguments),
-                          {"result": result} if result is not None else None,
-                          None, "failed" if failed else "completed", meta.get("duration_ms"), meta, None, False)
+        try:
+            meta = _meta(metadata)
+            failed = meta.get("success") is False
+            return self._emit("tool_call", "tool_call", "execute", agent_name, (tool_name, _snap(arguments)),
+                              {"result": _snap(result)} if result is not None else None,
+                              None, "failed" if failed else "completed", meta.get("duration_ms"), meta, None, False)
+        except Exception:
+            self._capture_failed()
+            return None
 
     def capture_code_execution(self, agent_name: str, code: str, language: str = "python", result: Any = None,
                                exit_code: int | None = None, duration_ms: float | None = None,
                                metadata: dict[str, Any] | None = None) -> str | None:
         """A code block run: subtype ``complete`` on exit code 0, else ``error``."""
-        meta = dict(metadata) if metadata else {}
-        meta["language"] = language
-        meta["exit_code"] = exit_code
-        meta["code_length"] = len(code) if isinstance(code, str) else None
-        ok = exit_code == 0
-        return self._emit("code_exec", "code_exec", "complete" if ok else "error", agent_name, (code,),
-                          {"result": result}, None, "completed" if ok else "failed", duration_ms, meta, None,
-                          False)
+        try:
+            meta = _meta(metadata)
+            meta["language"] = language
+            meta["exit_code"] = exit_code
+            meta["code_length"] = str.__len__(code) if isinstance(code, str) else None
+            ok = type(exit_code) is int and exit_code == 0
+            return self._emit("code_exec", "code_exec", "complete" if ok else "error", agent_name, (code,),
+                              {"result": _snap(result)}, None, "completed" if ok else "failed", duration_ms, meta,
+                              None, False)
+        except Exception:
+            self._capture_failed()
+            return None
 
     def capture_file_generation(self, agent_name: str, file_path: str, file_type: str,
                                 size_bytes: int | None = None, metadata: dict[str, Any] | None = None) -> str | None:
         """A file produced by the run; also written as a ``files`` row linked to the event."""
-        meta = {"size_bytes": size_bytes, **metadata} if metadata else {"size_bytes": size_bytes}
-        return self._emit("file_gen", "file_gen", "create", agent_name, (file_path, file_type), None, None,
-                          "completed", None, meta,
-                          (FILE_ROW, file_path, file_type, size_bytes), False)
+        try:
+            meta = {"size_bytes": size_bytes, **_meta(metadata)}
+            return self._emit("file_gen", "file_gen", "create", agent_name, (file_path, file_type), None, None,
+                              "completed", None, meta,
+                              (FILE_ROW, file_path, file_type, size_bytes), False)
+        except Exception:
+            self._capture_failed()
+            return None
 
     def capture_handoff(self, from_agent: str, to_agent: str, context: dict[str, Any] | None = None,
                         reason: str | None = None) -> str | None:
         """Control passes from one agent to another (speaker selection, group-pattern transition)."""
-        return self._emit("handoff", "handoff", "transfer", from_agent, (from_agent, to_agent, context), None, None,
-                          "completed", None, {"reason": reason} if reason else {}, None, False)
+        try:
+            return self._emit("handoff", "handoff", "transfer", from_agent, (from_agent, to_agent, _snap(context)),
+                              None, None, "completed", None, {"reason": reason} if reason is not None else {}, None,
+                              False)
+        except Exception:
+            self._capture_failed()
+            return None
 
     def capture_message(self, sender: str, recipient: str, content: Any, tokens: int | None = None,
                         metadata: dict[str, Any] | None = None) -> str | None:
         """An agent-to-agent message; also written as a ``messages`` row linked to the event."""
         # inputs {"sender", "recipient", "content"} and meta {"tokens"} are built by the writer from
         # the message row: messages are the most frequent event, so no dicts on their hot path.
-        return self._emit("message", "agent_call", "message", recipient, None, None, None, "completed",
-                          None, metadata, (MESSAGE_ROW, sender, recipient, content, tokens), False)
+        try:
+            return self._emit("message", "agent_call", "message", recipient, None, None, None, "completed",
+                              None, _meta(metadata) if metadata is not None else None,
+                              (MESSAGE_ROW, sender, recipient, _snap(content), tokens), False)
+        except Exception:
+            self._capture_failed()
+            return None
 
     def capture_relay(self, sender: str, recipient: str, content: Any, metadata: dict[str, Any] | None = None
                       ) -> str | None:
         """A message a group chat manager forwards (broadcasts) to another member: an event marked
         ``broadcast`` but no ``messages`` row, so that table holds the conversation's turns once each
         (AG2's own chat history) while the trace still shows every delivery."""
-        meta = {"broadcast": True, **metadata} if metadata else {"broadcast": True}
-        return self._emit("message", "agent_call", "message", recipient,
-                          {"sender": sender, "recipient": recipient, "content": content}, None, None, "completed",
-                          None, meta, None, False)
+        try:
+            meta = {"broadcast": True, **_meta(metadata)}
+            return self._emit("message", "agent_call", "message", recipient,
+                              {"sender": sender, "recipient": recipient, "content": _snap(content)}, None, None,
+                              "completed", None, meta, None, False)
+        except Exception:
+            self._capture_failed()
+            return None
 
     def capture_error(self, agent_name: str, error_message: str, error_type: str | None = None,
                       metadata: dict[str, Any] | None = None) -> str | None:
         """An error anywhere in the run (always captured while capture is on)."""
-        return self._emit("error", "error", error_type or "runtime_error", agent_name, None, None,
-                          error_message, "failed", None, metadata or {}, None, False)
+        try:
+            return self._emit("error", "error", error_type if error_type is not None else "runtime_error",
+                              agent_name, None, None, error_message, "failed", None, _meta(metadata), None, False)
+        except Exception:
+            self._capture_failed()
+            return None
 
     def capture_llm_call(self, agent_name: str | None, model: str | None, prompt_tokens: int | None,
                          completion_tokens: int | None, total_tokens: int | None = None, cost: float | None = None,
@@ -302,25 +362,37 @@ class EventCaptureManager:
         """One model call with its token usage and cost; the run's totals (``usage``) are summed here."""
         if not self.enabled:
             return None
-        if total_tokens is None and (prompt_tokens is not None or completion_tokens is not None):
-            total_tokens = (prompt_tokens or 0) + (completion_tokens or 0)
-        with self._usage_lock:
-            totals = self.usage
-            totals["calls"] += 1
-            totals["prompt_tokens"] += prompt_tokens or 0
-            totals["completion_tokens"] += completion_tokens or 0
-            totals["total_tokens"] += total_tokens or 0
-            totals["cost"] += cost or 0.0
-        return self._emit("llm_call", "llm_call", "complete", agent_name, (model,),
-                          (prompt_tokens, completion_tokens, total_tokens, cost), None, "completed", duration_ms,
-                          metadata or {"model": model}, None, False)
+        try:
+            # counts and cost as numbers (an API may hand over "12" or a Decimal); anything else counts 0
+            prompt_tokens, completion_tokens = _number(prompt_tokens), _number(completion_tokens)
+            total_tokens, cost = _number(total_tokens), _number(cost)
+            if total_tokens is None and (prompt_tokens is not None or completion_tokens is not None):
+                total_tokens = (prompt_tokens or 0) + (completion_tokens or 0)
+            with self._usage_lock:
+                totals = self.usage
+                totals["calls"] += 1
+                totals["prompt_tokens"] += prompt_tokens or 0
+                totals["completion_tokens"] += completion_tokens or 0
+                totals["total_tokens"] += total_tokens or 0
+                totals["cost"] += cost or 0.0
+            return self._emit("llm_call", "llm_call", "complete", agent_name, (model,),
+                              (prompt_tokens, completion_tokens, total_tokens, cost), None, "completed", duration_ms,
+                              _meta(metadata) or {"model": model}, None, False)
+        except Exception:
+            self._capture_failed()
+            return None
 
     def capture_event(self, event_type: str, event_subtype: str | None = None, agent_name: str | None = None,
                       inputs: Any = None, outputs: Any = None, duration_ms: float | None = None,
                       metadata: dict[str, Any] | None = None, status: str = "completed") -> str | None:
         """Any other event type (e.g. ``llm_call`` with tokens and cost); nested like the rest."""
-        return self._emit(event_type, event_type, event_subtype, agent_name, inputs, outputs, None, status,
-                          duration_ms, metadata or {}, None, False)
+        try:
+            return self._emit(event_type if type(event_type) is str else "custom", event_type, event_subtype,
+                              agent_name, _snap(inputs), _snap(outputs), None, status, duration_ms, _meta(metadata),
+                              None, False)
+        except Exception:
+            self._capture_failed()
+            return None
 
     # -- stats, flush, close -------------------------------------------------------------------
     def get_performance_stats(self) -> dict[str, Any]:
@@ -331,6 +403,8 @@ class EventCaptureManager:
         return {
             "total_events": self._issued,
             "dropped_events": self.bus.dropped,
+            "drops": dict(self.bus.drop_causes),  # cause -> events lost
+            "lost_completions": self.lost_completions + self.bus.lost_completions,
             "queue_depth": len(self.bus),
             "queue_high_water": writer.queue_high_water if writer else 0,
             "batches_written": writer.batches_written if writer else 0,
@@ -350,13 +424,16 @@ class EventCaptureManager:
         }
 
     async def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything captured before this call is committed. False on timeout.
+        """Wait until everything captured before this call is committed. False on timeout
+        (``timeout=None`` waits at most ``config.close_timeout_s``: a flush never hangs).
 
         Works from any event loop or thread's loop: the barrier is a thread-safe future.
         """
         writer = self.writer
         if writer is None:
             return True
+        if timeout is None:
+            timeout = self.config.close_timeout_s
         future = writer.request_flush()
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
@@ -369,7 +446,7 @@ class EventCaptureManager:
         if writer is None:
             return True
         try:
-            return writer.request_flush().result(timeout)
+            return writer.request_flush().result(self.config.close_timeout_s if timeout is None else timeout)
         except TimeoutError:  # concurrent.futures.TimeoutError is this builtin since 3.11
             return False
 
@@ -404,6 +481,44 @@ class EventCaptureManager:
 
         writer = self.writer if self.enabled else None
         return subscribe(writer, self._issued, maxsize)
+
+
+# -- arguments as of capture time ----------------------------------------------------------------
+def _snap(value: Any) -> Any:
+    """A shallow copy of a dict or list (C-level, ~0.1-2 us): the caller may keep changing it after
+    capture (AG2 appends to message lists); the stored value is its top level as captured. Deeper
+    levels are read later by the writer (a deep copy on the hot path costs too much)."""
+    kind = type(value)
+    if kind is dict:
+        return dict.copy(value)
+    if kind is list:
+        return list.copy(value)
+    return value
+
+
+def _meta(metadata: Any) -> dict[str, Any]:
+    """Metadata as a fresh dict: None -> {}, a dict (or subclass) copied without calling its
+    overrides, anything else kept under ``"metadata"``."""
+    if metadata is None:
+        return {}
+    if isinstance(metadata, dict):
+        return dict.copy(metadata)
+    return {"metadata": metadata}
+
+
+def _number(value: Any) -> int | float | None:
+    """``value`` as an int or finite float, or None (a count or cost the run can sum)."""
+    if value is None or value is True or value is False:
+        return None
+    if type(value) is int or type(value) is float:
+        return value if value == value and abs(value) < 1e18 else None
+    try:
+        number = float(str.__getitem__(value, slice(None)) if isinstance(value, str) else value)
+    except Exception:
+        return None
+    if number != number or abs(number) >= 1e18:
+        return None
+    return int(number) if number.is_integer() else number
 
 
 # -- the managers of this process (fork safety, see captor.py) -----------------------------------

@@ -19,10 +19,13 @@ import atexit
 import contextlib
 import logging
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import signals
 from .captor import set_event_captor
@@ -30,7 +33,8 @@ from .capture import EventCaptureManager
 from .config import CaptureConfig, ConfigError
 from .ids import new_run_id
 from .store.orphans import process_identity
-from .store.schema import migrate, resolve_db
+from .store.schema import forget_migrated, migrate, resolve_db
+from .writer.fit import RUN_WIDTHS, fit_text
 from .store.sink import open_sink
 from .writer import BatchWriter, FinishValues
 from .writer.encode import Sanitizer
@@ -52,8 +56,8 @@ class _RunSession:
         self.mode = mode
         self.agent = agent
         self.model = model
-        self.session_id = session_id
-        self.meta = dict(meta or {})
+        self.session_id = fit_text(session_id, RUN_WIDTHS["session_id"]) or "default"
+        self.meta = dict.copy(meta) if isinstance(meta, dict) else ({} if meta is None else {"meta": meta})
         self.manager: EventCaptureManager | None = None
         self.forwarder: Any = None  # export.otlp.OtlpForwarder when CMBAGENT_EVENTS_OTLP_ENDPOINT is set
 
@@ -63,8 +67,15 @@ class _RunSession:
         if not cfg.enabled:  # capture off: a manager that records nothing, no database touched
             self.manager = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=False)
             return self.manager
-        url = resolve_db(self.db_url)
-        await migrate(url, cfg.placement)  # checks the database on first use: an unusable one fails here
+        url = resolve_db(self.db_url)  # a URL that cannot work fails here, with the reason
+        outage = False
+        try:
+            await migrate(url, cfg.placement)  # checks the database on first use
+        except (OSError, TimeoutError, SQLAlchemyError, sqlite3.Error) as exc:
+            # unreachable or read-only right now: an outage, not the run's failure. The writer
+            # migrates once it can connect, and spills what it cannot write by the close.
+            log.warning("cmbagent-events: database unavailable at run start (%r); capturing anyway", exc)
+            outage = True
         sampled = cfg.sample_rate >= 1.0 or random.random() < cfg.sample_rate
         meta = dict(self.meta)
         meta["process"] = process_identity()  # lets close-orphans tell a dead run from a quiet one
@@ -76,6 +87,8 @@ class _RunSession:
                             model=self.model, started_ns=time.time_ns(), meta=meta)
         manager = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=sampled)
         writer = BatchWriter(manager.bus, sink, cfg, run_id, self.session_id, run_row=first_row)
+        writer.prepare = lambda: _remigrate(url, cfg.placement)
+        writer.needs_prepare = outage
         manager.writer = writer
         if cfg.otlp_endpoint and sampled:
             self.forwarder = manager.otlp_forwarder = _otlp_forwarder(cfg.otlp_endpoint, run_id, writer)
@@ -121,7 +134,8 @@ class _RunSession:
             "queue_high_water": stats["queue_high_water"],
             "avg_capture_time_us": round(stats["avg_capture_time_us"], 3),
             "last_error": stats["last_error"],
-        }, "usage": dict(manager.usage)}, 1000)
+            "lost_completions": stats["lost_completions"],
+        }, "usage": dict(manager.usage), "drops": stats["drops"]}, 2000)
         return status, time.time_ns(), stats["total_events"], stats["dropped_events"], patch
 
 
@@ -138,6 +152,12 @@ def _otlp_forwarder(endpoint: str, run_id: str, writer: BatchWriter) -> Any:
     forwarder = OtlpForwarder(make_exporter(endpoint), run_id)
     writer.add_commit_listener(forwarder.on_commit)
     return forwarder
+
+
+async def _remigrate(url: Any, placement: Any) -> None:
+    """The schema, (re)created: after an outage at entry, or in a SQLite file that replaced ours."""
+    forget_migrated(url)
+    await migrate(url, placement)
 
 
 def _is_clean_exit(error: BaseException) -> bool:

@@ -5,8 +5,10 @@ stored + dropped = emitted, and the seqs missing from the database are exactly t
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
+import time
 from typing import Any
 
 from sqlalchemy import select
@@ -69,7 +71,7 @@ class Mutated:
     """Containers another thread keeps changing while events holding them are queued."""
 
     def __init__(self) -> None:
-        self.dict: dict[str, Any] = {f"k{i}": "v" * 50 for i in range(300)}
+        self.dict: dict[str, Any] = {f"k{i}": "v" * 50 for i in range(100)}
         self.list: list[Any] = list(range(300))
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._churn, daemon=True)
@@ -83,6 +85,8 @@ class Mutated:
             self.list.append(i)
             if len(self.list) > 600:
                 del self.list[:200]
+            if i % 100 == 0:
+                time.sleep(0.0001)  # let the capturing thread have the GIL too
 
 
 def hostile(rng: random.Random, mutated: Mutated) -> Any:
@@ -154,14 +158,17 @@ async def test_fuzz_hostile_values_never_kill_the_writer_nor_lose_events_silentl
     rng = random.Random(20261125)
     mutated = Mutated()
     mutated.thread.start()
-    config = CaptureConfig(buffer_size=200, flush_interval_ms=20, close_timeout_s=60)
+    # a queue smaller than the burst: some events are dropped (queue full) and must show as gaps
+    config = CaptureConfig(buffer_size=200, flush_interval_ms=20, close_timeout_s=60, queue_size=4000)
     run_fields = dict(task_description=hostile(rng, mutated), mode=BadStr("m" * 65), agent="a" * 257,
                       model=BadInt(4), session_id=12345, meta={"k": BadStr("v"), "n": 10 ** 5000})
     try:
         async with capture_run(db_url, config=config, hooks=False, **run_fields) as run:
             open_calls: list[Any] = []
-            for _ in range(EVENTS):
+            for i in range(EVENTS):
                 one_call(run, rng, mutated, open_calls)
+                if i % 50 == 0:
+                    await asyncio.sleep(0)  # the writer shares this loop: let it drain now and then
             assert await run.flush(60), "flush did not return: the writer is dead or stuck"
             writer_task = run.writer._task
             assert writer_task is not None and not writer_task.done(), "the writer task ended"

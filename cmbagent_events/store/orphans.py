@@ -1,8 +1,7 @@
 """Runs whose process died (SIGKILL, power loss, OOM): found and closed as ``abandoned``.
 
 A live run shows signs of life: its process (``meta.process``: host and pid, recorded at entry) is
-still running, and its writer touches ``heartbeat_at`` while the run is open (when the column
-exists). A run still ``running`` is an orphan when its process is gone from this very host, or when
+still running, and its writer stamps ``meta.heartbeat`` every 15 s while the run is open. A run still ``running`` is an orphan when its process is gone from this very host, or when
 nothing (heartbeat, started_at, its newest event) happened for ``stale_after_s`` seconds.
 
 Closing one is a conditional update (``WHERE status = 'running'``, so a run finishing at that
@@ -68,6 +67,16 @@ class ClosedRun:
     dropped_events: int
 
 
+def _heartbeat(meta: Any) -> datetime | None:
+    stamp = meta.get("heartbeat") if isinstance(meta, dict) else None
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+
+
 def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -89,7 +98,6 @@ async def close_orphans(engine: AsyncEngine, *, stale_after_s: float = DEFAULT_S
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     now = datetime.now(UTC)
     closed: list[ClosedRun] = []
-    heartbeat = getattr(WorkflowRun, "heartbeat_at", None)
     async with sessions() as session:
         running = (await session.scalars(select(WorkflowRun).where(WorkflowRun.status == "running"))).all()
         for run in running:
@@ -98,8 +106,8 @@ async def close_orphans(engine: AsyncEngine, *, stale_after_s: float = DEFAULT_S
                        func.max(ExecutionEvent.completed_at))
                 .where(ExecutionEvent.run_id == run.id))).one()
             max_seq, count, last_event, last_completion = stats
-            seen = [_aware(t) for t in (run.started_at, getattr(run, "heartbeat_at", None) if heartbeat else None,
-                                        last_event, last_completion) if t is not None]
+            seen = [_aware(t) for t in (run.started_at, _heartbeat(run.meta), last_event, last_completion)
+                    if t is not None]
             last_seen = max(seen) if seen else None
             if _process_gone(run.meta):
                 reason = "process gone"

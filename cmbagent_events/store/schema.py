@@ -226,6 +226,14 @@ def _sqlite_revision(db: Database, query: str) -> str | None:
     return rows[0][0] if len(rows) == 1 else None
 
 
+def forget_migrated(db_url: str | Database | URL) -> None:
+    """Migrate ``db_url`` again on its next :func:`migrate`, whatever the placement (its SQLite file
+    was replaced, or it was unreachable when first asked)."""
+    url = resolve_db(db_url).url
+    for key in [k for k in _migrated if k[0] == url]:
+        _migrated.discard(key)
+
+
 # -- migration ------------------------------------------------------------------------------------------
 async def migrate(db_url: str | Database | URL, placement: Placement | None = None) -> None:
     """Bring the database at ``db_url`` to the latest schema (once per URL and placement per process).

@@ -42,12 +42,13 @@ class Batch:
     files: list[tuple] = field(default_factory=list)
     run_insert: tuple | None = None
     run_finish: tuple | None = None
+    heartbeat: tuple | None = None  # (meta patch JSON, run id): the run's sign of life (close-orphans)
 
     def __len__(self) -> int:
         return len(self.events) + len(self.updates)
 
     def is_empty(self) -> bool:
-        return not (self.events or self.updates or self.run_insert or self.run_finish)
+        return not (self.events or self.updates or self.run_insert or self.run_finish or self.heartbeat)
 
 
 class Sink(Protocol):
@@ -97,8 +98,27 @@ def _insert(table: str, columns: tuple[str, ...], style: str) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
 
 
+class DatabaseFileReplaced(Exception):
+    """The SQLite file was deleted or replaced while the run wrote to it: what the old file took
+    (this batch included) is gone with it. The writer counts that and starts a new file."""
+
+
+def _forget_wal_keeper(path: str) -> None:
+    with _wal_keepers_lock:
+        keeper = _wal_keepers.pop(os.path.realpath(path), None)
+    if keeper is not None:
+        try:
+            keeper.close()
+        except Exception:
+            pass
+
+
 class SqliteSink:
-    """Writes batches into a SQLite file through aiosqlite (its own thread)."""
+    """Writes batches into a SQLite file through aiosqlite (its own thread).
+
+    After each commit it checks that the path still names the file it opened (one ``stat``, ~2 us):
+    a file deleted or replaced under a live connection would otherwise swallow every later batch
+    while they are reported written (:class:`DatabaseFileReplaced`)."""
 
     def __init__(self, path: str, placement: Placement = DEFAULT_PLACEMENT) -> None:
         self.path = path
@@ -117,7 +137,9 @@ class SqliteSink:
             f"UPDATE {runs} SET status = ?, completed_at = ?, total_events = ?, dropped_events = ?, "
             "meta = COALESCE(json_patch(COALESCE(meta, '{}'), ?), meta) WHERE id = ?"
         )
+        self._touch_run = f"UPDATE {runs} SET meta = json_patch(COALESCE(meta, '{{}}'), ?) WHERE id = ?"
         self._db: Any = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
         self._ts_second = -1
         self._ts_prefix = ""
 
@@ -137,6 +159,14 @@ class SqliteSink:
         self._db = await aiosqlite.connect(self.path, timeout=10.0)
         # one round trip to the connection's thread for all three settings
         await self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;")
+        self._identity = self._file_identity()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
 
     async def write(self, batch: Batch) -> None:
         db = self._db
@@ -153,7 +183,14 @@ class SqliteSink:
                 await db.executemany(self._insert_files, batch.files)
             if batch.run_finish is not None:
                 await db.execute(self._finish_run, batch.run_finish)
+            if batch.heartbeat is not None:
+                await db.execute(self._touch_run, batch.heartbeat)
             await db.commit()
+            if self._identity is not None and self._file_identity() != self._identity:
+                _forget_wal_keeper(self.path)  # it holds the old file open too
+                raise DatabaseFileReplaced(f"{self.path} was deleted or replaced while the run wrote to it")
+        except DatabaseFileReplaced:
+            raise
         except BaseException:
             try:
                 await db.rollback()
@@ -187,6 +224,7 @@ class PostgresSink:
             f"UPDATE {runs} SET status = $1, completed_at = $2, total_events = $3, dropped_events = $4, "
             "meta = COALESCE((COALESCE(meta::jsonb, '{}'::jsonb) || $5::jsonb)::json, meta) WHERE id = $6"
         )
+        self._touch_run = f"UPDATE {runs} SET meta = (COALESCE(meta::jsonb, '{{}}'::jsonb) || $1::jsonb)::json WHERE id = $2"
         self._conn: Any = None
 
     def timestamp(self, t_ns: int) -> datetime:
@@ -221,6 +259,8 @@ class PostgresSink:
                 finish = batch.run_finish
                 await conn.execute(self._finish_run, *finish)
                 note = {**note, "run_id": finish[RunFinish.id], "status": finish[RunFinish.status]}
+            if batch.heartbeat is not None:
+                await conn.execute(self._touch_run, *batch.heartbeat)
             if note:
                 await conn.execute(self._NOTIFY, json.dumps(note))
 

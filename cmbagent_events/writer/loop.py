@@ -11,7 +11,12 @@ for it), writes the run row with the first batch and the run's final status with
 When the database is unreachable (connection refused or lost, SQLite file locked) the writer keeps
 the batch in hand and retries with backoff, reconnecting, for as long as the run lasts; meanwhile
 the bounded queue keeps what fits and counts the rest as dropped. A batch the database refuses for
-its content is retried a few times, then counted as dropped. Loss is never silent.
+its content is split in halves until only the rows it refuses are left out (counted as dropped,
+``refused by database``). A full disk spills the batch to the run's spill file instead of
+discarding it. A SQLite file deleted or replaced under the run is detected after the commit: what
+the old file held is counted as dropped (``database file replaced``) and a new file is started.
+Nothing that goes wrong in here ends the drain: a catch-all logs once, counts what it could not
+commit, resolves every flush barrier, and keeps draining. Loss is never silent.
 
 Commit listeners (``add_commit_listener``) see each committed batch, on the writer's loop, right
 after its transaction; they are how live subscribers (``cmbagent_events.live``) get events without
@@ -22,16 +27,20 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
+import time
+from datetime import UTC, datetime
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..bus import EventBus
+from ..bus import ENCODE_FAILED, FILE_REPLACED, NOT_WRITTEN, REFUSED, WRITER_ERROR, EventBus
 from ..config import CaptureConfig
 from ..records import BARRIER, EventRecord, barrier
-from ..store.sink import Batch, Sink
+from ..store.columns import Event, FileRow, MessageRow
+from ..store.sink import Batch, DatabaseFileReplaced, Sink
 from .rows import OpenRows, RowBuilder
 from .spill import write_spill
 
@@ -42,6 +51,7 @@ class BatchWriter:
     """Drains one run's :class:`EventBus` into a :class:`Sink`; start it on the loop that owns the sink."""
 
     RETRY_ATTEMPTS = 5
+    HEARTBEAT_S = 15.0  # how often a run shows it is alive (meta.heartbeat), with a batch or alone
     RETRY_FIRST_DELAY_S = 0.05
     RETRY_MAX_DELAY_S = 2.0
 
@@ -50,7 +60,14 @@ class BatchWriter:
         self._bus = bus
         self._sink = sink
         self._sink_open = False
-        self._run_row = run_row  # inserted with the first batch
+        self._run_row = run_row  # inserted at once (and with the first batch if that failed)
+        self._first_run_row = run_row  # kept: a replaced SQLite file needs it again
+        self.prepare: Callable[[], Awaitable[None]] | None = None  # e.g. migrate the schema before connecting
+        self.needs_prepare = False  # set when entry could not migrate (outage) or the file was replaced
+        self._pending = 0  # events in the batch being built or written (what a writer error would lose)
+        self._error_logged = False
+        self._events_in_file = 0  # events committed into the current SQLite file (lost if it is replaced)
+        self._last_beat = 0.0  # time.monotonic() of the last heartbeat written
         self.finish: Callable[[], FinishValues] | None = None
         self._in_flight = 0  # records taken from the bus but not yet committed
         self._in_hand: Batch | None = None  # the encoded batch _commit is trying to write
@@ -59,7 +76,7 @@ class BatchWriter:
         self.spill_path: str | None = None
         self._config = config
         self._run_id = run_id
-        self._rows = RowBuilder(config, run_id, session_id, sink.timestamp)
+        self._rows = RowBuilder(config, run_id, session_id, sink.timestamp, bus.count_dropped)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread_id = 0
         self._wake_event: asyncio.Event | None = None
@@ -164,7 +181,7 @@ class BatchWriter:
             else:
                 lost += 1
         if lost:
-            self._bus.count_dropped(lost)
+            self._bus.count_dropped(lost, NOT_WRITTEN)
             log.warning("cmbagent-events: %d events not written before close (timeout %.1fs)", lost, timeout)
         self._stop_listeners()
         return drained and not lost
@@ -177,7 +194,7 @@ class BatchWriter:
         if in_hand is not None:
             batches.append(in_hand)
         elif self._in_flight:  # taken from the queue and not yet in a batch: cannot be recovered
-            self._bus.count_dropped(self._in_flight)
+            self._bus.count_dropped(self._in_flight, NOT_WRITTEN)
         self._in_flight = 0
         rest = Batch()
         open_rows: OpenRows = {}
@@ -188,7 +205,8 @@ class BatchWriter:
             try:
                 self._rows.add(rest, open_rows, record)
             except Exception:
-                self._bus.count_dropped(1)
+                if record.seq >= 0:
+                    self._bus.count_dropped(1, ENCODE_FAILED)
         if self._run_row is not None and (in_hand is None or in_hand.run_insert is None):
             rest.run_insert = self._run_row
         count = sum(len(b) for b in batches) + len(rest)
@@ -199,11 +217,11 @@ class BatchWriter:
             batches.append(rest)
             path = write_spill(self._run_id, batches)
         except Exception as exc:
-            self._bus.count_dropped(count)
+            self._bus.count_dropped(sum(len(b.events) for b in batches), NOT_WRITTEN)
             log.error("cmbagent-events: %d events lost: database unreachable and spill failed: %r", count, exc)
             return
         if path is not None:
-            self.spilled = count
+            self.spilled += count  # records: events and agent-call completions
             self.spill_path = str(path)
             log.error("cmbagent-events: database unreachable; %d events kept in %s "
                       "(write them later with: cmbagent-events replay %s --db URL)", count, path, path)
@@ -222,6 +240,9 @@ class BatchWriter:
         assert event is not None
         try:
             await self._try_open()  # connect now, while the run's body works, not at its first batch
+            if self._sink_open and self._run_row is not None and not len(bus):
+                # the run row at once: a run killed before its first batch still shows (close-orphans)
+                await self._drain([])
             while True:
                 if len(bus) < bus.batch_size and not self._closing:
                     try:
@@ -234,24 +255,53 @@ class BatchWriter:
                     if depth > self.queue_high_water:
                         self.queue_high_water = depth
                     records = bus.take(bus.batch_size)
-                    await self._write_records(records, final=self._closing and not len(bus))
+                    await self._drain(records, final=self._closing and not len(bus))
                 if self._closing and not len(bus):
                     if self.finish is not None or self._run_row is not None:
-                        await self._commit(Batch(), final=True)  # nothing left but the run row's close
+                        await self._drain([], final=True)  # nothing left but the run row's close
                     return
+                if self._sink_open and time.monotonic() - self._last_beat >= self.HEARTBEAT_S:
+                    await self._beat_alone()
         finally:
             await self._close_sink()
+
+    async def _drain(self, records: list[EventRecord], final: bool = False) -> None:
+        """:meth:`_write_records` under the catch-all: whatever goes wrong is logged (once), the
+        events not committed are counted, every barrier is resolved, and the drain goes on."""
+        try:
+            await self._write_records(records, final=final)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.last_error = repr(exc)
+            if not self._error_logged:
+                self._error_logged = True
+                log.exception("cmbagent-events: writer error (counted; the writer goes on; logged once per run)")
+            self._bus.count_dropped(self._pending, WRITER_ERROR)
+            self._pending = 0
+            self._in_hand = None
+            self._in_flight = 0
+            for record in records:
+                if record.kind == BARRIER:
+                    _resolve(record.extra, False)
 
     async def _try_open(self) -> None:
         """One attempt to connect; on failure the first commit retries (outage handling)."""
         try:
-            await self._sink.open()
-            self._sink_open = True
+            await self._open()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self.last_error = repr(exc)
             await self._close_sink()  # a half-open connection (e.g. connected, PRAGMA failed) too
+
+    async def _open(self) -> None:
+        """Connect, after preparing the database (the schema) when entry could not."""
+        if self.needs_prepare and self.prepare is not None:
+            await self.prepare()
+            self.needs_prepare = False
+        await self._sink.open()
+        self._sink_open = True
 
     async def _close_sink(self) -> None:
         """Close the connection, whatever state it is in (sinks' close is a no-op when not open)."""
@@ -265,6 +315,7 @@ class BatchWriter:
         batch = Batch()
         open_rows: OpenRows = {}
         self._in_flight = len(records)
+        self._pending = 0
         for record in records:
             if record.kind == BARRIER:
                 await self._commit(batch)
@@ -273,10 +324,13 @@ class BatchWriter:
                 continue
             try:
                 self._rows.add(batch, open_rows, record)
-            except Exception as exc:  # a value we could not even repr: count it, keep going
-                self._bus.count_dropped(1)
-                self.last_error = f"event {record.id} not storable: {exc!r}"
-                log.warning("cmbagent-events: %s", self.last_error)
+            except Exception as exc:  # a record we could not even make a row of: count it, keep going
+                if record.seq >= 0:  # an event (a completion has no seq: not an event of its own)
+                    self._bus.count_dropped(1, ENCODE_FAILED)
+                self.last_error = f"event {record.id!r} not storable: {exc!r}"
+            else:
+                if record.seq >= 0:
+                    self._pending += 1
         await self._commit(batch, final=final)
         self._in_flight = 0
 
@@ -288,48 +342,150 @@ class BatchWriter:
             batch.run_finish = self._rows.finish_row(*self.finish())
         if batch.is_empty():
             return
+        if time.monotonic() - self._last_beat >= self.HEARTBEAT_S and batch.run_finish is None:
+            batch.heartbeat = self._heartbeat()  # rides along: no transaction of its own
         self._rows.encode(batch)
+        await self._write(batch)
+        self._pending = 0
+
+    def _heartbeat(self) -> tuple[str, str]:
+        self._last_beat = time.monotonic()
+        stamp = datetime.now(UTC).isoformat()
+        return f'{{"heartbeat": "{stamp}"}}', self._run_id
+
+    async def _beat_alone(self) -> None:
+        """A quiet run's sign of life: one small update, one attempt (an outage skips it)."""
+        try:
+            await self._sink.write(Batch(heartbeat=self._heartbeat()))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.last_error = repr(exc)
+            await self._close_sink()  # the next batch reconnects
+
+    async def _write(self, batch: Batch) -> None:
+        """One transaction, retried through outages; a batch the database refuses for its content
+        is split until only the rows it refuses are left out (counted)."""
         self._in_hand = batch
         delay = self.RETRY_FIRST_DELAY_S
         failures = 0
         while True:
             try:
+                if batch.run_finish is not None and self.finish is not None:
+                    # taken now, so that rows left out or spilled on the way are in the counts
+                    batch.run_finish = self._rows.finish_row(*self.finish())
                 if not self._sink_open:
-                    await self._sink.open()
-                    self._sink_open = True
+                    await self._open()
                 await self._sink.write(batch)
             except asyncio.CancelledError:
                 raise
+            except DatabaseFileReplaced as exc:  # what the old file held (this batch too) is gone
+                self._file_replaced(batch, exc)
+                await self._close_sink()
+                continue  # write this batch again, into a new file
             except Exception as exc:
                 self.last_error = repr(exc)
+                if is_disk_full(exc):
+                    self._in_hand = None
+                    self._spill_now(batch, exc)
+                    return
                 if is_transient(exc):  # outage: keep the batch, reconnect, wait for the database
                     await self._close_sink()
                     self.reconnects += 1
                     log.warning("cmbagent-events: database unavailable, retrying in %.2fs: %r", delay, exc)
                 else:
                     failures += 1
-                    if failures >= self.RETRY_ATTEMPTS:
-                        lost = len(batch)
+                    pieces = _split(batch)
+                    if pieces:  # find the bad rows: the halves are written (and split) on their own
                         self._in_hand = None
-                        self._bus.count_dropped(lost)
-                        log.error("cmbagent-events: batch of %d events lost after %d attempts: %r",
-                                  lost, failures, exc)
+                        for piece in pieces:
+                            await self._write(piece)
                         return
-                    log.warning("cmbagent-events: batch write failed (attempt %d), retrying in %.2fs: %r",
-                                failures, delay, exc)
+                    if failures >= 2:  # one row (or the run row alone), refused twice: left out, counted
+                        self._in_hand = None
+                        self._bus.count_dropped(len(batch.events), REFUSED)
+                        log.error("cmbagent-events: the database refused a row (left out, counted): %r", exc)
+                        return
+                    continue  # once more at once: a refusal for content does not need a pause
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.RETRY_MAX_DELAY_S)
             else:
                 self._in_hand = None
-                self._run_row = None
+                if batch.run_insert is not None:
+                    self._run_row = None
                 if batch.run_finish is not None:
                     self.finish = None
                 if len(batch):
                     self.batches_written += 1
                     self.records_written += len(batch)
+                    self._events_in_file += len(batch.events)
                 if self._listeners:
                     self._notify(batch)
                 return
+
+    def _file_replaced(self, batch: Batch, exc: Exception) -> None:
+        """The SQLite file went away under us: every event it held is lost (counted); the next
+        connection starts a new file, with the schema, the run row and this batch again."""
+        lost = self._events_in_file  # this batch is written again, into the new file
+        self._events_in_file = 0
+        self._bus.count_dropped(lost, FILE_REPLACED)
+        self.last_error = repr(exc)
+        log.error("cmbagent-events: %s; %d events it held are lost (counted); starting a new file", exc, lost)
+        self.needs_prepare = True  # the new file needs the schema
+        if self._first_run_row is not None:
+            batch.run_insert = self._first_run_row
+
+    def _spill_now(self, batch: Batch, exc: Exception) -> None:
+        """Disk full: the batch goes to the run's spill file (``cmbagent-events replay``) instead of
+        being discarded; only if that fails too are its events counted as dropped."""
+        try:
+            path = write_spill(self._run_id, [batch])
+        except Exception as spill_exc:
+            self._bus.count_dropped(len(batch.events), REFUSED)
+            log.error("cmbagent-events: disk full (%r) and spill failed (%r): %d events lost",
+                      exc, spill_exc, len(batch.events))
+            return
+        if batch.run_insert is not None:
+            self._run_row = None
+        if batch.run_finish is not None:
+            self.finish = None
+        self.spilled += len(batch)
+        self.spill_path = str(path) if path is not None else self.spill_path
+        log.error("cmbagent-events: disk full; %d events kept in %s (cmbagent-events replay)", len(batch.events), path)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when the database's disk is full (SQLite ``SQLITE_FULL``, ``ENOSPC``, PostgreSQL 53100)."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        return "disk is full" in str(exc).lower()
+    return type(exc).__name__ == "DiskFullError"
+
+
+def _split(batch: Batch) -> list[Batch]:
+    """``batch`` in pieces that keep their order (run row first, run close last, each message or
+    file row with its event), or [] when it cannot be split further."""
+    pieces: list[Batch] = []
+    if batch.run_insert is not None and len(batch):
+        pieces.append(Batch(run_insert=batch.run_insert))
+    rows = [("e", r) for r in batch.events] + [("u", r) for r in batch.updates]
+    if len(rows) > 1:
+        half = len(rows) // 2
+        halves = [rows[:half], rows[half:]]
+    elif rows and (batch.run_insert is not None or batch.run_finish is not None):
+        halves = [rows]
+    else:
+        return []
+    for part in halves:
+        events = [r for kind, r in part if kind == "e"]
+        ids = {r[Event.id] for r in events}
+        pieces.append(Batch(events=events, updates=[r for kind, r in part if kind == "u"],
+                            messages=[m for m in batch.messages if m[MessageRow.event_id] in ids],
+                            files=[f for f in batch.files if f[FileRow.event_id] in ids]))
+    if batch.run_finish is not None:
+        pieces.append(Batch(run_finish=batch.run_finish))
+    return pieces
 
 
 def is_transient(exc: BaseException) -> bool:

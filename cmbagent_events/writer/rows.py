@@ -14,7 +14,11 @@ from ..config import CaptureConfig
 from ..records import COMPLETE, FILE_ROW, INPUT_FIELDS, INSERT, MESSAGE_ROW, USAGE_FIELDS, EventRecord
 from ..store.columns import Event, FileRow, MessageRow, Run, RunFinish, Update, make_row
 from ..store.sink import Batch
+from ..bus import ENCODE_FAILED
 from .encode import Sanitizer
+from .fit import EVENT_WIDTHS, FILE_INTS, FILE_WIDTHS, MESSAGE_WIDTHS, RUN_WIDTHS, fit_float, fit_int, fit_text
+
+_W = EVENT_WIDTHS
 
 OpenRows = dict[str, list[Any]]  # running agent_call id -> its event row, while the batch is built
 
@@ -22,13 +26,15 @@ OpenRows = dict[str, list[Any]]  # running agent_call id -> its event row, while
 class RowBuilder:
     """Builds one run's rows into batches; ``timestamp`` is the sink's (its drivers differ)."""
 
-    def __init__(self, config: CaptureConfig, run_id: str, session_id: str,
-                 timestamp: Callable[[int], Any]) -> None:
+    def __init__(self, config: CaptureConfig, run_id: str, session_id: Any,
+                 timestamp: Callable[[int], Any], count_dropped: Callable[[int, str], None] | None = None) -> None:
         self._config = config
         self._run_id = run_id
-        self._session_id = session_id
+        self._session_id = fit_text(session_id, RUN_WIDTHS["session_id"]) or "default"
         self._timestamp = timestamp
         self._sanitizer = Sanitizer(config.secret_keys)
+        self._count_dropped = count_dropped or (lambda n, cause: None)
+        self.placeholders = 0  # rows stored with a marker instead of a value that could not be encoded
 
     def add(self, batch: Batch, open_rows: OpenRows, r: EventRecord) -> None:
         """Add one INSERT or COMPLETE record to ``batch`` (rows stay lists until :meth:`encode`)."""
@@ -58,7 +64,10 @@ class RowBuilder:
         if r.status == "running" and r.id is not None:
             open_rows[r.id] = row
         if extra is not None:
-            self._add_companion(batch, r, extra, ts)
+            try:
+                self._add_companion(batch, r, extra, ts)
+            except Exception:  # the event row stays; only its messages/files twin is lost
+                self.placeholders += 1
 
     def _add_completion(self, batch: Batch, open_rows: OpenRows, r: EventRecord) -> None:
         row = open_rows.pop(r.id, None) if r.id is not None else None
@@ -76,43 +85,95 @@ class RowBuilder:
                 row[Event.meta] = {**started_meta, **r.meta} if isinstance(started_meta, dict) else r.meta
             return
         s, cfg = self._sanitizer, self._config
+        try:
+            outputs = s.encode({"response": r.outputs}, cfg.max_output_size)
+            error = s.text(r.error_message, cfg.max_output_size)
+            meta = s.encode(r.meta, cfg.max_input_size) if r.meta else None
+        except Exception as exc:  # never lose the completion: store why its values are missing
+            self.placeholders += 1
+            outputs, error, meta = _unstorable(exc), None, None
         batch.updates.append(make_row(
-            Update, event_subtype=r.event_subtype, status=r.status,
-            outputs=s.encode({"response": r.outputs}, cfg.max_output_size),
-            error_message=s.text(r.error_message, cfg.max_output_size), completed_at=completed_at,
-            duration_ms=r.duration_ms, meta=s.encode(r.meta, cfg.max_input_size) if r.meta else None, id=r.id))
+            Update, event_subtype=fit_text(r.event_subtype, _W["event_subtype"]),
+            status=fit_text(r.status, _W["status"]), outputs=outputs, error_message=error,
+            completed_at=completed_at, duration_ms=fit_float(r.duration_ms), meta=meta,
+            id=fit_text(r.id, _W["id"])))
 
     def _add_companion(self, batch: Batch, r: EventRecord, extra: tuple[Any, ...], ts: Any) -> None:
         s = self._sanitizer
         if extra[0] == MESSAGE_ROW:
             _, sender, recipient, content, tokens = extra
             batch.messages.append(make_row(
-                MessageRow, id=r.id, run_id=self._run_id, event_id=r.id, node_id=r.node_id, step_id=r.step_id,
-                sender=s.text(sender, 256), recipient=s.text(recipient, 256),
-                content=s.text(content, self._config.max_input_size),
-                tokens=tokens if isinstance(tokens, int) else None, timestamp=ts))
+                MessageRow, id=r.id, run_id=self._run_id, event_id=r.id,
+                node_id=fit_text(r.node_id, MESSAGE_WIDTHS["node_id"]), step_id=fit_text(r.step_id, MESSAGE_WIDTHS["step_id"]),
+                sender=fit_text(sender, MESSAGE_WIDTHS["sender"]),
+                recipient=fit_text(recipient, MESSAGE_WIDTHS["recipient"]),
+                content=s.text(content, self._config.max_input_size), tokens=fit_int(tokens), timestamp=ts))
         elif extra[0] == FILE_ROW:
             _, path, file_type, size = extra
             batch.files.append(make_row(
-                FileRow, id=r.id, run_id=self._run_id, event_id=r.id, node_id=r.node_id, step_id=r.step_id,
-                file_path=s.text(path, 4096), file_type=s.text(file_type, 64),
-                size_bytes=size if isinstance(size, int) else None, created_at=ts))
+                FileRow, id=r.id, run_id=self._run_id, event_id=r.id,
+                node_id=fit_text(r.node_id, FILE_WIDTHS["node_id"]), step_id=fit_text(r.step_id, FILE_WIDTHS["step_id"]),
+                file_path=s.text(path, 4096) or "", file_type=fit_text(file_type, FILE_WIDTHS["file_type"]),
+                size_bytes=fit_int(size, FILE_INTS["size_bytes"]), created_at=ts))
 
     def encode(self, batch: Batch) -> None:
-        """Sanitise and JSON-encode the batch's event rows in place; they become tuples."""
-        s, cfg = self._sanitizer, self._config
-        text = s.text
-        encode = s.encode
+        """Sanitise and JSON-encode the batch's event rows in place; they become tuples.
+
+        Each row under its own guard: a value that cannot be encoded makes its row a placeholder
+        saying why (still stored, in its seq); a row that cannot even be that is left out and
+        counted as dropped (``encode failure``), with its messages/files twin."""
         rows = batch.events
+        lost: list[Any] = []
         for i, row in enumerate(rows):
-            row[Event.inputs] = encode(row[Event.inputs], cfg.max_input_size)
-            row[Event.outputs] = encode(row[Event.outputs], cfg.max_output_size)
-            row[Event.meta] = encode(row[Event.meta], cfg.max_input_size)
-            row[Event.error_message] = text(row[Event.error_message], cfg.max_output_size)
-            row[Event.event_type] = text(row[Event.event_type], 64)
-            row[Event.event_subtype] = text(row[Event.event_subtype], 64)
-            row[Event.agent_name] = text(row[Event.agent_name], 256)
-            rows[i] = tuple(row)
+            if type(row) is tuple:  # already encoded (a batch retried or split)
+                continue
+            try:
+                rows[i] = self._encode_event(row)
+            except Exception as exc:
+                try:
+                    rows[i] = self._placeholder(row, exc)
+                    self.placeholders += 1
+                except Exception:
+                    lost.append(row[Event.id])
+        if lost:
+            gone = set(lost)
+            batch.events = [r for r in rows if r[Event.id] not in gone]
+            batch.messages = [m for m in batch.messages if m[MessageRow.event_id] not in gone]
+            batch.files = [f for f in batch.files if f[FileRow.event_id] not in gone]
+            self._count_dropped(len(lost), ENCODE_FAILED)
+
+    def _encode_event(self, row: list[Any]) -> tuple[Any, ...]:
+        s, cfg = self._sanitizer, self._config
+        row[Event.inputs] = s.encode(row[Event.inputs], cfg.max_input_size)
+        row[Event.outputs] = s.encode(row[Event.outputs], cfg.max_output_size)
+        row[Event.meta] = s.encode(row[Event.meta], cfg.max_input_size)
+        row[Event.error_message] = s.text(row[Event.error_message], cfg.max_output_size)
+        self._fit_names(row)
+        return tuple(row)
+
+    @staticmethod
+    def _fit_names(row: list[Any]) -> None:
+        row[Event.node_id] = fit_text(row[Event.node_id], _W["node_id"])
+        row[Event.step_id] = fit_text(row[Event.step_id], _W["step_id"])
+        row[Event.event_type] = fit_text(row[Event.event_type], _W["event_type"]) or "unknown"
+        row[Event.event_subtype] = fit_text(row[Event.event_subtype], _W["event_subtype"])
+        row[Event.agent_name] = fit_text(row[Event.agent_name], _W["agent_name"])
+        row[Event.status] = fit_text(row[Event.status], _W["status"])
+        row[Event.duration_ms] = fit_float(row[Event.duration_ms])
+
+    def _placeholder(self, row: list[Any], exc: BaseException) -> tuple[Any, ...]:
+        """The row with its payload replaced by the reason it could not be stored."""
+        reason = _unstorable(exc)
+        row[Event.inputs], row[Event.outputs], row[Event.meta] = reason, None, reason
+        row[Event.error_message] = None
+        try:
+            self._fit_names(row)
+        except Exception:  # the names themselves cannot be read: keep none of them
+            for column in (Event.node_id, Event.step_id, Event.event_subtype, Event.agent_name, Event.status,
+                           Event.duration_ms):
+                row[column] = None
+            row[Event.event_type] = "unknown"
+        return tuple(row)
 
     def finish_row(self, status: str, completed_ns: int, total: int, dropped: int, meta_patch: Any) -> tuple[Any, ...]:
         """The run's closing values (``meta_patch`` already encoded)."""
@@ -123,10 +184,25 @@ class RowBuilder:
 def run_row(config: CaptureConfig, timestamp: Callable[[int], Any], *, run_id: str, session_id: str,
             task_description: str, mode: str, agent: str | None, model: str | None, started_ns: int,
             meta: dict[str, Any]) -> tuple[Any, ...]:
-    """The ``workflow_runs`` row a run starts with (inserted with its first batch)."""
+    """The ``workflow_runs`` row a run starts with (inserted with its first batch); every field
+    fitted to its column, whatever type the caller passed."""
     clean = Sanitizer(config.secret_keys)
+    try:
+        task = clean.text(task_description, config.max_input_size)
+    except Exception as exc:
+        task = _unstorable(exc)
+    try:
+        encoded_meta = clean.encode(meta, config.max_input_size)
+    except Exception as exc:
+        encoded_meta = _unstorable(exc)
     return make_row(
-        Run, id=run_id, session_id=session_id, task_description=clean.text(task_description, config.max_input_size),
-        mode=mode, agent=clean.text(agent, 256), model=clean.text(model, 256), status="running",
+        Run, id=run_id, session_id=fit_text(session_id, RUN_WIDTHS["session_id"]) or "default",
+        task_description=task, mode=fit_text(mode, RUN_WIDTHS["mode"]),
+        agent=fit_text(agent, RUN_WIDTHS["agent"]), model=fit_text(model, RUN_WIDTHS["model"]), status="running",
         started_at=timestamp(started_ns), completed_at=None, total_events=0, dropped_events=0,
-        meta=clean.encode(meta, config.max_input_size))
+        meta=encoded_meta)
+
+
+def _unstorable(exc: BaseException) -> str:
+    """A JSON value saying why the original could not be stored."""
+    return '{"<unstorable>": "%s"}' % type(exc).__name__.replace('"', "")

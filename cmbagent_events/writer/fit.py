@@ -1,0 +1,132 @@
+"""Values fitted to their columns: every stored value has its column's type and fits its width.
+
+A name longer than its ``VARCHAR`` is cut *including* its marker (PostgreSQL refuses a value one
+character too long, and with it the whole batch); a value of the wrong type is converted (an int
+node id becomes ``"1"``) or, for numbers that cannot be numbers (``duration_ms="slow"``), stored as
+NULL. Widths come from the models (``store/models.py``), so they cannot drift from the schema.
+Plain, short, ASCII strings and in-range ints take a fast path of a type check and a length check.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sqlalchemy import BigInteger, Integer, String
+
+from ..store.models import ExecutionEvent, File, Message, WorkflowRun
+
+INT32 = (-(2**31), 2**31 - 1)
+INT64 = (-(2**63), 2**63 - 1)
+FLOAT_MAX = 1e300
+
+
+def _widths(model: Any) -> dict[str, int]:
+    return {c.name: c.type.length for c in model.__table__.columns
+            if isinstance(c.type, String) and c.type.length}
+
+
+def _int_ranges(model: Any) -> dict[str, tuple[int, int]]:
+    return {c.name: INT64 if isinstance(c.type, BigInteger) else INT32 for c in model.__table__.columns
+            if isinstance(c.type, Integer)}
+
+
+EVENT_WIDTHS = _widths(ExecutionEvent)
+RUN_WIDTHS = _widths(WorkflowRun)
+MESSAGE_WIDTHS = _widths(Message)
+FILE_WIDTHS = _widths(File)
+FILE_INTS = _int_ranges(File)
+
+
+def as_text(value: Any) -> str:
+    """Any value as a str, without calling a subclass's (possibly raising) ``__str__``."""
+    if type(value) is str:
+        return value
+    if isinstance(value, str):
+        return str.__getitem__(value, slice(None))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        number = int.__index__(value)
+        return str(number) if number.bit_length() < 10_000 else f"<int of {number.bit_length()} bits>"
+    if isinstance(value, float):
+        return float.__repr__(value)
+    try:
+        return repr(value)
+    except Exception as exc:
+        return f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
+
+
+def clean_text(value: str) -> str:
+    """NUL bytes and lone surrogates made storable (PostgreSQL and UTF-8 refuse them)."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if "\x00" in value:
+        value = value.replace("\x00", "\\x00")
+    return value
+
+
+def cut(value: str, width: int) -> str:
+    """``value`` in at most ``width`` characters, its marker included."""
+    if len(value) <= width:
+        return value
+    marker = f"...[{len(value)} chars]"
+    keep = width - len(marker)
+    return value[:width] if keep < 1 else value[:keep] + marker
+
+
+def fit_text(value: Any, width: int | None) -> str | None:
+    """A storable str of at most ``width`` characters (None stays None)."""
+    if value is None:
+        return None
+    if type(value) is str and value.isascii() and "\x00" not in value and (width is None or len(value) <= width):
+        return value  # the common case
+    text = clean_text(as_text(value))
+    return text if width is None else cut(text, width)
+
+
+def fit_int(value: Any, bounds: tuple[int, int] = INT32) -> int | None:
+    """An int within ``bounds`` (the column's integer type), or None when ``value`` is not one."""
+    if value is None:
+        return None
+    if type(value) is not int:
+        try:
+            if isinstance(value, bool):
+                value = int(value)
+            elif isinstance(value, int):
+                value = int.__index__(value)
+            elif isinstance(value, float):
+                value = int(value) if value.is_integer() else None
+            elif isinstance(value, str) and len(value) < 32:
+                value = int(str.__getitem__(value, slice(None)).strip())
+            else:
+                return None
+        except (ValueError, OverflowError, TypeError):
+            return None
+    if value is None:
+        return None
+    return value if bounds[0] <= value <= bounds[1] else None
+
+
+def fit_float(value: Any) -> float | None:
+    """A finite float (``duration_ms``), or None when ``value`` is not a usable number."""
+    if value is None:
+        return None
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) and abs(value) < FLOAT_MAX else None
+    try:
+        if kind is int or isinstance(value, int):
+            number = float(int.__index__(value))
+        elif isinstance(value, float):
+            number = float.__float__(value)
+        elif isinstance(value, str) and len(value) < 64:
+            number = float(str.__getitem__(value, slice(None)))
+        else:
+            return None
+    except (ValueError, OverflowError, TypeError):
+        return None
+    return number if math.isfinite(number) and abs(number) < FLOAT_MAX else None
