@@ -24,6 +24,7 @@ REFUSED = "refused by database"
 NOT_WRITTEN = "not written before close"
 FILE_REPLACED = "database file replaced"
 WRITER_ERROR = "writer error"
+INTERRUPTED = "interrupted mid-capture"  # Ctrl-C or SIGTERM raised inside a capture call
 
 
 class EventBus:

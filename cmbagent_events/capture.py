@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .bus import CAPTURE_FAILED, EventBus
+from .bus import CAPTURE_FAILED, INTERRUPTED, EventBus
 from .config import CaptureConfig
 from .ids import event_id_prefix
 from .records import COMPLETE, FILE_ROW, INSERT, MESSAGE_ROW, EventRecord
@@ -167,6 +167,7 @@ class EventCaptureManager:
         # PERF_SAMPLE_MASK + 1 (64) is timed, so tracking costs ~nothing.
         if not self.enabled or not self._on.get(kind_key, True):
             return None
+        seq = -1
         try:
             seq = self._next_seq()
             timed = self._track and not seq & PERF_SAMPLE_MASK
@@ -181,6 +182,7 @@ class EventCaptureManager:
                 self.current_node_id, self.current_step_id, seq - self._node_base, inputs, outputs, error,
                 status, duration_ms, meta, extra,
             ))
+            seq = -1  # queued: from here on, nothing to account for
             if push:
                 self._stack.set(stack + (eid,))
                 self._open_calls[eid] = (now, agent)
@@ -191,6 +193,10 @@ class EventCaptureManager:
             self.bus.count_dropped(1, CAPTURE_FAILED)
             self._log_failure()
             return None
+        except BaseException:  # Ctrl-C / SIGTERM landed mid-call: the event is lost, counted, and it unwinds
+            if seq >= 0:
+                self.bus.count_dropped(1, INTERRUPTED)
+            raise
         return eid
 
     def _capture_failed(self) -> None:

@@ -25,8 +25,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from . import signals
 from .captor import set_event_captor
 from .capture import EventCaptureManager
@@ -71,7 +69,9 @@ class _RunSession:
         outage = False
         try:
             await migrate(url, cfg.placement)  # checks the database on first use
-        except (OSError, TimeoutError, SQLAlchemyError, sqlite3.Error) as exc:
+        except Exception as exc:
+            if not _is_outage(exc):
+                raise
             # unreachable or read-only right now: an outage, not the run's failure. The writer
             # migrates once it can connect, and spills what it cannot write by the close.
             log.warning("cmbagent-events: database unavailable at run start (%r); capturing anyway", exc)
@@ -152,6 +152,15 @@ def _otlp_forwarder(endpoint: str, run_id: str, writer: BatchWriter) -> Any:
     forwarder = OtlpForwarder(make_exporter(endpoint), run_id)
     writer.add_commit_listener(forwarder.on_commit)
     return forwarder
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """A database error that means "not reachable (or writable) right now", not "this cannot work"
+    (a bad URL, a schema conflict): the run goes on and the writer retries."""
+    if isinstance(exc, (OSError, TimeoutError, sqlite3.Error)):
+        return True
+    module = type(exc).__module__
+    return module.startswith(("asyncpg", "sqlalchemy")) and "Conflict" not in type(exc).__name__
 
 
 async def _remigrate(url: Any, placement: Any) -> None:

@@ -60,3 +60,20 @@ async def test_fields_of_the_wrong_type_are_coerced(db_url, db_session) -> None:
     assert events[ids[0]].node_id == "1" and events[ids[0]].step_id == "2.5"
     assert events[ids[1]].duration_ms is None and events[ids[2]].event_type
     assert row.meta["usage"]["prompt_tokens"] == 10 and row.meta["usage"]["cost"] == 0.5
+
+
+def test_the_writer_widths_match_the_models() -> None:
+    from sqlalchemy import BigInteger, Integer, String
+
+    from cmbagent_events.store import columns
+    from cmbagent_events.store.models import ExecutionEvent, File, Message, WorkflowRun
+
+    for model, widths in ((ExecutionEvent, columns.EVENT_WIDTHS), (WorkflowRun, columns.RUN_WIDTHS),
+                          (Message, columns.MESSAGE_WIDTHS), (File, columns.FILE_WIDTHS)):
+        declared = {c.name: c.type.length for c in model.__table__.columns
+                    if isinstance(c.type, String) and c.type.length}
+        assert widths == declared, model.__name__
+    big = {c.name for m in (ExecutionEvent, WorkflowRun, Message, File) for c in m.__table__.columns
+           if isinstance(c.type, BigInteger)}
+    assert big == set(columns.FILE_INTS)
+    assert all(isinstance(c.type, Integer) for c in File.__table__.columns if c.name == "size_bytes")

@@ -138,3 +138,15 @@ FILE_COLUMNS = names(FileRow)
 RUN_COLUMNS = names(Run)
 UPDATE_FIELDS = names(Update)[:-1]  # the fields an UPDATE sets; the id follows them
 RUN_FINISH_FIELDS = names(RunFinish)[:-1]
+
+# Widths (characters) of the VARCHAR columns, for the writer to fit values into (writer/fit.py);
+# the models declare the same (a test compares them). Unlisted text columns are unbounded TEXT.
+_IDS = {"id": 64, "run_id": 64, "event_id": 64, "node_id": 256, "step_id": 256}
+EVENT_WIDTHS = {"id": 64, "run_id": 64, "session_id": 128, "node_id": 256, "step_id": 256, "parent_event_id": 64,
+                "event_type": 64, "event_subtype": 64, "agent_name": 256, "status": 32}
+RUN_WIDTHS = {"id": 64, "session_id": 128, "mode": 64, "agent": 256, "model": 256, "status": 32}
+MESSAGE_WIDTHS = {**_IDS, "sender": 256, "recipient": 256}
+FILE_WIDTHS = {**_IDS, "file_type": 64}
+INT32 = (-(2**31), 2**31 - 1)
+INT64 = (-(2**63), 2**63 - 1)
+FILE_INTS = {"size_bytes": INT64}  # every other integer column is a 32-bit INTEGER

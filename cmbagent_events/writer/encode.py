@@ -25,6 +25,7 @@ from typing import Any
 
 import msgspec
 
+from .fit import clean_text
 from ..redaction import REDACTED, SecretKeys, may_hold_text_secret, redact_text, secret_spans
 
 MAX_DEPTH = 32
@@ -210,14 +211,7 @@ def clean_str(value: str, limit: int) -> str:
     """Cut to ``limit`` chars with a marker naming the original length; strip NUL and surrogates."""
     if len(value) > limit:
         value = f"{value[:limit]}...[truncated, {len(value)} chars in all]"
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            value = value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if "\x00" in value:
-        value = value.replace("\x00", "\\x00")
-    return value
+    return clean_text(value)
 
 
 def _safe_repr(value: Any) -> str:

@@ -3,7 +3,7 @@
 A name longer than its ``VARCHAR`` is cut *including* its marker (PostgreSQL refuses a value one
 character too long, and with it the whole batch); a value of the wrong type is converted (an int
 node id becomes ``"1"``) or, for numbers that cannot be numbers (``duration_ms="slow"``), stored as
-NULL. Widths come from the models (``store/models.py``), so they cannot drift from the schema.
+NULL. Widths come from the column spec (``store/columns.py``; a test checks them against the models).
 Plain, short, ASCII strings and in-range ints take a fast path of a type check and a length check.
 """
 
@@ -12,30 +12,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, String
+from ..store.columns import EVENT_WIDTHS, FILE_INTS, FILE_WIDTHS, INT32, MESSAGE_WIDTHS, RUN_WIDTHS
 
-from ..store.models import ExecutionEvent, File, Message, WorkflowRun
-
-INT32 = (-(2**31), 2**31 - 1)
-INT64 = (-(2**63), 2**63 - 1)
 FLOAT_MAX = 1e300
-
-
-def _widths(model: Any) -> dict[str, int]:
-    return {c.name: c.type.length for c in model.__table__.columns
-            if isinstance(c.type, String) and c.type.length}
-
-
-def _int_ranges(model: Any) -> dict[str, tuple[int, int]]:
-    return {c.name: INT64 if isinstance(c.type, BigInteger) else INT32 for c in model.__table__.columns
-            if isinstance(c.type, Integer)}
-
-
-EVENT_WIDTHS = _widths(ExecutionEvent)
-RUN_WIDTHS = _widths(WorkflowRun)
-MESSAGE_WIDTHS = _widths(Message)
-FILE_WIDTHS = _widths(File)
-FILE_INTS = _int_ranges(File)
+__all__ = ["EVENT_WIDTHS", "FILE_INTS", "FILE_WIDTHS", "INT32", "MESSAGE_WIDTHS", "RUN_WIDTHS", "as_text", "clean_text",
+           "cut", "fit_float", "fit_int", "fit_text"]
 
 
 def as_text(value: Any) -> str:
