@@ -91,13 +91,20 @@ Callback = Callable[..., Any]
 
 @dataclass
 class WorkflowCallbacks:
-    """Optional hooks a workflow calls as it runs; signatures as in CMBAgent.
+    """Optional hooks a workflow calls as it runs; the fields and signatures of CMBAgent / MARS
+    (``cmbagent.callbacks.WorkflowCallbacks``), so either library can be handed this object.
 
     - ``on_planning_start(task: str, config: dict)``, ``on_planning_complete(plan: PlanInfo)``
     - ``on_step_start(step: StepInfo)``, ``on_step_complete(step)``, ``on_step_failed(step)``
     - ``on_workflow_start(task: str, config: dict)``,
       ``on_workflow_complete(final_context: dict, total_time: float)``,
       ``on_workflow_failed(error: str, step_number: int | None)``
+    - MARS's others: ``on_progress(message, data)``, ``on_agent_start(agent, step_number)``,
+      ``on_agent_complete(agent, step_number, data)``, ``on_cost_update(cost_data)``,
+      ``on_agent_message(agent, role, content, metadata)``, ``on_code_execution(agent, code, language, result)``,
+      ``on_tool_call(agent, tool_name, arguments, result)``, ``on_phase_change(phase, step_number)``;
+      ``should_continue() -> bool`` and ``on_pause_check()`` (MARS's ``merge_callbacks`` reads these two
+      directly: they must exist, and None means "no opinion").
 
     Workflows should call the ``invoke_*`` helpers, which never let a callback's exception
     escape (see the module docstring).
@@ -111,19 +118,30 @@ class WorkflowCallbacks:
     on_workflow_start: Callback | None = None
     on_workflow_complete: Callback | None = None
     on_workflow_failed: Callback | None = None
+    on_progress: Callback | None = None
+    on_agent_start: Callback | None = None
+    on_agent_complete: Callback | None = None
+    should_continue: Callable[[], bool] | None = None
+    on_pause_check: Callable[[], None] | None = None
+    on_cost_update: Callback | None = None
+    on_agent_message: Callback | None = None
+    on_code_execution: Callback | None = None
+    on_tool_call: Callback | None = None
+    on_phase_change: Callback | None = None
     event_captor: EventCaptureManager | None = None
     callback_errors: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
-    def _invoke(self, name: str, *args: Any) -> None:
+    def _invoke(self, name: str, *args: Any) -> Any:
         callback = getattr(self, name)
         if callback is None:
-            return
+            return None
         try:
             result = callback(*args)
             if inspect.isawaitable(result):
                 if inspect.iscoroutine(result):
                     result.close()  # never awaited: close it rather than leak a warning
                 raise TypeError(f"{name} returned an awaitable; workflow callbacks must be synchronous")
+            return result
         except Exception as exc:
             self.callback_errors[name] = self.callback_errors.get(name, 0) + 1
             log.exception("cmbagent-events: callback %s failed (the workflow continues)", name)
@@ -131,6 +149,7 @@ class WorkflowCallbacks:
             if captor is not None:
                 captor.capture_error("workflow_callbacks", f"{name}: {type(exc).__name__}: {exc}",
                                      "callback_error", {"callback": name})
+            return None
 
     def invoke_planning_start(self, task: str, config: dict[str, Any] | None = None) -> None:
         self._invoke("on_planning_start", task, config if config is not None else {})
@@ -156,83 +175,208 @@ class WorkflowCallbacks:
     def invoke_workflow_failed(self, error: str, step_number: int | None = None) -> None:
         self._invoke("on_workflow_failed", error, step_number)
 
+    def invoke_phase_change(self, phase: str, step_number: int | None = None) -> None:
+        self._invoke("on_phase_change", phase, step_number)
+
+    def invoke_progress(self, message: str, data: dict[str, Any] | None = None) -> None:
+        self._invoke("on_progress", message, data if data is not None else {})
+
+    def invoke_cost_update(self, cost_data: dict[str, Any]) -> None:
+        self._invoke("on_cost_update", cost_data)
+
+    def invoke_agent_message(self, agent: str, role: str, content: str, metadata: dict[str, Any] | None = None) -> None:
+        self._invoke("on_agent_message", agent, role, content, metadata or {})
+
+    def invoke_code_execution(self, agent: str, code: str, language: str, result: str | None = None) -> None:
+        self._invoke("on_code_execution", agent, code, language, result)
+
+    def invoke_tool_call(self, agent: str, tool_name: str, arguments: dict[str, Any], result: Any = None) -> None:
+        self._invoke("on_tool_call", agent, tool_name, arguments, result)
+
+    def check_should_continue(self) -> bool:
+        """``should_continue()``; True when there is none or it failed (as MARS does)."""
+        if self.should_continue is None:
+            return True
+        answer = self._invoke("should_continue")
+        return True if answer is None else bool(answer)
+
+    def invoke_pause_check(self) -> None:
+        self._invoke("on_pause_check")
+
 
 _WRAPPED = ("on_planning_start", "on_planning_complete", "on_step_start", "on_step_complete", "on_step_failed",
-            "on_workflow_start", "on_workflow_complete", "on_workflow_failed")
+            "on_workflow_start", "on_workflow_complete", "on_workflow_failed", "on_phase_change", "on_cost_update")
+_PASSED = ("on_progress", "on_agent_start", "on_agent_complete", "on_agent_message", "on_code_execution",
+           "on_tool_call", "should_continue", "on_pause_check")  # handed through unwrapped: the AG2 hooks
+# already capture agents, messages, code and tools; stop/pause answers are the user's alone.
 
 
-class _StepCapture:
-    """The capture half of :func:`create_callbacks_with_event_capture`: one open call per step."""
+def field_of(obj: Any, *names: str) -> Any:
+    """The first of ``names`` that ``obj`` has with a non-empty value (attribute or mapping key), else None."""
+    for name in names:
+        value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """An enum's value, anything else unchanged."""
+    return value.value if isinstance(value, Enum) else value
+
+
+def _compact(value: Any) -> Any:
+    """A workflow's final context as a summary: short scalars kept, big or opaque values named only
+    (MARS hands over its whole result: agent objects and the full chat history)."""
+    if not isinstance(value, dict):
+        return value if isinstance(value, (str, int, float, bool, type(None))) else f"<{type(value).__name__}>"
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, (int, float, bool, type(None))) or (isinstance(item, str) and len(item) <= 500):
+            out[str(key)] = item
+        elif isinstance(item, (list, tuple, dict, str)):
+            out[str(key)] = f"<{type(item).__name__} of {len(item)}>"
+        else:
+            out[str(key)] = f"<{type(item).__name__}>"
+    return out
+
+
+class WorkflowCapture:
+    """Workflow moments as events of one run: one open ``agent_call`` per step, plans, phases, costs.
+
+    Reads CMBAgent's and MARS's ``StepInfo`` / ``PlanInfo`` (and look-alikes) by their field names,
+    tolerating missing ones: a step's agent is ``step.agent``, else the plan's ``sub_task_agent`` /
+    ``agent`` for that step number, else ``"step"``; its text is ``goal`` or ``description``; its
+    response ``result``, else ``summary``.
+    """
 
     def __init__(self, captor: EventCaptureManager) -> None:
         self.captor = captor
-        self._open: dict[int, tuple[str, str]] = {}  # step_number -> (agent_call id, agent name)
+        self._open: dict[Any, tuple[str, str]] = {}  # step_number -> (agent_call id, agent name)
+        self._plan_agents: dict[Any, str] = {}  # step_number -> agent named by the last plan
         self._lock = threading.Lock()
 
-    @staticmethod
-    def _step_meta(info: StepInfo) -> dict[str, Any]:
-        status = info.status.value if isinstance(info.status, StepStatus) else info.status
-        meta: dict[str, Any] = {"workflow_step": info.step_number, "step_status": status}
-        if info.metadata:
-            meta["step_metadata"] = info.metadata
+    def _step_meta(self, info: Any) -> dict[str, Any]:
+        meta: dict[str, Any] = {"workflow_step": field_of(info, "step_number"), "step_status": _plain(field_of(info, "status"))}
+        extra = field_of(info, "metadata")
+        if extra:
+            meta["step_metadata"] = extra
         return meta
 
-    def _take(self, step_number: int) -> tuple[str, str] | None:
+    def _agent(self, info: Any) -> str:
+        agent = field_of(info, "agent", "agent_name")
+        if agent is None:
+            with self._lock:
+                agent = self._plan_agents.get(field_of(info, "step_number"))
+        return str(agent) if agent is not None else "step"
+
+    def _take(self, step_number: Any) -> tuple[str, str] | None:
         with self._lock:
             return self._open.pop(step_number, None)
 
-    def step_start(self, info: StepInfo) -> None:
+    def step_start(self, info: Any) -> None:
         captor = self.captor
-        step_id = f"step_{info.step_number}"
+        number = field_of(info, "step_number")
+        step_id = f"step_{number}"
         captor.set_context(step_id=step_id)
-        stale = self._take(info.step_number)
+        stale = self._take(number)
         if stale is not None:  # a restart (retry) of a step whose first attempt never reported back
-            captor.finish_agent_call(stale[0], error=f"step {info.step_number} restarted before it finished")
-        context = {"step_number": info.step_number, "step_id": step_id}
-        if info.started_at is not None:
-            context["started_at"] = info.started_at
-        event_id = captor.capture_agent_call(info.agent, info.description, context, self._step_meta(info))
+            captor.finish_agent_call(stale[0], error=f"step {number} restarted before it finished")
+        context: dict[str, Any] = {"step_number": number, "step_id": step_id}
+        started_at = field_of(info, "started_at")
+        if started_at is not None:
+            context["started_at"] = started_at
+        agent = self._agent(info)
+        event_id = captor.capture_agent_call(agent, field_of(info, "goal", "description") or "", context,
+                                             self._step_meta(info))
         if event_id is not None:
             with self._lock:
-                self._open[info.step_number] = (event_id, info.agent)
+                self._open[number] = (event_id, agent)
 
-    def step_complete(self, info: StepInfo) -> None:
+    def step_complete(self, info: Any) -> None:
         meta = self._step_meta(info)
-        meta["execution_time"] = info.execution_time
-        response = info.result if info.result is not None else "completed"
-        opened = self._take(info.step_number)
-        self.captor.capture_agent_response(info.agent, response, opened[0] if opened else None, meta)
+        meta["execution_time"] = field_of(info, "execution_time")
+        response = field_of(info, "result", "summary")
+        opened = self._take(field_of(info, "step_number"))
+        agent = opened[1] if opened else self._agent(info)
+        self.captor.capture_agent_response(agent, response if response is not None else "completed",
+                                           opened[0] if opened else None, meta)
 
-    def step_failed(self, info: StepInfo) -> None:
-        error = info.error or f"step {info.step_number} failed"
+    def step_failed(self, info: Any) -> None:
+        number = field_of(info, "step_number")
+        error = str(field_of(info, "error") or f"step {number} failed")
         meta = self._step_meta(info)
-        meta["execution_time"] = info.execution_time
-        self.captor.capture_error(info.agent, error, "step_failure", meta)  # nested under the step's call
-        opened = self._take(info.step_number)
+        meta["execution_time"] = field_of(info, "execution_time")
+        opened = self._take(number)
+        agent = opened[1] if opened else self._agent(info)
+        self.captor.capture_error(agent, error, "step_failure", meta)  # nested under the step's call
         if opened is not None:
             self.captor.finish_agent_call(opened[0], error=error, metadata=meta)
 
     def planning_start(self, task: str, config: dict[str, Any] | None = None) -> None:
         self.captor.capture_event("plan", "start", "planner", {"task": task, "config": config or {}})
 
-    def planning_complete(self, plan: PlanInfo) -> None:
-        self.captor.capture_event("plan", "complete", "planner", {"task": plan.task},
-                                  {"num_steps": len(plan.steps), "steps": plan.steps},
-                                  metadata={"mode": plan.mode, **plan.metadata})
+    def planning_complete(self, plan: Any) -> None:
+        steps = field_of(plan, "steps") or []
+        agents = {}
+        for position, step in enumerate(steps if isinstance(steps, list) else [], start=1):
+            agent = field_of(step, "sub_task_agent", "agent") if isinstance(step, dict) else None
+            if agent is not None:
+                agents[field_of(step, "step", "step_number") or position] = str(agent)
+        with self._lock:
+            self._plan_agents = agents
+        meta = {"mode": field_of(plan, "mode"), **(field_of(plan, "metadata") or {})}
+        planning_time = field_of(plan, "planning_time")
+        outputs = {"num_steps": field_of(plan, "num_steps") or len(steps), "steps": steps}
+        text = field_of(plan, "plan_text")
+        if text is not None:
+            outputs["plan_text"] = text
+        self.captor.capture_event("plan", "complete", "planner", {"task": field_of(plan, "task")}, outputs,
+                                  planning_time * 1000.0 if isinstance(planning_time, (int, float)) else None,
+                                  metadata={k: v for k, v in meta.items() if v is not None})
 
     def workflow_start(self, task: str, config: dict[str, Any] | None = None) -> None:
         self.captor.capture_event("workflow", "start", "workflow", {"task": task, "config": config or {}})
 
-    def workflow_complete(self, final_context: dict[str, Any] | None = None, total_time: float | None = None) -> None:
-        self.captor.capture_event("workflow", "complete", "workflow", None, {"final_context": final_context},
+    def workflow_complete(self, final_context: Any = None, total_time: float | None = None) -> None:
+        self.captor.capture_event("workflow", "complete", "workflow", None, {"final_context": _compact(final_context)},
                                   total_time * 1000.0 if isinstance(total_time, (int, float)) else None)
 
     def workflow_failed(self, error: str, step_number: int | None = None) -> None:
         self.captor.capture_error("workflow", str(error), "workflow_failure", {"step_number": step_number})
+        self.close_open_steps(f"workflow failed during step {{}}: {error}")
+
+    def close_open_steps(self, reason: str) -> None:
+        """Fail the steps still open; ``reason``'s first ``{}`` is replaced by the step number."""
         with self._lock:
             still_open, self._open = self._open, {}
-        for number, (event_id, _agent) in sorted(still_open.items()):  # steps cut short by the failure
-            self.captor.finish_agent_call(event_id, error=f"workflow failed during step {number}: {error}")
+        for number, (event_id, _agent) in sorted(still_open.items(), key=lambda item: str(item[0])):
+            self.captor.finish_agent_call(event_id, error=reason.replace("{}", str(number), 1))
+
+    def phase_change(self, phase: str, step_number: int | None = None) -> None:
+        """A new phase (planning, control, execution): the following events belong to its node."""
+        self.captor.set_context(node_id=str(phase))
+        self.captor.capture_event("phase", "change", "workflow", {"phase": phase, "step_number": step_number})
+
+    def cost_update(self, cost_data: Any) -> None:
+        data = cost_data if isinstance(cost_data, dict) else {"cost_data": cost_data}
+        self.captor.capture_event("cost", "update", "workflow", None, data,
+                                  metadata={"total_cost": data.get("total_cost"), "total_tokens": data.get("total_tokens")})
+
+    def handlers(self) -> dict[str, Callable[..., None]]:
+        """The capture half of each wrapped callback, by field name."""
+        return {
+            "on_planning_start": self.planning_start,
+            "on_planning_complete": self.planning_complete,
+            "on_step_start": self.step_start,
+            "on_step_complete": self.step_complete,
+            "on_step_failed": self.step_failed,
+            "on_workflow_start": self.workflow_start,
+            "on_workflow_complete": self.workflow_complete,
+            "on_workflow_failed": self.workflow_failed,
+            "on_phase_change": self.phase_change,
+            "on_cost_update": self.cost_update,
+        }
 
 
 def create_callbacks_with_event_capture(event_captor: EventCaptureManager | None,
@@ -240,33 +384,29 @@ def create_callbacks_with_event_capture(event_captor: EventCaptureManager | None
     """:class:`WorkflowCallbacks` that capture each workflow moment into ``event_captor``'s run,
     then call the matching callback from ``callbacks`` (if given) with the same arguments.
 
+    Works with CMBAgent's and MARS's ``StepInfo`` / ``PlanInfo`` (see :class:`WorkflowCapture`).
     The step's ``agent_call`` id is remembered per ``step_number`` between start and completion or
     failure; a step restarted while still open has its first attempt closed as failed. A failed
-    workflow closes the steps it left open. With ``event_captor=None`` the originals are returned
-    unwrapped. Capture itself never raises (the manager's contract); what the originals raise
+    workflow closes the steps it left open. Phase changes set the node context; cost updates are
+    ``cost`` events. ``should_continue``, ``on_pause_check`` and MARS's per-agent callbacks are passed
+    through as given (None when not given), so MARS's ``merge_callbacks`` keeps the other callbacks'
+    stop and pause checks whatever the merge order. With ``event_captor=None`` the originals are
+    returned unwrapped. Capture itself never raises (the manager's contract); what the originals raise
     propagates to the caller of the field and is contained by the ``invoke_*`` helpers.
 
     Raises:
         TypeError: for a keyword that is not a WorkflowCallbacks callback.
     """
-    unknown = sorted(set(callbacks) - set(_WRAPPED))
+    unknown = sorted(set(callbacks) - set(_WRAPPED) - set(_PASSED))
     if unknown:
-        raise TypeError(f"unknown workflow callback(s): {', '.join(unknown)}; expected some of {', '.join(_WRAPPED)}")
+        raise TypeError(f"unknown workflow callback(s): {', '.join(unknown)}; expected some of "
+                        f"{', '.join(_WRAPPED + _PASSED)}")
     if event_captor is None:
         return WorkflowCallbacks(**callbacks)
-    capture = _StepCapture(event_captor)
-    handlers: dict[str, Callable[..., None]] = {
-        "on_planning_start": capture.planning_start,
-        "on_planning_complete": capture.planning_complete,
-        "on_step_start": capture.step_start,
-        "on_step_complete": capture.step_complete,
-        "on_step_failed": capture.step_failed,
-        "on_workflow_start": capture.workflow_start,
-        "on_workflow_complete": capture.workflow_complete,
-        "on_workflow_failed": capture.workflow_failed,
-    }
+    handlers = WorkflowCapture(event_captor).handlers()
     wrapped = {name: _with_capture(name, handlers[name], callbacks.get(name)) for name in _WRAPPED}
-    return WorkflowCallbacks(**wrapped, event_captor=event_captor)
+    passed = {name: callbacks[name] for name in _PASSED if name in callbacks}
+    return WorkflowCallbacks(**wrapped, **passed, event_captor=event_captor)
 
 
 def _with_capture(name: str, capture: Callable[..., None], original: Callback | None) -> Callback:

@@ -203,3 +203,83 @@ def test_plain_callbacks_and_bad_keywords() -> None:
         create_callbacks_with_event_capture(None, event_captor=None)
     assert StepInfo(1, "a", "goal text").goal == "goal text"
     assert [s.value for s in StepStatus] == ["pending", "running", "completed", "failed", "skipped"]
+
+
+# MARS's own shapes (mars-cmbagent 2.2.5, cmbagent/callbacks.py): no ``agent`` on a step, no ``mode`` or
+# ``metadata`` on a plan, ``goal`` beside a deprecated ``description``, ``summary``, ``plan_text``.
+@dataclasses.dataclass
+class MarsStepInfo:
+    step_number: int
+    goal: str
+    description: str
+    status: StepStatus = StepStatus.PENDING
+    started_at: float | None = None
+    completed_at: float | None = None
+    execution_time: float | None = None
+    error: str | None = None
+    result: dict | None = None
+    summary: str | None = None
+
+
+@dataclasses.dataclass
+class MarsPlanInfo:
+    task: str
+    num_steps: int
+    steps: list
+    plan_text: str
+    planning_time: float
+
+
+async def test_mars_shaped_plan_and_steps_are_captured(db_url, db_session, config) -> None:
+    async with capture_run(db_url, config=config, hooks=False) as run:
+        callbacks = create_callbacks_with_event_capture(run)
+        steps = [{"sub_task": "get parameters", "sub_task_agent": "researcher"},
+                 {"sub_task": "compute spectrum", "sub_task_agent": "engineer"}]
+        callbacks.invoke_planning_complete(MarsPlanInfo("CMB task", 2, steps, "1. researcher 2. engineer", 1.5))
+        callbacks.invoke_step_start(MarsStepInfo(2, "compute spectrum", "", StepStatus.RUNNING, started_at=1.0))
+        run.capture_tool_call("engineer", "camb", {})
+        callbacks.invoke_step_complete(MarsStepInfo(2, "", "", StepStatus.COMPLETED, execution_time=2.0,
+                                                    summary="spectrum written"))
+        callbacks.invoke_step_start(MarsStepInfo(3, "", "unplanned step", StepStatus.RUNNING))
+        callbacks.invoke_step_failed(MarsStepInfo(3, "", "", StepStatus.FAILED, error="boom"))
+        assert await run.flush(10)
+        plan = (await _events(db_session, run.run_id, "plan"))[0]
+        calls = await _events(db_session, run.run_id, "agent_call")
+        tool = (await _events(db_session, run.run_id, "tool_call"))[0]
+        error = (await _events(db_session, run.run_id, "error"))[0]
+    assert callbacks.callback_errors == {}
+    assert plan.outputs["num_steps"] == 2 and plan.outputs["plan_text"] == "1. researcher 2. engineer"
+    assert plan.duration_ms == pytest.approx(1500.0)
+    step2, step3 = calls
+    assert (step2.agent_name, step2.inputs["message"], step2.status) == ("engineer", "compute spectrum", "completed")
+    assert step2.outputs == {"response": "spectrum written"} and step2.meta["execution_time"] == 2.0
+    assert tool.parent_event_id == step2.id
+    assert (step3.agent_name, step3.inputs["message"], step3.status) == ("step", "unplanned step", "failed")
+    assert (error.agent_name, error.error_message, error.parent_event_id) == ("step", "boom", step3.id)
+
+
+async def test_stop_and_pause_checks_are_the_users_never_ours(sqlite_url, config) -> None:
+    paused: list[str] = []
+    async with capture_run(sqlite_url, config=config, hooks=False) as run:
+        plain = create_callbacks_with_event_capture(run)
+        assert (plain.should_continue, plain.on_pause_check) == (None, None)  # present: MARS reads them directly
+        assert plain.check_should_continue() is True
+        stop = create_callbacks_with_event_capture(run, should_continue=lambda: False,
+                                                   on_pause_check=lambda: paused.append("checked"))
+        assert stop.check_should_continue() is False
+        stop.invoke_pause_check()
+    assert paused == ["checked"]
+
+
+async def test_phase_changes_set_the_node_and_cost_updates_are_events(sqlite_url, db_session_sqlite, config) -> None:
+    costs: list[dict] = []
+    async with capture_run(sqlite_url, config=config, hooks=False) as run:
+        callbacks = create_callbacks_with_event_capture(run, on_cost_update=costs.append)
+        callbacks.invoke_phase_change("control", 1)
+        callbacks.invoke_cost_update({"total_cost": 0.02, "total_tokens": 900, "model_breakdown": []})
+        assert await run.flush(10)
+        phase = (await _events(db_session_sqlite, run.run_id, "phase"))[0]
+        cost = (await _events(db_session_sqlite, run.run_id, "cost"))[0]
+    assert costs == [{"total_cost": 0.02, "total_tokens": 900, "model_breakdown": []}]
+    assert (phase.node_id, phase.inputs) == ("control", {"phase": "control", "step_number": 1})
+    assert (cost.node_id, cost.meta, cost.outputs["total_tokens"]) == ("control", {"total_cost": 0.02, "total_tokens": 900}, 900)

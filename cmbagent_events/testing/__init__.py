@@ -2,9 +2,11 @@
 
 - :mod:`.postgres`: throwaway PostgreSQL servers (``PostgresServer``, ``postgres_url``);
 - :mod:`.scripted_client`: an offline AG2 model client that replays scripted replies;
-- :mod:`.otlp_receiver`: an OTLP/HTTP traces receiver on 127.0.0.1 (needs the ``[otel]`` extra).
+- :mod:`.otlp_receiver`: an OTLP/HTTP traces receiver on 127.0.0.1 (needs the ``[otel]`` extra);
+- :mod:`.fake_openai`: an OpenAI-compatible chat-completions server on 127.0.0.1 for real clients.
 """
 
+from .fake_openai import FakeOpenAI
 from .postgres import PostgresServer, find_pg_bin, postgres_url
 
-__all__ = ["PostgresServer", "find_pg_bin", "postgres_url"]
+__all__ = ["FakeOpenAI", "PostgresServer", "find_pg_bin", "postgres_url"]
