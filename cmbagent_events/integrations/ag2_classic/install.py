@@ -120,24 +120,27 @@ def _install() -> HooksReport:
     distribution, version = _classic_distribution()
     unavailable.clear()
     try:
-        import autogen.coding as coding
+        from autogen import coding
 
         executors = [cls for cls in (getattr(coding, name, None) for name in
                                      ("LocalCommandLineCodeExecutor", "DockerCommandLineCodeExecutor"))
                      if cls is not None]
+        pattern_cls: type | None = None
         try:
-            from autogen.agentchat.group.patterns.pattern import Pattern
+            from autogen.agentchat.group.patterns.pattern import Pattern as pattern_cls
         except ImportError:
-            Pattern = None  # noqa: N806 - AG2 without group patterns
-        io_cls = None
+            pass  # AG2 without group patterns
+        io_cls: type | None = None
         transitions = "none"
         if _has_module(TRANSITION_EVENTS_MODULE):
-            from autogen.io.base import IOStream as io_cls  # noqa: N813
+            from autogen.io.base import IOStream
+
+            io_cls = IOStream
             transitions = "events"
         patch_agents(ConversableAgent, GroupChatManager)
         patch_code(ConversableAgent, executors)
         patch_llm(OpenAIWrapper)
-        patch_groupchat(ConversableAgent, GroupChat, io_cls, Pattern)
+        patch_groupchat(ConversableAgent, GroupChat, io_cls, pattern_cls)
         if io_cls is None:
             unavailable.append("IOStream.get_default (sends no transition events: inferred from group state)")
             try:
