@@ -111,7 +111,8 @@ bench-ag2-v1-quick: $(VENV_V1)/.installed-stamp
 	$(VENV_V1)/bin/python -m benchmarks.ag2_v1 --quick
 
 # The wheel as a user gets it: built, installed non-editable into a fresh venv (no AG2), and a run
-# captured from a directory outside the repository, on SQLite and on a throwaway PostgreSQL.
+# captured from a directory outside the repository, on SQLite and on a throwaway PostgreSQL; then
+# with its [ag2] extra added, a real AG2 chat captured by the hooks.
 test-wheel:
 	rm -rf build .wheel-dist $(VENV_WHEEL)
 	$(PYTHON) -m pip wheel -q --no-deps -w .wheel-dist .
@@ -119,6 +120,9 @@ test-wheel:
 	$(PYTHON) -m venv $(VENV_WHEEL)
 	$(VENV_WHEEL)/bin/python -m pip install -q .wheel-dist/cmbagent_events-*.whl
 	d="$$(mktemp -d)"; cd "$$d" && "$(CURDIR)/$(VENV_WHEEL)/bin/python" "$(CURDIR)/tests/wheel_check.py"; \
+		rc=$$?; rm -rf "$$d"; exit $$rc
+	$(VENV_WHEEL)/bin/python -m pip install -q "$$(ls .wheel-dist/cmbagent_events-*.whl)[ag2]"
+	d="$$(mktemp -d)"; cd "$$d" && "$(CURDIR)/$(VENV_WHEEL)/bin/python" "$(CURDIR)/tests/wheel_check.py" --ag2; \
 		rc=$$?; rm -rf "$$d"; exit $$rc
 
 demo: $(STAMP)

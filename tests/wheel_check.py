@@ -3,7 +3,8 @@
 
 Checks that the package comes from site-packages, carries its migrations and ``py.typed``, pulled
 in no AG2, and captures a run (hooks on) into the default SQLite file of the working directory and
-into a throwaway PostgreSQL; the stored rows are then read back with plain SQL.
+into a throwaway PostgreSQL; the stored rows are then read back with plain SQL. With ``--ag2``
+(after installing the wheel's ``[ag2]`` extra): a real AG2 chat captured by the hooks.
 """
 
 from __future__ import annotations
@@ -80,7 +81,57 @@ class Collect(logging.Handler):
         self.records.append(record)
 
 
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+async def capture_ag2_chat() -> str:
+    """A real two-agent AG2 chat with a tool call, driven by the scripted client shipped in the wheel."""
+    from autogen import AssistantAgent, UserProxyAgent, register_function
+
+    from cmbagent_events import capture_run
+    from cmbagent_events.testing.scripted_client import Script, ToolCall, register_scripted_client, scripted_llm_config
+
+    script = Script({"assistant": [ToolCall("add", {"a": 2, "b": 3}), "The sum is 5. TERMINATE"]})
+    assistant = AssistantAgent("assistant", llm_config=scripted_llm_config(script))
+    user = UserProxyAgent("user", human_input_mode="NEVER", code_execution_config=False,
+                          is_termination_msg=lambda m: "TERMINATE" in (m.get("content") or ""))
+    register_function(add, caller=assistant, executor=user, description="Add two integers.")
+    register_scripted_client(assistant)
+    async with capture_run(None, task_description="wheel check with [ag2]") as run:
+        user.initiate_chat(assistant, message="What is 2+3?", max_turns=3)
+        return run.run_id
+
+
+def main_with_ag2() -> None:
+    """After ``pip install 'cmbagent_events-*.whl[ag2]'``: the extra brought classic AG2 and its hooks capture."""
+    from importlib.metadata import version
+
+    from cmbagent_events import hooks_report
+
+    ag2 = version("ag2")
+    check(ag2.startswith("0."), f"the [ag2] extra installed classic ag2 ({ag2})")
+    run_id = asyncio.run(capture_ag2_chat())
+    report = hooks_report()
+    check(report.distribution == "ag2" and report.version == ag2 and report.transitions == "events",
+          f"hooks_report names ag2 {ag2} ({report.distribution} {report.version}, {report.transitions})")
+    with sqlite3.connect(Path.cwd() / "cmbagent_events.db") as db:
+        kinds = dict(db.execute("SELECT event_type, count(*) FROM execution_events WHERE run_id = ? "
+                                "GROUP BY event_type", (run_id,)).fetchall())
+        tool = db.execute("SELECT inputs FROM execution_events WHERE run_id = ? AND event_type = 'tool_call'",
+                          (run_id,)).fetchone()
+    check(kinds.get("agent_call", 0) >= 4 and kinds.get("llm_call") == 2 and kinds.get("tool_call") == 1,
+          f"the AG2 chat captured by the hooks (events by type: {kinds})")
+    check(tool is not None and '"add"' in tool[0], f"the tool call recorded ({tool})")
+    for what in CHECKS:
+        print(f"ok  {what}")
+    print(f"{len(CHECKS)} passed, 0 failed")
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--ag2"]:
+        return main_with_ag2()
     cwd = Path.cwd().resolve()
     import cmbagent_events
 
