@@ -48,7 +48,7 @@ async def export_once(db_url: str, run_id: str, url: str) -> tuple[int, float, f
     """Spans sent, wall seconds, CPU seconds of this process (which also runs the default receiver)."""
     cpu = time.process_time()
     engine = make_engine(db_url)
-    exporter = make_exporter(url)
+    exporter = make_exporter(url, timeout=60.0)  # as the CLI: room for a receiver's back-pressure
     try:
         summary = await export_stored_run(RunReader(engine), run_id, exporter)
     finally:

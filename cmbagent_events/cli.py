@@ -389,8 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--header", action="append", metavar="NAME=VALUE",
                    help="HTTP header for --otlp (repeatable), e.g. authorization=Bearer...; "
                         "default: $OTEL_EXPORTER_OTLP_HEADERS")
-    p.add_argument("--otlp-timeout", type=float, default=None, metavar="SECONDS",
-                   help="per-request timeout for --otlp (default: the exporter's, 10 s)")
+    p.add_argument("--otlp-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="how long one --otlp request may take, retries included (default 60: a busy "
+                        "receiver, e.g. Phoenix at capacity, answers 503 until it has caught up)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("migrate", parents=[common], help="create or upgrade the schema")

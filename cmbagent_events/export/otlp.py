@@ -191,6 +191,7 @@ class OtlpForwarder:
         self._queued = 0
         self._cond = threading.Condition()
         self._ended = False
+        self.failure: str | None = None  # why the forwarding thread stopped early, if it did
         self._thread = threading.Thread(target=self._work, name=f"cmbagent-events-otlp-{run_id[:8]}", daemon=True)
         self._thread.start()
 
@@ -216,6 +217,13 @@ class OtlpForwarder:
 
     # -- forwarding thread ------------------------------------------------------------------------------
     def _work(self) -> None:
+        try:
+            self._loop()
+        except Exception as exc:  # a bug here must not go unnoticed: the trace stays incomplete
+            self.failure = repr(exc)
+            log.exception("cmbagent-events: OTLP forwarding of run %s stopped", self.run_id)
+
+    def _loop(self) -> None:
         pending: list[ReadableSpan] = []
         while True:
             with self._cond:
@@ -229,7 +237,11 @@ class OtlpForwarder:
                 if item is _END:
                     ended = True
                     break
-                self._apply(item)
+                try:
+                    self._apply(item)
+                except Exception:
+                    self.dropped["unmappable"] += len(item[1]) + len(item[2])
+                    log.exception("cmbagent-events: a committed batch could not be turned into spans")
             pending.extend(self.builder.take())
             if ended:
                 pending.extend(self._finish())
@@ -294,6 +306,8 @@ class OtlpForwarder:
         """Wait (at most ``timeout`` s) until the last spans are sent; call after the writer stopped
         (its final ``on_commit(None)``). True when everything queued was sent or counted."""
         self._thread.join(timeout)
+        if self.failure is not None:
+            return False
         if self._thread.is_alive():
             log.warning("cmbagent-events: OTLP forwarding of run %s still busy after %.1fs; left behind",
                         self.run_id, timeout)
@@ -304,5 +318,9 @@ class OtlpForwarder:
 
     def stats(self) -> dict[str, Any]:
         """Counters: spans sent, drops by cause, and whether the run's trace is complete."""
-        return {"exported_spans": self.exported_spans, "dropped": dict(self.dropped), "finished": self._ended}
+        stats: dict[str, Any] = {"exported_spans": self.exported_spans, "dropped": dict(self.dropped),
+                                 "finished": self._ended}
+        if self.failure is not None:
+            stats["failure"] = self.failure
+        return stats
 
