@@ -422,6 +422,20 @@ def test_hooks_report_names_the_flavour_and_its_patch_points() -> None:
     assert not after.active and after.unavailable == report.unavailable
 
 
+def test_a_patch_point_missing_from_the_flavour_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flavour without some method (as the fork lacks 0.14's transition events) still gets the rest."""
+    monkeypatch.delattr(ConversableAgent, "a_execute_function")
+    try:
+        assert install_ag2_hooks() is True
+        report = hooks_report()
+        assert "ConversableAgent.a_execute_function" in report.unavailable
+        assert "ConversableAgent.a_execute_function" not in report.installed
+        assert "ConversableAgent.execute_function" in report.installed
+    finally:
+        uninstall_ag2_hooks()
+    assert "a_execute_function" not in ConversableAgent.__dict__ and not hooks.hooks_installed()
+
+
 def test_hooks_report_is_logged_once_at_info_in_a_fresh_process() -> None:
     code = (
         "import logging, sys\n"
