@@ -14,6 +14,7 @@ this is said once.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import logging
@@ -70,6 +71,7 @@ def _version(distribution: str) -> str | None:
         return None
 
 
+@functools.cache
 def _has_module(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None
@@ -82,9 +84,11 @@ def _provides_autogen(distribution: str) -> bool:
     return files is None or any(str(f).replace("\\", "/") == "autogen/__init__.py" for f in files)
 
 
+@functools.cache
 def _classic_distribution() -> tuple[str, str]:
     """(distribution, version) of the installed ``autogen`` package; with several installed over
-    each other, the one whose version the ``autogen`` files carry."""
+    each other, the one whose version the ``autogen`` files carry. Cached: reading distribution
+    metadata costs tens of ms, and the hooks are installed for every run."""
     import autogen
 
     found = [(d, v) for d in CLASSIC_DISTRIBUTIONS if (v := _version(d)) is not None and _provides_autogen(d)]
