@@ -101,3 +101,26 @@ async def test_bad_database_urls_fail_at_entry(url: str, config) -> None:
     with pytest.raises((DatabaseURLError, ConfigError)):
         async with capture_run(url or "not-a-url", config=config, hooks=False):
             pytest.fail("the body must not run")
+
+
+async def test_user_repr_never_runs_on_the_callers_event_loop(sqlite_url, db_session_sqlite, config) -> None:
+    """Encoding an object only its own __repr__ can describe runs that __repr__ on a worker thread:
+    a slow one never stalls the run's event loop (the writer shares it in an async run)."""
+    import threading
+
+    called_on: list[int] = []
+
+    class Slow:
+        def __repr__(self) -> str:
+            called_on.append(threading.get_ident())
+            return "<Slow thing>"
+
+    async with capture_run(sqlite_url, config=config, hooks=False) as run:
+        loop_thread = threading.get_ident()
+        eid = run.capture_tool_call("a", "t", {"obj": Slow()}, result=Slow())
+        plain = run.capture_tool_call("a", "t", {"x": 1})
+        assert await run.flush(30)
+    assert called_on and loop_thread not in called_on
+    event = await db_session_sqlite.get(ExecutionEvent, eid)
+    assert event.inputs["arguments"]["obj"] == "<Slow thing>" and event.outputs == {"result": "<Slow thing>"}
+    assert (await db_session_sqlite.get(ExecutionEvent, plain)).inputs["arguments"] == {"x": 1}

@@ -63,6 +63,7 @@ class Sanitizer:
     def __init__(self, secret_keys: Iterable[str], max_depth: int = MAX_DEPTH) -> None:
         self.is_secret_key = SecretKeys(secret_keys)  # (key) -> True for api_key, Authorization, Cookie, ...
         self._max_depth = max_depth
+        self.user_code = True  # False: raise NeedsUserCode instead of calling __repr__ / model_dump
 
     def clean(self, value: Any, limit: int) -> Any:
         """A JSON-safe copy of ``value`` following the module rules."""
@@ -76,6 +77,8 @@ class Sanitizer:
             return clean_str(redact_text(value if type(value) is str else str.__getitem__(value, slice(None))), limit)
         if isinstance(value, (dict, list, tuple)):
             return clean_str(_encode(self.clean(value, limit)).decode(), limit)
+        if not self.user_code:
+            raise NeedsUserCode
         return clean_str(redact_text(_safe_repr(value)), limit)
 
     def encode(self, value: Any, limit: int) -> str | None:
@@ -104,6 +107,8 @@ class Sanitizer:
         """``_clean``, with a value that cannot be read replaced by a marker naming why."""
         try:
             return self._clean(value, limit, depth, path)
+        except NeedsUserCode:
+            raise
         except Exception as exc:
             return f"<unstorable {_type_name(value)}: {_type_name(exc)}>"
 
@@ -183,6 +188,8 @@ class Sanitizer:
             return self._clean(int.__index__(value), limit, depth, path)
         if isinstance(value, float):
             return self._clean(float.__float__(value), limit, depth, path)
+        if not self.user_code:  # repr / model_dump are the caller's code: not on the caller's loop
+            raise NeedsUserCode
         model_dump = getattr(value, "model_dump", None)  # pydantic models, e.g. AG2 events
         if callable(model_dump):
             try:
@@ -190,6 +197,13 @@ class Sanitizer:
             except Exception:
                 pass
         return clean_str(redact_text(_safe_repr(value)), limit)
+
+
+class NeedsUserCode(BaseException):
+    """Raised (only while ``Sanitizer.user_code`` is False) where encoding would call the caller's
+    own code (``__repr__``, ``model_dump``): the writer then encodes that row on a worker thread, so a
+    slow ``__repr__`` never stalls the caller's event loop. A BaseException: no ``except Exception``
+    on the way may turn it into a marker."""
 
 
 def _snapshot(read: Any, container: Any) -> Any:

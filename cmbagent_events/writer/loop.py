@@ -344,7 +344,10 @@ class BatchWriter:
             return
         if time.monotonic() - self._last_beat >= self.HEARTBEAT_S and batch.run_finish is None:
             batch.heartbeat = self._heartbeat()  # rides along: no transaction of its own
-        self._rows.encode(batch)
+        if self._rows.encode(batch, user_code=False):
+            # rows holding objects only their own __repr__/model_dump can describe: encoded on a
+            # worker thread, so the caller's code never runs (slowly) on the caller's event loop
+            await asyncio.to_thread(self._rows.encode, batch)
         await self._write(batch)
         self._pending = 0
 

@@ -15,7 +15,7 @@ from ..records import COMPLETE, FILE_ROW, INPUT_FIELDS, INSERT, MESSAGE_ROW, USA
 from ..store.columns import Event, FileRow, MessageRow, Run, RunFinish, Update, make_row
 from ..store.sink import Batch
 from ..bus import ENCODE_FAILED
-from .encode import Sanitizer
+from .encode import NeedsUserCode, Sanitizer
 from .fit import EVENT_WIDTHS, FILE_INTS, FILE_WIDTHS, MESSAGE_WIDTHS, RUN_WIDTHS, fit_float, fit_int, fit_text
 
 _W = EVENT_WIDTHS
@@ -116,38 +116,56 @@ class RowBuilder:
                 file_path=s.text(path, 4096) or "", file_type=fit_text(file_type, FILE_WIDTHS["file_type"]),
                 size_bytes=fit_int(size, FILE_INTS["size_bytes"]), created_at=ts))
 
-    def encode(self, batch: Batch) -> None:
+    def encode(self, batch: Batch, *, user_code: bool = True) -> int:
         """Sanitise and JSON-encode the batch's event rows in place; they become tuples.
 
         Each row under its own guard: a value that cannot be encoded makes its row a placeholder
         saying why (still stored, in its seq); a row that cannot even be that is left out and
-        counted as dropped (``encode failure``), with its messages/files twin."""
+        counted as dropped (``encode failure``), with its messages/files twin.
+
+        With ``user_code=False`` a row whose encoding would call the caller's own code (``__repr__``,
+        ``model_dump``) is left as it is, for a second call on a worker thread; returns how many."""
         rows = batch.events
         lost: list[Any] = []
-        for i, row in enumerate(rows):
-            if type(row) is tuple:  # already encoded (a batch retried or split)
-                continue
-            try:
-                rows[i] = self._encode_event(row)
-            except Exception as exc:
+        deferred = 0
+        sanitizer = self._sanitizer
+        sanitizer.user_code = user_code
+        try:
+            for i, row in enumerate(rows):
+                if type(row) is tuple:  # already encoded (a batch retried or split, or the first pass)
+                    continue
                 try:
-                    rows[i] = self._placeholder(row, exc)
-                    self.placeholders += 1
-                except Exception:
-                    lost.append(row[Event.id])
+                    rows[i] = self._encode_event(row)
+                except NeedsUserCode:
+                    deferred += 1
+                except Exception as exc:
+                    self._placeholder_or_lost(rows, i, row, exc, lost)
+        finally:
+            sanitizer.user_code = True
         if lost:
             gone = set(lost)
             batch.events = [r for r in rows if r[Event.id] not in gone]
             batch.messages = [m for m in batch.messages if m[MessageRow.event_id] not in gone]
             batch.files = [f for f in batch.files if f[FileRow.event_id] not in gone]
             self._count_dropped(len(lost), ENCODE_FAILED)
+        return deferred
+
+    def _placeholder_or_lost(self, rows: list[Any], i: int, row: list[Any], exc: Exception, lost: list[Any]) -> None:
+        """Row ``i`` as a placeholder naming ``exc``; if even that fails, its id goes to ``lost``."""
+        try:
+            rows[i] = self._placeholder(row, exc)
+            self.placeholders += 1
+        except Exception:
+            lost.append(row[Event.id])
 
     def _encode_event(self, row: list[Any]) -> tuple[Any, ...]:
         s, cfg = self._sanitizer, self._config
-        row[Event.inputs] = s.encode(row[Event.inputs], cfg.max_input_size)
-        row[Event.outputs] = s.encode(row[Event.outputs], cfg.max_output_size)
-        row[Event.meta] = s.encode(row[Event.meta], cfg.max_input_size)
-        row[Event.error_message] = s.text(row[Event.error_message], cfg.max_output_size)
+        # all computed before any is stored: a row deferred half-way must be encoded again intact
+        inputs = s.encode(row[Event.inputs], cfg.max_input_size)
+        outputs = s.encode(row[Event.outputs], cfg.max_output_size)
+        meta = s.encode(row[Event.meta], cfg.max_input_size)
+        error = s.text(row[Event.error_message], cfg.max_output_size)
+        row[Event.inputs], row[Event.outputs], row[Event.meta], row[Event.error_message] = inputs, outputs, meta, error
         self._fit_names(row)
         return tuple(row)
 
