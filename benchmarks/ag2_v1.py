@@ -4,11 +4,14 @@
 
 Runs in the AG2 1.x venv (.venv-ag2-v1). The same agent work is timed with capture off, with
 capture into SQLite and into PostgreSQL (``capture_run`` with its hooks: the middleware is added
-to every turn), and with AG2 1.x's ``TelemetryMiddleware`` exporting OpenTelemetry spans to an
-in-memory exporter (the peer: AG2's own instrumentation, no I/O at all). Trials are interleaved
-(off, sqlite, postgresql, telemetry, then the next repetition in a rotated order); overhead is
-the median of the paired ratios trial / same repetition's "off" trial, with its interquartile
-range. A capture trial runs from ``capture_run`` entry to the end of its exit (the drain included).
+to every turn), with a SQLite run opened without the hooks (``sqlite/no-hooks``: the run's own
+cost, nothing captured; ``sqlite`` minus it is what the middleware costs), and with AG2 1.x's
+``TelemetryMiddleware`` exporting OpenTelemetry spans to an in-memory exporter (the peer: AG2's
+own instrumentation, no I/O at all). Trials are interleaved in a rotated order; overhead is the
+median of the paired ratios trial / same repetition's "off" trial, with its interquartile range,
+for wall time and for process CPU time (steadier on a shared machine), plus the CPU added per
+captured event (ours) or per exported span (the peer). A capture trial runs from ``capture_run``
+entry to the end of its exit (the drain included).
 
 Writes benchmarks/results/ag2_v1.json (ag2_v1-quick.json with --quick) and prints a table.
 Reported, not gated.
@@ -40,7 +43,7 @@ from cmbagent_events.testing import postgres_url
 from .stats import database_urls, paired_overhead, timed_capture
 
 RESULTS = Path(__file__).resolve().parent / "results"
-REPS_FULL = 31
+REPS_FULL = 21
 REPS_QUICK = 5
 
 
@@ -127,29 +130,35 @@ def _telemetry() -> tuple[list[Any], Any]:
     return [TelemetryMiddleware(tracer_provider=provider, agent_name="agent")], exporter
 
 
-async def _trial(scenario: Scenario, mode: str, urls: dict[str, str]) -> tuple[float, int]:
-    """One timed run; returns (seconds, events or spans recorded)."""
+async def _trial(scenario: Scenario, mode: str, urls: dict[str, str]) -> tuple[float, float, int]:
+    """One run: (wall seconds, process CPU seconds, events or spans recorded).
+
+    Process CPU counts every thread of this process (the agents, our writer, aiosqlite's thread), not
+    the PostgreSQL server's; on a shared, loaded machine it is the steadier of the two measures."""
+    exporter = None
     if mode == "telemetry":
         middleware, exporter = _telemetry()
         chat = scenario.build(middleware)
+    else:
+        chat = scenario.build([])
+    c0 = time.process_time()
+    if mode in ("off", "telemetry"):
         t0 = time.perf_counter()
         await chat()
-        elapsed = time.perf_counter() - t0
-        return elapsed, len(exporter.get_finished_spans())
-    chat = scenario.build([])
-    if mode == "off":
-        t0 = time.perf_counter()
-        await chat()
-        return time.perf_counter() - t0, 0
-    return await timed_capture(urls[mode], scenario.name, chat)
+        wall, n = time.perf_counter() - t0, len(exporter.get_finished_spans()) if exporter is not None else 0
+    else:
+        backend, _, variant = mode.partition("/")
+        wall, n = await timed_capture(urls[backend], scenario.name, chat, hooks=variant != "no-hooks")
+    return wall, time.process_time() - c0, n
 
 
 async def run_overhead(quick: bool, urls: dict[str, str]) -> dict[str, Any]:
-    modes = ["off", *urls, "telemetry"]
+    modes = ["off", "sqlite/no-hooks", *urls, "telemetry"]  # no-hooks: the run alone, nothing captured
     reps = REPS_QUICK if quick else REPS_FULL
     out: dict[str, Any] = {}
     for scenario in scenarios(quick):
-        times: dict[str, list[float]] = {m: [] for m in modes}
+        wall: dict[str, list[float]] = {m: [] for m in modes}
+        cpu: dict[str, list[float]] = {m: [] for m in modes}
         counts: dict[str, list[int]] = {m: [] for m in modes}
         for _ in range(2):  # warm-up: imports, migrations, first connections
             for mode in modes:
@@ -157,13 +166,22 @@ async def run_overhead(quick: bool, urls: dict[str, str]) -> dict[str, Any]:
         for rep in range(reps):
             order = modes[rep % len(modes):] + modes[: rep % len(modes)]
             for mode in order:
-                seconds, n = await _trial(scenario, mode, urls)
-                times[mode].append(seconds)
+                seconds, cpu_s, n = await _trial(scenario, mode, urls)
+                wall[mode].append(seconds)
+                cpu[mode].append(cpu_s)
                 counts[mode].append(n)
         out[scenario.name] = {
             "description": scenario.description,
             "repetitions": reps,
-            **paired_overhead(times),
+            **paired_overhead(wall),
+            "cpu": paired_overhead(cpu),
+            "extra_cpu_us_per_record": {  # CPU added per event (ours) or span (telemetry), median of pairs
+                m: statistics.median((c - o) * 1e6 / n for c, o, n in zip(cpu[m], cpu["off"], counts[m], strict=True)
+                                     if n)
+                for m in modes if m != "off" and any(counts[m])},
+            # what the hooks and middleware add beyond the run's own cost (same backend, nothing captured)
+            "hooks_extra_cpu_ms": statistics.median(
+                (c - b) * 1000 for c, b in zip(cpu["sqlite"], cpu["sqlite/no-hooks"], strict=True)),
             "events_per_run": statistics.median(counts[next(iter(urls))]),
             "spans_per_run": statistics.median(counts["telemetry"]),
         }
@@ -173,14 +191,17 @@ async def run_overhead(quick: bool, urls: dict[str, str]) -> dict[str, Any]:
 
 def print_table(scenarios_out: dict[str, Any]) -> None:
     modes = list(next(iter(scenarios_out.values()))["overhead_pct"])
-    print(f"\n{'scenario':<14} {'events':>6} {'spans':>5} {'off ms':>8} "
-          + " ".join(f"{m + ' % [IQR]':>22}" for m in modes) + "  " + " ".join(f"{m + ' ms':>14}" for m in modes))
+    print(f"\n{'scenario':<14} {'events':>6} {'spans':>5} {'off ms':>8} {'off cpu':>8}  measure  "
+          + " ".join(f"{m + ' % [IQR]':>22}" for m in modes) + "  " + " ".join(f"{m + ' us/rec':>15}" for m in modes))
     for name, s in scenarios_out.items():
-        cells = [f"{s['overhead_pct'][m]:>6.1f} [{s['overhead_iqr_pct'][m][0]:>5.1f},{s['overhead_iqr_pct'][m][1]:>5.1f}]"
-                 for m in modes]
-        print(f"{name:<14} {s['events_per_run']:>6.0f} {s['spans_per_run']:>5.0f} {s['median_ms']['off']:>8.1f} "
-              + " ".join(f"{c:>22}" for c in cells) + "  "
-              + " ".join(f"{s['median_ms'][m]:>14.1f}" for m in modes))
+        for label, part in (("wall", s), ("cpu", s["cpu"])):
+            cells = [f"{part['overhead_pct'][m]:>6.1f} [{part['overhead_iqr_pct'][m][0]:>5.1f},"
+                     f"{part['overhead_iqr_pct'][m][1]:>5.1f}]" for m in modes]
+            per = [f"{s['extra_cpu_us_per_record'].get(m, float('nan')):>15.1f}" for m in modes]
+            print(f"{name:<14} {s['events_per_run']:>6.0f} {s['spans_per_run']:>5.0f} {s['median_ms']['off']:>8.1f} "
+                  f"{s['cpu']['median_ms']['off']:>8.1f}  {label:<7}  " + " ".join(f"{c:>22}" for c in cells)
+                  + ("  " + " ".join(per) if label == "cpu" else ""))
+        print(f"{'':<14} middleware itself (sqlite minus sqlite/no-hooks, CPU): {s['hooks_extra_cpu_ms']:.2f} ms per run")
     print()
 
 

@@ -12,10 +12,12 @@ from typing import Any
 from cmbagent_events import CaptureConfig, capture_run
 
 
-async def timed_capture(url: str, name: str, chat: Callable[[], Awaitable[Any]]) -> tuple[float, int]:
+async def timed_capture(url: str, name: str, chat: Callable[[], Awaitable[Any]], *, hooks: bool = True
+                        ) -> tuple[float, int]:
     """Run ``chat`` under ``capture_run``; (seconds from entry to the end of exit, events captured)."""
     t0 = time.perf_counter()
-    async with capture_run(url, config=CaptureConfig.from_env({}), task_description=name, mode="bench") as run:
+    async with capture_run(url, config=CaptureConfig.from_env({}), task_description=name, mode="bench",
+                           hooks=hooks) as run:
         await chat()
     return time.perf_counter() - t0, run.get_performance_stats()["total_events"]
 
