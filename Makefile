@@ -95,13 +95,12 @@ test-cmbagent-fork: $(VENV_FORK)/.installed-stamp
 $(VENV_V1)/.installed-stamp: $(PACKAGING)
 	test -x $(VENV_V1)/bin/python || $(PYTHON) -m venv $(VENV_V1)
 	$(VENV_V1)/bin/python -m pip install -q --upgrade pip
-	$(VENV_V1)/bin/python -m pip install -q -e ".[ag2-v1]" $(TEST_DEPS) "$(AG2_V1)" "$(AUTOGEN_CLASSIC)" \
-		"opentelemetry-sdk>=1.20"
+	$(VENV_V1)/bin/python -m pip install -q -e ".[dev,ag2-v1]" "$(AG2_V1)" "$(AUTOGEN_CLASSIC)"
 	touch $@
 
 test-ag2-v1: $(VENV_V1)/.installed-stamp
 	CMBAGENT_EVENTS_AG2_V1="$(AG2_V1)" CMBAGENT_EVENTS_AG2="$(AUTOGEN_CLASSIC)" \
-		$(VENV_V1)/bin/python -m pytest -q -p no:cacheprovider -m "ag2_v1 or ag2"
+		$(VENV_V1)/bin/python -m pytest -q -p no:cacheprovider -m "ag2_v1 or ag2" tests/ag2_v1 tests/test_ag2.py
 
 # The AG2 1.x scenarios: our capture next to AG2 1.x's TelemetryMiddleware (reported, not gated).
 bench-ag2-v1: $(VENV_V1)/.installed-stamp
