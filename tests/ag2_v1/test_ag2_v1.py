@@ -202,6 +202,36 @@ async def test_hub_workflow_with_three_agents_hands_off_with_reasons(db_url, db_
     assert_gapless(events, await db_session.get(WorkflowRun, run.run_id))
 
 
+async def test_a_failed_hub_turn_is_one_error(sqlite_url, db_session_sqlite, config) -> None:
+    """The turn's middleware records the model's error; the hub's turn-failure report of the same
+    exception is not recorded again."""
+    from ag2 import network as net
+    from ag2.knowledge import MemoryKnowledgeStore
+
+    failed = asyncio.Event()
+
+    class Watch(net.BaseHubListener):
+        async def on_turn_failed(self, channel_id, agent_id, envelope_id, exc) -> None:  # noqa: ANN001
+            failed.set()
+
+    async with capture_run(sqlite_url, config=config) as run:
+        hub = await net.Hub.open(MemoryKnowledgeStore(), ttl_sweep_interval=0, expectation_sweep_interval=0)
+        hub.register_listener(Watch())
+        alice = await hub.register(Agent("alice", config=TestConfig()))
+        bob = await hub.register(Agent("bob", config=TestConfig(RuntimeError("bob is down"))))
+        graph = net.TransitionGraph.round_robin([alice.agent_id, bob.agent_id], max_turns=4)
+        channel = await alice.open(type=net.WORKFLOW_TYPE, target=[bob.agent_id], knobs={"graph": graph.to_dict()})
+        await channel.send("Your turn, bob.")
+        await asyncio.wait_for(failed.wait(), 10.0)
+        await hub.close()
+    events = await events_of(db_session_sqlite, run.run_id)
+    assert kinds(events) == {"message": 1, "handoff": 1, "agent_call": 1, "error": 1}
+    (turn,) = by_type(events, "agent_call")
+    (error,) = by_type(events, "error")
+    assert turn.agent_name == "bob" and turn.status == "failed" and error.parent_event_id == turn.id
+    assert error.error_message == "bob is down" and error.meta["where"] == "llm_call"
+
+
 async def test_errors_of_tools_and_models_are_captured(db_url, db_session, config) -> None:
     flaky = Agent("flaky", config=TestConfig(call("explode", '{"x": 7}'), "Recovered.", raise_tool_errors=False),
                   tools=[explode])
