@@ -211,7 +211,7 @@ async def test_a_failed_hub_turn_is_one_error(sqlite_url, db_session_sqlite, con
     failed = asyncio.Event()
 
     class Watch(net.BaseHubListener):
-        async def on_turn_failed(self, channel_id, agent_id, envelope_id, exc) -> None:  # noqa: ANN001
+        async def on_turn_failed(self, channel_id, agent_id, envelope_id, exc) -> None:
             failed.set()
 
     async with capture_run(sqlite_url, config=config) as run:
