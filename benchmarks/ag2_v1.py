@@ -152,9 +152,9 @@ async def _trial(scenario: Scenario, mode: str, urls: dict[str, str]) -> tuple[f
     return wall, time.process_time() - c0, n
 
 
-async def run_overhead(quick: bool, urls: dict[str, str]) -> dict[str, Any]:
+async def run_overhead(quick: bool, urls: dict[str, str], reps: int | None = None) -> dict[str, Any]:
     modes = ["off", "sqlite/no-hooks", *urls, "telemetry"]  # no-hooks: the run alone, nothing captured
-    reps = REPS_QUICK if quick else REPS_FULL
+    reps = reps or (REPS_QUICK if quick else REPS_FULL)
     out: dict[str, Any] = {}
     for scenario in scenarios(quick):
         wall: dict[str, list[float]] = {m: [] for m in modes}
@@ -209,13 +209,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and turns (CI smoke run)")
     parser.add_argument("--pg-url", default=os.environ.get("CMBAGENT_BENCH_PG_URL"))
+    parser.add_argument("--reps", type=int, default=None, help="repetitions per mode (default: 5 quick, 21 full)")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="cmbagent-bench-v1-") as tmp_name, postgres_url(args.pg_url) as pg_url:
         urls = database_urls(Path(tmp_name), pg_url)
         print("AG2 1.x scenarios...", file=sys.stderr)
-        overhead = asyncio.run(run_overhead(args.quick, urls))
+        overhead = asyncio.run(run_overhead(args.quick, urls, args.reps))
     results = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "quick": args.quick,
