@@ -81,25 +81,6 @@ _RULES: tuple[_Rule, ...] = (
     # "token: 512" is more likely a count than a secret: only longer values
     _Rule("token", r"""(?i:token)["']?\s*[=:]\s*["']?(?P<secret>[^\s,;&'"]{8,})""", False),
 )
-# The bytes prefilter looks for fewer, shorter markers, each covering several rules ("pass" for
-# password/passwd/passphrase, "token" for access_token/auth_token, "gh" for every GitHub prefix):
-# each marker is one scan of the payload, so fewer scans, a few more exact checks.
-_PREFILTER = (b"pass", b"acces", b"api", b"gh", b"github", b"akia", b"asia", b"secret", b"pwd", b"bearer", b"basic",
-              b"token", b"sk-", b"xox", b"://", b"-----begin")
-assert all(any(p in rule.marker.encode() for p in _PREFILTER) for rule in _RULES)
-
-
-def may_hold_text_secret(low: bytes) -> bool:
-    """False when lower-cased encoded JSON ``low`` holds no marker of a free-text rule (then no
-    string in it can need redaction)."""
-    if b"token" in low:
-        low = low.replace(b'tokens"', b"")  # usage counts ("prompt_tokens": 12) are not a marker
-    for marker in _PREFILTER:
-        if marker in low:
-            return True
-    return False
-
-
 def secret_spans(value: str) -> list[tuple[int, int]]:
     """Where ``value`` holds secrets, as sorted, non-overlapping (start, end) spans."""
     if len(value) < 8:

@@ -94,3 +94,11 @@ def test_ordinary_text_is_left_alone() -> None:
                   "asian cuisine", "the basic idea", "x = compute(y)", "user@example.org wrote: hello",
                   "prompt_tokens=12 completion_tokens=30"):
         assert redact_text(plain) == plain, plain
+
+
+def test_the_fast_path_prefilter_sees_every_free_text_rule() -> None:
+    """A value the fast path keeps unexamined must hold no marker of any free-text rule."""
+    from cmbagent_events.redaction import _RULES
+    from cmbagent_events.writer.encode import _HINT
+
+    assert all(_HINT.search(rule.marker.encode()) for rule in _RULES), [r.marker for r in _RULES]

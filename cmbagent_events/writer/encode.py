@@ -21,12 +21,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 import base64
 import json
+import re
 from typing import Any
 
 import msgspec
 
 from .fit import clean_text
-from ..redaction import REDACTED, SecretKeys, may_hold_text_secret, redact_text, secret_spans
+from ..redaction import REDACTED, SecretKeys, redact_text, secret_spans
 
 MAX_DEPTH = 32
 MAX_ITEMS = 10_000  # elements kept per container; the rest are summarised by a marker
@@ -47,14 +48,24 @@ _fast_encode = msgspec.json.Encoder(enc_hook=_refuse).encode
 # counts ("tokens", "prompt_tokens") are removed before looking. A hit only sends the value down the
 # exact (slow) path, which checks each key properly; plain substring tests are ~3x faster than a
 # case-insensitive regex on message-sized payloads.
+# One pass over the lower-cased JSON (~2x faster than a scan per fragment): fragments of secret key
+# names, then the markers of the free-text rules (redaction.py). A key fragment sends the value down
+# the exact path; a free-text marker alone is common ("://", "sk-" in "task-") and is confirmed on
+# the JSON text first. "tokens" (usage counts) is not a fragment.
+_KEY_FRAGMENTS = frozenset((b'key"', b"passw", b"passphrase", b"secret", b"auth", b"credential", b"cookie", b"pwd",
+                            b"key_id", b"token"))
+_HINT = re.compile(rb'key"|passw|passphrase|secret|auth|credential|cookie|pwd|key_id|token(?!s")'
+                   rb"|acces|api|gh|github|akia|asia|bearer|basic|sk-|xox|://|-----begin")
+
+
 def _maybe_secret(data: bytes) -> bool:
     low = data.lower()
-    if (b'key"' in low or b"passw" in low or b"passphrase" in low or b"secret" in low or b"auth" in low
-            or b"credential" in low or b"cookie" in low or b"pwd" in low or b"key_id" in low
-            or (b"token" in low and b"token" in low.replace(b'tokens"', b""))):
-        return True
-    # free-text rules: a marker is common ("://", "sk-" in "task-"), so confirm on the JSON text
-    return may_hold_text_secret(low) and bool(secret_spans(data.decode("utf-8", "replace")))
+    markers_only = False
+    for match in _HINT.finditer(low):
+        if match.group() in _KEY_FRAGMENTS:
+            return True
+        markers_only = True
+    return markers_only and bool(secret_spans(data.decode("utf-8", "replace")))
 
 
 class Sanitizer:
