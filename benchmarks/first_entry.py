@@ -71,7 +71,7 @@ def _migrate(url: str) -> None:
 
 
 def _trial(url: str, pre_ag2: bool) -> dict:
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "0"}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # children reuse byte-code
     out = subprocess.run([sys.executable, "-c", CHILD, url, "1" if pre_ag2 else "0"], cwd=REPO, env=env,
                          capture_output=True, text=True, check=True, timeout=120)
     return json.loads(out.stdout.strip().splitlines()[-1])

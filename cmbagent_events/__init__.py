@@ -4,7 +4,7 @@
         ...  # AG2 code; every agent call, message, tool call, code run, file and handoff is captured
 
 Importing the package is cheap: the storage and read-side names (SQLAlchemy models, repositories,
-engines) and the MARS callback types load on first use.
+engines), the AG2 hooks and the MARS callback types load on first use.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 from .captor import get_event_captor, set_event_captor
 from .capture import EventCaptureManager
 from .config import CaptureConfig, ConfigError
-from .integrations.ag2_classic import HooksReport, hooks_report, install_ag2_hooks, uninstall_ag2_hooks
 from .run import RunHandle, SyncRunHandle, capture_run, capture_run_sync, start_run, start_run_sync
 from .store.schema import DatabaseURLError, SchemaConflictError, migrate
 
 if TYPE_CHECKING:
+    from .integrations.ag2_classic import HooksReport, hooks_report, install_ag2_hooks, uninstall_ag2_hooks
     from .callbacks import PlanInfo, StepInfo, StepStatus, WorkflowCallbacks, create_callbacks_with_event_capture
     from .store.models import ExecutionEvent, File, Message, WorkflowRun
     from .store.placement import Placement
@@ -33,7 +33,9 @@ _LAZY = {
     "create_callbacks_with_event_capture": "callbacks", "ExecutionEvent": "store.models", "File": "store.models",
     "Message": "store.models", "WorkflowRun": "store.models", "Placement": "store.placement",
     "EventRepository": "store.repositories", "WorkflowRepository": "store.repositories",
-    "make_engine": "store.schema",
+    "make_engine": "store.schema", "install_ag2_hooks": "integrations.ag2_classic",
+    "uninstall_ag2_hooks": "integrations.ag2_classic", "hooks_report": "integrations.ag2_classic",
+    "HooksReport": "integrations.ag2_classic",
 }
 
 __all__ = [
