@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...capture import EventCaptureManager
-from ..patching import MISSING, restore_patches
+from ..patching import Gate, apply_patch, gated, restore_patches
 
 log = logging.getLogger("cmbagent_events.ag2")
 
@@ -22,7 +22,7 @@ MARK_ATTR = "__cmbagent_events_captured__"  # set on exceptions already recorded
 perf = time.perf_counter
 in_selection: contextvars.ContextVar[bool] = contextvars.ContextVar("cmbagent_events_in_selection", default=False)
 
-patches: list[tuple[type, str, Any]] = []  # (owner, attribute, original or MISSING when inherited)
+patches: list[tuple[Any, str, Any, Any]] = []  # (owner, attribute, original or MISSING when inherited, ours)
 unavailable: list[str] = []  # patch points ("Class.method") the installed AG2 lacks: what they capture is not captured
 
 
@@ -31,14 +31,15 @@ def point_name(owner: Any, name: str) -> str:
     return f"{getattr(owner, '__name__', str(owner)).rsplit('.', 1)[-1]}.{name}"
 
 
-def patch(owner: type, name: str, replacement: Any) -> None:
-    """Replace ``owner.name``, remembering what to restore (see install.py)."""
-    patches.append((owner, name, owner.__dict__.get(name, MISSING)))
-    setattr(owner, name, replacement)
+def patch(owner: Any, name: str, replacement: Any) -> None:
+    """Replace ``owner.name``, remembering what to restore (see install.py); a dormant wrapper of ours
+    still in another library's chain is switched back on instead (integrations/patching.py)."""
+    apply_patch(patches, owner, name, replacement)
 
 
 def unpatch_all() -> None:
-    """Restore every patched attribute, newest first (an inherited one is deleted again)."""
+    """Undo every patch, newest first, where ours is still the outermost; elsewhere ours becomes a
+    pass-through, so another library's patch over it is never removed."""
     restore_patches(patches)
 
 
@@ -77,10 +78,11 @@ def wrap_call(original: Callable[..., Any], hook: CallHook, where: str) -> Calla
     functions by name. The async wrapper only ever awaits the async original (AG2's async paths
     never call the sync methods, so each must be hooked on its own).
     """
+    gate = Gate()  # off: a pass-through, once another library has wrapped us and we were removed
     if inspect.iscoroutinefunction(original):
         @functools.wraps(original)
         async def async_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-            state = _start(hook, self, args, kwargs)
+            state = _start(hook, self, args, kwargs) if gate.on else None
             if state is None:
                 return await original(self, *args, **kwargs)
             try:
@@ -91,11 +93,11 @@ def wrap_call(original: Callable[..., Any], hook: CallHook, where: str) -> Calla
             _end(hook, state, result, None, where)
             return result
 
-        return async_wrapper
+        return gated(async_wrapper, gate)
 
     @functools.wraps(original)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        state = _start(hook, self, args, kwargs)
+        state = _start(hook, self, args, kwargs) if gate.on else None
         if state is None:
             return original(self, *args, **kwargs)
         try:
@@ -106,7 +108,7 @@ def wrap_call(original: Callable[..., Any], hook: CallHook, where: str) -> Calla
         _end(hook, state, result, None, where)
         return result
 
-    return wrapper
+    return gated(wrapper, gate)
 
 
 def patch_call(cls: type, name: str, hook: CallHook) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from ...captor import captor_for, current_captor
 from ...capture import EventCaptureManager
+from ..patching import Gate, apply_patch, gated, restore_patches
 from .common import (
     CallHook,
     arg,
@@ -37,6 +38,7 @@ TRANSITION_REASONS = {
 
 _pending_transition = threading.local()  # .value: (reason, source, target) awaiting its speaker change
 _streams: weakref.WeakSet[Any] = weakref.WeakSet()  # IOStream instances whose send is instrumented
+_stream_patches: list[tuple[Any, str, Any, Any]] = []  # their ``send`` patches (integrations/patching.py)
 _SEND_FLAG = "_cmbagent_events_send"
 
 
@@ -121,13 +123,15 @@ def _instrument_stream(stream: Any) -> None:
     if getattr(stream, _SEND_FLAG, False):  # cheap check: get_default() runs on every AG2 print
         return
     original_send = stream.send
+    gate = Gate()
 
     def send(message: Any, *args: Any, **kwargs: Any) -> Any:
-        _transition_seen(message)
+        if gate.on:
+            _transition_seen(message)
         return original_send(message, *args, **kwargs)
 
     try:
-        stream.send = send
+        apply_patch(_stream_patches, stream, "send", gated(send, gate))
         setattr(stream, _SEND_FLAG, True)
         _streams.add(stream)
     except (AttributeError, TypeError):  # slots or frozen stream: transitions from it are not seen
@@ -135,29 +139,32 @@ def _instrument_stream(stream: Any) -> None:
 
 
 def restore_streams() -> None:
-    """Take the instrumentation off every stream handed out while the hooks were in place."""
+    """Take the instrumentation off every stream handed out while the hooks were in place (where
+    another library wrapped our ``send``, ours only stops looking)."""
+    restore_patches(_stream_patches)
     for stream in list(_streams):
-        for attr in ("send", _SEND_FLAG):
-            try:
-                delattr(stream, attr)
-            except AttributeError:
-                pass
+        try:
+            delattr(stream, _SEND_FLAG)
+        except AttributeError:
+            pass
     _streams.clear()
 
 
 def _patch_iostream(io_cls: type) -> None:
-    original = io_cls.__dict__["get_default"].__func__
+    original = io_cls.get_default  # the function (a staticmethod read through the class), or whoever wraps it
+    gate = Gate()
 
     @functools.wraps(original)
     def get_default(*args: Any, **kwargs: Any) -> Any:
         stream = original(*args, **kwargs)
-        try:
-            _instrument_stream(stream)
-        except Exception:
-            pass
+        if gate.on:
+            try:
+                _instrument_stream(stream)
+            except Exception:
+                pass
         return stream
 
-    patch(io_cls, "get_default", staticmethod(get_default))
+    patch(io_cls, "get_default", staticmethod(gated(get_default, gate)))
 
 
 # -- thread hops: bind agents to the run before AG2 starts its own threads ---------------------------
@@ -175,16 +182,17 @@ class BindRunHook(CallHook):
 
 def _patch_pattern(cls: type) -> None:
     original = cls.__init__  # type: ignore[misc]
+    gate = Gate()
 
     @functools.wraps(original)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
-        if current_captor() is not None:
+        if gate.on and current_captor() is not None:
             for agent in list(getattr(self, "agents", []) or []) + [getattr(self, "user_agent", None)]:
                 if agent is not None:
                     captor_for(agent)
 
-    patch(cls, "__init__", __init__)
+    patch(cls, "__init__", gated(__init__, gate))
 
 
 def patch_groupchat(agent_cls: type, groupchat_cls: type, io_cls: type | None, pattern_cls: type | None) -> None:

@@ -158,7 +158,7 @@ def _install() -> HooksReport:
     except BaseException:
         _uninstall()
         raise
-    installed = tuple(point_name(owner, name) for owner, name, _ in patches)
+    installed = tuple(point_name(owner, name) for owner, name, _, _ in patches)
     message = (f"cmbagent-events: AG2 hooks on {distribution} {version}: {len(installed)} patch points installed, "
                f"transitions {transitions}; unavailable on this flavour: {', '.join(unavailable) or 'none'}")
     return HooksReport(distribution, version, installed, tuple(unavailable), transitions, message)
