@@ -84,6 +84,9 @@ class EventCaptureManager:
         self.usage: dict[str, float] = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
                                          "cost": 0.0}  # summed over llm_call events, stored on the run
         cfg = self.config
+        self._fold = cfg.broadcasts == "fold"
+        self._folds: dict[int, list[Any]] = {}  # thread id -> [message, sender, recipients, record fields]
+        self._fold_lock = threading.Lock()
         self._on = {
             "agent_call": cfg.capture_agent_calls,
             "tool_call": cfg.capture_tool_calls,
@@ -100,6 +103,8 @@ class EventCaptureManager:
         A new ``node_id`` restarts ``execution_order`` at 0, as in the seed.
         """
         try:
+            if self._folds:
+                self._flush_fold(threading.get_ident())
             if node_id:
                 self.current_node_id = node_id
                 self._node_base = self._issued
@@ -167,6 +172,8 @@ class EventCaptureManager:
         # PERF_SAMPLE_MASK + 1 (64) is timed, so tracking costs ~nothing.
         if not self.enabled or not self._on.get(kind_key, True):
             return None
+        if self._folds:  # a broadcast of this thread being folded is complete: it goes first
+            self._flush_fold(threading.get_ident())
         seq = -1
         try:
             seq = self._next_seq()
@@ -248,6 +255,8 @@ class EventCaptureManager:
         """
         if not self.enabled or not self._on["agent_call"]:
             return None
+        if self._folds:
+            self._flush_fold(threading.get_ident())
         try:
             now = _time_ns()
             opened = self._open_calls.pop(event_id, None)
@@ -338,19 +347,67 @@ class EventCaptureManager:
             self._capture_failed()
             return None
 
-    def capture_relay(self, sender: str, recipient: str, content: Any, metadata: dict[str, Any] | None = None
-                      ) -> str | None:
+    def capture_relay(self, sender: str, recipient: str, content: Any, metadata: dict[str, Any] | None = None,
+                      message: Any = None) -> str | None:
         """A message a group chat manager forwards (broadcasts) to another member: an event marked
         ``broadcast`` but no ``messages`` row, so that table holds the conversation's turns once each
-        (AG2's own chat history) while the trace still shows every delivery."""
+        (AG2's own chat history) while the trace still shows every delivery.
+
+        Folding (``CMBAGENT_CAPTURE_BROADCASTS=fold``, the default): consecutive relays of the same
+        ``message`` object by the same sender on one thread are one event, ``agent_name`` the sender,
+        ``meta.recipients`` every recipient in order. It is recorded (its seq assigned) when the fold
+        is complete: at this thread's next event, agent call completion or context change, at
+        ``flush()`` or at the run's close; until then this returns None. Without ``message``, or with
+        ``each``, every relay is its own event (``agent_name`` the recipient), as returned.
+        """
         try:
-            meta = {"broadcast": True, **_meta(metadata)}
-            return self._emit("message", "agent_call", "message", recipient,
-                              {"sender": sender, "recipient": recipient, "content": _snap(content)}, None, None,
-                              "completed", None, meta, None, False)
+            if message is None or not self._fold:
+                meta = {"broadcast": True, **_meta(metadata)}
+                return self._emit("message", "agent_call", "message", recipient,
+                                  {"sender": sender, "recipient": recipient, "content": _snap(content)}, None, None,
+                                  "completed", None, meta, None, False)
+            if not self.enabled or not self._on["message"]:
+                return None
+            thread = threading.get_ident()
+            with self._fold_lock:
+                pending = self._folds.get(thread)
+                if pending is not None and pending[0] is message and pending[1] == sender:
+                    pending[2].append(recipient)
+                    return None
+            if pending is not None:
+                self._flush_fold(thread)
+            stack = self._stack_get()
+            recipients = [recipient]
+            meta = {"broadcast": True, **_meta(metadata), "recipients": recipients}
+            self._folds[thread] = [message, sender, recipients, _time_ns(), stack[-1] if stack else None, len(stack),
+                                   {"sender": sender, "content": _snap(content)}, meta]
         except Exception:
             self._capture_failed()
-            return None
+        return None
+
+    def _flush_fold(self, thread: int) -> None:
+        """Record the folded broadcast pending on ``thread`` (if any) as one event."""
+        with self._fold_lock:
+            pending = self._folds.pop(thread, None)
+        if pending is None:
+            return
+        _message, sender, _recipients, started, parent, depth, inputs, meta = pending
+        try:
+            seq = self._next_seq()
+            self._issued = seq + 1
+            self._put(EventRecord(
+                INSERT, self._prefix + str(seq).zfill(9), seq, started, "agent_call", "message", sender, parent, depth,
+                self.current_node_id, self.current_step_id, seq - self._node_base, inputs, None, None, "completed",
+                None, meta, None,
+            ))
+        except Exception:
+            self.bus.count_dropped(1, CAPTURE_FAILED)
+            self._log_failure()
+
+    def _flush_folds(self) -> None:
+        """Record every pending folded broadcast (before a flush barrier or the close)."""
+        for thread in list(self._folds):
+            self._flush_fold(thread)
 
     def capture_error(self, agent_name: str, error_message: str, error_type: str | None = None,
                       metadata: dict[str, Any] | None = None) -> str | None:
@@ -435,6 +492,8 @@ class EventCaptureManager:
 
         Works from any event loop or thread's loop: the barrier is a thread-safe future.
         """
+        if self._folds:
+            self._flush_folds()
         writer = self.writer
         if writer is None:
             return True
@@ -448,6 +507,8 @@ class EventCaptureManager:
 
     def flush_sync(self, timeout: float | None = None) -> bool:
         """:meth:`flush` for synchronous code (not from the writer's own loop thread)."""
+        if self._folds:
+            self._flush_folds()
         writer = self.writer
         if writer is None:
             return True
@@ -458,6 +519,8 @@ class EventCaptureManager:
 
     async def aclose(self, timeout: float | None = None) -> bool:
         """Stop capturing, drain the queue (bounded by ``timeout``) and stop the writer."""
+        if self._folds and self.enabled:
+            self._flush_folds()
         self.enabled = False
         if self._closed:
             return True

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .store.placement import Placement
 
 DEFAULT_DB_URL = "sqlite+aiosqlite:///cmbagent_events.db"
+BROADCAST_MODES = ("fold", "each")  # CMBAGENT_CAPTURE_BROADCASTS
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -52,10 +53,14 @@ class CaptureConfig:
     close_timeout_s: float = 30.0  # longest capture_run's exit waits for the final drain
     table_prefix: str = ""  # our tables' name prefix, to live beside another application's tables
     db_schema: str | None = None  # PostgreSQL schema for our tables (created when missing)
+    broadcasts: str = "fold"  # a manager's relay of one message to N members: "fold" (one event) or "each"
     secret_keys: tuple[str, ...] = DEFAULT_SECRET_KEYS  # see redaction.py for the rules beyond these names
     otlp_endpoint: str | None = None  # also send each run live as OTLP spans here (needs the [otel] extra)
 
     def __post_init__(self) -> None:
+        if self.broadcasts not in BROADCAST_MODES:
+            raise ConfigError(f"CMBAGENT_CAPTURE_BROADCASTS must be one of {', '.join(BROADCAST_MODES)}, "
+                              f"got {self.broadcasts!r}")
         _check_range("CMBAGENT_EVENT_BUFFER_SIZE", self.buffer_size, 1, 1_000_000)
         _check_range("CMBAGENT_EVENT_MAX_INPUT_SIZE", self.max_input_size, 16, 1 << 30)
         _check_range("CMBAGENT_EVENT_MAX_OUTPUT_SIZE", self.max_output_size, 16, 1 << 30)
@@ -102,6 +107,7 @@ class CaptureConfig:
             db_url=environ.get("CMBAGENT_EVENTS_DB_URL", "").strip() or d.db_url,
             queue_size=_int(environ, "CMBAGENT_EVENT_QUEUE_SIZE", d.queue_size),
             flush_interval_ms=_int(environ, "CMBAGENT_EVENT_FLUSH_INTERVAL_MS", d.flush_interval_ms),
+            broadcasts=(_raw(environ, "CMBAGENT_CAPTURE_BROADCASTS") or d.broadcasts).lower(),
             table_prefix=environ.get("CMBAGENT_EVENTS_TABLE_PREFIX", "").strip(),
             db_schema=environ.get("CMBAGENT_EVENTS_DB_SCHEMA", "").strip() or None,
             otlp_endpoint=_raw(environ, "CMBAGENT_EVENTS_OTLP_ENDPOINT"),

@@ -50,6 +50,12 @@ def _message_preview(value: Any, limit: int) -> str:
     return _preview(value, limit)
 
 
+def recipients_text(recipients: list[Any], shown: int = 3) -> str:
+    """``bob, carol, dave +41`` for a folded broadcast's recipients."""
+    names = ", ".join(str(r) for r in recipients[:shown])
+    return f"{names} +{len(recipients) - shown}" if len(recipients) > shown else names
+
+
 def describe(event: ExecutionEvent) -> str:
     """One line for an event: type, who, what, and how it ended (control characters escaped)."""
     return printable(_describe(event))
@@ -62,8 +68,12 @@ def _describe(event: ExecutionEvent) -> str:
     kind, sub = event.event_type, event.event_subtype
     took = f" {event.duration_ms:.1f} ms" if event.duration_ms is not None else ""
     if kind == "agent_call" and sub == "message":
-        tag = " [broadcast]" if meta.get("broadcast") else ""
-        return (f"message {inputs.get('sender')} -> {inputs.get('recipient')}{tag}: "
+        recipients = meta.get("recipients")
+        if isinstance(recipients, list):  # a folded broadcast: one event for every member it reached
+            to, tag = recipients_text(recipients), f" [broadcast to {len(recipients)}]"
+        else:
+            to, tag = inputs.get("recipient"), " [broadcast]" if meta.get("broadcast") else ""
+        return (f"message {inputs.get('sender')} -> {to}{tag}: "
                 f"{_message_preview(inputs.get('content'), PREVIEW_CHARS)}")
     if kind == "agent_call":
         state = event.status if event.status != "completed" else "done"

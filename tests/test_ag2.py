@@ -233,10 +233,13 @@ def group(script: Script, method: str) -> tuple[list[ConversableAgent], GroupCha
     return agents, chat, manager
 
 
+@pytest.mark.parametrize("mode", ["fold", "each"])
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
-async def test_group_chat_handoffs_follow_the_speaker_order(db_url, db_session, config, use_async: bool) -> None:
+async def test_group_chat_handoffs_follow_the_speaker_order(db_url, db_session, config, use_async: bool,
+                                                            mode: str) -> None:
     script = Script({"alice": ["A1"], "bob": ["B1"], "carol": ["C1 TERMINATE"]})
     agents, chat, manager = group(script, "round_robin")
+    config = config.replace(broadcasts=mode)
     async with capture_run(db_url, config=config) as run:
         if use_async:
             await agents[0].a_initiate_chat(manager, message="start")
@@ -253,11 +256,19 @@ async def test_group_chat_handoffs_follow_the_speaker_order(db_url, db_session, 
     broadcasts = [m for m in msgs if (m.meta or {}).get("broadcast")]
     assert len(turns) == len(chat.messages)  # each turn once: the send to the manager
     relayed = Counter(b.inputs["content"] for b in broadcasts)  # the manager relays each turn to the others
+    others = {m["content"]: [a.name for a in agents if a.name != m["name"]] for m in chat.messages}
+    per_message = 1 if mode == "fold" else len(agents) - 1  # folded: one event names every recipient
     for m in chat.messages[:-1]:
-        assert relayed[m["content"]] == len(agents) - 1
-    assert relayed[chat.messages[-1]["content"]] in (0, len(agents) - 1)  # the final one: sync relays, async not
+        assert relayed[m["content"]] == per_message
+    assert relayed[chat.messages[-1]["content"]] in (0, per_message)  # the final one: sync relays, async not
     assert sum(relayed.values()) == len(broadcasts)
     assert all(b.inputs["sender"] == "chat_manager" for b in broadcasts)
+    if mode == "fold":
+        assert all(b.agent_name == "chat_manager" and b.meta["recipients"] == others[b.inputs["content"]]
+                   for b in broadcasts)
+    else:
+        assert all("recipients" not in b.meta for b in broadcasts)
+        assert [b.agent_name for b in broadcasts] == [n for b in broadcasts[::2] for n in others[b.inputs["content"]]]
     # the messages table holds the conversation's turns once each; relays are events only
     rows = (await db_session.scalars(select(Message).where(Message.run_id == run.run_id))).all()
     assert sorted(r.event_id for r in rows) == sorted(t.id for t in turns)
@@ -266,6 +277,7 @@ async def test_group_chat_handoffs_follow_the_speaker_order(db_url, db_session, 
     inner = [e for e in events if e.event_type == "agent_call" and e.event_subtype != "message"
              and e.agent_name in {"bob", "carol"}]
     assert inner and all(e.parent_event_id == manager_call.id for e in inner)
+    assert all(b.parent_event_id == manager_call.id for b in broadcasts)  # relayed inside the manager's call
 
 
 async def test_auto_speaker_selection_inner_chat_is_marked(db_url, db_session, config) -> None:

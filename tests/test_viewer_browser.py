@@ -47,6 +47,9 @@ async def test_viewer_shows_the_tree_and_a_live_event(browser, sqlite_url) -> No
             plan = run.capture_agent_call("planner", "Make a plan for the CMB spectrum plot")
             run.capture_tool_call("planner", "search_papers", {"query": "Planck 2018 TT"}, result="3 papers")
             run.capture_message("planner", "engineer", "Please write the plotting code")
+            relayed = {"content": "Please write the plotting code"}
+            for member in ("engineer", "reviewer", "critic", "archivist"):  # a manager's broadcast, folded
+                run.capture_relay("manager", member, relayed["content"], message=relayed)
             run.capture_handoff("planner", "engineer", reason="plan ready")
             code = run.capture_agent_call("engineer", "Write and run the plotting code")
             run.capture_code_execution("engineer", "import matplotlib\nplot()", result="saved plot.png", exit_code=0,
@@ -66,20 +69,21 @@ async def test_viewer_shows_the_tree_and_a_live_event(browser, sqlite_url) -> No
             # the run: nested tree
             await row.click()
             tree = page.locator("#tree")
-            await page.locator("#tree li[data-seq='7']").wait_for(timeout=10_000)
+            await page.locator("#tree li[data-seq='8']").wait_for(timeout=10_000)
             assert await page.locator("#live-status").get_attribute("data-state") == "live"
             top = page.locator("#tree > li")
             assert await top.count() == 1  # everything is under the planner's call
             planner = page.locator(f'#tree > li[data-id="{plan}"]')
-            for kind in ("tool_call", "message", "handoff", "agent_call"):
-                assert await planner.locator(f':scope > ul > li[data-type="{kind}"]').count() == 1, kind
+            for kind, count in (("tool_call", 1), ("message", 2), ("handoff", 1), ("agent_call", 1)):
+                assert await planner.locator(f':scope > ul > li[data-type="{kind}"]').count() == count, kind
             engineer = planner.locator(f':scope > ul > li[data-id="{code}"]')
             kinds = [await li.get_attribute("data-type") for li in await engineer.locator(":scope > ul > li").all()]
             assert kinds == ["code_exec", "file_gen", "error"]
             text = await tree.inner_text()
             assert "search_papers" in text and "outputs/cmb_tt.png" in text and "FileNotFoundError" in text
+            assert "manager → engineer, reviewer, critic +1 [broadcast to 4]" in text
             assert "Plot written to outputs/cmb_tt.png" in text  # the completed call's response
-            assert await page.locator("#timeline .mark").count() == 8
+            assert await page.locator("#timeline .mark").count() == 9
 
             # details of one event
             await engineer.locator(":scope > ul > li[data-type='error'] > .row").click()
@@ -88,7 +92,7 @@ async def test_viewer_shows_the_tree_and_a_live_event(browser, sqlite_url) -> No
             # a live event reaches the open page
             run.capture_message("engineer", "planner", "LIVE: the plot is ready for review")
             assert await run.flush()
-            live = page.locator("#tree li[data-seq='8']")
+            live = page.locator("#tree li[data-seq='9']")
             await live.wait_for(timeout=10_000)
             assert "LIVE: the plot is ready" in await live.inner_text()
             await asyncio.sleep(0.3)  # let the fresh-row highlight and the timeline settle

@@ -83,7 +83,8 @@ class GenerateReplyHook(CallHook):
 
 # -- messages -------------------------------------------------------------------------------------
 class SendHook(CallHook):
-    """A message row per send; a group chat manager's ``request_reply=False`` sends are broadcasts."""
+    """A message row per send; a group chat manager's ``request_reply=False`` sends are broadcasts
+    (relays), folded into one event per message unless ``CMBAGENT_CAPTURE_BROADCASTS=each``."""
 
     def __init__(self, manager_cls: type) -> None:
         self._manager_cls = manager_cls
@@ -116,7 +117,8 @@ class SendHook(CallHook):
                 content = message
             meta = {"speaker_selection": True} if in_selection.get() else None
             if request_reply is False and self._is_manager(type(sender)):
-                captor.capture_relay(sender.name, name_of(recipient), content, meta)  # a manager broadcast
+                # a manager broadcast: the same message object goes to each member in turn (folded by default)
+                captor.capture_relay(sender.name, name_of(recipient), content, meta, message=message)
             else:
                 captor.capture_message(sender.name, name_of(recipient), content, None, meta)
         except Exception:

@@ -70,6 +70,10 @@ function describe(e) {
   const m = e.meta && typeof e.meta === "object" ? e.meta : {};
   switch (kindOf(e)) {
     case "message":
+      if (Array.isArray(m.recipients)) {  // a folded broadcast: one event for every member it reached
+        const names = m.recipients.slice(0, 3).join(", ") + (m.recipients.length > 3 ? ` +${m.recipients.length - 3}` : "");
+        return `${i.sender} → ${names} [broadcast to ${m.recipients.length}]: ${messagePreview(i.content, 72)}`;
+      }
       return `${i.sender} → ${i.recipient}${m.broadcast ? " [broadcast]" : ""}: ${messagePreview(i.content, 72)}`;
     case "agent_call": {
       const out = o.response !== undefined && o.response !== null ? ` ⇒ ${messagePreview(o.response, 50)}` : "";
