@@ -88,6 +88,8 @@ async def test_sigterm_drains_the_run_and_exits_143(source, db_url, db_session, 
     assert run.status == "failed"
     # everything captured is stored or counted: nothing lost silently (the error event included)
     assert stored + run.dropped_events == run.total_events
+    print(f"\nSIGTERM {source[:30].split()[-1]}: captured {run.total_events}, stored {stored}, "
+          f"dropped {run.dropped_events} {run.meta.get('drops', {})}")
     # drained, not dropped: at most the one capture call the signal interrupted, counted as such
     assert run.dropped_events <= 1 and set(run.meta.get("drops", {})) <= {"interrupted mid-capture"}
     assert max_seq == run.total_events - 1
