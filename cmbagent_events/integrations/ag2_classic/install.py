@@ -80,8 +80,15 @@ def _has_module(name: str) -> bool:
 
 
 def _provides_autogen(distribution: str) -> bool:
-    files = importlib.metadata.files(distribution)
-    return files is None or any(str(f).replace("\\", "/") == "autogen/__init__.py" for f in files)
+    # RECORD read as text: importlib.metadata.files() builds a path object per file (~1600 for ag2,
+    # ~100 ms of a process's first capture_run on a loaded machine) only to look for one of them.
+    try:
+        record = importlib.metadata.distribution(distribution).read_text("RECORD")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    if record is None:  # no RECORD (e.g. some system packages): cannot tell, assume it does
+        return True
+    return any(line.split(",", 1)[0].replace("\\", "/") == "autogen/__init__.py" for line in record.splitlines())
 
 
 @functools.cache
