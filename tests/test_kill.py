@@ -142,3 +142,20 @@ async def test_close_orphans_leaves_live_runs_alone(sqlite_url, db_session_sqlit
         assert "no orphaned runs" in capsys.readouterr().out
     row = await db_session_sqlite.get(WorkflowRun, run.run_id)
     assert row.status == "completed"
+
+
+async def test_the_viewer_shows_a_killed_run_as_abandoned(sqlite_url, tmp_path) -> None:
+    import aiohttp
+
+    from cmbagent_events.live.server import start_server
+
+    child, run_id = _start(tmp_path, CHILD_SYNC, sqlite_url)
+    child.kill()
+    child.communicate(timeout=60)
+    server = await start_server(sqlite_url, port=0, poll_interval=0.05)
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"{server.url}/api/runs") as response:
+            runs = {r["id"]: r for r in (await response.json())["runs"]}
+    finally:
+        await server.close()
+    assert runs[run_id]["status"] == "abandoned"

@@ -61,6 +61,7 @@ class _State:
     sockets: weakref.WeakSet | None = None
     per_client: dict[str, int] = field(default_factory=dict)  # open WebSockets by remote address
     waiters: int = 0  # requests waiting for a run to appear
+    orphans_checked: float = float("-inf")  # loop time of the last close-orphans pass
 
 
 STATE = web.AppKey("cmbagent_events_state", _State)
@@ -127,8 +128,27 @@ async def _api_runs(request: web.Request) -> web.Response:
     reader = request.app[STATE].reader
     limit = _int_query(request, "limit", 200, 1, MAX_PAGE)
     offset = _int_query(request, "offset", 0, 0, 1 << 31)
+    await _close_orphans(request.app[STATE])
     runs = await reader.list_runs(limit=limit, offset=offset)  # type: ignore[union-attr]
     return web.json_response({"runs": [run_dict(r) for r in runs]}, dumps=dumps)
+
+
+ORPHAN_CHECK_EVERY_S = 10.0
+
+
+async def _close_orphans(state: _State) -> None:
+    """Runs whose process died show as abandoned, not running forever (checked at most every 10 s)."""
+    from ..store.orphans import close_orphans
+
+    now = asyncio.get_running_loop().time()
+    if now - state.orphans_checked < ORPHAN_CHECK_EVERY_S:
+        return
+    state.orphans_checked = now
+    reader = state.reader
+    try:
+        await close_orphans(reader.engine, placement=reader.placement)  # type: ignore[union-attr]
+    except Exception as exc:  # a read-only database: list what is there
+        log.warning("cmbagent-events: could not close orphaned runs: %r", exc)
 
 
 async def _get_run_or_404(request: web.Request):
