@@ -53,7 +53,7 @@ from .ag2_classic.code import (  # flavour-neutral file helpers (no autogen impo
     file_type_for,
     snapshot,
 )
-from .patching import PatchSet
+from .patching import Gate, PatchSet, gated
 
 log = logging.getLogger("cmbagent_events.ag2_v1")
 
@@ -549,8 +549,10 @@ def _emit_files(captor: EventCaptureManager, agent_name: str | None, files: list
 def _patch_code(patches: PatchSet, adapter_cls: Any, sandbox_cls: Any) -> None:
     run_original = adapter_cls.run
 
+    run_gate = Gate()
+
     async def run(self: Any, code: Any, language: Any, *, context: Any = None) -> Any:
-        captor, stack = _code_target(context)
+        captor, stack = _code_target(context) if run_gate.on else (None, None)
         if captor is None:
             return await run_original(self, code, language, context=context)
         files: list[tuple[str, str, int, bool]] = []
@@ -583,11 +585,15 @@ def _patch_code(patches: PatchSet, adapter_cls: Any, sandbox_cls: Any) -> None:
                 captor.adopt_stack(previous)
 
     functools.update_wrapper(run, run_original)
-    patches.patch(adapter_cls, "run", run)
+    patches.patch(adapter_cls, "run", gated(run, run_gate))
 
     exec_original = sandbox_cls.exec
 
+    exec_gate = Gate()
+
     async def exec_(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not exec_gate.on:  # removed while another library's patch covered ours: a pass-through
+            return await exec_original(self, *args, **kwargs)
         captor = _usable(get_event_captor())
         pending = _pending_files.get()
         if (captor is None and pending is None) or (captor is not None and not captor.captures("file_gen")):
@@ -609,7 +615,7 @@ def _patch_code(patches: PatchSet, adapter_cls: Any, sandbox_cls: Any) -> None:
         return result
 
     functools.update_wrapper(exec_, exec_original)
-    patches.patch(sandbox_cls, "exec", exec_)
+    patches.patch(sandbox_cls, "exec", gated(exec_, exec_gate))
 
 
 # -- install / uninstall --------------------------------------------------------------------------
@@ -623,7 +629,11 @@ def _carries_capture(factories: Any) -> bool:
 def _patch_agent(patches: PatchSet, agent_cls: Any) -> None:
     original = agent_cls._drive_scope
 
+    gate = Gate()
+
     def _drive_scope(self: Any, event: Any, *, additional_middleware: Any = (), **kwargs: Any) -> Any:
+        if not gate.on:  # removed while another library's patch covered ours: a pass-through
+            return original(self, event, additional_middleware=additional_middleware, **kwargs)
         try:
             if not _carries_capture(self._middleware) and not _carries_capture(additional_middleware):
                 additional_middleware = (CaptureMiddlewareFactory(agent=self), *additional_middleware)
@@ -632,7 +642,7 @@ def _patch_agent(patches: PatchSet, agent_cls: Any) -> None:
         return original(self, event, additional_middleware=additional_middleware, **kwargs)
 
     functools.update_wrapper(_drive_scope, original)
-    patches.patch(agent_cls, "_drive_scope", _drive_scope)
+    patches.patch(agent_cls, "_drive_scope", gated(_drive_scope, gate))
 
 
 def _listener_for(hub: Any) -> CaptureHubListener:
@@ -645,9 +655,11 @@ def _listener_for(hub: Any) -> CaptureHubListener:
 def _patch_hub(patches: PatchSet, hub_cls: Any) -> None:
     original = hub_cls._fan_out
 
+    gate = Gate()
+
     async def _fan_out(self: Any, method_name: str, *args: Any) -> None:
         await original(self, method_name, *args)
-        if method_name not in ("on_envelope_posted", "on_turn_failed"):
+        if not gate.on or method_name not in ("on_envelope_posted", "on_turn_failed"):
             return
         if any(isinstance(listener, CaptureHubListener) for listener in self._listeners):
             return  # the user registered one: it already ran
@@ -657,7 +669,7 @@ def _patch_hub(patches: PatchSet, hub_cls: Any) -> None:
             log.debug("cmbagent-events: hub capture failed", exc_info=True)
 
     functools.update_wrapper(_fan_out, original)
-    patches.patch(hub_cls, "_fan_out", _fan_out)
+    patches.patch(hub_cls, "_fan_out", gated(_fan_out, gate))
 
 
 def _install(patches: PatchSet) -> None:

@@ -431,3 +431,44 @@ async def test_hooks_are_reference_counted_and_removed_exactly(sqlite_url, tmp_p
     # Outside any run nothing is captured and nothing is added to the turn.
     agent = Agent("free", config=TestConfig("ok"))
     assert (await agent.ask("hi")).body == "ok"
+
+
+async def test_another_librarys_patch_over_ours_is_never_removed(sqlite_url, db_session_sqlite, config,
+                                                                 tmp_path) -> None:
+    """Someone patches Agent._drive_scope over ours inside a run: the run's end leaves their patch in
+    place (ours becomes a pass-through in their chain), and the next run wakes ours instead of stacking."""
+    from ag2.agent import Agent as AgentClass
+
+    original = AgentClass.__dict__["_drive_scope"]
+    seen: list[str] = []
+    try:
+        async with capture_run(sqlite_url, config=config) as first:
+            ours = AgentClass.__dict__["_drive_scope"]
+
+            def theirs(self, *args, **kwargs):
+                seen.append(self.name)
+                return ours(self, *args, **kwargs)
+
+            theirs.__wrapped__ = ours  # type: ignore[attr-defined]
+            AgentClass._drive_scope = theirs
+            await Agent("a", config=TestConfig("x")).ask("1")
+        assert AgentClass.__dict__["_drive_scope"] is theirs  # not taken out of their chain
+        assert (await Agent("b", config=TestConfig("y")).ask("2")).body == "y"  # ours passes through
+        second_url = f"sqlite+aiosqlite:///{tmp_path / 'second.db'}"
+        async with capture_run(second_url, config=config) as second:
+            assert AgentClass.__dict__["_drive_scope"] is theirs  # ours woke up inside their chain
+            await Agent("c", config=TestConfig("z")).ask("3")
+        assert seen == ["a", "b", "c"]
+    finally:
+        AgentClass._drive_scope = original
+    assert kinds(await events_of(db_session_sqlite, first.run_id)) == {"agent_call": 1, "llm_call": 1}
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from cmbagent_events import make_engine
+
+    engine = make_engine(second_url)
+    async with async_sessionmaker(engine)() as session:
+        events = await events_of(session, second.run_id)
+    await engine.dispose()
+    assert kinds(events) == {"agent_call": 1, "llm_call": 1}  # captured once: not stacked twice
+    assert by_type(events, "agent_call")[0].agent_name == "c"
