@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from .errors import ConfigError
 from .redaction import DEFAULT_SECRET_KEYS
 
 if TYPE_CHECKING:
@@ -27,16 +28,12 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the variable and the value."""
-
-
 @dataclass(frozen=True, slots=True)
 class CaptureConfig:
     """What to capture and how to batch it. Build with :meth:`from_env` or directly."""
 
     enabled: bool = True
-    buffer_size: int = 500  # events per batch write; 500 is the measured knee (DESIGN.md)
+    buffer_size: int = 500  # events per batch write; 500 is the measured knee (docs/architecture.md)
     max_input_size: int = 10_000  # chars kept per string in inputs
     max_output_size: int = 10_000  # chars kept per string in outputs
     capture_agent_calls: bool = True
@@ -74,6 +71,10 @@ class CaptureConfig:
             raise ConfigError(f"CMBAGENT_EVENTS_DB_URL must be a database URL, got {self.db_url!r}")
         if self.otlp_endpoint is not None and not _is_http_url(self.otlp_endpoint):
             raise ConfigError(f"CMBAGENT_EVENTS_OTLP_ENDPOINT must be an http(s) URL, got {self.otlp_endpoint!r}")
+        # Settings checked against each other: a batch larger than the queue could never fill.
+        if self.buffer_size > self.queue_size:
+            raise ConfigError(f"CMBAGENT_EVENT_BUFFER_SIZE ({self.buffer_size}) must not exceed "
+                              f"CMBAGENT_EVENT_QUEUE_SIZE ({self.queue_size})")
         self.placement  # validates the prefix and schema  # noqa: B018
 
     @property

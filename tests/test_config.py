@@ -57,3 +57,23 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
         CaptureConfig.from_env({name: value})
     message = str(info.value)
     assert name in message and value in message
+
+
+def test_settings_are_checked_against_each_other() -> None:
+    with pytest.raises(ConfigError) as info:
+        CaptureConfig.from_env({"CMBAGENT_EVENT_BUFFER_SIZE": "600", "CMBAGENT_EVENT_QUEUE_SIZE": "500"})
+    message = str(info.value)
+    assert "CMBAGENT_EVENT_BUFFER_SIZE (600)" in message and "CMBAGENT_EVENT_QUEUE_SIZE (500)" in message
+    assert CaptureConfig(buffer_size=500, queue_size=500).buffer_size == 500  # equal is fine
+
+
+def test_every_error_the_package_raises_on_purpose_is_a_capture_error() -> None:
+    from cmbagent_events import errors
+    from cmbagent_events.live.feed import RunNotFound
+    from cmbagent_events.live.security import ServeError
+    from cmbagent_events.store import DatabaseURLError
+
+    for cls in (ConfigError, DatabaseURLError, ServeError, RunNotFound, errors.DatabaseUnavailable,
+                errors.BatchRejected):
+        assert issubclass(cls, errors.CaptureError), cls
+    assert issubclass(ConfigError, ValueError) and issubclass(DatabaseURLError, ValueError)  # as before

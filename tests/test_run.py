@@ -54,8 +54,8 @@ async def test_10k_events_from_four_threads_and_the_loop_are_complete_and_gaples
 
 
 async def test_full_queue_drops_are_counted_and_recorded_on_the_run(db_url, db_session) -> None:
-    # The writer sleeps (long interval, batch never full) while 500 events hit a 100-slot queue.
-    cfg = CaptureConfig(queue_size=100, buffer_size=1000, flush_interval_ms=60_000)
+    # 500 events hit a 100-slot queue without an await: the writer (on this loop) cannot drain meanwhile.
+    cfg = CaptureConfig(queue_size=100, buffer_size=100, flush_interval_ms=60_000)
     async with capture_run(db_url, config=cfg, hooks=False) as run:
         ids = [run.capture_handoff("a", "b") for _ in range(500)]
         assert all(ids)

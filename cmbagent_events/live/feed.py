@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from ..errors import RunNotFound
 from ..store.models import ExecutionEvent, WorkflowRun
 from ..store.reader import RunReader
 from .notify import Notifier, PollNotifier
@@ -39,10 +40,6 @@ class FeedItem:
     first: int = -1
     last: int = -1
     last_seq: int = -1
-
-
-class RunNotFound(LookupError):
-    """No run with that id."""
 
 
 class RunFeed:

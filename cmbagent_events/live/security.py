@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from ..errors import ServeError
+
 TOKEN_COOKIE = "cmbagent_events_token"
 MIN_TOKEN_CHARS = 16
 # Sent with every response: the page loads only its own scripts and styles and talks only to this
@@ -32,10 +34,6 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
-
-
-class ServeError(ValueError):
-    """The server cannot start with these settings; the message says why and what to do."""
 
 
 def is_loopback(host: str) -> bool:

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from ..errors import DatabaseURLError
 from .placement import Placement
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
     from sqlalchemy.ext.asyncio import AsyncEngine
+
 
 MIGRATIONS_PACKAGE = "cmbagent_events.migrations"  # the repo's migrations/, mapped into the package
 # The newest migration (migrations/versions). A new migration must update it: a test compares it
@@ -49,10 +51,6 @@ _locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, Pla
 # on one loop or on two threads) break each other (KeyError 'script'). One at a time per process.
 _alembic_loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 _alembic_thread_lock = threading.Lock()
-
-
-class DatabaseURLError(ValueError):
-    """The database URL cannot be used; the message says why and what is accepted."""
 
 
 class SchemaConflictError(DatabaseURLError):

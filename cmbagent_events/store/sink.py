@@ -9,7 +9,8 @@
   its transaction, so live readers in other processes wake at commit (``live/notify.py``).
 
 Rows arrive as tuples in the column orders of ``columns.py``, already sanitised and JSON-encoded by the
-writer; sinks only move them.
+writer; sinks only move them. A driver's exception never leaves a sink: it is mapped to
+``errors.DatabaseUnavailable`` (retry until the database is back) or ``errors.BatchRejected``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from ..errors import BatchRejected, DatabaseUnavailable, StoreError
 from .columns import EVENT_COLUMNS, FILE_COLUMNS, MESSAGE_COLUMNS, RUN_COLUMNS, Event, RunFinish
 from .placement import DEFAULT_PLACEMENT, Placement
 from .schema import Database, check_placement, resolve_db, sqlite_path
@@ -58,6 +60,36 @@ class Sink(Protocol):
     async def open(self) -> None: ...
     async def write(self, batch: Batch) -> None: ...
     async def close(self) -> None: ...
+
+
+# SQLite result codes (primary, the low byte) that mean "not now" rather than "not this data".
+_SQLITE_UNAVAILABLE = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_READONLY,
+                                 sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN})
+
+
+def sqlite_error(exc: Exception) -> StoreError:
+    """The typed error for an exception from aiosqlite/sqlite3 (raise it ``from exc``)."""
+    if isinstance(exc, StoreError):
+        return exc
+    unavailable = isinstance(exc, OSError)
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        unavailable = code is not None and code & 0xFF in _SQLITE_UNAVAILABLE
+    elif isinstance(exc, ValueError):  # aiosqlite reports its dead connection thread only this way
+        unavailable = "closed" in str(exc).lower() or "no active connection" in str(exc).lower()
+    return (DatabaseUnavailable if unavailable else BatchRejected)(f"SQLite: {exc!r}")
+
+
+def postgres_error(exc: Exception) -> StoreError:
+    """The typed error for an exception from asyncpg (raise it ``from exc``)."""
+    if isinstance(exc, StoreError):
+        return exc
+    import asyncpg
+
+    unavailable = isinstance(exc, (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                                   asyncpg.exceptions.OperatorInterventionError,
+                                   asyncpg.exceptions.InsufficientResourcesError))
+    return (DatabaseUnavailable if unavailable else BatchRejected)(f"PostgreSQL: {exc!r}")
 
 
 def open_sink(url: str | Database, placement: Placement = DEFAULT_PLACEMENT) -> Sink:
@@ -156,9 +188,12 @@ class SqliteSink:
         import aiosqlite
 
         _keep_wal_open(self.path)
-        self._db = await aiosqlite.connect(self.path, timeout=10.0)
-        # one round trip to the connection's thread for all three settings
-        await self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;")
+        try:
+            self._db = await aiosqlite.connect(self.path, timeout=10.0)
+            # one round trip to the connection's thread for all three settings
+            await self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;")
+        except Exception as exc:
+            raise sqlite_error(exc) from exc
         self._identity = self._file_identity()
 
     def _file_identity(self) -> tuple[int, int] | None:
@@ -191,11 +226,13 @@ class SqliteSink:
                 raise DatabaseFileReplaced(f"{self.path} was deleted or replaced while the run wrote to it")
         except DatabaseFileReplaced:
             raise
-        except BaseException:
+        except BaseException as exc:
             try:
                 await db.rollback()
             except Exception:  # the connection itself is gone: the writer reopens it
                 pass
+            if isinstance(exc, Exception):
+                raise sqlite_error(exc) from exc
             raise
 
     async def close(self) -> None:
@@ -233,9 +270,18 @@ class PostgresSink:
     async def open(self) -> None:
         import asyncpg
 
-        self._conn = await asyncpg.connect(self.dsn)
+        try:
+            self._conn = await asyncpg.connect(self.dsn)
+        except Exception as exc:
+            raise postgres_error(exc) from exc
 
     async def write(self, batch: Batch) -> None:
+        try:
+            await self._write(batch)
+        except Exception as exc:
+            raise postgres_error(exc) from exc
+
+    async def _write(self, batch: Batch) -> None:
         conn = self._conn
         async with conn.transaction():
             if batch.run_insert is not None:

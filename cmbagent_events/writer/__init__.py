@@ -6,6 +6,6 @@
 - :mod:`.spill`: spill files for rows the database never took, and their replay.
 """
 
-from .loop import BatchWriter, CommitListener, FinishValues, is_transient
+from .loop import BatchWriter, CommitListener, FinishValues
 
-__all__ = ["BatchWriter", "CommitListener", "FinishValues", "is_transient"]
+__all__ = ["BatchWriter", "CommitListener", "FinishValues"]

@@ -8,7 +8,8 @@ when both are in the same batch.
 
 The writer owns the run's connection: it opens it itself (so ``capture_run`` entry does not wait
 for it), writes the run row with the first batch and the run's final status with the last one.
-When the database is unreachable (connection refused or lost, SQLite file locked) the writer keeps
+When the database is unreachable (the sink raises ``errors.DatabaseUnavailable``: connection
+refused or lost, SQLite file locked) the writer keeps
 the batch in hand and retries with backoff, reconnecting, for as long as the run lasts; meanwhile
 the bounded queue keeps what fits and counts the rest as dropped. A batch the database refuses for
 its content is split in halves until only the rows it refuses are left out (counted as dropped,
@@ -38,6 +39,7 @@ from typing import Any
 
 from ..bus import ENCODE_FAILED, FILE_REPLACED, NOT_WRITTEN, REFUSED, WRITER_ERROR, EventBus
 from ..config import CaptureConfig
+from ..errors import DatabaseUnavailable, StoreError
 from ..records import BARRIER, EventRecord, barrier
 from ..store.columns import Event, FileRow, MessageRow
 from ..store.sink import Batch, DatabaseFileReplaced, Sink
@@ -392,7 +394,7 @@ class BatchWriter:
                     self._in_hand = None
                     self._spill_now(batch, exc)
                     return
-                if is_transient(exc):  # outage: keep the batch, reconnect, wait for the database
+                if isinstance(exc, DatabaseUnavailable):  # outage: keep the batch, reconnect, wait
                     await self._close_sink()
                     self.reconnects += 1
                     log.warning("cmbagent-events: database unavailable, retrying in %.2fs: %r", delay, exc)
@@ -458,7 +460,10 @@ class BatchWriter:
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """True when the database's disk is full (SQLite ``SQLITE_FULL``, ``ENOSPC``, PostgreSQL 53100)."""
+    """True when the database's disk is full (SQLite ``SQLITE_FULL``, ``ENOSPC``, PostgreSQL 53100);
+    ``exc`` is the sink's typed error, whose cause is the driver's."""
+    if isinstance(exc, StoreError) and exc.__cause__ is not None:
+        exc = exc.__cause__
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return True
     if isinstance(exc, sqlite3.OperationalError):
@@ -489,26 +494,6 @@ def _split(batch: Batch) -> list[Batch]:
     if batch.run_finish is not None:
         pieces.append(Batch(run_finish=batch.run_finish))
     return pieces
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for errors that mean "the database is not reachable right now" rather than "this data
-    cannot be stored": worth reconnecting and retrying for as long as the run lasts."""
-    if isinstance(exc, (OSError, TimeoutError, ConnectionError)):
-        return True
-    module = type(exc).__module__
-    if module.startswith("asyncpg"):
-        import asyncpg
-
-        return isinstance(exc, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                                asyncpg.exceptions.OperatorInterventionError,
-                                asyncpg.exceptions.InsufficientResourcesError))
-    if isinstance(exc, sqlite3.OperationalError):
-        text = str(exc).lower()
-        return any(word in text for word in ("locked", "busy", "unable to open", "disk i/o", "readonly"))
-    if type(exc).__name__ == "ValueError" and "closed" in str(exc).lower():  # aiosqlite on a dead connection
-        return True
-    return False
 
 
 CommitListener = Callable[[Batch | None], None]
