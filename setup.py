@@ -6,5 +6,6 @@ from setuptools import find_namespace_packages, setup
 setup(
     packages=[*find_namespace_packages(include=["cmbagent_events", "cmbagent_events.*"], exclude=["*.__pycache__"]),
               "cmbagent_events.migrations", "cmbagent_events.migrations.versions"],
-    package_dir={"cmbagent_events.migrations": "migrations", "cmbagent_events.migrations.versions": "migrations/versions"},
+    package_dir={"cmbagent_events.migrations": "migrations",
+                 "cmbagent_events.migrations.versions": "migrations/versions"},
 )

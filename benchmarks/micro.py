@@ -39,16 +39,16 @@ async def emit_cost_ns(db_url: str, n: int, reps: int) -> dict[str, float]:
         capture = run.capture_message
         for _ in range(reps):
             t0 = time.perf_counter_ns()
-            for i in range(n):
+            for _ in range(n):
                 capture("engineer", "executor", "hello")
             loop_ns.append((time.perf_counter_ns() - t0) / n)
             await run.flush(60)
 
             result: list[float] = []
 
-            def produce() -> None:
+            def produce(result: list[float] = result) -> None:
                 t1 = time.perf_counter_ns()
-                for i in range(n):
+                for _ in range(n):
                     capture("engineer", "executor", "hello")
                 result.append((time.perf_counter_ns() - t1) / n)
 

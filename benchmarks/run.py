@@ -344,7 +344,8 @@ def main() -> int:
         print_table(sweep, "model-latency sweep")
     if micro:
         print_micro(micro)
-    print(f"load average before/after: {results['machine']['load_avg_before']} / {results['machine']['load_avg_after']}")
+    machine = results["machine"]
+    print(f"load average before/after: {machine['load_avg_before']} / {machine['load_avg_after']}")
     print(f"\nresults: {RESULTS / name} ({results['duration_s']} s)")
     if failures:
         if args.no_gate:

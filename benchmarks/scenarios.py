@@ -42,7 +42,7 @@ def silence_ag2() -> None:
     IOStream.set_global_default(NullIO())
 
 
-def TERM(m: dict) -> bool:  # noqa: N802 - AG2 style predicate
+def TERM(m: dict) -> bool:
     return "TERMINATE" in (m.get("content") or "")
 
 

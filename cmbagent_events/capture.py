@@ -16,7 +16,6 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .bus import CAPTURE_FAILED, INTERRUPTED, EventBus
@@ -191,7 +190,7 @@ class EventCaptureManager:
             ))
             seq = -1  # queued: from here on, nothing to account for
             if push:
-                self._stack.set(stack + (eid,))
+                self._stack.set((*stack, eid))
                 self._open_calls[eid] = (now, agent)
             if timed:
                 self._capture_ns += _perf_ns() - t0

@@ -222,8 +222,8 @@ def _export_otlp(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from .render import describe, run_header
     from .live.feed import RunFeed
+    from .render import describe, run_header
 
     def line(e, prefix: str = "") -> str:
         return f"{'  ' * (e.depth or 0)}#{e.seq} {prefix}{describe(e)}"
@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `export ... | head`
         try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep Python quiet at exit
+            sys.stdout = open(os.devnull, "w")  # keep Python quiet at exit
         except OSError:
             pass
         return EXIT_OK

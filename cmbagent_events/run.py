@@ -198,7 +198,7 @@ def _install_hooks() -> Callable[[], None] | None:
     return release
 
 
-_open_sync_runs: dict[int, tuple[_RunSession, "_LoopThread"]] = {}
+_open_sync_runs: dict[int, tuple[_RunSession, _LoopThread]] = {}
 _open_sync_lock = threading.Lock()
 
 

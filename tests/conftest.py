@@ -55,7 +55,7 @@ def flavour_problem(wanted: str) -> str | None:
         return f"{', '.join(others)} installed beside {distribution}: they overwrite each other's autogen/ files"
     try:
         import autogen  # noqa: F401
-    except Exception as exc:  # noqa: BLE001 - any import failure means the flavour is unusable
+    except Exception as exc:
         return f"`import autogen` fails: {exc!r}"
     return None
 

@@ -77,7 +77,8 @@ async def test_secrets_are_redacted_in_every_stored_field(db_url, db_session, co
     async with capture_run(db_url, config=config, hooks=False, meta={"llm_config": {"api_key": secret}}) as run:
         call = run.capture_agent_call("engineer", {"headers": {"Authorization": f"Bearer {secret}"}},
                                       context={"password": secret},
-                                      metadata={"llm_config": {"config_list": [{"model": "gpt-4o", "api_key": secret}]}})
+                                      metadata={"llm_config": {"config_list": [{"model": "gpt-4o",
+                                                                                "api_key": secret}]}})
         run.capture_tool_call("engineer", "login", {"token": secret, "user": "me"}, result={"access_token": secret})
         run.capture_agent_response("engineer", {"client_secret": secret}, event_id=call, metadata={"apikey": secret})
     rows = (await db_session.scalars(select(ExecutionEvent).where(ExecutionEvent.run_id == run.run_id))).all()

@@ -146,7 +146,8 @@ def test_cli_module_does_not_import_the_server_or_the_demo_up_front() -> None:
     import subprocess
 
     code = ("import sys, cmbagent_events.cli; "
-            "print(any(m.startswith(('aiohttp', 'cmbagent_events.demo', 'cmbagent_events.live')) for m in sys.modules))")
+            "print(any(m.startswith(('aiohttp', 'cmbagent_events.demo', 'cmbagent_events.live'))"
+            " for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -171,9 +172,8 @@ async def test_serve_runs_as_its_own_process_and_stops_on_sigterm(sqlite_url) ->
     try:
         banner = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
         url = re.search(r"http://127\.0\.0\.1:\d+", banner).group(0)
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{url}/api/runs") as resp:
-                assert resp.status == 200 and run_id in {r["id"] for r in (await resp.json())["runs"]}
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/api/runs") as resp:
+            assert resp.status == 200 and run_id in {r["id"] for r in (await resp.json())["runs"]}
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = await asyncio.wait_for(proc.communicate(), 30)

@@ -36,7 +36,7 @@ def _check_complete_run(path: Path, mode: str, work_dir: Path) -> str:
     assert seqs == list(range(total)), "every captured event is stored, seq gapless"
     kinds = {("message" if sub == "message" else kind) for kind, sub in _query(
         path, "SELECT DISTINCT event_type, event_subtype FROM execution_events WHERE run_id = ?", run_id)}
-    assert EVERY_KIND <= kinds, f"missing: {EVERY_KIND - kinds}"
+    assert kinds >= EVERY_KIND, f"missing: {EVERY_KIND - kinds}"
     assert _query(path, "SELECT count(*) FROM execution_events WHERE run_id = ? AND event_type = 'error'",
                   run_id) == [(0,)]
     assert _query(path, "SELECT count(*) FROM execution_events WHERE run_id = ? AND status = 'running'",
@@ -152,7 +152,8 @@ def test_real_model_config_follows_the_environment() -> None:
     assert demo.real_model_config({"OPENAI_API_KEY": "  "}) is None
     assert demo.real_model_config({"OPENAI_API_KEY": "sk-x"}) == {
         "model": "gpt-4o-mini", "api_type": "openai", "api_key": "sk-x"}
-    assert demo.real_model_config({"OPENAI_API_KEY": "sk-x", "CMBAGENT_EVENTS_DEMO_MODEL": "gpt-4o"})["model"] == "gpt-4o"
+    chosen = demo.real_model_config({"OPENAI_API_KEY": "sk-x", "CMBAGENT_EVENTS_DEMO_MODEL": "gpt-4o"})
+    assert chosen is not None and chosen["model"] == "gpt-4o"
     assert demo.Models(demo.real_model_config({"OPENAI_API_KEY": "sk-x"})).config()["api_key"] == "sk-x"
 
 
@@ -172,7 +173,7 @@ def test_python_m_runs_on_the_contract_default_database(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("CMBAGENT_EVENTS_DB_URL", "OPENAI_API_KEY")}
     proc = subprocess.run([sys.executable, "-m", "cmbagent_events.demo", "--mode", "one_shot",
                            "--work-dir", str(tmp_path / "work")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "database: sqlite+aiosqlite:///cmbagent_events.db" in proc.stdout and "capture stats:" in proc.stdout
     assert proc.stderr == ""

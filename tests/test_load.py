@@ -77,7 +77,7 @@ async def test_soak_one_million_events_gapless_with_bounded_memory(db_url, db_se
     started = time.perf_counter()
     async with capture_run(db_url, config=cfg, hooks=False, task_description="soak") as run:
         def thread_producer(n: int) -> None:
-            for i in range(per):
+            for _ in range(per):
                 while len(run.bus) > 80_000:
                     time.sleep(0.001)
                 run.capture_message(f"thread-{n}", "sink", "x" * 40)

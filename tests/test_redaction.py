@@ -36,7 +36,7 @@ async def _stored_text(session) -> str:
     """Every value of every row of the four tables, as one string."""
     out = []
     for table in ("workflow_runs", "execution_events", "messages", "files"):
-        for row in (await session.execute(text(f"SELECT * FROM {table}"))).all():  # noqa: S608 - fixed names
+        for row in (await session.execute(text(f"SELECT * FROM {table}"))).all():
             out.append(repr(tuple(row)))
     return "\n".join(out)
 

@@ -164,8 +164,9 @@ def test_capture_run_sync_from_threads(sqlite_url, config) -> None:
         assert run.get_performance_stats()["records_written"] == 1000
 
     async def check() -> None:
-        from cmbagent_events import make_engine
         from sqlalchemy.ext.asyncio import async_sessionmaker
+
+        from cmbagent_events import make_engine
 
         engine = make_engine(sqlite_url)
         async with async_sessionmaker(engine)() as s:
@@ -182,8 +183,9 @@ def test_capture_run_sync_records_failure(sqlite_url, config) -> None:
         raise KeyError("missing")
 
     async def check() -> None:
-        from cmbagent_events import make_engine
         from sqlalchemy.ext.asyncio import async_sessionmaker
+
+        from cmbagent_events import make_engine
 
         engine = make_engine(sqlite_url)
         async with async_sessionmaker(engine)() as s:

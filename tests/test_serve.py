@@ -102,7 +102,8 @@ async def test_api_lists_runs_with_tokens_and_pages_events(server, db_url, db_se
             assert resp.status == 200
             runs = {r["id"]: r for r in (await resp.json())["runs"]}
         row = runs[run.run_id]
-        assert (row["status"], row["mode"], row["total_events"], row["dropped_events"]) == ("completed", "planning", 30, 0)
+        assert (row["status"], row["mode"], row["total_events"], row["dropped_events"]) == (
+            "completed", "planning", 30, 0)
         assert row["total_tokens"] == 1234 and row["duration_s"] is not None and row["duration_s"] >= 0
         async with session.get(f"{server.url}/api/runs/{run.run_id}/events?after_seq=9&limit=5") as resp:
             page = await resp.json()
@@ -151,7 +152,8 @@ async def test_token_is_required_and_checked(sqlite_url) -> None:
             assert err.value.status == 401
             async with session.get(f"{srv.url}/static/app.js") as resp:
                 assert resp.status == 200  # assets hold no data
-            async with session.get(f"{srv.url}/api/runs", headers={"Authorization": "Bearer s3cret-token-0123456789"}) as resp:
+            auth = {"Authorization": "Bearer s3cret-token-0123456789"}
+            async with session.get(f"{srv.url}/api/runs", headers=auth) as resp:
                 assert resp.status == 200
             async with session.get(f"{srv.url}/?token=s3cret-token-0123456789") as resp:  # the page sets a cookie ...
                 assert resp.status == 200

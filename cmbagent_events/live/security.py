@@ -26,7 +26,8 @@ MIN_TOKEN_CHARS = 16
 # server (no inline script, no framing), browsers never guess a content type, and the token-bearing
 # URL is never sent on as a referrer.
 SECURITY_HEADERS = {
-    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
+    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; "
+                                "style-src-attr 'unsafe-inline'; "
                                 "img-src 'self' data:; "
                                 "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
     "X-Content-Type-Options": "nosniff",

@@ -20,10 +20,10 @@ capture never waits for any of them. Binding and tokens: :mod:`.security`.
 from __future__ import annotations
 
 import asyncio
-import uuid
 import contextlib
 import logging
 import signal
+import uuid
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field

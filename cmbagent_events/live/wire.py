@@ -12,8 +12,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from ..store.models import ExecutionEvent, WorkflowRun
 from ..store.columns import EVENT_COLUMNS, UPDATE_FIELDS, Update
+from ..store.models import ExecutionEvent, WorkflowRun
 
 _JSON_COLUMNS = ("inputs", "outputs", "meta")
 _TIME_COLUMNS = ("timestamp", "completed_at")

@@ -259,7 +259,8 @@ async def migrate(db_url: str | Database | URL, placement: Placement | None = No
         _migrated.add(key)
         return
     migrations_dir()  # fail at entry, with the reason, when the install lacks its migrations
-    lock = _locks.setdefault(asyncio.get_running_loop(), {}).setdefault(key, asyncio.Lock())  # asyncio locks are per loop
+    # asyncio locks are per loop
+    lock = _locks.setdefault(asyncio.get_running_loop(), {}).setdefault(key, asyncio.Lock())
     async with lock:
         file_lock = await asyncio.to_thread(_lock_sqlite_file, db) if db.is_sqlite else None
         try:

@@ -52,7 +52,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, ClassVar
 
 __all__ = [
     "SCRIPTED_MODEL",
@@ -62,12 +62,12 @@ __all__ = [
     "ScriptedModelClient",
     "ScriptedResponse",
     "ToolCall",
+    "apply_scripted_speaker_selection",
     "count_tokens",
     "get_script",
     "register_scripted_client",
     "scripted_llm_config",
     "scripted_speaker_selection",
-    "apply_scripted_speaker_selection",
 ]
 
 SCRIPTED_MODEL = "scripted"
@@ -106,7 +106,7 @@ class ToolCall:
         return json.dumps(dict(self.arguments), sort_keys=True)
 
 
-Reply = Union[str, ToolCall, Sequence[ToolCall], Callable[[list[dict[str, Any]]], Any]]
+Reply = str | ToolCall | Sequence[ToolCall] | Callable[[list[dict[str, Any]]], Any]
 """Text, a tool call, several parallel tool calls, or ``callable(messages) -> one of those``."""
 
 
@@ -221,7 +221,8 @@ class Script:
             calls = tuple(reply)
         else:
             raise TypeError(f"a scripted reply must be str, ToolCall or a list of ToolCall, not {reply!r}")
-        return tuple(c if c.id else ToolCall(c.name, c.arguments, f"call_{self.id}_{next(self._call_ids)}") for c in calls)
+        return tuple(c if c.id else ToolCall(c.name, c.arguments, f"call_{self.id}_{next(self._call_ids)}")
+                     for c in calls)
 
     def _record(self, call: ScriptedCall) -> None:
         with self._lock:
@@ -351,7 +352,7 @@ class ScriptedModelClient:
     ``model``.
     """
 
-    RESPONSE_USAGE_KEYS: list[str] = ["prompt_tokens", "completion_tokens", "total_tokens", "cost", "model"]
+    RESPONSE_USAGE_KEYS: ClassVar[list[str]] = ["prompt_tokens", "completion_tokens", "total_tokens", "cost", "model"]
 
     _response_ids = itertools.count(1)
 
@@ -389,7 +390,8 @@ class ScriptedModelClient:
         else:
             tool_calls = [ScriptedToolCall(c.id or "", ScriptedFunction(c.name, c.arguments_json())) for c in reply]
             message = ScriptedMessage(content=None, tool_calls=tool_calls)
-            completion_tokens = sum(count_tokens(t.function.name) + count_tokens(t.function.arguments) for t in tool_calls)
+            completion_tokens = sum(count_tokens(t.function.name) + count_tokens(t.function.arguments)
+                                    for t in tool_calls)
             finish_reason = "tool_calls"
         cost = (prompt_tokens * self.price[0] + completion_tokens * self.price[1]) / 1000
         self.script._record(ScriptedCall(self.agent_name, prompt_tokens, completion_tokens, cost, reply))
