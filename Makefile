@@ -39,7 +39,7 @@ PHOENIX := arize-phoenix==20.26.1
 # test dependencies, so they collect these files, not the whole suite (other tests need other extras).
 AG2_TESTS := -m ag2 -p no:cacheprovider tests/test_ag2.py
 
-.PHONY: install demo test test-ag2-0103 test-autogen-classic test-cmbagent-fork test-wheel test-ag2-v1 test-phoenix \
+.PHONY: install lint demo test test-ag2-0103 test-autogen-classic test-cmbagent-fork test-wheel test-ag2-v1 test-phoenix \
 	bench bench-quick bench-ag2-v1 bench-ag2-v1-quick soak serve clean
 
 $(STAMP): $(PACKAGING)
@@ -124,6 +124,11 @@ test-wheel:
 	d="$$(mktemp -d)"; cd "$$d" && "$(CURDIR)/$(VENV_WHEEL)/bin/python" "$(CURDIR)/tests/wheel_check.py" --ag2; \
 		rc=$$?; rm -rf "$$d"; exit $$rc
 
+# Static checks (configured in pyproject.toml): ruff on everything, mypy (strict on the core modules).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
 demo: $(STAMP)
 	$(PY) -m cmbagent_events.cli demo
 
@@ -167,4 +172,5 @@ serve: $(STAMP)
 	$(PY) -m cmbagent_events.cli serve
 
 clean:
-	rm -rf $(VENV) .venv-* .wheel-dist build *.egg-info .pytest_cache cmbagent_events.db cmbagent_events.db-*
+	rm -rf $(VENV) .venv-* .wheel-dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache test-artifacts \
+		cmbagent_events.db cmbagent_events.db-* *.migrate.lock

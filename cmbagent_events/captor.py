@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -79,9 +80,9 @@ def captor_for(obj: Any) -> EventCaptureManager | None:
                 pass
         return captor
     if obj is not None:
-        ref = getattr(obj, "__dict__", {}).get(RUN_ATTR)
-        if ref is not None:
-            captor = ref()
+        remembered: weakref.ref[EventCaptureManager] | None = getattr(obj, "__dict__", {}).get(RUN_ATTR)
+        if remembered is not None:
+            captor = remembered()
             if captor is not None and captor.enabled:
                 return captor
     captor = _global

@@ -322,7 +322,7 @@ class EventCaptureManager:
             self._capture_failed()
             return None
 
-    def capture_handoff(self, from_agent: str, to_agent: str, context: dict[str, Any] | None = None,
+    def capture_handoff(self, from_agent: str | None, to_agent: str | None, context: dict[str, Any] | None = None,
                         reason: str | None = None) -> str | None:
         """Control passes from one agent to another (speaker selection, group-pattern transition)."""
         try:
@@ -333,7 +333,7 @@ class EventCaptureManager:
             self._capture_failed()
             return None
 
-    def capture_message(self, sender: str, recipient: str, content: Any, tokens: int | None = None,
+    def capture_message(self, sender: str | None, recipient: str | None, content: Any, tokens: int | None = None,
                         metadata: dict[str, Any] | None = None) -> str | None:
         """An agent-to-agent message; also written as a ``messages`` row linked to the event."""
         # inputs {"sender", "recipient", "content"} and meta {"tokens"} are built by the writer from
@@ -346,8 +346,8 @@ class EventCaptureManager:
             self._capture_failed()
             return None
 
-    def capture_relay(self, sender: str, recipient: str, content: Any, metadata: dict[str, Any] | None = None,
-                      message: Any = None) -> str | None:
+    def capture_relay(self, sender: str | None, recipient: str | None, content: Any,
+                      metadata: dict[str, Any] | None = None, message: Any = None) -> str | None:
         """A message a group chat manager forwards (broadcasts) to another member: an event marked
         ``broadcast`` but no ``messages`` row, so that table holds the conversation's turns once each
         (AG2's own chat history) while the trace still shows every delivery.

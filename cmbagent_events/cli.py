@@ -241,7 +241,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         await notifier.start()
         try:
             async for item in RunFeed(reader, run_id, after, notifier):
-                if item.kind == "run":
+                if item.kind == "run" and item.run is not None:
                     print(run_header(item.run), flush=True)
                 elif item.kind == "events":
                     print("\n".join(line(e) for e in item.events), flush=True)
@@ -255,7 +255,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
                     if item.last_seq >= 0:
                         print("-- following (Ctrl-C to stop) --", file=sys.stderr, flush=True)
                 elif item.kind == "end":
-                    print(f"-- run ended: {item.run.status} --", flush=True)
+                    print(f"-- run ended: {item.run.status if item.run else 'unknown'} --", flush=True)
         finally:
             await notifier.stop()
         return EXIT_OK

@@ -12,10 +12,10 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
+from .errors import ConfigError as ConfigError  # re-exported: its historical home
 from .redaction import DEFAULT_SECRET_KEYS
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ class CaptureConfig:
             otlp_endpoint=_raw(environ, "CMBAGENT_EVENTS_OTLP_ENDPOINT"),
         )
 
-    def replace(self, **changes: object) -> CaptureConfig:
+    def replace(self, **changes: Any) -> CaptureConfig:
         """A copy with some fields changed (validated like the original)."""
         return dataclasses.replace(self, **changes)
 

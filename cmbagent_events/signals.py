@@ -86,7 +86,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     running = asyncio._get_running_loop()  # the loop running in this (main) thread, if any
     cancelled = False
     for key, (loop, task) in list(_open.items()):
-        if task is not None and loop is running and not task.done():
+        if task is not None and loop is not None and loop is running and not task.done():
             _terminated.add(key)
             task.cancel("SIGTERM")
             loop.call_soon_threadsafe(lambda: None)  # wake the selector so the cancellation is seen

@@ -66,6 +66,7 @@ class Models:
     def config(self) -> dict[str, Any]:
         if self.real_config is not None:
             return dict(self.real_config)  # a fresh dict per agent: AG2 may mutate what it is given
+        assert self._script is not None  # offline: set in __init__
         return scripted_llm_config(self._script, price=SCRIPTED_PRICE)
 
     def script(self, agent_name: str, *replies: Any) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from ..errors import RunNotFound
+from ..errors import RunNotFound as RunNotFound  # re-exported: its historical home
 from ..store.models import ExecutionEvent, WorkflowRun
 from ..store.reader import RunReader
 from .notify import Notifier, PollNotifier

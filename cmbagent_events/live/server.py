@@ -293,8 +293,8 @@ async def start_server(db_url: str, host: str = "127.0.0.1", port: int = DEFAULT
     except BaseException:
         await runner.cleanup()
         raise
-    server = site._server
-    bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port  # type: ignore[union-attr]
+    server: Any = site._server  # an asyncio.Server (AbstractServer in the stubs, without .sockets)
+    bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
     return ViewerServer(runner, site, host, bound)
 
 

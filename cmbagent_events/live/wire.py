@@ -90,7 +90,9 @@ def update_from_row(row: tuple) -> dict[str, Any]:
 def run_dict(run: WorkflowRun) -> dict[str, Any]:
     """A run with what the run list shows: duration and token total when known."""
     meta = run.meta if isinstance(run.meta, dict) else {}
-    usage = meta.get("usage") if isinstance(meta.get("usage"), dict) else {}
+    usage = meta.get("usage")
+    if not isinstance(usage, dict):
+        usage = {}
     duration = None
     if run.started_at is not None and run.completed_at is not None:
         duration = round((run.completed_at - run.started_at).total_seconds(), 3)

@@ -229,7 +229,8 @@ def _snapshot(read: Any, container: Any) -> Any:
 
 
 def _type_name(value: Any) -> str:
-    return type.__getattribute__(type(value), "__name__")
+    name: str = type.__getattribute__(type(value), "__name__")
+    return name
 
 
 def clean_str(value: str, limit: int) -> str:

@@ -68,9 +68,7 @@ def write_spill(run_id: str, batches: Iterable[Batch]) -> Path | None:
     return path
 
 
-def _timestamps(row: list[Any] | None, positions: tuple[int, ...], sink: Sink) -> tuple | None:
-    if row is None:
-        return None
+def _timestamps(row: list[Any], positions: tuple[int, ...], sink: Sink) -> tuple[Any, ...]:
     values = list(row)
     for i in positions:
         if isinstance(values[i], str):
@@ -79,6 +77,10 @@ def _timestamps(row: list[Any] | None, positions: tuple[int, ...], sink: Sink) -
                 parsed = parsed.replace(tzinfo=UTC)
             values[i] = sink.timestamp(int(parsed.timestamp() * 1_000_000) * 1000)
     return tuple(values)
+
+
+def _optional(row: list[Any] | None, positions: tuple[int, ...], sink: Sink) -> tuple[Any, ...] | None:
+    return None if row is None else _timestamps(row, positions, sink)
 
 
 def read_spill(path: Path, sink: Sink) -> list[Batch]:
@@ -97,8 +99,8 @@ def read_spill(path: Path, sink: Sink) -> list[Batch]:
                 updates=[_timestamps(r, _UPDATE_TS, sink) for r in data.get("updates", [])],
                 messages=[_timestamps(r, _MESSAGE_TS, sink) for r in data.get("messages", [])],
                 files=[_timestamps(r, _FILE_TS, sink) for r in data.get("files", [])],
-                run_insert=_timestamps(data.get("run_insert"), _RUN_TS, sink),
-                run_finish=_timestamps(data.get("run_finish"), _FINISH_TS, sink),
+                run_insert=_optional(data.get("run_insert"), _RUN_TS, sink),
+                run_finish=_optional(data.get("run_finish"), _FINISH_TS, sink),
             ))
     return batches
 
