@@ -468,13 +468,13 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, ConfigError) as exc:
         print(f"cmbagent-events: {exc}", file=sys.stderr)
         return EXIT_FAIL
-    except Exception as exc:
-        from .store.schema import DatabaseURLError
+    except Exception as exc:  # one line with a hint, never a traceback (unless asked for)
+        if os.environ.get("CMBAGENT_EVENTS_DEBUG"):
+            raise
+        from .errors import one_line
 
-        if isinstance(exc, DatabaseURLError):
-            print(f"cmbagent-events: {exc}", file=sys.stderr)
-            return EXIT_FAIL
-        raise
+        print(f"cmbagent-events: {one_line(exc)}", file=sys.stderr)
+        return EXIT_FAIL
 
 
 if __name__ == "__main__":

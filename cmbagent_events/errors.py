@@ -40,3 +40,40 @@ class ServeError(CaptureError, ValueError):
 
 class RunNotFound(CaptureError, LookupError):
     """No run with that id in the database."""
+
+
+def one_line(exc: BaseException) -> str:
+    """What went wrong, in one line with a hint, for a command-line user (never a traceback).
+
+    Covers the errors a database URL can lead to: this package's own (their message already says
+    what to do), unreachable or unknown hosts, refused connections, SQLite files that cannot be
+    opened, permissions; anything else is named by its type.
+    """
+    import socket
+
+    cause = exc.__cause__ if isinstance(exc, StoreError) and exc.__cause__ is not None else exc
+    orig = getattr(cause, "orig", None)  # SQLAlchemy wraps the driver's exception
+    if isinstance(exc, CaptureError) and not isinstance(exc, StoreError):
+        return str(exc)
+    if isinstance(cause, socket.gaierror):
+        return f"cannot resolve the database host ({cause.strerror or cause}): check the host name in --db"
+    if isinstance(cause, ConnectionRefusedError):
+        return ("cannot connect to the database: connection refused (is PostgreSQL running and listening "
+                "on that host and port?)")
+    if isinstance(cause, TimeoutError):
+        return "the database did not answer in time: check the host and port in --db"
+    if isinstance(cause, PermissionError):
+        return f"permission denied: {cause.filename or cause}: use a place you can write to, or another --db"
+    if isinstance(cause, OSError):
+        return f"cannot reach the database: {cause.strerror or cause}"
+    text = str(orig if orig is not None else cause).splitlines()[0] if str(orig or cause) else ""
+    name = type(orig if orig is not None else cause).__name__
+    if "unable to open database file" in text:
+        return "cannot open the SQLite database file: check that the path and its directory exist and are readable"
+    if "readonly database" in text:
+        return "the SQLite database is read-only here: capture needs write access (use another --db)"
+    if "password authentication failed" in text or name == "InvalidPasswordError":
+        return "the database refused the user name or password in --db"
+    if "does not exist" in text and name in ("InvalidCatalogNameError", "OperationalError"):
+        return f"{text} (create it first, or fix the database name in --db)"
+    return f"{name}: {text} (set CMBAGENT_EVENTS_DEBUG=1 for the traceback)"

@@ -191,3 +191,24 @@ async def test_cli_output_escapes_terminal_control_characters(sqlite_url, capsys
         assert code == 0, argv
         assert not any(c in out for c in "\x1b\x07\r\u202e"), (argv, out)
         assert "\\x1b[2J" in out, argv
+
+
+@pytest.mark.parametrize("db", [
+    "sqlite+aiosqlite:///{tmp}",                                       # a directory given as the database
+    "postgresql+asyncpg://u:p@127.0.0.1:{free_port}/db",               # nothing listens there
+    "postgresql+asyncpg://u:p@no-such-host.invalid:5432/db",           # a host that does not resolve
+])
+@pytest.mark.parametrize("command", [["runs"], ["show", "abc"], ["export", "abc"], ["tail", "abc", "--once"]])
+def test_database_problems_are_one_line_with_a_hint(db: str, command: list[str], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free_port = s.getsockname()[1]
+    url = db.format(tmp=tmp_path, free_port=free_port)
+    assert main(["--db", url, *command]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("cmbagent-events: ") and "Traceback" not in err
+    assert any(hint in err for hint in ("is a directory", "connection refused", "cannot resolve")), err
+    assert not list(tmp_path.glob("*.migrate.lock")) and not list(tmp_path.parent.glob(f"{tmp_path.name}.migrate.lock"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cmbagent_events.errors import BatchRejected, CaptureError, DatabaseUnavailable
+from cmbagent_events.errors import BatchRejected, CaptureError, DatabaseUnavailable, DatabaseURLError
 from cmbagent_events.store.columns import Event, make_row
 from cmbagent_events.store.schema import migrate, parse_db_url
 from cmbagent_events.store.sink import Batch, open_sink
@@ -22,7 +22,9 @@ def _event_row(sink, event_id: str, run_id: str) -> tuple:
 
 
 async def test_sqlite_file_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> None:
-    sink = open_sink(parse_db_url(f"sqlite+aiosqlite:///{tmp_path}"))  # a directory, not a file
+    with pytest.raises(DatabaseURLError):  # a directory is refused by name, before any connection
+        open_sink(parse_db_url(f"sqlite+aiosqlite:///{tmp_path}"))
+    sink = open_sink(parse_db_url(f"sqlite+aiosqlite:///{tmp_path}/gone/events.db"))  # its directory is missing
     with pytest.raises(DatabaseUnavailable) as info:
         await sink.open()
     assert isinstance(info.value, CaptureError) and info.value.__cause__ is not None

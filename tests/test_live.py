@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 
 from cmbagent_events import CaptureConfig, capture_run
+from cmbagent_events.live import subscribers
 from cmbagent_events.live.ordering import Gap, Released, SeqOrderer
 from cmbagent_events.live.subscribers import EVENT, GAP, MISSED, UPDATE
+from cmbagent_events.store.columns import Event, Update, make_row
 
 
 async def _collect(sub, out: list) -> None:
@@ -15,9 +18,11 @@ async def _collect(sub, out: list) -> None:
         out.append(item)
 
 
-async def test_subscriber_gets_every_event_once_in_seq_order_from_threads_and_loop(db_url) -> None:
+async def test_subscriber_gets_every_event_once_in_seq_order_from_threads_and_loop(db_url, monkeypatch) -> None:
     # Small batches and two producer threads: batch boundaries fall between racing seqs, so commits
-    # arrive out of seq order and the hub has to put them back.
+    # arrive out of seq order and the hub has to put them back. No seq is ever dropped here, so the
+    # gap timer must never fire, however long a descheduled thread holds a seq on a busy machine.
+    monkeypatch.setattr(subscribers, "GAP_TIMEOUT_S", 3600.0)
     cfg = CaptureConfig(buffer_size=7, flush_interval_ms=5)
     per_producer = 1500
     async with capture_run(db_url, config=cfg, hooks=False) as run:
@@ -134,26 +139,36 @@ def test_orderer_holds_until_the_hole_fills_then_gives_up_after_the_timeout() ->
 
 
 def _row(seq: int, status: str = "completed") -> tuple:
-    """A committed event row as the writer hands it over (store.sink.EVENT_COLUMNS order)."""
-    return (f"r-{seq}", "run", "s", None, None, None, "agent_call", "start", "a", seq, seq, 0, '{"message":"m"}',
-            None, None, status, "2026-01-01 00:00:00.000000", None, None, "{}")
+    """A committed event row as the writer hands it over (store/columns.py order)."""
+    return make_row(Event, id=f"r-{seq}", run_id="run", session_id="s", node_id=None, step_id=None,
+                    parent_event_id=None, event_type="agent_call", event_subtype="start", agent_name="a",
+                    execution_order=seq, seq=seq, depth=0, inputs='{"message":"m"}', outputs=None, error_message=None,
+                    status=status, timestamp="2026-01-01 00:00:00.000000", completed_at=None, duration_ms=None,
+                    meta="{}")
 
 
 async def test_hub_puts_out_of_order_commits_back_in_order_with_their_updates() -> None:
     from cmbagent_events.live.subscribers import LiveHub, Subscription
     from cmbagent_events.store.sink import Batch
 
-    hub = LiveHub(writer=None, start_seq=0, gap_timeout=0.2)  # type: ignore[arg-type]
+
+    now = [0.0]  # the hub's clock, moved by hand: the gap timer's decision depends on it alone
+    hub = LiveHub(writer=None, start_seq=0, gap_timeout=0.05, clock=lambda: now[0])  # type: ignore[arg-type]
     sub = Subscription(hub, 100, 0)
     hub.add(sub)
-    update = ("complete", "completed", '{"response":"r"}', None, "2026-01-01 00:00:01.000000", 1.0, None, "r-1")
+    update = make_row(Update, event_subtype="complete", status="completed", outputs='{"response":"r"}',
+                      error_message=None, completed_at="2026-01-01 00:00:01.000000", duration_ms=1.0, meta=None,
+                      id="r-1")
     hub.on_commit(Batch(events=[_row(0), _row(2)]))  # seq 1 raced into the next batch
     hub.on_commit(Batch(events=[], updates=[update]))  # 1's completion, before 1 itself was released
     hub.on_commit(Batch(events=[_row(1, "running"), _row(3)]))
     hub.on_commit(Batch(events=[_row(5)]))  # 4 was dropped at capture: never comes
-    await asyncio.sleep(0.35)  # the gap timer gives up on 4
+    items = [await asyncio.wait_for(sub.__anext__(), 10) for _ in range(5)]  # 0..3 and 1's update
+    assert sub._queue == deque()  # 5 is held back: 4 may still come
+    now[0] = 1.0  # past the gap timeout: the hub's own timer (not the run's end) reports 4 and lets 5 out
+    items += [await asyncio.wait_for(sub.__anext__(), 10) for _ in range(2)]
     hub.on_commit(None)
-    items = [i async for i in sub]
+    assert [i async for i in sub] == []
     assert [(i.type, i.seq) for i in items] == [("event", 0), ("event", 1), ("update", 1), ("event", 2),
                                                 ("event", 3), ("gap", 4), ("event", 5)]
     assert items[1].data["status"] == "running" and items[2].data["outputs"] == {"response": "r"}

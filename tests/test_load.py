@@ -28,8 +28,8 @@ async def test_producer_faster_than_the_writer_counts_every_drop(db_url, db_sess
         threads = [threading.Thread(target=produce) for _ in range(2)]
         for t in threads:
             t.start()
-        while any(t.is_alive() for t in threads):
-            await asyncio.sleep(0.001)  # the writer runs meanwhile, slower than the producers
+        threads[0].join()  # blocks this loop, so the writer cannot drain meanwhile: drops are certain
+        await asyncio.to_thread(threads[1].join)  # the writer drains while the other producer finishes
         dropped = run.get_performance_stats()["dropped_events"]
     row = await db_session.get(WorkflowRun, run.run_id)
     written = await db_session.scalar(select(func.count()).where(ExecutionEvent.run_id == run.run_id))

@@ -8,7 +8,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +45,15 @@ async def _counts(url: str, run_id: str) -> tuple[WorkflowRun | None, list[int]]
         await engine.dispose()
 
 
+async def _until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Wait for ``condition`` (a state the test needs, not an amount of time); fail after ``timeout``."""
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
 async def test_postgres_outage_mid_run_loses_nothing(own_pg: PostgresServer) -> None:
     url = own_pg.create_database("outage")
     async with capture_run(url, config=FAST, hooks=False) as run:
@@ -54,7 +63,7 @@ async def test_postgres_outage_mid_run_loses_nothing(own_pg: PostgresServer) -> 
         await asyncio.to_thread(own_pg.stop)
         ids = [run.capture_tool_call("a", "t", {"i": i}) for i in range(700)]  # the run goes on
         assert all(ids)
-        await asyncio.sleep(0.3)  # the writer meets the outage and starts retrying
+        await _until(lambda: run.get_performance_stats()["reconnects"] >= 1)  # the writer met the outage
         assert await run.flush(0.5) is False  # a flush during the outage honours its timeout
         down_at = time.monotonic()
         await asyncio.to_thread(own_pg.restart)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from .ordering import DEFAULT_GAP_TIMEOUT_S, Gap, SeqOrderer
 from .wire import event_from_row, seq_of_event_id, update_from_row
 
 DEFAULT_SUBSCRIBER_QUEUE = 10_000
+GAP_TIMEOUT_S = DEFAULT_GAP_TIMEOUT_S  # how long a missing seq is waited for before it is reported as a gap
 
 
 class CommitSource(Protocol):
@@ -165,9 +167,11 @@ def _to_event(entry: tuple) -> LiveEvent:
 class LiveHub:
     """Fans one run's committed batches out to its subscriptions, in seq order."""
 
-    def __init__(self, writer: CommitSource, start_seq: int, gap_timeout: float = DEFAULT_GAP_TIMEOUT_S) -> None:
+    def __init__(self, writer: CommitSource, start_seq: int, gap_timeout: float = DEFAULT_GAP_TIMEOUT_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._writer = writer
-        self._orderer: SeqOrderer[tuple] = SeqOrderer(start_seq, gap_timeout)
+        self._clock = clock
+        self._orderer: SeqOrderer[tuple[Any, ...]] = SeqOrderer(start_seq, gap_timeout, clock)
         self._subs: tuple[Subscription, ...] = ()
         self._updates: dict[int, list[tuple]] = {}  # completions of events still held back
         self._timer: asyncio.TimerHandle | None = None
@@ -232,7 +236,7 @@ class LiveHub:
         if deadline is None or self._timer is not None:
             return
         loop = asyncio.get_running_loop()
-        delay = max(0.0, deadline - self._orderer._clock())
+        delay = max(0.0, deadline - self._clock())
         self._timer = loop.call_later(delay + 0.001, self._on_timer)
 
     def _on_timer(self) -> None:
@@ -259,7 +263,7 @@ _hubs_lock = threading.Lock()
 
 
 def subscribe(writer: CommitSource | None, start_seq: int, maxsize: int = DEFAULT_SUBSCRIBER_QUEUE,
-              gap_timeout: float = DEFAULT_GAP_TIMEOUT_S) -> Subscription:
+              gap_timeout: float | None = None) -> Subscription:
     """A new subscription to the events ``writer`` commits from ``start_seq`` on (see the module doc);
     ``EventCaptureManager.subscribe`` is the usual way in.
 
@@ -272,7 +276,8 @@ def subscribe(writer: CommitSource | None, start_seq: int, maxsize: int = DEFAUL
     with _hubs_lock:
         hub = sub._hub = _hubs.get(writer)
         if hub is None or not hub.add(sub):  # none yet, or the last one closed: a fresh hub
-            hub = sub._hub = LiveHub(writer, sub.start_seq, gap_timeout)
+            timeout = GAP_TIMEOUT_S if gap_timeout is None else gap_timeout
+            hub = sub._hub = LiveHub(writer, sub.start_seq, timeout)
             if not writer.add_commit_listener(hub.on_commit) or not hub.add(sub):  # the run is over
                 sub._hub = None
                 sub._end()
