@@ -8,6 +8,7 @@ import asyncio
 import threading
 import uuid
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -97,7 +98,8 @@ def _check_scenario(spans: list[ReceivedSpan], run_id: str) -> None:
     assert [(n, a.get("message.sender"), a.get("message.recipient"), a.get("handoff.reason"))
             for n, _, a in planner.events] == [("message", "planner", "engineer", None),
                                               ("handoff", None, None, "next step")]
-    assert planner.events[1][2]["handoff.from_agent"] == "planner" and planner.events[1][2]["handoff.to_agent"] == "engineer"
+    handoff = planner.events[1][2]
+    assert handoff["handoff.from_agent"] == "planner" and handoff["handoff.to_agent"] == "engineer"
     assert [n for n, _, _ in engineer.events] == ["file", "exception", "exception"]
     assert engineer.events[0][2]["file.path"] == "out/spectrum.csv" and engineer.events[0][2]["file.size"] == 42
     assert engineer.events[1][2] == {"cmbagent.event_id": engineer.events[1][2]["cmbagent.event_id"],
@@ -129,8 +131,7 @@ async def test_stored_run_exports_as_genai_spans_and_repeats_identically(db_url,
     err = capsys.readouterr().err
     assert f"exported run {run_id} as 6 spans (2 agent_call, 1 code_exec, 1 llm_call, 1 tool_call, 1 workflow)" in err
     # a repeated export sends the very same spans: same ids, parents, times, attributes, events
-    key = lambda x: x.span_id
-    assert sorted(first, key=key) == sorted(second, key=key)
+    assert sorted(first, key=_span_id) == sorted(second, key=_span_id)
 
 
 async def test_live_forwarding_sends_each_span_once_and_complete(db_url) -> None:
@@ -140,9 +141,7 @@ async def test_live_forwarding_sends_each_span_once_and_complete(db_url) -> None
     _check_scenario(live, run_id)  # every span exactly once, agent calls with their completion
     with otlp_receiver() as rx:  # and the same trace as a stored export of the run
         assert await asyncio.to_thread(_export, db_url, run_id, rx.url) == 0
-    shape = lambda spans: sorted((x.span_id, x.parent_span_id, x.name, x.start_ns, x.end_ns,
-                                  [e[:2] for e in x.events]) for x in spans)
-    assert shape(live) == shape(rx.spans)
+    assert _shape(live) == _shape(rx.spans)
 
 
 async def test_live_forwarding_counts_what_a_blocked_endpoint_cannot_take(sqlite_url) -> None:
@@ -252,3 +251,11 @@ def test_receiver_rejects_other_paths() -> None:
         assert exporter.export(spans).name == "FAILURE" and receiver.spans == []
     finally:
         receiver.stop()
+
+
+def _span_id(span: Any) -> Any:
+    return span.span_id
+
+
+def _shape(spans: Any) -> list[Any]:
+    return sorted((x.span_id, x.parent_span_id, x.name, x.start_ns, x.end_ns, [e[:2] for e in x.events]) for x in spans)

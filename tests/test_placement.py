@@ -117,7 +117,8 @@ async def test_prefixed_tables_live_beside_another_apps_workflow_runs(fresh_url)
 
     engine = make_engine(fresh_url)  # our indexes carry the prefix too (theirs keeps its name)
     async with engine.connect() as conn:
-        indexes = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("cmbagent_execution_events")})
+        indexes = await conn.run_sync(
+            lambda c: {i["name"] for i in inspect(c).get_indexes("cmbagent_execution_events")})
     await engine.dispose()
     assert indexes == {"ix_cmbagent_execution_events_run_seq", "ix_cmbagent_execution_events_parent",
                        "ix_cmbagent_execution_events_type"}

@@ -89,7 +89,8 @@ async def _workflow(work_dir: Path, progress: list[str]) -> None:
     progress.append(f"channel closed: {reason}")
     csv_path = work_dir / SPECTRUM_FILE
     if reason != "approved" or not csv_path.is_file():
-        raise RuntimeError(f"the workflow ended with {reason!r} and {'a' if csv_path.is_file() else 'no'} {SPECTRUM_FILE}")
+        made = "a" if csv_path.is_file() else "no"
+        raise RuntimeError(f"the workflow ended with {reason!r} and {made} {SPECTRUM_FILE}")
     progress.append(f"engineer wrote {SPECTRUM_FILE} ({csv_path.stat().st_size} bytes)")
 
 
@@ -105,7 +106,7 @@ async def capture_demo(db_url: str, work_dir: Path, config: CaptureConfig | None
             await _workflow(work_dir, outcome.progress)
     except (DatabaseURLError, ConfigError):
         raise
-    except Exception as exc:  # noqa: BLE001 - the run is stored as failed; the report still shows what happened
+    except Exception as exc:
         outcome.error = exc
     if run is not None:
         outcome.stats = run.get_performance_stats()

@@ -7,8 +7,9 @@ import asyncio
 import importlib.util
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..config import CaptureConfig, ConfigError
 from ..integrations import flavours
@@ -81,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _report(lambda: capture_demo(db_url, args.mode, models, work_dir, config), db_url, args.broadcasts)
 
 
-def _report(capture: Callable[[], Awaitable[Outcome]], db_url: str, broadcasts: bool) -> int:
+def _report(capture: Callable[[], Coroutine[Any, Any, Outcome]], db_url: str, broadcasts: bool) -> int:
     """Run the captured workflow, then print what the database holds of it."""
     out, err = sys.stdout, sys.stderr
     try:

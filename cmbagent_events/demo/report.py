@@ -41,17 +41,36 @@ async def report_lines(db_url: str, run_id: str, session_id: str = "default", *,
         hidden, events = len(events) - len(shown), shown
     lines = [run_header(row) if row is not None else f"run {run_id} (not found)", *tree_lines(events)]
     if hidden:
-        lines.append(f"({hidden} manager broadcast messages not shown; --all shows them)")
+        lines.append(f"({hidden} manager broadcast messages not shown: run the demo with --all, or "
+                     f"`cmbagent-events show {run_id}` to see every event)")
     if files:
         lines.append("files:")
         lines.extend(f"  {f.file_path} ({f.file_type}, {f.size_bytes} bytes)" for f in files)
     return lines
 
 
+# What the demo reports of ``get_performance_stats()``, read once the run has closed (so the final
+# drain is counted), each with what it means.
+STATS_SHOWN = (
+    ("total_events", "events captured"),
+    ("dropped_events", "events lost (queue full or database gone), 0 when nothing was lost"),
+    ("records_written", "rows written: events plus agent-call completions applied as updates"),
+    ("batches_written", "transactions the writer committed"),
+    ("queue_high_water", "most events ever waiting in the queue"),
+    ("avg_capture_time_us", "mean cost of one capture call, us (timed on 1 call in 64)"),
+    ("reconnects", "times the writer reconnected to the database"),
+    ("spilled_events", "events kept in a spill file because the database never came back"),
+    ("last_error", "the writer's last error, if any"),
+)
+
+
 def stats_lines(stats: dict[str, Any]) -> list[str]:
-    width = max((len(k) for k in stats), default=0)
-    lines = ["capture stats:"]
-    for key, value in stats.items():
+    width = max(len(key) for key, _ in STATS_SHOWN)
+    lines = ["capture stats (after the run closed):"]
+    for key, meaning in STATS_SHOWN:
+        value = stats.get(key)
+        if key in ("spilled_events", "reconnects", "last_error") and not value:
+            continue  # only worth a line when something happened
         shown = f"{value:.3f}" if isinstance(value, float) else value
-        lines.append(f"  {key:<{width}}  {shown}")
+        lines.append(f"  {key:<{width}}  {shown!s:<10} {meaning}")
     return lines

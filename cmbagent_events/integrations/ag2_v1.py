@@ -486,7 +486,7 @@ def _capture_envelope(captor: EventCaptureManager, hub: Any, envelope: Any) -> N
     recipient = hub.name_for(next_id) if next_id else f"channel:{envelope.channel_id}"
     meta = {"channel_id": envelope.channel_id, "envelope_id": envelope.envelope_id, "framework": "ag2"}
     captor.capture_message(sender, recipient, content, None, meta)
-    if next_id is None or next_id == envelope.sender_id and routing.get("kind") != "handoff":
+    if next_id is None or (next_id == envelope.sender_id and routing.get("kind") != "handoff"):
         return
     kind = routing.get("kind") or "text"
     reason = routing.get("reason") or (f"tool {routing['tool']}" if routing.get("tool") else

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from ..errors import RunNotFound as RunNotFound  # re-exported: its historical home
-from ..store.models import ExecutionEvent, WorkflowRun
+from ..store.models import EventColumns, RunColumns
 from ..store.reader import RunReader
 from .notify import Notifier, PollNotifier
 from .ordering import DEFAULT_GAP_TIMEOUT_S, Gap, SeqOrderer
@@ -35,8 +35,8 @@ class FeedItem:
     """
 
     kind: str
-    events: list[ExecutionEvent] = field(default_factory=list)
-    run: WorkflowRun | None = None
+    events: list[EventColumns] = field(default_factory=list)
+    run: RunColumns | None = None
     first: int = -1
     last: int = -1
     last_seq: int = -1
@@ -51,8 +51,8 @@ class RunFeed:
         self.run_id = run_id
         self.notifier = notifier or PollNotifier()
         self.page = page
-        self._orderer: SeqOrderer[ExecutionEvent] = SeqOrderer(max(after_seq, -1) + 1, gap_timeout)
-        self._running: dict[str, ExecutionEvent] = {}  # agent calls sent while still running
+        self._orderer: SeqOrderer[EventColumns] = SeqOrderer(max(after_seq, -1) + 1, gap_timeout)
+        self._running: dict[str, EventColumns] = {}  # agent calls sent while still running
         self._skipped: set[int] = set()  # seqs given up as gaps; sent late if they ever appear
         self.last_seq = after_seq  # the highest seq sent
 
@@ -112,7 +112,7 @@ class RunFeed:
 
     def _release(self, force: bool) -> list[FeedItem]:
         out: list[FeedItem] = []
-        chunk: list[ExecutionEvent] = []
+        chunk: list[EventColumns] = []
         for r in self._orderer.release(force):
             if isinstance(r, Gap):
                 if chunk:
@@ -135,6 +135,6 @@ class RunFeed:
         return out
 
 
-def _changed(old: WorkflowRun, new: WorkflowRun) -> bool:
+def _changed(old: RunColumns, new: RunColumns) -> bool:
     return (old.status, old.completed_at, old.total_events, old.dropped_events) != (
         new.status, new.completed_at, new.total_events, new.dropped_events)

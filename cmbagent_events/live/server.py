@@ -32,8 +32,8 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ..store.reader import RunReader
 from ..store.placement import Placement
+from ..store.reader import RunReader
 from ..store.schema import make_engine, migrate, parse_db_url, resolve_db
 from .feed import FeedItem, RunFeed
 from .notify import Notifier, PgNotifier, PollNotifier

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..store.columns import EVENT_COLUMNS, UPDATE_FIELDS, Update
-from ..store.models import ExecutionEvent, WorkflowRun
+from ..store.models import EventColumns, RunColumns
 
 _JSON_COLUMNS = ("inputs", "outputs", "meta")
 _TIME_COLUMNS = ("timestamp", "completed_at")
@@ -54,7 +54,7 @@ def seq_of_event_id(event_id: str) -> int | None:
         return None
 
 
-def event_dict(event: ExecutionEvent) -> dict[str, Any]:
+def event_dict(event: EventColumns) -> dict[str, Any]:
     """An event read from the database."""
     out = {c: getattr(event, c) for c in EVENT_COLUMNS}
     for c in _TIME_COLUMNS:
@@ -87,7 +87,7 @@ def update_from_row(row: tuple) -> dict[str, Any]:
     return out
 
 
-def run_dict(run: WorkflowRun) -> dict[str, Any]:
+def run_dict(run: RunColumns) -> dict[str, Any]:
     """A run with what the run list shows: duration and token total when known."""
     meta = run.meta if isinstance(run.meta, dict) else {}
     usage = meta.get("usage")

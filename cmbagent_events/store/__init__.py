@@ -10,10 +10,21 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .models import Base, ExecutionEvent, File, Message, WorkflowRun, models_for
-    from .placement import Placement
-    from .repositories import EventRepository, WorkflowRepository
-    from .schema import DatabaseURLError, SchemaConflictError, make_engine, migrate, parse_db_url
+    # "X as X": re-exported names (the lazy __getattr__ below loads them at run time)
+    from .models import Base as Base
+    from .models import ExecutionEvent as ExecutionEvent
+    from .models import File as File
+    from .models import Message as Message
+    from .models import WorkflowRun as WorkflowRun
+    from .models import models_for as models_for
+    from .placement import Placement as Placement
+    from .repositories import EventRepository as EventRepository
+    from .repositories import WorkflowRepository as WorkflowRepository
+    from .schema import DatabaseURLError as DatabaseURLError
+    from .schema import SchemaConflictError as SchemaConflictError
+    from .schema import make_engine as make_engine
+    from .schema import migrate as migrate
+    from .schema import parse_db_url as parse_db_url
 
 _WHERE = {
     "Base": "models", "ExecutionEvent": "models", "File": "models", "Message": "models", "WorkflowRun": "models",

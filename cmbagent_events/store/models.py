@@ -12,11 +12,9 @@ on the write path; queries can still cast to jsonb).
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
 import functools
-from typing import NamedTuple
+from datetime import datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -108,7 +106,7 @@ INDEXES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
 }
 
 
-def _table_args(placement: Placement, table: str) -> tuple:
+def _table_args(placement: Placement, table: str) -> tuple[Any, ...]:
     indexes = tuple(Index(placement.index(table, suffix), *columns) for suffix, columns in INDEXES[table])
     return (*indexes, {"schema": placement.schema}) if placement.schema else indexes
 

@@ -93,8 +93,8 @@ async def close_orphans(engine: AsyncEngine, *, stale_after_s: float = DEFAULT_S
     from .models import models_for
 
     models = models_for(Placement.from_env() if placement is None else placement)
-    WorkflowRun: Any = models.WorkflowRun  # noqa: N806 - the mapped class, named as everywhere else
-    ExecutionEvent: Any = models.ExecutionEvent  # noqa: N806
+    WorkflowRun: Any = models.WorkflowRun
+    ExecutionEvent: Any = models.ExecutionEvent
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     now = datetime.now(UTC)
     closed: list[ClosedRun] = []

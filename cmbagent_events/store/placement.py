@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..config import ConfigError
+from ..errors import ConfigError
 
 PREFIX_VAR = "CMBAGENT_EVENTS_TABLE_PREFIX"
 SCHEMA_VAR = "CMBAGENT_EVENTS_DB_SCHEMA"

@@ -8,7 +8,6 @@ instead. Each call opens and closes its own session, so every poll sees the late
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-
 from typing import Any
 
 from sqlalchemy import func, select
@@ -95,7 +94,7 @@ class RunReader:
         """The events with these ids (those that exist), in seq order."""
         return await self._in(self._event.id, list(ids))
 
-    async def _in(self, column, values: list, *where) -> list[EventColumns]:
+    async def _in(self, column: Any, values: list[Any], *where: Any) -> list[EventColumns]:
         out: list[EventColumns] = []
         async with self._sessions() as session:
             for i in range(0, len(values), IN_LIST_CHUNK):

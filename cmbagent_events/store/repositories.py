@@ -39,7 +39,8 @@ class WorkflowRepository:
                         total_events=0, dropped_events=0, meta=meta or {})
         self.session.add(run)
         await self.session.commit()
-        return run
+        created: RunColumns = run
+        return created
 
     async def get_run(self, run_id: str) -> RunColumns | None:
         run = await self.session.get(self._run, run_id)

@@ -10,6 +10,7 @@ are Alembic and SQLAlchemy imported and the upgrade run. SQLAlchemy is imported 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import threading
 import weakref
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from ..errors import DatabaseURLError
+from ..errors import DatabaseURLError as DatabaseURLError  # re-exported: its historical home
 from .placement import Placement
 
 if TYPE_CHECKING:
@@ -98,7 +99,8 @@ def resolve_db(db_url: str | Database | URL) -> Database:
         if not match["database"]:
             raise DatabaseURLError(f"PostgreSQL URL {_hide_password(db_url, match)!r} names no database")
         if match["port"] and not match["port"].isdigit():
-            raise DatabaseURLError(f"invalid database URL {_hide_password(db_url, match)!r}: bad port {match['port']!r}")
+            shown = _hide_password(db_url, match)
+            raise DatabaseURLError(f"invalid database URL {shown!r}: bad port {match['port']!r}")
         return Database("postgresql+asyncpg" + rest, "postgresql", dsn="postgresql" + rest)
     raise DatabaseURLError(
         f"unsupported database backend {name!r} in {_hide_password(db_url, match)!r}: "
@@ -130,7 +132,39 @@ def sqlite_path(url: str | Database | URL) -> str:
         raise DatabaseURLError(f"{db.url!r} is not a SQLite URL")
     if db.path in ("", ":memory:") or db.path.startswith("file::memory:"):
         raise DatabaseURLError("in-memory SQLite cannot be shared by the writer; give a file path")
+    if Path(db.path).expanduser().is_dir():
+        raise DatabaseURLError(f"{db.path!r} is a directory, not a SQLite file: give a file path, "
+                               f"e.g. {db.path}/events.db")
     return db.path
+
+
+def read_only_place(db: Database) -> bool:
+    """True for a SQLite file in a directory this process cannot write (e.g. a read-only mount)."""
+    if not db.is_sqlite:
+        return False
+    return not os.access(Path(sqlite_path(db)).expanduser().resolve().parent, os.W_OK)
+
+
+def check_writable(url: str | Database | URL) -> None:
+    """Fail at a run's entry when its SQLite file or directory is read-only (capture could only spill).
+
+    Raises:
+        DatabaseURLError: naming the read-only path.
+    """
+    db = resolve_db(url)
+    if not db.is_sqlite:
+        return
+    path = Path(sqlite_path(db)).expanduser()
+    target = path if path.exists() else path.resolve().parent
+    if not os.access(target, os.W_OK):
+        raise DatabaseURLError(f"SQLite {'file' if target == path else 'directory'} {str(target)!r} is read-only: "
+                               "capture needs to write there (give another --db / CMBAGENT_EVENTS_DB_URL)")
+
+
+def _immutable_uri(db: Database) -> str:
+    """SQLite cannot open a WAL database it may not create the shared-memory file for, unless the file
+    is opened immutable: reading then works, writing fails (what a read-only place allows anyway)."""
+    return f"file:{Path(sqlite_path(db)).expanduser().resolve()}?mode=ro&immutable=1"
 
 
 def asyncpg_dsn(url: str | Database | URL) -> str:
@@ -155,12 +189,15 @@ def make_engine(db_url: str | Database | URL, placement: Placement | None = None
     db = resolve_db(db_url)
     if placement is not None:
         check_placement(db, placement)
+    if read_only_place(db):
+        url = parse_db_url(db)
+        return create_async_engine(url.set(database=_immutable_uri(db), query={"uri": "true"}), **kwargs)
     engine = create_async_engine(parse_db_url(db), **kwargs)
     if db.is_sqlite:
         from sqlalchemy import event
 
         @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - trivial
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - trivial
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=10000")
@@ -212,7 +249,10 @@ def _sqlite_revision(db: Database, query: str) -> str | None:
     path = Path(db.path or "").expanduser()
     if not path.is_file():  # don't let the check create the file: the migration does, after its checks
         return None
-    conn = sqlite3.connect(str(path), timeout=10.0)
+    if read_only_place(db):
+        conn = sqlite3.connect(_immutable_uri(db), uri=True)
+    else:
+        conn = sqlite3.connect(str(path), timeout=10.0)
     try:
         rows = conn.execute(query).fetchall()
     except sqlite3.OperationalError as exc:
@@ -258,6 +298,9 @@ async def migrate(db_url: str | Database | URL, placement: Placement | None = No
     if await stored_revision(db, placement) == HEAD_REVISION:
         _migrated.add(key)
         return
+    if read_only_place(db):
+        raise DatabaseURLError(f"the database {db.path!r} needs a schema upgrade but its directory is read-only: "
+                               "run `cmbagent-events migrate` where it can be written")
     migrations_dir()  # fail at entry, with the reason, when the install lacks its migrations
     # asyncio locks are per loop
     lock = _locks.setdefault(asyncio.get_running_loop(), {}).setdefault(key, asyncio.Lock())
@@ -308,7 +351,7 @@ async def _migrate_once(db: Database, placement: Placement) -> None:
     # loops: the thread lock, polled so that waiting never blocks a loop and a cancelled wait holds nothing.
     loop_lock = _alembic_loop_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
     async with loop_lock:
-        while not _alembic_thread_lock.acquire(blocking=False):
+        while not _alembic_thread_lock.acquire(blocking=False):  # noqa: ASYNC110 - a thread lock, not an event
             await asyncio.sleep(0.005)
         try:
             engine = make_engine(db)

@@ -28,6 +28,7 @@ from .columns import EVENT_COLUMNS, FILE_COLUMNS, MESSAGE_COLUMNS, RUN_COLUMNS, 
 from .placement import DEFAULT_PLACEMENT, Placement
 from .schema import Database, check_placement, resolve_db, sqlite_path
 
+
 @dataclass(slots=True)
 class Batch:
     """Rows for one transaction.
@@ -191,7 +192,8 @@ class SqliteSink:
         try:
             self._db = await aiosqlite.connect(self.path, timeout=10.0)
             # one round trip to the connection's thread for all three settings
-            await self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;")
+            await self._db.executescript(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;")
         except Exception as exc:
             raise sqlite_error(exc) from exc
         self._identity = self._file_identity()
@@ -249,7 +251,8 @@ class PostgresSink:
     def __init__(self, dsn: str, placement: Placement = DEFAULT_PLACEMENT) -> None:
         self.dsn = dsn
         self._schema = placement.schema
-        self._events, self._messages, self._files = (placement.table(t) for t in ("execution_events", "messages", "files"))
+        self._events, self._messages, self._files = (placement.table(t)
+                                                     for t in ("execution_events", "messages", "files"))
         events, runs = placement.qualified("execution_events"), placement.qualified("workflow_runs")
         self._insert_run = _insert(runs, RUN_COLUMNS, "$")
         self._update_event = (

@@ -541,7 +541,8 @@ def _ensure_registered(agent: Any) -> None:
     for _ in range(len(getattr(client, "_clients", ()))):  # one placeholder per scripted entry
         if not _pending_scripted_entry(agent):
             return
-        agent.register_model_client(ScriptedModelClient, agent_name=agent.name)  # positional: named differently in the fork
+        # positional: the parameter is named differently in the fork
+        agent.register_model_client(ScriptedModelClient, agent_name=agent.name)
 
 
 def _make_keepalive_hook(agent: Any) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:

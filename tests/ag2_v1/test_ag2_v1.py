@@ -355,7 +355,7 @@ def test_runs_on_two_threads_with_their_own_loops_never_mix(tmp_path, config) ->
         t.join()
     import sqlite3
 
-    for name, a in (("x", 3), ("y", 5)):
+    for name in ("x", "y"):
         with sqlite3.connect(tmp_path / f"{name}.db") as con:
             rows = con.execute("SELECT event_type, agent_name, run_id FROM execution_events ORDER BY seq").fetchall()
         assert Counter(r[0] for r in rows) == {"agent_call": 1, "llm_call": 2, "tool_call": 1}

@@ -1,5 +1,6 @@
-"""Classic AG2 (``import autogen``: ag2 0.10.3 - 0.14, autogen 0.14.x, the cmbagent fork) hooks: every agent call, message, tool call, code run,
-file, speaker change, group-pattern transition, model call and error, captured automatically.
+"""Classic AG2 (``import autogen``: ag2 0.10.3 - 0.14, autogen 0.14.x, the cmbagent fork) hooks:
+every agent call, message, tool call, code run, file, speaker change, group-pattern transition,
+model call and error, captured automatically.
 
 Where AG2 really does its work (see notes/ag2_hooks_survey.md, measured on both versions), and
 the module that hooks it:
