@@ -31,6 +31,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from ..errors import CaptureError
 from ..live.wire import _decode, event_from_row, update_from_row
 from ..store.columns import EVENT_COLUMNS, RUN_COLUMNS, RunFinish
 from ..store.sink import Batch
@@ -45,7 +46,7 @@ EXPORT_BATCH = 512  # spans per OTLP request
 TRACES_PATH = "/v1/traces"
 
 
-class OtlpExportError(Exception):
+class OtlpExportError(CaptureError):
     """The endpoint refused the spans or could not be reached (after the exporter's retries)."""
 
 

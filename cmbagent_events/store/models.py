@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 models of the four tables (names and columns fixed by CONTRACT.md).
+"""SQLAlchemy 2 models of the four tables (names and columns fixed: docs/architecture.md, "Tables").
 
 The columns are declared once, on mixins; ``WorkflowRun``, ``ExecutionEvent``, ``Message`` and
 ``File`` map them to the default table names, and :func:`models_for` maps them again for another

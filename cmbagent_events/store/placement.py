@@ -5,7 +5,7 @@ Our tables can share a database with another application (MARS has its own ``wor
 ``cmbagent_execution_events``, ..., their indexes ``ix_cmbagent_...`` and Alembic's version table
 ``cmbagent_alembic_version``; ``CMBAGENT_EVENTS_DB_SCHEMA=events`` puts all of them (version table
 included) in the PostgreSQL schema ``events``, created when missing. Both may be combined. The
-default (no prefix, no schema) is the plain names of CONTRACT.md.
+default (no prefix, no schema) is the plain names of docs/architecture.md ("Tables").
 
 This module imports nothing heavy: ``capture_run``'s entry builds a placement before it knows
 whether it will need SQLAlchemy at all.

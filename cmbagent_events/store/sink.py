@@ -2,7 +2,7 @@
 
 - SQLite: one aiosqlite connection in WAL mode (``synchronous=NORMAL``), ``executemany`` of
   prepared tuples; SQLAlchemy is bypassed here because its per-row compile work halves throughput
-  (DESIGN.md: raw ~200k rows/s vs Core ~100k).
+  (docs/architecture.md, "Measured costs").
 - PostgreSQL: one asyncpg connection; new rows go in with binary ``COPY`` (~2x executemany),
   completions and run updates with ``executemany`` of parameterised UPDATEs. Each batch (and the
   run's close) also sends ``pg_notify('cmbagent_events', '{"run_id": ..., "max_seq": ...}')`` in

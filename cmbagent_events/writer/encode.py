@@ -1,6 +1,6 @@
 """Turning arbitrary captured values into safe, bounded JSON (writer side only).
 
-Rules (CONTRACT.md, "Payloads"):
+Rules (docs/architecture.md, "Payloads"):
 - strings longer than the limit are cut, with a marker that records the original length;
 - values that are not JSON types are stored as their ``repr`` (itself bounded);
 - keys that name secrets (api_key, password, token, cookie, ...; see redaction.py) have their values
