@@ -156,7 +156,7 @@ def check_writable(url: str | Database | URL) -> None:
         return
     path = Path(sqlite_path(db)).expanduser()
     target = path if path.exists() else path.resolve().parent
-    if not os.access(target, os.W_OK):
+    if target.exists() and not os.access(target, os.W_OK):  # a missing directory: migrate() names it
         raise DatabaseURLError(f"SQLite {'file' if target == path else 'directory'} {str(target)!r} is read-only: "
                                "capture needs to write there (give another --db / CMBAGENT_EVENTS_DB_URL)")
 
