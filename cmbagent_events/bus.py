@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 from .records import EventRecord
 
-
 # Causes of loss, as counted on the run (``meta.drops``)
 QUEUE_FULL = "queue full"
 CAPTURE_FAILED = "capture call failed"
@@ -30,8 +29,17 @@ INTERRUPTED = "interrupted mid-capture"  # Ctrl-C or SIGTERM raised inside a cap
 class EventBus:
     """A bounded FIFO of :class:`EventRecord` with drop accounting and batch-ready wake-ups."""
 
-    __slots__ = ("_queue", "_maxsize", "_batch_size", "_waker", "_wake_pending", "_drop_lock", "dropped",
-                 "drop_causes", "lost_completions")
+    __slots__ = (
+        "_batch_size",
+        "_drop_lock",
+        "_maxsize",
+        "_queue",
+        "_wake_pending",
+        "_waker",
+        "drop_causes",
+        "dropped",
+        "lost_completions",
+    )
 
     def __init__(self, maxsize: int, batch_size: int) -> None:
         self._queue: deque[EventRecord] = deque()

@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from .capture import EventCaptureManager
@@ -257,7 +257,8 @@ class WorkflowCapture:
         self._lock = threading.Lock()
 
     def _step_meta(self, info: Any) -> dict[str, Any]:
-        meta: dict[str, Any] = {"workflow_step": field_of(info, "step_number"), "step_status": _plain(field_of(info, "status"))}
+        meta: dict[str, Any] = {"workflow_step": field_of(info, "step_number"),
+                                "step_status": _plain(field_of(info, "status"))}
         extra = field_of(info, "metadata")
         if extra:
             meta["step_metadata"] = extra
@@ -361,7 +362,8 @@ class WorkflowCapture:
     def cost_update(self, cost_data: Any) -> None:
         data = cost_data if isinstance(cost_data, dict) else {"cost_data": cost_data}
         self.captor.capture_event("cost", "update", "workflow", None, data,
-                                  metadata={"total_cost": data.get("total_cost"), "total_tokens": data.get("total_tokens")})
+                                  metadata={"total_cost": data.get("total_cost"),
+                                            "total_tokens": data.get("total_tokens")})
 
     def handlers(self) -> dict[str, Callable[..., None]]:
         """The capture half of each wrapped callback, by field name."""
@@ -402,11 +404,12 @@ def create_callbacks_with_event_capture(event_captor: EventCaptureManager | None
         raise TypeError(f"unknown workflow callback(s): {', '.join(unknown)}; expected some of "
                         f"{', '.join(_WRAPPED + _PASSED)}")
     if event_captor is None:
-        return WorkflowCallbacks(**callbacks)
+        return WorkflowCallbacks(**cast("dict[str, Any]", callbacks))
     handlers = WorkflowCapture(event_captor).handlers()
     wrapped = {name: _with_capture(name, handlers[name], callbacks.get(name)) for name in _WRAPPED}
     passed = {name: callbacks[name] for name in _PASSED if name in callbacks}
-    return WorkflowCallbacks(**wrapped, **passed, event_captor=event_captor)
+    fields: dict[str, Any] = {**wrapped, **passed}
+    return WorkflowCallbacks(**fields, event_captor=event_captor)
 
 
 def _with_capture(name: str, capture: Callable[..., None], original: Callback | None) -> Callback:

@@ -418,8 +418,8 @@ class EventCaptureManager:
             self._capture_failed()
             return None
 
-    def capture_llm_call(self, agent_name: str | None, model: str | None, prompt_tokens: int | None,
-                         completion_tokens: int | None, total_tokens: int | None = None, cost: float | None = None,
+    def capture_llm_call(self, agent_name: str | None, model: str | None, prompt_tokens: float | None,
+                         completion_tokens: float | None, total_tokens: float | None = None, cost: float | None = None,
                          duration_ms: float | None = None, metadata: dict[str, Any] | None = None) -> str | None:
         """One model call with its token usage and cost; the run's totals (``usage``) are summed here."""
         if not self.enabled:

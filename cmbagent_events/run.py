@@ -32,10 +32,10 @@ from .config import CaptureConfig, ConfigError
 from .ids import new_run_id
 from .store.orphans import process_identity
 from .store.schema import forget_migrated, migrate, resolve_db
-from .writer.fit import RUN_WIDTHS, fit_text
 from .store.sink import open_sink
 from .writer import BatchWriter, FinishValues
 from .writer.encode import Sanitizer
+from .writer.fit import RUN_WIDTHS, fit_text
 from .writer.rows import run_row
 
 log = logging.getLogger("cmbagent_events")
@@ -177,9 +177,7 @@ def _is_clean_exit(error: BaseException) -> bool:
 def _install_hooks() -> Callable[[], None] | None:
     """Install the AG2 hooks for the duration of a run (reference counted across runs): classic AG2
     (``autogen``) and AG2 1.x (``ag2`` >= 1), whichever are installed; both when both are."""
-    from .integrations import flavours
-
-    from .integrations import ag2_classic
+    from .integrations import ag2_classic, flavours
 
     # Without classic AG2 this says once (INFO) that none was found, and whether AG2 1.x is there.
     releases = [ag2_classic.acquire_hooks()]

@@ -282,4 +282,5 @@ async def test_phase_changes_set_the_node_and_cost_updates_are_events(sqlite_url
         cost = (await _events(db_session_sqlite, run.run_id, "cost"))[0]
     assert costs == [{"total_cost": 0.02, "total_tokens": 900, "model_breakdown": []}]
     assert (phase.node_id, phase.inputs) == ("control", {"phase": "control", "step_number": 1})
-    assert (cost.node_id, cost.meta, cost.outputs["total_tokens"]) == ("control", {"total_cost": 0.02, "total_tokens": 900}, 900)
+    assert (cost.node_id, cost.meta, cost.outputs["total_tokens"]) == (
+        "control", {"total_cost": 0.02, "total_tokens": 900}, 900)

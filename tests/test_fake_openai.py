@@ -67,7 +67,8 @@ def test_structured_output_follows_the_schema_refs_and_chosen_fields(fake: FakeO
                        "note": {"anyOf": [{"type": "string"}, {"type": "null"}]}, "title": {"type": "string"}}}
     fake.set_fields("Plan", title=lambda request: f"for {request['model']}")
     _, body = _post(fake, {"model": "m", "messages": [{"role": "user", "content": "plan"}],
-                           "response_format": {"type": "json_schema", "json_schema": {"name": "Plan", "schema": schema}}})
+                           "response_format": {"type": "json_schema",
+                                               "json_schema": {"name": "Plan", "schema": schema}}})
     assert json.loads(body["choices"][0]["message"]["content"]) == {
         "steps": [{"agent": "engineer", "n": 1}] * 2, "note": None, "title": "for m"}
     assert instance_from_schema({"type": "number", "minimum": 0.5}) == 0.5

@@ -34,8 +34,8 @@ asyncio.run(main())
 
 def test_without_classic_ag2_runs_capture_and_say_so_once(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
-    done = subprocess.run([sys.executable, "-c", NO_AG2_RUN, f"sqlite+aiosqlite:///{db}"], check=False, capture_output=True,
-                          text=True, timeout=120, cwd=tmp_path)
+    done = subprocess.run([sys.executable, "-c", NO_AG2_RUN, f"sqlite+aiosqlite:///{db}"], check=False,
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     notices = [line for line in lines if "no classic AG2" in line]

@@ -14,6 +14,7 @@ from typing import Any
 from ..config import CaptureConfig, ConfigError
 from ..integrations import flavours
 from ..store import DatabaseURLError
+from ..store.schema import check_writable
 from .models import (
     MODES,
     Models,
@@ -86,6 +87,9 @@ def _report(capture: Callable[[], Coroutine[Any, Any, Outcome]], db_url: str, br
     """Run the captured workflow, then print what the database holds of it."""
     out, err = sys.stdout, sys.stderr
     try:
+        # A capture into a read-only file would be an outage the run outlives (retries, then a spill
+        # file); for the demo, whose point is the stored run, that is an error to report at once.
+        check_writable(db_url)
         outcome = asyncio.run(capture())
         lines = (asyncio.run(report_lines(db_url, outcome.run_id, broadcasts=broadcasts))
                  if outcome.run_id else [])

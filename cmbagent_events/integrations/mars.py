@@ -93,7 +93,7 @@ class MarsRunCapture:
             self._depth = 1
         self.workflow.workflow_start(task, config)
 
-    def _outermost(self, phase_end: Callable[[SyncRunHandle], None]) -> tuple[SyncRunHandle, WorkflowCapture] | None:
+    def _outermost(self, phase_end: Callable[[SyncRunHandle], object]) -> tuple[SyncRunHandle, WorkflowCapture] | None:
         """The run and its capture when the outermost workflow ends (they are released); a phase's end
         is handed to ``phase_end`` instead (None then); None without an open run."""
         with self._lock:

@@ -1,7 +1,8 @@
 """Runs whose process died (SIGKILL, power loss, OOM): found and closed as ``abandoned``.
 
 A live run shows signs of life: its process (``meta.process``: host and pid, recorded at entry) is
-still running, and its writer stamps ``meta.heartbeat`` every 15 s while the run is open. A run still ``running`` is an orphan when its process is gone from this very host, or when
+still running, and its writer stamps ``meta.heartbeat`` every 15 s while the run is open. A run still
+``running`` is an orphan when its process is gone from this very host, or when
 nothing (heartbeat, started_at, its newest event) happened for ``stale_after_s`` seconds.
 
 Closing one is a conditional update (``WHERE status = 'running'``, so a run finishing at that
@@ -106,8 +107,8 @@ async def close_orphans(engine: AsyncEngine, *, stale_after_s: float = DEFAULT_S
                        func.max(ExecutionEvent.completed_at))
                 .where(ExecutionEvent.run_id == run.id))).one()
             max_seq, count, last_event, last_completion = stats
-            seen = [_aware(t) for t in (run.started_at, _heartbeat(run.meta), last_event, last_completion)
-                    if t is not None]
+            seen = [aware for aware in map(_aware, (run.started_at, _heartbeat(run.meta), last_event,
+                                                    last_completion)) if aware is not None]
             last_seen = max(seen) if seen else None
             if _process_gone(run.meta):
                 reason = "process gone"

@@ -40,12 +40,12 @@ class Batch:
     """
 
     events: list[Any] = field(default_factory=list)
-    updates: list[tuple] = field(default_factory=list)
-    messages: list[tuple] = field(default_factory=list)
-    files: list[tuple] = field(default_factory=list)
-    run_insert: tuple | None = None
-    run_finish: tuple | None = None
-    heartbeat: tuple | None = None  # (meta patch JSON, run id): the run's sign of life (close-orphans)
+    updates: list[tuple[Any, ...]] = field(default_factory=list)
+    messages: list[tuple[Any, ...]] = field(default_factory=list)
+    files: list[tuple[Any, ...]] = field(default_factory=list)
+    run_insert: tuple[Any, ...] | None = None
+    run_finish: tuple[Any, ...] | None = None
+    heartbeat: tuple[Any, ...] | None = None  # (meta patch JSON, run id): the run's sign of life (close-orphans)
 
     def __len__(self) -> int:
         return len(self.events) + len(self.updates)
@@ -264,7 +264,8 @@ class PostgresSink:
             f"UPDATE {runs} SET status = $1, completed_at = $2, total_events = $3, dropped_events = $4, "
             "meta = COALESCE((COALESCE(meta::jsonb, '{}'::jsonb) || $5::jsonb)::json, meta) WHERE id = $6"
         )
-        self._touch_run = f"UPDATE {runs} SET meta = (COALESCE(meta::jsonb, '{{}}'::jsonb) || $1::jsonb)::json WHERE id = $2"
+        self._touch_run = (f"UPDATE {runs} SET meta = (COALESCE(meta::jsonb, '{{}}'::jsonb) || $1::jsonb)::json "
+                           "WHERE id = $2")
         self._conn: Any = None
 
     def timestamp(self, t_ns: int) -> datetime:

@@ -266,13 +266,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         if self.path.rstrip("/").endswith("/models"):
             self._send_json(200, {"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "fake"}]})
         else:
             self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         if not self.path.split("?")[0].rstrip("/").endswith("/chat/completions"):
@@ -304,7 +304,8 @@ class _Handler(BaseHTTPRequestHandler):
             delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
         base = {k: completion[k] for k in ("id", "created", "model", "system_fingerprint")}
         chunks = [
-            {**base, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+            {**base, "object": "chat.completion.chunk",
+             "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
             {**base, "object": "chat.completion.chunk",
              "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]},
         ]

@@ -29,12 +29,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
-import time
-from datetime import UTC, datetime
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from ..bus import ENCODE_FAILED, FILE_REPLACED, NOT_WRITTEN, REFUSED, WRITER_ERROR, EventBus

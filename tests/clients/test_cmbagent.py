@@ -24,7 +24,7 @@ MANAGER = "main_cmbagent_chat"
 def _one_shot(work_dir: Path) -> dict[str, Any]:
     try:
         from cmbagent import one_shot
-    except Exception as exc:  # noqa: BLE001 - any import failure means the client is unusable here
+    except Exception as exc:
         pytest.fail(f"cmbagent is not importable in the test-clients venv: {exc!r}")
     logging.getLogger("cmbagent").setLevel(logging.WARNING)
     return one_shot(TASK, max_rounds=12, engineer_model=MODEL, researcher_model=MODEL, plot_judge_model=MODEL,

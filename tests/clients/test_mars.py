@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from client_checks import StoredRun, check_capture, normalized_history, produced_files, run_twice
 
 from cmbagent_events import create_callbacks_with_event_capture
 from cmbagent_events.testing.fake_openai import FakeOpenAI
-
-from client_checks import StoredRun, check_capture, normalized_history, produced_files, run_twice
 
 MODEL = "gpt-4o-mini"
 TASK = "Compute the sum of the first 10 integers and save it to sum.txt"
@@ -26,7 +25,7 @@ def _mars() -> Any:
     try:
         from cmbagent import callbacks
         from cmbagent.workflows import one_shot
-    except Exception as exc:  # noqa: BLE001 - any import failure means the client is unusable here
+    except Exception as exc:
         pytest.fail(f"MARS (mars-cmbagent) is not importable in the test-clients venv: {exc!r}")
     return one_shot, callbacks
 

@@ -138,7 +138,9 @@ def _install() -> HooksReport:
                      if cls is not None]
         pattern_cls: type | None = None
         try:
-            from autogen.agentchat.group.patterns.pattern import Pattern as pattern_cls
+            from autogen.agentchat.group.patterns import pattern as pattern_module
+
+            pattern_cls = pattern_module.Pattern
         except ImportError:
             pass  # AG2 without group patterns
         io_cls: type | None = None
