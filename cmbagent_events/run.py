@@ -29,6 +29,7 @@ from . import signals
 from .captor import set_event_captor
 from .capture import EventCaptureManager
 from .config import CaptureConfig, ConfigError
+from .errors import DatabaseUnavailable
 from .ids import new_run_id
 from .store.orphans import process_identity
 from .store.schema import forget_migrated, migrate, resolve_db
@@ -164,9 +165,18 @@ def _is_outage(exc: BaseException) -> bool:
 
 
 async def _remigrate(url: Any, placement: Any) -> None:
-    """The schema, (re)created: after an outage at entry, or in a SQLite file that replaced ours."""
+    """The schema, (re)created: after an outage at entry, or in a SQLite file that replaced ours.
+
+    Raises:
+        DatabaseUnavailable: while the database still cannot be reached (the writer retries).
+    """
     forget_migrated(url)
-    await migrate(url, placement)
+    try:
+        await migrate(url, placement)
+    except Exception as exc:
+        if _is_outage(exc):
+            raise DatabaseUnavailable(f"schema not prepared: {exc!r}") from exc
+        raise
 
 
 def _is_clean_exit(error: BaseException) -> bool:

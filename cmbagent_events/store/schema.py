@@ -298,9 +298,6 @@ async def migrate(db_url: str | Database | URL, placement: Placement | None = No
     if await stored_revision(db, placement) == HEAD_REVISION:
         _migrated.add(key)
         return
-    if read_only_place(db):
-        raise DatabaseURLError(f"the database {db.path!r} needs a schema upgrade but its directory is read-only: "
-                               "run `cmbagent-events migrate` where it can be written")
     migrations_dir()  # fail at entry, with the reason, when the install lacks its migrations
     # asyncio locks are per loop
     lock = _locks.setdefault(asyncio.get_running_loop(), {}).setdefault(key, asyncio.Lock())
