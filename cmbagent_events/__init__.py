@@ -19,8 +19,8 @@ from .run import RunHandle, SyncRunHandle, capture_run, capture_run_sync, start_
 from .store.schema import DatabaseURLError, SchemaConflictError, migrate
 
 if TYPE_CHECKING:
-    from .integrations.ag2_classic import HooksReport, hooks_report, install_ag2_hooks, uninstall_ag2_hooks
     from .callbacks import PlanInfo, StepInfo, StepStatus, WorkflowCallbacks, create_callbacks_with_event_capture
+    from .integrations.ag2_classic import HooksReport, hooks_report, install_ag2_hooks, uninstall_ag2_hooks
     from .store.models import ExecutionEvent, File, Message, WorkflowRun
     from .store.placement import Placement
     from .store.repositories import EventRepository, WorkflowRepository

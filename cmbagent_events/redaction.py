@@ -57,7 +57,7 @@ _ASSIGN = re.compile(r"""["']?\s*[=:]\s*["']?""")
 class _Rule:
     """A marker (lower case), the regex matched where it is found, and how much of the match stays."""
 
-    __slots__ = ("marker", "regex", "boundary")
+    __slots__ = ("boundary", "marker", "regex")
 
     def __init__(self, marker: str, regex: str, boundary: bool = True, flags: int = 0) -> None:
         self.marker = marker
@@ -66,7 +66,8 @@ class _Rule:
 
 
 _RULES: tuple[_Rule, ...] = (
-    _Rule("-----begin", r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?P<secret>.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z))",
+    _Rule("-----begin",
+          r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?P<secret>.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z))",
           False, re.DOTALL),
     *(_Rule(word, rf"(?i:{word})\s+(?P<secret>{_TOKEN_CHARS}{{8,}}=*)") for word in ("bearer", "basic", "token")),
     _Rule("sk-", r"sk-(?P<secret>[A-Za-z0-9][A-Za-z0-9_\-]{15,})"),

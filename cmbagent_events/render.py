@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from .store.columns import EVENT_COLUMNS
-from .store.models import ExecutionEvent, WorkflowRun
+from .store.models import EventColumns, RunColumns
 
 PREVIEW_CHARS = 72
 
@@ -56,12 +56,12 @@ def recipients_text(recipients: list[Any], shown: int = 3) -> str:
     return f"{names} +{len(recipients) - shown}" if len(recipients) > shown else names
 
 
-def describe(event: ExecutionEvent) -> str:
+def describe(event: EventColumns) -> str:
     """One line for an event: type, who, what, and how it ended (control characters escaped)."""
     return printable(_describe(event))
 
 
-def _describe(event: ExecutionEvent) -> str:
+def _describe(event: EventColumns) -> str:
     inputs = event.inputs if isinstance(event.inputs, dict) else {}
     outputs = event.outputs if isinstance(event.outputs, dict) else {}
     meta = event.meta if isinstance(event.meta, dict) else {}
@@ -72,7 +72,7 @@ def _describe(event: ExecutionEvent) -> str:
         if isinstance(recipients, list):  # a folded broadcast: one event for every member it reached
             to, tag = recipients_text(recipients), f" [broadcast to {len(recipients)}]"
         else:
-            to, tag = inputs.get("recipient"), " [broadcast]" if meta.get("broadcast") else ""
+            to, tag = str(inputs.get("recipient")), " [broadcast]" if meta.get("broadcast") else ""
         return (f"message {inputs.get('sender')} -> {to}{tag}: "
                 f"{_message_preview(inputs.get('content'), PREVIEW_CHARS)}")
     if kind == "agent_call":
@@ -97,7 +97,8 @@ def _describe(event: ExecutionEvent) -> str:
         usage = outputs.get("usage") or {}
         cost = usage.get("cost")
         cost_text = f" cost=${cost:.6f}" if isinstance(cost, (int, float)) else ""
-        return f"llm_call {event.agent_name} {meta.get('model', '')} tokens={usage.get('total_tokens')}{cost_text}{took}"
+        tokens = usage.get("total_tokens")
+        return f"llm_call {event.agent_name} {meta.get('model', '')} tokens={tokens}{cost_text}{took}"
     if kind == "human_input":
         return (f"human_input {event.agent_name}{took}: {_preview(inputs.get('prompt'), 40)} => "
                 f"{_preview(outputs.get('response'), 40)}")
@@ -107,10 +108,10 @@ def _describe(event: ExecutionEvent) -> str:
     return f"{kind}/{sub} {event.agent_name or ''} {_preview(inputs)}"
 
 
-def tree_lines(events: Sequence[ExecutionEvent]) -> list[str]:
+def tree_lines(events: Sequence[EventColumns]) -> list[str]:
     """The events as an indented tree (children under their parent agent call, in seq order)."""
     by_id = {e.id: e for e in events}
-    children: dict[str | None, list[ExecutionEvent]] = defaultdict(list)
+    children: dict[str | None, list[EventColumns]] = defaultdict(list)
     for e in sorted(events, key=lambda e: e.seq):
         parent = e.parent_event_id if e.parent_event_id in by_id else None
         children[parent].append(e)
@@ -131,7 +132,7 @@ def _fmt_time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
-def run_header(run: WorkflowRun) -> str:
+def run_header(run: RunColumns) -> str:
     took = ""
     if run.started_at and run.completed_at:
         took = f", {(run.completed_at - run.started_at).total_seconds():.2f}s"
@@ -141,7 +142,7 @@ def run_header(run: WorkflowRun) -> str:
                      f"{run.total_events} events, {run.dropped_events} dropped{tok}")
 
 
-def runs_table(runs: Iterable[WorkflowRun]) -> list[str]:
+def runs_table(runs: Iterable[RunColumns]) -> list[str]:
     lines = [f"{'run id':<36}  {'status':<9} {'mode':<20} {'started':<19} {'events':>7} {'dropped':>7}  task"]
     for r in runs:
         lines.append(printable(f"{r.id:<36}  {r.status:<9} {(r.mode or '')[:20]:<20} {_fmt_time(r.started_at):<19} "
@@ -149,7 +150,7 @@ def runs_table(runs: Iterable[WorkflowRun]) -> list[str]:
     return lines
 
 
-def event_json(event: ExecutionEvent) -> str:
+def event_json(event: EventColumns) -> str:
     """One event as a JSON line (all columns, timestamps in ISO 8601)."""
     row = {c: getattr(event, c) for c in EVENT_COLUMNS}
     return json.dumps(row, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v),

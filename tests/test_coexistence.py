@@ -281,7 +281,8 @@ async def test_interleaved_installs_never_remove_theirs_and_never_capture_twice(
 
 
 @pytest.mark.parametrize("peer_cls", PEERS, ids=lambda p: p.name)
-async def test_runs_under_another_librarys_patch_wake_one_wrapper_of_ours(peer_cls: type[Peer], sqlite_url: str) -> None:
+async def test_runs_under_another_librarys_patch_wake_one_wrapper_of_ours(peer_cls: type[Peer],
+                                                                           sqlite_url: str) -> None:
     """capture_run installs and removes our hooks per run; with a peer patched over ours, each run
     wakes the same dormant wrapper (or, when the chain cannot be followed, adds one and removes it
     again): the chain does not grow run after run, and every run captures exactly once."""

@@ -85,7 +85,9 @@ def apply_patch(patches: list[tuple[Any, str, Any, Any]], owner: Any, name: str,
                 _dormant[key].remove(entry)
                 if not _dormant[key]:
                     del _dormant[key]
-                gate_of(ours).on = True  # type: ignore[union-attr] - only gated wrappers go dormant
+                gate = gate_of(ours)
+                assert gate is not None  # only gated wrappers go dormant
+                gate.on = True
                 patches.append((owner, name, original, ours))
                 return
     patches.append((owner, name, current, replacement))

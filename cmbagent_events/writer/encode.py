@@ -18,16 +18,16 @@ Rules (docs/architecture.md, "Payloads"):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 import base64
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
-from .fit import clean_text
 from ..redaction import REDACTED, SecretKeys, redact_text, secret_spans
+from .fit import clean_text
 
 MAX_DEPTH = 32
 MAX_ITEMS = 10_000  # elements kept per container; the rest are summarised by a marker
@@ -127,7 +127,8 @@ class Sanitizer:
         """Free-text secrets hidden; a string holding a JSON object or array with secret keys is
         parsed, cleaned and written back as JSON text (AG2 passes tool-call arguments this way)."""
         head = value[:1]
-        if (head == "{" or head == "[") and len(value) <= MAX_JSON_STRING and _maybe_secret(value.encode("utf-8", "replace")):
+        if (head in ("{", "[") and len(value) <= MAX_JSON_STRING
+                and _maybe_secret(value.encode("utf-8", "replace"))):
             try:
                 parsed = json.loads(value)
             except ValueError:

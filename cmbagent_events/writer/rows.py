@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..bus import ENCODE_FAILED
 from ..config import CaptureConfig
 from ..records import COMPLETE, FILE_ROW, INPUT_FIELDS, INSERT, MESSAGE_ROW, USAGE_FIELDS, EventRecord
 from ..store.columns import Event, FileRow, MessageRow, Run, RunFinish, Update, make_row
 from ..store.sink import Batch
-from ..bus import ENCODE_FAILED
 from .encode import NeedsUserCode, Sanitizer
 from .fit import EVENT_WIDTHS, FILE_INTS, FILE_WIDTHS, MESSAGE_WIDTHS, RUN_WIDTHS, fit_float, fit_int, fit_text
 
@@ -104,7 +104,8 @@ class RowBuilder:
             _, sender, recipient, content, tokens = extra
             batch.messages.append(make_row(
                 MessageRow, id=r.id, run_id=self._run_id, event_id=r.id,
-                node_id=fit_text(r.node_id, MESSAGE_WIDTHS["node_id"]), step_id=fit_text(r.step_id, MESSAGE_WIDTHS["step_id"]),
+                node_id=fit_text(r.node_id, MESSAGE_WIDTHS["node_id"]),
+                step_id=fit_text(r.step_id, MESSAGE_WIDTHS["step_id"]),
                 sender=fit_text(sender, MESSAGE_WIDTHS["sender"]),
                 recipient=fit_text(recipient, MESSAGE_WIDTHS["recipient"]),
                 content=s.text(content, self._config.max_input_size), tokens=fit_int(tokens), timestamp=ts))
@@ -112,7 +113,8 @@ class RowBuilder:
             _, path, file_type, size = extra
             batch.files.append(make_row(
                 FileRow, id=r.id, run_id=self._run_id, event_id=r.id,
-                node_id=fit_text(r.node_id, FILE_WIDTHS["node_id"]), step_id=fit_text(r.step_id, FILE_WIDTHS["step_id"]),
+                node_id=fit_text(r.node_id, FILE_WIDTHS["node_id"]),
+                step_id=fit_text(r.step_id, FILE_WIDTHS["step_id"]),
                 file_path=s.text(path, 4096) or "", file_type=fit_text(file_type, FILE_WIDTHS["file_type"]),
                 size_bytes=fit_int(size, FILE_INTS["size_bytes"]), created_at=ts))
 
@@ -223,4 +225,5 @@ def run_row(config: CaptureConfig, timestamp: Callable[[int], Any], *, run_id: s
 
 def _unstorable(exc: BaseException) -> str:
     """A JSON value saying why the original could not be stored."""
-    return '{"<unstorable>": "%s"}' % type(exc).__name__.replace('"', "")
+    name = type(exc).__name__.replace('"', "")
+    return f'{{"<unstorable>": "{name}"}}'

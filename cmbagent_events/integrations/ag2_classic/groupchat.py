@@ -151,7 +151,7 @@ def restore_streams() -> None:
 
 
 def _patch_iostream(io_cls: type) -> None:
-    original = io_cls.get_default  # the function (a staticmethod read through the class), or whoever wraps it
+    original = getattr(io_cls, "get_default")  # noqa: B009 - the function (a staticmethod read through the class), or whoever wraps it
     gate = Gate()
 
     @functools.wraps(original)
@@ -188,7 +188,7 @@ def _patch_pattern(cls: type) -> None:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         if gate.on and current_captor() is not None:
-            for agent in list(getattr(self, "agents", []) or []) + [getattr(self, "user_agent", None)]:
+            for agent in [*(getattr(self, "agents", []) or []), getattr(self, "user_agent", None)]:
                 if agent is not None:
                     captor_for(agent)
 
