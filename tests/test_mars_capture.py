@@ -42,9 +42,11 @@ def test_workflow_phases_and_steps_make_one_run(tmp_path: Path, config) -> None:
     on["on_workflow_complete"]({"chat_history": [{"content": "x"}] * 3}, 2.0)
     assert capture.handle is None and get_event_captor() is not run
     on["on_workflow_complete"]({}, 1.0)  # a stray completion after the end: ignored
-    (status, mode, agent, model, total), = _rows(db, "SELECT status, mode, agent, model, total_events FROM workflow_runs")
+    (status, mode, agent, model, total), = _rows(db, "SELECT status, mode, agent, model, total_events "
+                                                     "FROM workflow_runs")
     assert (status, mode, agent, model) == ("completed", "deep_research", "planner", "gpt-4o-mini")
-    events = _rows(db, "SELECT event_type, event_subtype, node_id, agent_name, status FROM execution_events ORDER BY seq")
+    events = _rows(db, "SELECT event_type, event_subtype, node_id, agent_name, status "
+                       "FROM execution_events ORDER BY seq")
     assert total == len(events)
     assert events == [
         ("workflow", "start", None, "workflow", "completed"),
@@ -55,7 +57,8 @@ def test_workflow_phases_and_steps_make_one_run(tmp_path: Path, config) -> None:
         ("cost", "update", "planning", "workflow", "completed"),
         ("workflow", "complete", "planning", "workflow", "completed"),
     ]
-    (final,), = _rows(db, "SELECT outputs FROM execution_events WHERE event_type = 'workflow' AND event_subtype = 'complete'")
+    (final,), = _rows(db, "SELECT outputs FROM execution_events "
+                          "WHERE event_type = 'workflow' AND event_subtype = 'complete'")
     assert '"chat_history":"<list of 3>"' in final  # the client's whole result is summarised, not stored
 
 
@@ -69,7 +72,8 @@ def test_failure_closes_the_run_failed_with_one_error_and_phase_failures_do_not(
     on["on_workflow_failed"]("out of budget", None)
     on["on_workflow_failed"]("again", None)  # after the end: ignored
     assert _rows(db, "SELECT status, mode FROM workflow_runs") == [("failed", "one_shot")]
-    assert _rows(db, "SELECT event_subtype, error_message FROM execution_events WHERE event_type = 'error' ORDER BY seq") \
+    assert _rows(db, "SELECT event_subtype, error_message FROM execution_events "
+                     "WHERE event_type = 'error' ORDER BY seq") \
         == [("phase_failure", "phase broke"), ("workflow_failure", "out of budget")]
 
 
