@@ -245,6 +245,10 @@ class _LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
 
     def stop(self) -> None:
+        try:  # as asyncio.run does: lets what the loop holds (kept PostgreSQL connections) close
+            self.run(self.loop.shutdown_asyncgens(), timeout=5.0)
+        except Exception:
+            pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5.0)
         if not self._thread.is_alive():

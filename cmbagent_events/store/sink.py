@@ -1,9 +1,11 @@
 """Batch sinks: one transaction per batch, on the fastest sound path of each driver.
 
-- SQLite: one aiosqlite connection in WAL mode (``synchronous=NORMAL``), ``executemany`` of
+- SQLite: one plain sqlite3 connection per file and process, in WAL mode (``synchronous=NORMAL``),
+  on its own daemon thread (``sqlite_thread.py``): a batch is one thread hop, ``executemany`` of
   prepared tuples; SQLAlchemy is bypassed here because its per-row compile work halves throughput
   (docs/architecture.md, "Measured costs").
-- PostgreSQL: one asyncpg connection; new rows go in with binary ``COPY`` (~2x executemany),
+- PostgreSQL: one asyncpg connection, kept for the loop's next run (``pg_connections.py``); new
+  rows go in with binary ``COPY`` (~2x executemany),
   completions and run updates with ``executemany`` of parameterised UPDATEs. Each batch (and the
   run's close) also sends ``pg_notify('cmbagent_events', '{"run_id": ..., "max_seq": ...}')`` in
   its transaction, so live readers in other processes wake at commit (``live/notify.py``).
@@ -16,17 +18,18 @@ writer; sinks only move them. A driver's exception never leaves a sink: it is ma
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ..errors import BatchRejected, DatabaseUnavailable, StoreError
+from . import pg_connections
 from .columns import EVENT_COLUMNS, FILE_COLUMNS, MESSAGE_COLUMNS, RUN_COLUMNS, Event, RunFinish
 from .placement import DEFAULT_PLACEMENT, Placement
 from .schema import Database, check_placement, resolve_db, sqlite_path
+from .sqlite_thread import DatabaseFileReplaced, sqlite_thread
+
 
 
 @dataclass(slots=True)
@@ -100,58 +103,18 @@ def open_sink(url: str | Database, placement: Placement = DEFAULT_PLACEMENT) -> 
     return SqliteSink(sqlite_path(db), placement) if db.is_sqlite else PostgresSink(db.dsn or "", placement)
 
 
-_wal_keepers: dict[str, sqlite3.Connection] = {}
-_wal_keepers_lock = threading.Lock()
-
-
-def _keep_wal_open(path: str) -> None:
-    """Hold one idle connection per SQLite file for the life of the process.
-
-    Closing the last connection to a WAL database checkpoints the WAL into the main file (~3 ms
-    with a run's worth of rows); with this idle keeper, a run's own connection is never the last,
-    so closing it is cheap and checkpoints happen incrementally (``wal_autocheckpoint``) instead.
-    The keeper holds no transaction, so it blocks neither writers nor checkpoints.
-    """
-    key = os.path.realpath(path)
-    with _wal_keepers_lock:
-        if key not in _wal_keepers:
-            try:
-                keeper = sqlite3.connect(key, check_same_thread=False)
-                cursor = keeper.execute("SELECT count(*) FROM sqlite_master")  # attach to the WAL index,
-                cursor.fetchall()
-                cursor.close()  # and hold no read snapshot (it would stop checkpoints)
-                _wal_keepers[key] = keeper
-            except sqlite3.Error:  # only an optimisation
-                pass
-
-
 def _insert(table: str, columns: tuple[str, ...], style: str) -> str:
     """``INSERT INTO table (columns) VALUES (...)`` with ``?`` (sqlite3) or ``$n`` (asyncpg) markers."""
     marks = ", ".join("?" * len(columns)) if style == "?" else ", ".join(f"${i}" for i in range(1, len(columns) + 1))
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
 
 
-class DatabaseFileReplaced(Exception):
-    """The SQLite file was deleted or replaced while the run wrote to it: what the old file took
-    (this batch included) is gone with it. The writer counts that and starts a new file."""
-
-
-def _forget_wal_keeper(path: str) -> None:
-    with _wal_keepers_lock:
-        keeper = _wal_keepers.pop(os.path.realpath(path), None)
-    if keeper is not None:
-        try:
-            keeper.close()
-        except Exception:
-            pass
-
-
 class SqliteSink:
-    """Writes batches into a SQLite file through aiosqlite (its own thread).
+    """Writes batches into a SQLite file on the file's writer thread (sqlite_thread.py).
 
-    After each commit it checks that the path still names the file it opened (one ``stat``, ~2 us):
-    a file deleted or replaced under a live connection would otherwise swallow every later batch
-    while they are reported written (:class:`DatabaseFileReplaced`)."""
+    After each commit the thread checks that the path still names the file it opened (one
+    ``stat``, ~2 us): a file deleted or replaced under a live connection would otherwise swallow
+    every later batch while they are reported written (:class:`DatabaseFileReplaced`)."""
 
     def __init__(self, path: str, placement: Placement = DEFAULT_PLACEMENT) -> None:
         self.path = path
@@ -172,7 +135,6 @@ class SqliteSink:
         )
         self._touch_run = f"UPDATE {runs} SET meta = json_patch(COALESCE(meta, '{{}}'), ?) WHERE id = ?"
         self._db: Any = None
-        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
         self._ts_second = -1
         self._ts_prefix = ""
 
@@ -186,61 +148,50 @@ class SqliteSink:
         return f"{self._ts_prefix}{nanos // 1000:06d}"
 
     async def open(self) -> None:
-        import aiosqlite
-
-        _keep_wal_open(self.path)
-        try:
-            self._db = await aiosqlite.connect(self.path, timeout=10.0)
-            # one round trip to the connection's thread for all three settings
-            await self._db.executescript(
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;")
-        except Exception as exc:
-            raise sqlite_error(exc) from exc
-        self._identity = self._file_identity()
-
-    def _file_identity(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return st.st_dev, st.st_ino
+        # The process's thread for this file (see sqlite_thread.py): no connection of our own.
+        self._db = sqlite_thread(self.path)
 
     async def write(self, batch: Batch) -> None:
-        db = self._db
+        try:
+            await self._db.call(self._write, batch)  # one thread hop for the whole transaction
+        except (DatabaseFileReplaced, StoreError):
+            raise
+        except Exception as exc:
+            raise sqlite_error(exc) from exc
+
+    def _write(self, db: sqlite3.Connection, batch: Batch) -> None:
+        """The batch's transaction, on the file's writer thread (the connection is in autocommit
+        mode: the transaction is explicit)."""
+        db.execute("BEGIN IMMEDIATE")
         try:
             if batch.run_insert is not None:
-                await db.execute(self._insert_run, batch.run_insert)
+                db.execute(self._insert_run, batch.run_insert)
             if batch.events:
-                await db.executemany(self._insert_events, batch.events)
+                db.executemany(self._insert_events, batch.events)
             if batch.updates:
-                await db.executemany(self._update_event, batch.updates)
+                db.executemany(self._update_event, batch.updates)
             if batch.messages:
-                await db.executemany(self._insert_messages, batch.messages)
+                db.executemany(self._insert_messages, batch.messages)
             if batch.files:
-                await db.executemany(self._insert_files, batch.files)
+                db.executemany(self._insert_files, batch.files)
             if batch.run_finish is not None:
-                await db.execute(self._finish_run, batch.run_finish)
+                db.execute(self._finish_run, batch.run_finish)
             if batch.heartbeat is not None:
-                await db.execute(self._touch_run, batch.heartbeat)
-            await db.commit()
-            if self._identity is not None and self._file_identity() != self._identity:
-                _forget_wal_keeper(self.path)  # it holds the old file open too
-                raise DatabaseFileReplaced(f"{self.path} was deleted or replaced while the run wrote to it")
+                db.execute(self._touch_run, batch.heartbeat)
+            db.execute("COMMIT")
+            self._db.check_same_file()  # raises DatabaseFileReplaced (this batch went with the old file)
         except DatabaseFileReplaced:
             raise
-        except BaseException as exc:
-            try:
-                await db.rollback()
-            except Exception:  # the connection itself is gone: the writer reopens it
-                pass
-            if isinstance(exc, Exception):
-                raise sqlite_error(exc) from exc
+        except BaseException:
+            if db.in_transaction:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:  # the connection itself is broken: the thread drops it
+                    pass
             raise
 
     async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await db.close()
+        self._db = None  # the file's connection stays open for the next run
 
 
 class PostgresSink:
@@ -267,17 +218,17 @@ class PostgresSink:
         self._touch_run = (f"UPDATE {runs} SET meta = (COALESCE(meta::jsonb, '{{}}'::jsonb) || $1::jsonb)::json "
                            "WHERE id = $2")
         self._conn: Any = None
+        self._healthy = False
 
     def timestamp(self, t_ns: int) -> datetime:
         return datetime.fromtimestamp(t_ns / 1e9, UTC)
 
     async def open(self) -> None:
-        import asyncpg
-
         try:
-            self._conn = await asyncpg.connect(self.dsn)
+            self._conn = await pg_connections.acquire(self.dsn)  # this loop's idle one when there is one
         except Exception as exc:
             raise postgres_error(exc) from exc
+        self._healthy = True
 
     async def write(self, batch: Batch) -> None:
         try:
@@ -287,6 +238,7 @@ class PostgresSink:
 
     async def _write(self, batch: Batch) -> None:
         conn = self._conn
+        self._healthy = False  # until this batch's transaction has ended cleanly
         async with conn.transaction():
             if batch.run_insert is not None:
                 await conn.execute(self._insert_run, *batch.run_insert)
@@ -313,10 +265,11 @@ class PostgresSink:
                 await conn.execute(self._touch_run, *batch.heartbeat)
             if note:
                 await conn.execute(self._NOTIFY, json.dumps(note))
+        self._healthy = True
 
     async def close(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            # Every batch was committed or rolled back by now, so there is nothing to finish
-            # gracefully: drop the socket rather than wait ~3 ms for the server's goodbye.
-            conn.terminate()
+            # Kept for the next run on this loop unless a write failed on it (then dropped at once:
+            # every batch was committed or rolled back, so there is nothing to finish gracefully).
+            await pg_connections.release(self.dsn, conn, healthy=self._healthy)

@@ -22,11 +22,12 @@ import base64
 import json
 import re
 from collections.abc import Iterable
+from bisect import bisect_right
 from typing import Any
 
 import msgspec
 
-from ..redaction import REDACTED, SecretKeys, redact_text, secret_spans
+from ..redaction import _RULES, REDACTED, SecretKeys, redact_text, secret_spans
 from .fit import clean_text
 
 MAX_DEPTH = 32
@@ -66,6 +67,66 @@ def _maybe_secret(data: bytes) -> bool:
             return True
         markers_only = True
     return markers_only and bool(secret_spans(data.decode("utf-8", "replace")))
+
+
+_TEXT_MARKERS = tuple(dict.fromkeys(rule.marker for rule in _RULES))  # what secret_spans looks for
+FAILED = object()  # encode_batch / text_batch: this value raised; encode it alone to see why
+
+
+def _offsets(chunks: list[Any]) -> list[int]:
+    """Where each chunk starts in ``sep.join(chunks)`` (one-character separator), and the end."""
+    starts = []
+    pos = 0
+    for chunk in chunks:
+        starts.append(pos)
+        pos += len(chunk) + 1
+    starts.append(pos)
+    return starts
+
+
+def _flagged_json(chunks: list[bytes]) -> set[int]:
+    """Indices of encoded values that ``_maybe_secret`` or the NUL check could send down the exact
+    path: one ``lower()``, one ``_HINT`` pass and one NUL search over the whole batch instead of per
+    value. A value not flagged holds no hint, so the per-value checks would pass it too."""
+    low = b"\n".join(chunks).lower()  # msgspec escapes newlines: no match spans two values
+    starts = _offsets(chunks)
+    hit: set[int] = set()
+    search = _HINT.search
+    match = search(low)
+    while match is not None:
+        index = bisect_right(starts, match.start()) - 1
+        hit.add(index)
+        match = search(low, starts[index + 1])  # the rest of this value is decided
+    at = low.find(b"\\u0000")
+    while at != -1:
+        index = bisect_right(starts, at) - 1
+        hit.add(index)
+        at = low.find(b"\\u0000", starts[index + 1])
+    return hit
+
+
+def _flagged(chunks: list[Any], markers: tuple[Any, ...], sep: Any) -> set[int]:
+    """Indices of ``chunks`` (all bytes or all str) holding any of ``markers`` once lower-cased:
+    one ``lower()`` and one search per marker over the whole batch, instead of per value. A chunk
+    not flagged holds no marker, so the per-value checks would find nothing in it either.
+    (``"tokens"`` followed by a quote, the usage counts, is no marker, as in ``_maybe_secret``.)"""
+    joined = sep.join(chunks)
+    low = joined.lower()
+    if len(low) != len(joined):  # lower() changed some lengths: offsets would not map back
+        return set(range(len(chunks)))
+    starts = _offsets(chunks)
+    token, quote = "token", 's"'
+    hit: set[int] = set()
+    for marker in markers:
+        at = low.find(marker)
+        while at != -1:
+            index = bisect_right(starts, at) - 1
+            if marker == token and low.startswith(quote, at + 5):
+                at = low.find(marker, at + 1)
+                continue
+            hit.add(index)
+            at = low.find(marker, starts[index + 1])  # the rest of this chunk is decided
+    return hit
 
 
 class Sanitizer:
@@ -113,6 +174,65 @@ class Sanitizer:
                     and data.count(b"[") + data.count(b"{") <= self._max_depth):  # fewer brackets: not too deep
                 return data.decode()
         return _encode(self._clean_guarded(value, limit, 0, set())).decode()
+
+    def encode_batch(self, values: list[Any], limits: list[int]) -> list[Any]:
+        """``[encode(v, limit) ...]`` for a whole batch, with one secret scan for all of it (same
+        results). A value whose encoding raised comes back as ``FAILED``."""
+        out: list[Any] = [None] * len(values)
+        chunks: list[bytes] = []
+        where: list[int] = []
+        for i, value in enumerate(values):
+            if value is None:
+                continue
+            if type(value) is dict and not value:
+                out[i] = "{}"
+                continue
+            try:
+                chunks.append(_fast_encode(value))
+                where.append(i)
+            except Exception:
+                out[i] = self._encode_or_failed(value, limits[i])
+        flagged = _flagged_json(chunks) if chunks else set()
+        depth = self._max_depth
+        for j, (i, data) in enumerate(zip(where, chunks)):
+            if (j in flagged or len(data) > limits[i]
+                    or (len(data) > depth and data.count(b"[") + data.count(b"{") > depth)):
+                out[i] = self._encode_or_failed(values[i], limits[i])  # the exact path
+            else:
+                out[i] = data.decode()
+        return out
+
+    def text_batch(self, values: list[Any], limits: list[int]) -> list[Any]:
+        """``[text(v, limit) ...]`` for a whole batch, with one free-text secret scan for all of its
+        plain strings (same results). A value whose conversion raised comes back as ``FAILED``."""
+        out: list[Any] = [None] * len(values)
+        strings: list[str] = []
+        where: list[int] = []
+        for i, value in enumerate(values):
+            if type(value) is str:
+                strings.append(value)
+                where.append(i)
+            elif value is not None:
+                out[i] = self._text_or_failed(value, limits[i])
+        flagged = _flagged(strings, _TEXT_MARKERS, "\n") if strings else set()
+        for j, (i, value) in enumerate(zip(where, strings)):
+            if j in flagged:
+                out[i] = self._text_or_failed(value, limits[i])
+            else:  # no marker of a free-text rule: redact_text would return it unchanged
+                out[i] = clean_str(value, limits[i])
+        return out
+
+    def _encode_or_failed(self, value: Any, limit: int) -> Any:
+        try:
+            return self.encode(value, limit)
+        except (Exception, NeedsUserCode):  # the row's own call raises it again, where it is handled
+            return FAILED
+
+    def _text_or_failed(self, value: Any, limit: int) -> Any:
+        try:
+            return self.text(value, limit)
+        except (Exception, NeedsUserCode):
+            return FAILED
 
     def _clean_guarded(self, value: Any, limit: int, depth: int, path: set[int]) -> Any:
         """``_clean``, with a value that cannot be read replaced by a marker naming why."""

@@ -15,7 +15,7 @@ from ..config import CaptureConfig
 from ..records import COMPLETE, FILE_ROW, INPUT_FIELDS, INSERT, MESSAGE_ROW, USAGE_FIELDS, EventRecord
 from ..store.columns import Event, FileRow, MessageRow, Run, RunFinish, Update, make_row
 from ..store.sink import Batch
-from .encode import NeedsUserCode, Sanitizer
+from .encode import FAILED, NeedsUserCode, Sanitizer
 from .fit import EVENT_WIDTHS, FILE_INTS, FILE_WIDTHS, MESSAGE_WIDTHS, RUN_WIDTHS, fit_float, fit_int, fit_text
 
 _W = EVENT_WIDTHS
@@ -102,13 +102,14 @@ class RowBuilder:
         s = self._sanitizer
         if extra[0] == MESSAGE_ROW:
             _, sender, recipient, content, tokens = extra
-            batch.messages.append(make_row(
+            # a list until encode(): its content is cleaned there, with the whole batch's texts
+            batch.messages.append(list(make_row(
                 MessageRow, id=r.id, run_id=self._run_id, event_id=r.id,
                 node_id=fit_text(r.node_id, MESSAGE_WIDTHS["node_id"]),
                 step_id=fit_text(r.step_id, MESSAGE_WIDTHS["step_id"]),
                 sender=fit_text(sender, MESSAGE_WIDTHS["sender"]),
                 recipient=fit_text(recipient, MESSAGE_WIDTHS["recipient"]),
-                content=s.text(content, self._config.max_input_size), tokens=fit_int(tokens), timestamp=ts))
+                content=content, tokens=fit_int(tokens), timestamp=ts)))
         elif extra[0] == FILE_ROW:
             _, path, file_type, size = extra
             batch.files.append(make_row(
@@ -126,24 +127,28 @@ class RowBuilder:
         counted as dropped (``encode failure``), with its messages/files twin.
 
         With ``user_code=False`` a row whose encoding would call the caller's own code (``__repr__``,
-        ``model_dump``) is left as it is, for a second call on a worker thread; returns how many."""
+        ``model_dump``) is left as it is, for a second call on a worker thread; returns how many.
+        The values of all rows are converted first with one secret scan for the whole batch
+        (``Sanitizer.encode_batch`` / ``text_batch``: the same results as value by value)."""
         rows = batch.events
         lost: list[Any] = []
         deferred = 0
         sanitizer = self._sanitizer
         sanitizer.user_code = user_code
         try:
+            ready = self._convert_all([row for row in rows if type(row) is not tuple])
             for i, row in enumerate(rows):
                 if type(row) is tuple:  # already encoded (a batch retried or split, or the first pass)
                     continue
                 try:
-                    rows[i] = self._encode_event(row)
+                    rows[i] = self._encode_event(row, ready.get(id(row)))
                 except NeedsUserCode:
                     deferred += 1
                 except Exception as exc:
                     self._placeholder_or_lost(rows, i, row, exc, lost)
         finally:
             sanitizer.user_code = True
+        self._encode_messages(batch)  # with user code allowed, as their contents always were
         if lost:
             gone = set(lost)
             batch.events = [r for r in rows if r[Event.id] not in gone]
@@ -160,16 +165,52 @@ class RowBuilder:
         except Exception:
             lost.append(row[Event.id])
 
-    def _encode_event(self, row: list[Any]) -> tuple[Any, ...]:
+    def _convert_all(self, rows: list[list[Any]]) -> dict[int, tuple[Any, ...]]:
+        """id(row) -> its (inputs, outputs, meta, error_message) converted batch-wide (``FAILED``
+        where a value raised: the row's own guard then sees the error, or defers the row)."""
+        if not rows:
+            return {}
+        s, cfg = self._sanitizer, self._config
+        n = len(rows)
+        lim_in, lim_out = cfg.max_input_size, cfg.max_output_size
+        try:
+            json = s.encode_batch([row[c] for c in (Event.inputs, Event.outputs, Event.meta) for row in rows],
+                                  [lim for lim in (lim_in, lim_out, lim_in) for _ in range(n)])
+            errors = s.text_batch([row[Event.error_message] for row in rows], [lim_out] * n)
+        except Exception:  # a value that broke the batch path: each row converts its own
+            return {}
+        return {id(row): (json[k], json[n + k], json[2 * n + k], errors[k]) for k, row in enumerate(rows)}
+
+    def _encode_event(self, row: list[Any], ready: tuple[Any, ...] | None = None) -> tuple[Any, ...]:
         s, cfg = self._sanitizer, self._config
         # all computed before any is stored: a row deferred half-way must be encoded again intact
-        inputs = s.encode(row[Event.inputs], cfg.max_input_size)
-        outputs = s.encode(row[Event.outputs], cfg.max_output_size)
-        meta = s.encode(row[Event.meta], cfg.max_input_size)
-        error = s.text(row[Event.error_message], cfg.max_output_size)
+        ready_in, ready_out, ready_meta, ready_error = ready or (FAILED,) * 4
+        inputs = s.encode(row[Event.inputs], cfg.max_input_size) if ready_in is FAILED else ready_in
+        outputs = s.encode(row[Event.outputs], cfg.max_output_size) if ready_out is FAILED else ready_out
+        meta = s.encode(row[Event.meta], cfg.max_input_size) if ready_meta is FAILED else ready_meta
+        error = s.text(row[Event.error_message], cfg.max_output_size) if ready_error is FAILED else ready_error
         row[Event.inputs], row[Event.outputs], row[Event.meta], row[Event.error_message] = inputs, outputs, meta, error
         self._fit_names(row)
         return tuple(row)
+
+    def _encode_messages(self, batch: Batch) -> None:
+        """Message contents cleaned batch-wide; a content that cannot be read becomes a marker."""
+        messages = [m for m in batch.messages if type(m) is list]
+        if not messages:
+            return
+        s, limit = self._sanitizer, self._config.max_input_size
+        try:
+            contents = s.text_batch([m[MessageRow.content] for m in messages], [limit] * len(messages))
+        except Exception:
+            contents = [FAILED] * len(messages)
+        for m, content in zip(messages, contents):
+            if content is FAILED:
+                try:
+                    content = s.text(m[MessageRow.content], limit)
+                except Exception as exc:
+                    content = _unstorable(exc)
+            m[MessageRow.content] = content
+        batch.messages = [tuple(m) if type(m) is list else m for m in batch.messages]
 
     @staticmethod
     def _fit_names(row: list[Any]) -> None:

@@ -1,0 +1,157 @@
+"""The performance paths give the same results as the plain ones: connections kept across runs
+(one SQLite writer thread per file, PostgreSQL connections per loop), and the batch-wide secret
+scan of the writer's encoding."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from cmbagent_events import CaptureConfig, capture_run
+from cmbagent_events.store import pg_connections
+from cmbagent_events.store.sqlite_thread import DatabaseFileReplaced, sqlite_thread
+from cmbagent_events.writer.encode import FAILED, Sanitizer
+
+
+def _count(path: Path, sql: str) -> int:
+    with sqlite3.connect(path) as db:
+        return db.execute(sql).fetchone()[0]
+
+
+async def test_sqlite_runs_share_one_writer_thread_and_connection(tmp_path: Path, config: CaptureConfig) -> None:
+    path = tmp_path / "events.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    for i in range(3):
+        async with capture_run(url, config=config, hooks=False) as run:
+            for j in range(5):
+                run.capture_message("a", "b", f"run {i} message {j}")
+    writer = sqlite_thread(str(path))
+    connection_ids = await asyncio.gather(*(writer.call(lambda db: id(db)) for _ in range(3)))
+    assert len(set(connection_ids)) == 1
+    assert [t.name for t in threading.enumerate()].count(writer._thread.name) == 1
+    assert writer._thread.daemon  # never holds up interpreter exit
+    assert _count(path, "SELECT count(*) FROM messages") == 15
+    assert _count(path, "SELECT count(*) FROM workflow_runs WHERE status = 'completed'") == 3
+
+
+async def test_sqlite_thread_reopens_a_replaced_file(tmp_path: Path, config: CaptureConfig) -> None:
+    path = tmp_path / "events.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    async with capture_run(url, config=config, hooks=False) as run:
+        run.capture_message("a", "b", "before")
+    writer = sqlite_thread(str(path))
+    before = await writer.call(lambda db: id(db))
+    os.replace(path, tmp_path / "moved.db")  # the kept connection now points at a file nobody reads
+    os.replace(tmp_path / "moved.db", path)  # same file back: same inode, connection still good
+    assert await writer.call(lambda db: id(db)) == before
+    copy = tmp_path / "copy.db"
+    with sqlite3.connect(copy) as db:
+        db.execute("CREATE TABLE only_in_the_copy (x)")
+    os.replace(copy, path)  # a different file under the same name: said once, then opened
+    with pytest.raises(DatabaseFileReplaced):
+        await writer.call(lambda db: None)
+    assert await writer.call(lambda db: db.execute("SELECT count(*) FROM only_in_the_copy").fetchone()[0]) == 0
+
+
+async def test_sqlite_thread_returns_errors_and_keeps_serving(tmp_path: Path) -> None:
+    writer = sqlite_thread(str(tmp_path / "plain.db"))
+    await writer.call(lambda db: db.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)"))
+    await writer.call(lambda db: db.execute("INSERT INTO t VALUES (1)"))
+    with pytest.raises(sqlite3.IntegrityError):
+        await writer.call(lambda db: db.execute("INSERT INTO t VALUES (1)"))
+    with pytest.raises(ZeroDivisionError):
+        await writer.call(lambda db: 1 / 0)
+    assert await writer.call(lambda db: db.execute("SELECT count(*) FROM t").fetchone()[0]) == 1
+
+
+async def test_postgres_connection_kept_for_the_next_run_on_the_loop(pg_url: str, config: CaptureConfig) -> None:
+    pids = []
+    for _ in range(3):
+        async with capture_run(pg_url, config=config, hooks=False) as run:
+            run.capture_message("a", "b", "hello")
+        pool = pg_connections._pools[asyncio.get_running_loop()]
+        (conn,) = [c for conns in pool.idle.values() for c in conns]
+        pids.append(conn.get_server_pid())
+    assert len(set(pids)) == 1  # one server backend served all three runs
+
+
+async def test_postgres_connection_that_failed_is_not_kept(pg_url: str) -> None:
+    from cmbagent_events.store.schema import asyncpg_dsn, parse_db_url
+
+    dsn = asyncpg_dsn(parse_db_url(pg_url))
+    conn = await pg_connections.acquire(dsn)
+    await pg_connections.release(dsn, conn, healthy=False)
+    assert conn.is_closed()
+    conn = await pg_connections.acquire(dsn)
+    transaction = conn.transaction()
+    await transaction.start()
+    await pg_connections.release(dsn, conn, healthy=True)  # inside a transaction: not reusable
+    assert conn.is_closed()
+
+
+def test_postgres_connections_closed_when_the_loop_shuts_down(pg_url: str) -> None:
+    from cmbagent_events.store.schema import asyncpg_dsn, parse_db_url
+
+    dsn = asyncpg_dsn(parse_db_url(pg_url))
+    kept = []
+
+    async def one_run() -> None:
+        conn = await pg_connections.acquire(dsn)
+        kept.append(conn)
+        await pg_connections.release(dsn, conn, healthy=True)
+        assert not conn.is_closed()
+
+    asyncio.run(one_run())  # asyncio.run finalises async generators: the pool's closer runs
+    assert kept[0].is_closed()
+
+
+# -- the batch-wide secret scan --------------------------------------------------------------------
+_WORDS = ["hello", "tokens", "token", "token: abcdefgh123", "prompt_tokens", "api_key", "sk-abcdefghijklmnopqrstu",
+          "task-12", "Bearer abcdefghijk", "http://u:pw@host", "passw", "\x00", "İstanbul", "ÉCOLE", "key",
+          "Authorization", '{"access_token": "abcdefghij"}', "tokenizer", "access_token", "x" * 50, "\n",
+          "AKIAABCDEFGHIJKLMNOP", "password=hunter22", "-----BEGIN RSA PRIVATE KEY-----abc", "cookie", "basic",
+          "Basic dXNlcjpwYXNzd29yZA==", "my_field"]
+
+
+def _text(rng: random.Random) -> str:
+    return " ".join(rng.choice(_WORDS) for _ in range(rng.randint(0, 4)))
+
+
+def _value(rng: random.Random, depth: int = 0) -> object:
+    r = rng.random()
+    if depth > 3 or r < 0.4:
+        return rng.choice([_text(rng), 1, 2.5, None, True, _text(rng), b"bytes", {1, 2}])
+    if r < 0.7:
+        return {rng.choice([*_WORDS, "a", "b", "tokens"]): _value(rng, depth + 1) for _ in range(rng.randint(0, 3))}
+    return [_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+
+
+def test_batch_encoding_equals_value_by_value() -> None:
+    sanitizer = Sanitizer(("api_key", "my_field"))
+    rng = random.Random(13)
+    for _ in range(2000):
+        values = [_value(rng) for _ in range(rng.randint(1, 12))]
+        limits = [rng.choice([10, 40, 1000]) for _ in values]
+        assert sanitizer.encode_batch(values, limits) == [sanitizer.encode(v, n) for v, n in zip(values, limits)]
+        texts = [_text(rng) if rng.random() < 0.8 else _value(rng) for _ in values]
+        assert sanitizer.text_batch(texts, limits) == [sanitizer.text(v, n) for v, n in zip(texts, limits)]
+
+
+def test_batch_encoding_redacts_and_marks_failures() -> None:
+    class Hostile:
+        def __repr__(self) -> str:
+            raise RuntimeError("no")
+
+    sanitizer = Sanitizer(())
+    out = sanitizer.encode_batch([{"api_key": "sk-live"}, {"tokens": 3}, None, {}], [100] * 4)
+    assert out == ['{"api_key":"***"}', '{"tokens":3}', None, "{}"]
+    texts = sanitizer.text_batch(["use sk-abcdefghijklmnopqrstu now", "plain", None], [100] * 3)
+    assert texts == ["use sk-*** now", "plain", None]
+    assert "no" not in str(sanitizer.text_batch([Hostile()], [100]))
+    assert FAILED not in sanitizer.encode_batch([Hostile()], [100])  # stored as a marker, never lost
