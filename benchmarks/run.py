@@ -251,6 +251,28 @@ def print_table(section: dict[str, Any], title: str) -> None:
     print()
 
 
+def markdown_table(results: dict[str, Any]) -> str:
+    """The README's performance table: wall-clock overhead [IQR] and all-in CPU us per event."""
+    rows = {**results["scenarios"], **results.get("latency_sweep", {})}
+    modes: list[str] = []
+    for s in rows.values():
+        modes += [m for m in s["overhead_pct"] if m not in modes]
+    names = {"otel": "AG2 OpenTelemetry", "peer": "AG2 runtime_logging"}
+    lines = ["| scenario | events/run | run time (off) | " + " | ".join(names.get(m, m) for m in modes) + " |",
+             "|---|---|---|" + "---|" * len(modes)]
+    for name, s in rows.items():
+        cells = []
+        for mode in modes:
+            if mode not in s["overhead_pct"]:
+                cells.append("-")
+                continue
+            lo, hi = s["overhead_iqr_pct"][mode]
+            us = s["us_per_event"].get(mode)
+            cells.append(f"{s['overhead_pct'][mode]:.1f}% [{lo:.0f}, {hi:.0f}]" + (f"; {us:.0f} µs/ev" if us else ""))
+        lines.append(f"| {name} | {s['events_per_run']:.0f} | {s['median_ms']['off']:.0f} ms | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _goals(results: dict[str, Any]) -> dict[str, Any]:
     """The performance issue's goals against this run (reported, not gated)."""
     scen = results["scenarios"]
@@ -331,6 +353,8 @@ def main() -> int:
     partial = chosen is not None or args.no_micro
     name = "latest-quick.json" if args.quick else "latest-partial.json" if partial else "latest.json"
     (RESULTS / name).write_text(json.dumps(results, indent=2) + "\n")
+    if overhead:
+        (RESULTS / name.replace(".json", ".md")).write_text(markdown_table(results))
     stem = "-quick" if args.quick else "-partial" if partial else ""
     try:
         if overhead:
