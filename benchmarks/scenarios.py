@@ -111,7 +111,7 @@ def scenarios(quick: bool) -> list[Scenario]:
         Scenario("framework", f"group chat, 4 agents, {rounds} rounds, zero-latency model, no code: the worst case",
                  lambda: _group_chat(4, rounds, 0.0), (7, 31)),
         Scenario("code_exec", "engineer + executor running 4 python blocks (LocalCommandLineCodeExecutor)",
-                 lambda: _code_chat(blocks=4), (3, 41)),  # subprocess start-up makes single runs vary by ~+-5%
+                 lambda: _code_chat(blocks=4), (3, 21)),  # subprocess start-up makes single runs vary by ~+-5%
         Scenario("model_latency", "group chat, 4 agents, 30 ms simulated model latency per call",
                  lambda: _group_chat(4, 12 if quick else 20, 0.030), (3, 7)),
         Scenario("groupchat45", "group chat, 45 agents (CMBAgent's size), 90 rounds, zero-latency model; "
