@@ -109,6 +109,10 @@ def _insert(table: str, columns: tuple[str, ...], style: str) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
 
 
+def _connected(db: sqlite3.Connection) -> None:
+    """Nothing: the writer thread opens its connection before calling this."""
+
+
 class SqliteSink:
     """Writes batches into a SQLite file on the file's writer thread (sqlite_thread.py).
 
@@ -148,8 +152,14 @@ class SqliteSink:
         return f"{self._ts_prefix}{nanos // 1000:06d}"
 
     async def open(self) -> None:
-        # The process's thread for this file (see sqlite_thread.py): no connection of our own.
+        # The process's thread for this file (see sqlite_thread.py): no connection of our own. One
+        # hop (while the run's body works) makes sure its connection is open: a file that cannot be
+        # opened fails here, as a connect would.
         self._db = sqlite_thread(self.path)
+        try:
+            await self._db.call(_connected)
+        except Exception as exc:
+            raise sqlite_error(exc) from exc
 
     async def write(self, batch: Batch) -> None:
         try:
