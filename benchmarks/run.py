@@ -269,7 +269,8 @@ def markdown_table(results: dict[str, Any]) -> str:
             lo, hi = s["overhead_iqr_pct"][mode]
             us = s["us_per_event"].get(mode)
             cells.append(f"{s['overhead_pct'][mode]:.1f}% [{lo:.0f}, {hi:.0f}]" + (f"; {us:.0f} µs/ev" if us else ""))
-        lines.append(f"| {name} | {s['events_per_run']:.0f} | {s['median_ms']['off']:.0f} ms | " + " | ".join(cells) + " |")
+        head = f"| {name} | {s['events_per_run']:.0f} | {s['median_ms']['off']:.0f} ms | "
+        lines.append(head + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

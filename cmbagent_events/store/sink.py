@@ -28,8 +28,8 @@ from . import pg_connections
 from .columns import EVENT_COLUMNS, FILE_COLUMNS, MESSAGE_COLUMNS, RUN_COLUMNS, Event, RunFinish
 from .placement import DEFAULT_PLACEMENT, Placement
 from .schema import Database, check_placement, resolve_db, sqlite_path
-from .sqlite_thread import DatabaseFileReplaced, sqlite_thread
-
+from .sqlite_thread import DatabaseFileReplaced as DatabaseFileReplaced
+from .sqlite_thread import sqlite_thread
 
 
 @dataclass(slots=True)
@@ -44,7 +44,8 @@ class Batch:
 
     events: list[Any] = field(default_factory=list)
     updates: list[tuple[Any, ...]] = field(default_factory=list)
-    messages: list[tuple[Any, ...]] = field(default_factory=list)
+    # message rows stay lists until the writer has encoded their contents (in one pass per batch)
+    messages: list[tuple[Any, ...] | list[Any]] = field(default_factory=list)
     files: list[tuple[Any, ...]] = field(default_factory=list)
     run_insert: tuple[Any, ...] | None = None
     run_finish: tuple[Any, ...] | None = None

@@ -21,8 +21,8 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterable
 from bisect import bisect_right
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec

@@ -203,13 +203,14 @@ class RowBuilder:
             contents = s.text_batch([m[MessageRow.content] for m in messages], [limit] * len(messages))
         except Exception:
             contents = [FAILED] * len(messages)
-        for m, content in zip(messages, contents):
-            if content is FAILED:
-                try:
-                    content = s.text(m[MessageRow.content], limit)
-                except Exception as exc:
-                    content = _unstorable(exc)
-            m[MessageRow.content] = content
+        for m, encoded in zip(messages, contents):
+            if encoded is not FAILED:
+                m[MessageRow.content] = encoded
+                continue
+            try:  # the batch pass failed on this one: encode it alone, under its own guard
+                m[MessageRow.content] = s.text(m[MessageRow.content], limit)
+            except Exception as exc:
+                m[MessageRow.content] = _unstorable(exc)
         batch.messages = [tuple(m) if type(m) is list else m for m in batch.messages]
 
     @staticmethod
