@@ -1,0 +1,137 @@
+"""AG2 1.x code execution and files: the sandbox code tool's runs and the files they create or change.
+
+Code run by AG2 1.x's code tool (SandboxCodeTool -> CodeAdapter.run) is a code_exec event; files the
+run creates or changes in a LocalSandbox's work dir are file_gen events linked to it. AG2 writes each
+snippet to ag2_<32 hex>.<ext> in the work dir and removes it after: not the run's file.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from ...captor import get_event_captor
+from ...capture import EventCaptureManager
+from ..ag2_classic.code import (  # flavour-neutral file helpers (no autogen import)
+    file_type_for,
+    snapshot,
+)
+from ..patching import Gate, PatchSet, gated
+from .common import CARRY_KEY, record_error, usable
+
+log = logging.getLogger("cmbagent_events.ag2_v1")
+
+_perf = time.perf_counter
+_AG2_SNIPPET = re.compile(r"ag2_[0-9a-f]{32}\.\w+$")
+_pending_files: contextvars.ContextVar[list[tuple[str, str, int, bool]] | None] = contextvars.ContextVar(
+    "cmbagent_events_ag2_pending_files", default=None)
+
+
+def _code_target(context: Any) -> tuple[EventCaptureManager | None, tuple[str, ...] | None]:
+    """The run and nesting of code run from a tool: the calling turn's carry, else the current captor."""
+    deps = getattr(context, "dependencies", None)
+    carry = deps.get(CARRY_KEY) if deps is not None else None
+    if carry is not None:
+        captor = usable(carry.run())
+        if captor is not None:
+            return captor, carry.stack
+    return usable(get_event_captor()), None
+
+
+def _changed_files(before: dict[str, tuple[int, int]], work_dir: Any) -> list[tuple[str, str, int, bool]]:
+    """(path, file type, size, created) for files the command created or changed under ``work_dir``."""
+    after = snapshot(work_dir) or {}
+    root = Path(str(work_dir)).resolve()
+    found = []
+    for path, stamp in sorted(after.items()):
+        if before.get(path) == stamp or _AG2_SNIPPET.search(os.path.basename(path)):
+            continue
+        resolved = Path(path).resolve()
+        if root in resolved.parents:  # symlinked or escaping paths are not the run's files
+            found.append((str(resolved), file_type_for(path), stamp[1], path not in before))
+    return found
+
+
+def _emit_files(captor: EventCaptureManager, agent_name: str | None, files: list[tuple[str, str, int, bool]],
+                code_exec_id: str | None) -> None:
+    for path, file_type, size, created in files:
+        captor.capture_file_generation(agent_name or "code_executor", path, file_type, size,
+                                       {"created": created, "code_exec_id": code_exec_id, "framework": "ag2"})
+
+
+def patch_code(patches: PatchSet, adapter_cls: Any, sandbox_cls: Any) -> None:
+    run_original = adapter_cls.run
+
+    run_gate = Gate()
+
+    async def run(self: Any, code: Any, language: Any, *, context: Any = None) -> Any:
+        captor, stack = _code_target(context) if run_gate.on else (None, None)
+        if captor is None:
+            return await run_original(self, code, language, context=context)
+        files: list[tuple[str, str, int, bool]] = []
+        token = _pending_files.set(files)
+        previous = None
+        if stack is not None and captor.event_stack() != stack:
+            previous = captor.event_stack()
+            captor.adopt_stack(stack)
+        agent_name = captor.open_call_agent(captor.current_parent())
+        started = _perf()
+        try:
+            result = await run_original(self, code, language, context=context)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                record_error(captor, agent_name, exc, "code_run")
+            raise
+        else:
+            try:
+                event_id = captor.capture_code_execution(
+                    agent_name or "code_executor", code, str(language), getattr(result, "output", None),
+                    getattr(result, "exit_code", None), (_perf() - started) * 1000.0,
+                    {"executor": type(self).__name__, "framework": "ag2"})
+                _emit_files(captor, agent_name, files, event_id)
+            except Exception:
+                log.debug("cmbagent-events: code capture failed", exc_info=True)
+            return result
+        finally:
+            _pending_files.reset(token)
+            if previous is not None:
+                captor.adopt_stack(previous)
+
+    functools.update_wrapper(run, run_original)
+    patches.patch(adapter_cls, "run", gated(run, run_gate))
+
+    exec_original = sandbox_cls.exec
+
+    exec_gate = Gate()
+
+    async def exec_(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not exec_gate.on:  # removed while another library's patch covered ours: a pass-through
+            return await exec_original(self, *args, **kwargs)
+        captor = usable(get_event_captor())
+        pending = _pending_files.get()
+        if (captor is None and pending is None) or (captor is not None and not captor.captures("file_gen")):
+            return await exec_original(self, *args, **kwargs)
+        try:
+            root = self.host_workdir
+            before = snapshot(root) or {}
+        except (OSError, AttributeError):
+            return await exec_original(self, *args, **kwargs)
+        result = await exec_original(self, *args, **kwargs)
+        try:
+            changed = _changed_files(before, root)
+            if pending is not None:
+                pending.extend(changed)  # emitted after the code_exec they belong to
+            elif captor is not None and changed:
+                _emit_files(captor, captor.open_call_agent(captor.current_parent()), changed, None)
+        except Exception:
+            log.debug("cmbagent-events: file capture failed", exc_info=True)
+        return result
+
+    functools.update_wrapper(exec_, exec_original)
+    patches.patch(sandbox_cls, "exec", gated(exec_, exec_gate))

@@ -1,0 +1,47 @@
+"""What the AG2 1.x capture pieces share: the carried run and nesting, error marking, the usable captor."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+
+from ...capture import EventCaptureManager
+
+log = logging.getLogger("cmbagent_events.ag2_v1")
+
+CARRY_KEY = "cmbagent_events.carry"  # context.dependencies key: (run weakref, open-call stack) of the caller
+MARK_ATTR = "__cmbagent_events_captured__"  # set on exceptions already recorded as error events
+
+
+def mark_recorded(exc: BaseException) -> bool:
+    """Mark ``exc`` as recorded; False when it already was (an inner hook recorded it)."""
+    if getattr(exc, MARK_ATTR, False):
+        return False
+    try:
+        setattr(exc, MARK_ATTR, True)
+    except (AttributeError, TypeError):
+        pass
+    return True
+
+
+def record_error(captor: EventCaptureManager, agent_name: str | None, exc: BaseException, where: str) -> None:
+    try:
+        if mark_recorded(exc):
+            captor.capture_error(agent_name or where, str(exc) or type(exc).__name__, type(exc).__name__,
+                                 {"where": where, "framework": "ag2"})
+    except Exception:
+        log.debug("cmbagent-events: could not record error", exc_info=True)
+
+
+def usable(captor: EventCaptureManager | None) -> EventCaptureManager | None:
+    return captor if captor is not None and captor.enabled else None
+
+
+class Carry:
+    """What a turn hands to the turns it starts (sub-tasks, agents used as tools): its run and nesting."""
+
+    __slots__ = ("run", "stack")
+
+    def __init__(self, run: weakref.ref[EventCaptureManager], stack: tuple[str, ...]) -> None:
+        self.run = run
+        self.stack = stack

@@ -1,0 +1,91 @@
+"""AG2 1.x hubs (``ag2.network``): messages, handoffs with their reason, and turn failures."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any
+
+from ...captor import get_event_captor
+from ...capture import EventCaptureManager
+from .common import mark_recorded, usable
+
+log = logging.getLogger("cmbagent_events.ag2_v1")
+
+_SUBSTANTIVE = ("ag2.msg.text", "ag2.packet")
+
+
+class CaptureHubListener:
+    """A ``HubListener`` for one hub: messages, handoffs with their reason, and turn failures.
+
+    ``hub.register_listener(CaptureHubListener(hub))``, or :func:`capture_hub`. Listener calls run
+    on the posting agent's task; the run is ``run`` when given, else the current captor.
+    """
+
+    def __init__(self, hub: Any, run: EventCaptureManager | None = None) -> None:
+        self._hub = weakref.ref(hub)
+        self._run = weakref.ref(run) if run is not None else None
+
+    def _captor(self) -> EventCaptureManager | None:
+        if self._run is not None:
+            return usable(self._run())
+        return usable(get_event_captor())
+
+    async def on_envelope_posted(self, envelope: Any, metadata: Any) -> None:
+        if envelope.event_type not in _SUBSTANTIVE:
+            return
+        captor = self._captor()
+        hub = self._hub()
+        if captor is None or hub is None:
+            return
+        try:
+            _capture_envelope(captor, hub, envelope)
+        except Exception:
+            log.debug("cmbagent-events: hub envelope capture failed", exc_info=True)
+
+    async def on_turn_failed(self, channel_id: str, agent_id: str, envelope_id: str, exc: BaseException) -> None:
+        captor = self._captor()
+        hub = self._hub()
+        if captor is None or hub is None:
+            return
+        try:
+            if mark_recorded(exc):
+                captor.capture_error(hub.name_for(agent_id), str(exc) or type(exc).__name__, type(exc).__name__,
+                                     {"where": "hub_turn", "channel_id": channel_id, "envelope_id": envelope_id,
+                                      "framework": "ag2"})
+        except Exception:
+            log.debug("cmbagent-events: hub turn failure capture failed", exc_info=True)
+
+
+def _capture_envelope(captor: EventCaptureManager, hub: Any, envelope: Any) -> None:
+    """One substantive envelope: a message, and a handoff when the channel says who speaks next."""
+    data = envelope.event_data or {}
+    sender = hub.name_for(envelope.sender_id)
+    routing = data.get("routing") or {} if isinstance(data, dict) else {}
+    content = data.get("text", data.get("body")) if isinstance(data, dict) else data
+    next_id = routing.get("target") if routing.get("kind") == "handoff" else None
+    if next_id is None:
+        state = hub.adapter_state(envelope.channel_id)
+        next_id = getattr(state, "expected_next_speaker", None)
+    if next_id is None and envelope.audience and len(envelope.audience) == 1:
+        next_id = envelope.audience[0]
+    recipient = hub.name_for(next_id) if next_id else f"channel:{envelope.channel_id}"
+    meta = {"channel_id": envelope.channel_id, "envelope_id": envelope.envelope_id, "framework": "ag2"}
+    captor.capture_message(sender, recipient, content, None, meta)
+    if next_id is None or (next_id == envelope.sender_id and routing.get("kind") != "handoff"):
+        return
+    kind = routing.get("kind") or "text"
+    reason = routing.get("reason") or (f"tool {routing['tool']}" if routing.get("tool") else
+                                       ("handoff" if kind == "handoff" else "transition"))
+    context = {"channel_id": envelope.channel_id, "envelope_id": envelope.envelope_id, "routing": kind,
+               "event_type": envelope.event_type}
+    if routing.get("tool"):
+        context["tool"] = routing["tool"]
+    captor.capture_handoff(sender, hub.name_for(next_id), context, reason)
+
+
+def capture_hub(hub: Any, run: EventCaptureManager | None = None) -> CaptureHubListener:
+    """Register a :class:`CaptureHubListener` on ``hub`` and return it (``hub.unregister_listener`` removes it)."""
+    listener = CaptureHubListener(hub, run)
+    hub.register_listener(listener)
+    return listener

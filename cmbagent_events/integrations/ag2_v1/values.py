@@ -1,0 +1,71 @@
+"""How AG2 1.x objects are stored: a turn's request, tool results, model responses, configs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def text_of(event: Any) -> Any:
+    """What a turn was asked: the request's text parts, or a short description of other triggers."""
+    parts = getattr(event, "parts", None)
+    if parts is not None:
+        texts = [c if isinstance(c := getattr(p, "content", None), str) else None for p in parts]
+        if all(t is not None for t in texts):
+            return "\n".join(t for t in texts if t is not None)
+        return [t if t is not None else type(p).__name__ for t, p in zip(texts, parts)]  # images, files...
+    results = getattr(event, "results", None)
+    if results is not None:  # a ToolResultsEvent (resume from a trajectory)
+        return {"tool_results": [result_value(getattr(r, "result", None)) for r in results]}
+    return type(event).__name__
+
+
+def _part_value(part: Any) -> Any:
+    for attr in ("content", "data", "url"):
+        if hasattr(part, attr):
+            return getattr(part, attr)
+    return repr(part)
+
+
+def result_value(result: Any) -> Any:
+    """A ToolResult's value: the one part's text/data, or the list of them."""
+    parts = getattr(result, "parts", None)
+    if parts is None:
+        return result
+    values = [_part_value(p) for p in parts]
+    return values[0] if len(values) == 1 else values
+
+
+def response_value(response: Any) -> Any:
+    """A ModelResponse as stored: its text, or the tool calls it asks for."""
+    content = getattr(response, "content", None)
+    calls = getattr(getattr(response, "tool_calls", None), "calls", None)
+    if calls:
+        listed = [{"name": c.name, "arguments": c.arguments} for c in calls]
+        return {"content": content, "tool_calls": listed} if content else {"tool_calls": listed}
+    return content
+
+
+def tool_arguments(raw: Any) -> Any:
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw  # stored as the raw string the model produced
+    return raw
+
+
+def tokens(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) else None
+
+
+def config_summary(config: Any) -> dict[str, Any]:
+    """A model config as stored: class, provider and model (scripted configs raise on the last two)."""
+    summary: dict[str, Any] = {"class": type(config).__name__}
+    for attr in ("provider", "model"):
+        try:
+            value = getattr(config, attr)
+        except (NotImplementedError, AttributeError):  # ag2.testing.TestConfig has neither
+            continue
+        summary[attr] = value if isinstance(value, str) else str(value)
+    return summary
