@@ -1,0 +1,230 @@
+"""One function per subcommand: ``args`` in, exit code out; failures raise :class:`CliError`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from .reading import (
+    EXIT_OK,
+    CliError,
+    Progress,
+    close_orphans_quietly,
+    make_notifier,
+    pages,
+    resolve_run,
+    with_reader,
+)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from ..render import runs_table
+
+    async def body(reader) -> int:
+        await close_orphans_quietly(reader)
+        runs = await reader.list_runs(limit=args.limit)
+        if args.json:
+            from ..live.wire import dumps, run_dict
+
+            for r in runs:
+                print(dumps(run_dict(r)))
+        elif not runs:
+            print("no runs yet")
+        else:
+            print("\n".join(runs_table(runs)))
+        return EXIT_OK
+
+    return asyncio.run(with_reader(args, body))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ..render import printable, run_header, tree_lines
+
+    async def body(reader) -> int:
+        run_id = await resolve_run(reader, args.run_id)
+        run = await reader.get_run(run_id)
+        events = [e async for page in pages(reader, run_id, Progress("reading events", run.total_events or None))
+                  for e in page]
+        print(run_header(run))
+        if run.task_description:
+            print(f"task: {printable(run.task_description)}")
+        print("\n".join(tree_lines(events)) if events else "(no events)")
+        return EXIT_OK
+
+    return asyncio.run(with_reader(args, body))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..render import event_json
+
+    if args.otlp:
+        return _export_otlp(args)
+
+    async def body(reader) -> int:
+        run_id = await resolve_run(reader, args.run_id)
+        total = await reader.count_events(run_id)
+        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+        written = 0
+        try:
+            async for page in pages(reader, run_id, Progress(f"exporting {run_id}", total)):
+                out.write("".join(event_json(e) + "\n" for e in page))
+                written += len(page)
+        finally:
+            if out is not sys.stdout:
+                out.close()
+        where = f" to {args.output}" if args.output else ""
+        print(f"exported {written} events of run {run_id}{where}", file=sys.stderr)
+        return EXIT_OK
+
+    return asyncio.run(with_reader(args, body))
+
+
+def _export_otlp(args: argparse.Namespace) -> int:
+    """``export RUN_ID --otlp URL``: the run as OpenTelemetry spans over OTLP/HTTP."""
+    try:
+        from ..export.otlp import (OtlpExportError, export_stored_run, make_exporter,  # noqa: I001
+                                  parse_headers)
+    except ImportError as exc:
+        raise CliError(f"--otlp needs the [otel] extra: pip install 'cmbagent-events[otel]' ({exc})") from None
+    try:
+        exporter = make_exporter(args.otlp, parse_headers(args.header or []), args.otlp_timeout)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+    async def body(reader) -> int:
+        run_id = await resolve_run(reader, args.run_id)
+        progress = Progress(f"exporting {run_id}", await reader.count_events(run_id))
+        try:
+            summary = await export_stored_run(reader, run_id, exporter, on_page=progress.advance)
+        except OtlpExportError as exc:
+            raise CliError(f"{args.otlp}: {exc}") from None
+        finally:
+            progress.finish()
+            exporter.shutdown()
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(summary.span_counts.items()))
+        print(f"exported run {run_id} as {summary.spans} spans ({kinds}) to {args.otlp} "
+              f"in {summary.seconds:.2f}s ({summary.spans_per_second:.0f} spans/s)", file=sys.stderr)
+        return EXIT_OK
+
+    return asyncio.run(with_reader(args, body))
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from ..live.feed import RunFeed
+    from ..render import describe, run_header
+
+    def line(e, prefix: str = "") -> str:
+        return f"{'  ' * (e.depth or 0)}#{e.seq} {prefix}{describe(e)}"
+
+    async def follow(reader) -> int:
+        await close_orphans_quietly(reader)
+        run_id = await resolve_run(reader, args.run_id)
+        if args.after_seq is not None:
+            after = args.after_seq
+        elif args.from_start:
+            after = -1
+        else:
+            after = max(-1, await reader.last_seq(run_id) - args.lines)
+        feed_notifier = make_notifier(args.db, args.poll)
+        await feed_notifier.start()
+        try:
+            async for item in RunFeed(reader, run_id, after, feed_notifier):
+                if item.kind == "run" and item.run is not None:
+                    print(run_header(item.run), flush=True)
+                elif item.kind == "events":
+                    print("\n".join(line(e) for e in item.events), flush=True)
+                elif item.kind == "updates":
+                    print("\n".join(line(e, "completed: ") for e in item.events), flush=True)
+                elif item.kind == "gap":
+                    print(f"! seq {item.first}..{item.last} never stored (dropped at capture)", flush=True)
+                elif item.kind == "replayed":
+                    if args.once:
+                        return EXIT_OK
+                    if item.last_seq >= 0:
+                        print("-- following (Ctrl-C to stop) --", file=sys.stderr, flush=True)
+                elif item.kind == "end":
+                    print(f"-- run ended: {item.run.status if item.run else 'unknown'} --", flush=True)
+        finally:
+            await feed_notifier.stop()
+        return EXIT_OK
+
+    async def body(reader) -> int:
+        try:
+            return await asyncio.wait_for(follow(reader), args.timeout)
+        except TimeoutError:
+            print(f"-- stopped after {args.timeout:g}s --", file=sys.stderr)
+            return EXIT_OK
+
+    return asyncio.run(with_reader(args, body))
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from ..store.schema import migrate, parse_db_url
+
+    url = parse_db_url(args.db)
+    shown = url.render_as_string(hide_password=True)
+    placed = "" if args.placement.is_default else f" ({args.placement.describe()})"
+    print(f"migrating {shown}{placed} ...", file=sys.stderr, flush=True)
+    asyncio.run(migrate(url, args.placement))
+    print(f"{shown}{placed}: schema is up to date")
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from ..writer.spill import replay
+
+    total = 0
+    for path in args.files:
+        print(f"replaying {path} ...", file=sys.stderr, flush=True)
+        written = asyncio.run(replay(path, args.db, args.placement))
+        total += written
+        print(f"{path}: {written} events written (file renamed to {path}.replayed)")
+    return EXIT_OK
+
+
+def cmd_close_orphans(args: argparse.Namespace) -> int:
+    from ..store.orphans import DEFAULT_STALE_AFTER_S, close_orphans
+
+    async def body(reader) -> int:
+        stale = DEFAULT_STALE_AFTER_S if args.stale_after is None else args.stale_after
+        closed = await close_orphans(reader.engine, stale_after_s=stale, dry_run=args.dry_run,
+                                     placement=reader.placement)
+        verb = "would close" if args.dry_run else "closed"
+        for run in closed:
+            print(f"{verb} {run.run_id} as abandoned ({run.reason}): {run.total_events} events, "
+                  f"{run.dropped_events} never stored")
+        if not closed:
+            print("no orphaned runs")
+        return EXIT_OK
+
+    return asyncio.run(with_reader(args, body))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if args.db_given:  # the global options reach the demo through the environment it reads
+        os.environ["CMBAGENT_EVENTS_DB_URL"] = args.db
+    if args.table_prefix is not None:
+        os.environ["CMBAGENT_EVENTS_TABLE_PREFIX"] = args.table_prefix
+    if args.db_schema is not None:
+        os.environ["CMBAGENT_EVENTS_DB_SCHEMA"] = args.db_schema
+    from ..demo import main as demo_main  # imported here: the demo pulls in AG2
+
+    result = demo_main(list(args.demo_args))
+    return int(result or 0)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..live.security import ServeError
+    from ..live.server import serve_forever
+
+    try:
+        asyncio.run(serve_forever(args.db, args.host, args.port, args.token or None, poll_interval=args.poll,
+                                  placement=args.placement))
+    except ServeError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    return EXIT_OK
+

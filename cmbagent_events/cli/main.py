@@ -1,0 +1,167 @@
+"""Parsing the command line and running a subcommand: every error one line with a hint, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..config import DEFAULT_DB_URL, ConfigError
+from .commands import (
+    cmd_close_orphans,
+    cmd_demo,
+    cmd_export,
+    cmd_migrate,
+    cmd_replay,
+    cmd_runs,
+    cmd_serve,
+    cmd_show,
+    cmd_tail,
+)
+from .reading import EXIT_FAIL, EXIT_OK, CliError
+
+
+def default_db_url() -> str:
+    return os.environ.get("CMBAGENT_EVENTS_DB_URL", "").strip() or DEFAULT_DB_URL
+
+
+def _placement(args: argparse.Namespace):
+    """The placement of our tables: the options, else the environment (ConfigError when invalid)."""
+    from ..store.placement import Placement
+
+    env = Placement.from_env()
+    prefix = env.prefix if args.table_prefix is None else args.table_prefix.strip()
+    schema = env.schema if args.db_schema is None else (args.db_schema.strip() or None)
+    return Placement(prefix, schema)
+
+
+
+# -- parsing ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    db_help = "database URL (default: $CMBAGENT_EVENTS_DB_URL, else sqlite+aiosqlite:///cmbagent_events.db)"
+    parser = argparse.ArgumentParser(prog="cmbagent-events", description="Browse, follow and serve captured AG2 runs.")
+    prefix_help = "our tables' name prefix (default: $CMBAGENT_EVENTS_TABLE_PREFIX, else none)"
+    schema_help = "PostgreSQL schema of our tables (default: $CMBAGENT_EVENTS_DB_SCHEMA, else none)"
+    parser.add_argument("--db", default=None, help=db_help)
+    parser.add_argument("--table-prefix", default=None, help=prefix_help)
+    parser.add_argument("--db-schema", default=None, help=schema_help)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", default=argparse.SUPPRESS, help=db_help)
+    common.add_argument("--table-prefix", default=argparse.SUPPRESS, help=prefix_help)
+    common.add_argument("--db-schema", default=argparse.SUPPRESS, help=schema_help)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("runs", parents=[common], help="list runs, newest first")
+    p.add_argument("--limit", type=int, default=50, help="how many runs (default 50)")
+    p.add_argument("--json", action="store_true", help="one JSON object per run")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("show", parents=[common], help="a run's event tree")
+    p.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("tail", parents=[common], help="follow a run live (the latest when RUN_ID is omitted)")
+    p.add_argument("run_id", metavar="RUN_ID", nargs="?", help="run id or prefix (default: the latest run)")
+    p.add_argument("-n", "--lines", type=int, default=20, help="stored events to show first (default 20)")
+    p.add_argument("--from-start", action="store_true", help="show every stored event first")
+    p.add_argument("--after-seq", type=int, default=None, help="start after this seq (resume)")
+    p.add_argument("--once", action="store_true", help="print what is stored and exit, do not follow")
+    p.add_argument("--timeout", type=float, default=None, help="stop following after this many seconds")
+    p.add_argument("--poll", type=float, default=0.25, help="SQLite polling interval in seconds (default 0.25)")
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("export", parents=[common], help="a run's events as JSON lines, in seq order")
+    p.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument("--otlp", metavar="URL", help="send the run as OpenTelemetry GenAI spans over OTLP/HTTP "
+                   "instead (e.g. http://127.0.0.1:6006 for Phoenix, http://127.0.0.1:4318 for a collector)")
+    p.add_argument("--header", action="append", metavar="NAME=VALUE",
+                   help="HTTP header for --otlp (repeatable), e.g. authorization=Bearer...; "
+                        "default: $OTEL_EXPORTER_OTLP_HEADERS")
+    p.add_argument("--otlp-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="how long one --otlp request may take, retries included (default 60: a busy "
+                        "receiver, e.g. Phoenix at capacity, answers 503 until it has caught up)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("migrate", parents=[common], help="create or upgrade the schema")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("replay", parents=[common],
+                       help="write spill files (kept when a run's database was unreachable) into the database")
+    p.add_argument("files", nargs="+", metavar="FILE", help="spill file(s), e.g. cmbagent_events_spill/RUN_ID.jsonl")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("close-orphans", parents=[common],
+                       help="close runs whose process died (still 'running') as 'abandoned'")
+    p.add_argument("--stale-after", type=float, default=None, metavar="SECONDS",
+                   help="a run on another host is orphaned after this long without a heartbeat or event "
+                        "(default 120); on this host a run whose process is gone is closed at once")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be closed")
+    p.set_defaults(func=cmd_close_orphans)
+
+    p = sub.add_parser("demo", help="run the offline AG2 demo and print its trace (arguments go to the demo)",
+                       add_help=False)
+    p.set_defaults(func=cmd_demo, demo_args=[])
+
+    p = sub.add_parser("serve", parents=[common], help="the live web viewer (HTTP + WebSocket)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; any other needs --token)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--token", default=os.environ.get("CMBAGENT_EVENTS_SERVE_TOKEN"),
+                   help="secret clients must present (default $CMBAGENT_EVENTS_SERVE_TOKEN); "
+                        "required when --host is not loopback")
+    p.add_argument("--poll", type=float, default=0.25, help="SQLite polling interval in seconds (default 0.25)")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+_GLOBAL_OPTIONS = ("--db", "--table-prefix", "--db-schema")
+
+
+def _split_demo(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``[global options] demo ARGS...`` -> (head, ARGS): everything after ``demo`` is the demo's."""
+    i = 0
+    while i < len(argv):
+        if argv[i] in _GLOBAL_OPTIONS:
+            i += 2
+        elif argv[i].split("=", 1)[0] in _GLOBAL_OPTIONS:
+            i += 1
+        else:
+            break
+    if i < len(argv) and argv[i] == "demo":
+        return argv[: i + 1], argv[i + 1:]
+    return argv, None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``cmbagent-events``; returns the exit code."""
+    parser = build_parser()
+    head, demo_args = _split_demo(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(head)
+    if demo_args is not None:
+        args.demo_args = demo_args
+    args.db_given = args.db is not None
+    if args.db is None:
+        args.db = default_db_url()
+    try:
+        args.placement = _placement(args)
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. `export ... | head`
+        try:
+            sys.stdout = open(os.devnull, "w")  # keep Python quiet at exit
+        except OSError:
+            pass
+        return EXIT_OK
+    except (CliError, ConfigError) as exc:
+        print(f"cmbagent-events: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except Exception as exc:  # one line with a hint, never a traceback (unless asked for)
+        if os.environ.get("CMBAGENT_EVENTS_DEBUG"):
+            raise
+        from ..errors import one_line
+
+        print(f"cmbagent-events: {one_line(exc)}", file=sys.stderr)
+        return EXIT_FAIL
+
