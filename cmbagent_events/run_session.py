@@ -1,0 +1,194 @@
+"""One run's start and finish, on the loop that owns its writer.
+
+Start validates the URL (a bad one fails here, with a clear message, not later in the writer),
+migrates the schema (an unreachable or read-only database is an outage: the run goes on), builds
+the ``workflow_runs`` row and starts the writer. Finish records the run's error, drains the queue
+within ``config.close_timeout_s`` and stores the final row (status, counts, usage, drops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .capture import EventCaptureManager
+from .config import CaptureConfig, ConfigError
+from .errors import DatabaseUnavailable
+from .ids import new_run_id
+from .store.orphans import process_identity
+from .store.schema import forget_migrated, migrate, resolve_db
+from .store.sink import open_sink
+from .writer import BatchWriter, FinishValues
+from .writer.encode import Sanitizer
+from .writer.fit import RUN_WIDTHS, fit_text
+from .writer.rows import run_row
+
+log = logging.getLogger("cmbagent_events")
+
+
+class RunSession:
+    """Start and finish of one run; both halves run on the loop that owns the writer."""
+
+    def __init__(self, db_url: str | None, *, task_description: str, mode: str, agent: str | None,
+                 model: str | None, session_id: str, config: CaptureConfig | None,
+                 meta: dict[str, Any] | None) -> None:
+        self.config = config or CaptureConfig.from_env()
+        self.db_url = db_url or self.config.db_url
+        self.task_description = task_description
+        self.mode = mode
+        self.agent = agent
+        self.model = model
+        self.session_id = fit_text(session_id, RUN_WIDTHS["session_id"]) or "default"
+        self.meta = dict.copy(meta) if isinstance(meta, dict) else ({} if meta is None else {"meta": meta})
+        self.manager: EventCaptureManager | None = None
+        self.forwarder: Any = None  # export.otlp.OtlpForwarder when CMBAGENT_EVENTS_OTLP_ENDPOINT is set
+
+    async def start(self) -> EventCaptureManager:
+        cfg = self.config
+        run_id = new_run_id()
+        if not cfg.enabled:  # capture off: a manager that records nothing, no database touched
+            self.manager = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=False)
+            return self.manager
+        url = resolve_db(self.db_url)  # a URL that cannot work fails here, with the reason
+        outage = False
+        try:
+            await migrate(url, cfg.placement)  # checks the database on first use
+        except Exception as exc:
+            if not _is_outage(exc):
+                raise
+            # unreachable or read-only right now: an outage, not the run's failure. The writer
+            # migrates once it can connect, and spills what it cannot write by the close.
+            log.warning("cmbagent-events: database unavailable at run start (%r); capturing anyway", exc)
+            outage = True
+        sampled = cfg.sample_rate >= 1.0 or random.random() < cfg.sample_rate
+        meta = dict(self.meta)
+        meta["process"] = process_identity()  # lets close-orphans tell a dead run from a quiet one
+        if not sampled:
+            meta["sampled_out"] = True
+        sink = open_sink(url, cfg.placement)  # the writer connects it in the background, while the body runs
+        first_row = run_row(cfg, sink.timestamp, run_id=run_id, session_id=self.session_id,
+                            task_description=self.task_description, mode=self.mode, agent=self.agent,
+                            model=self.model, started_ns=time.time_ns(), meta=meta)
+        manager = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=sampled)
+        writer = BatchWriter(manager.bus, sink, cfg, run_id, self.session_id, run_row=first_row)
+        writer.prepare = lambda: _remigrate(url, cfg.placement)
+        writer.needs_prepare = outage
+        manager.writer = writer
+        if cfg.otlp_endpoint and sampled:
+            self.forwarder = manager.otlp_forwarder = _otlp_forwarder(cfg.otlp_endpoint, run_id, writer)
+        writer.start()
+        self.manager = manager
+        return manager
+
+    async def finish(self, error: BaseException | str | None, status: str | None = None) -> None:
+        """Close the run: ``status`` (``completed`` / ``failed``) or, when None, ``failed`` exactly when
+        ``error`` is given (a clean ``sys.exit`` counts as completed). An error is recorded as one
+        ``error`` event."""
+        manager = self.manager
+        if manager is None or manager.writer is None:  # never started, or capture disabled
+            return
+        if isinstance(error, BaseException) and _is_clean_exit(error):
+            error = None
+        if status is None:
+            status = "completed" if error is None else "failed"
+        if error is not None:
+            if isinstance(error, BaseException):
+                kind = "cancelled" if isinstance(error, asyncio.CancelledError) else type(error).__name__
+                text = f"{kind}: {error}" if str(error) else kind
+                meta = {"exception_type": type(error).__qualname__}
+            else:
+                kind, text, meta = "run_error", str(error), {}
+            manager.capture_error("capture_run", text, kind, meta)
+        writer = manager.writer
+        if writer is not None:
+            writer.finish = lambda: self._finish_values(manager, status)
+        try:
+            await manager.aclose()
+        except Exception:
+            log.exception("cmbagent-events: could not close run %s", manager.run_id)
+        if self.forwarder is not None:  # the writer has stopped: send the last spans (bounded wait)
+            await asyncio.to_thread(self.forwarder.close, OTLP_CLOSE_TIMEOUT_S)
+
+    @staticmethod
+    def _finish_values(manager: EventCaptureManager, status: str) -> FinishValues:
+        """The run row's closing values, taken when the last batch is built (so the counts are final)."""
+        stats = manager.get_performance_stats()
+        patch = Sanitizer(()).encode({"capture": {
+            "batches_written": stats["batches_written"],
+            "queue_high_water": stats["queue_high_water"],
+            "avg_capture_time_us": round(stats["avg_capture_time_us"], 3),
+            "last_error": stats["last_error"],
+            "lost_completions": stats["lost_completions"],
+        }, "usage": dict(manager.usage), "drops": stats["drops"]}, 2000)
+        return status, time.time_ns(), stats["total_events"], stats["dropped_events"], patch
+
+
+OTLP_CLOSE_TIMEOUT_S = 10.0  # longest a run's exit waits for its last spans to reach the OTLP endpoint
+
+
+def _otlp_forwarder(endpoint: str, run_id: str, writer: BatchWriter) -> Any:
+    """Live OTLP forwarding of the run (see export/otlp.py), fed by the writer's commits."""
+    try:
+        from .export.otlp import OtlpForwarder, make_exporter
+    except ImportError as exc:
+        raise ConfigError("CMBAGENT_EVENTS_OTLP_ENDPOINT is set but the [otel] extra is not installed: "
+                          f"pip install 'cmbagent-events[otel]' ({exc})") from None
+    forwarder = OtlpForwarder(make_exporter(endpoint), run_id)
+    writer.add_commit_listener(forwarder.on_commit)
+    return forwarder
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """A database error that means "not reachable (or writable) right now", not "this cannot work"
+    (a bad URL, a schema conflict): the run goes on and the writer retries."""
+    if isinstance(exc, (OSError, TimeoutError, sqlite3.Error)):
+        return True
+    module = type(exc).__module__
+    return module.startswith(("asyncpg", "sqlalchemy")) and "Conflict" not in type(exc).__name__
+
+
+async def _remigrate(url: Any, placement: Any) -> None:
+    """The schema, (re)created: after an outage at entry, or in a SQLite file that replaced ours.
+
+    Raises:
+        DatabaseUnavailable: while the database still cannot be reached (the writer retries).
+    """
+    forget_migrated(url)
+    try:
+        await migrate(url, placement)
+    except Exception as exc:
+        if _is_outage(exc):
+            raise DatabaseUnavailable(f"schema not prepared: {exc!r}") from exc
+        raise
+
+
+def _is_clean_exit(error: BaseException) -> bool:
+    """``sys.exit()`` / ``sys.exit(0)`` inside a run ends it normally."""
+    return isinstance(error, SystemExit) and error.code in (0, None)
+
+
+def install_run_hooks() -> Callable[[], None] | None:
+    """Install the AG2 hooks for the duration of a run (reference counted across runs): classic AG2
+    (``autogen``) and AG2 1.x (``ag2`` >= 1), whichever are installed; both when both are."""
+    from .integrations import ag2_classic, flavours
+
+    # Without classic AG2 this says once (INFO) that none was found, and whether AG2 1.x is there.
+    releases = [ag2_classic.acquire_hooks()]
+    if flavours.v1_installed():
+        from .integrations import ag2_v1
+
+        releases.append(ag2_v1.acquire_hooks())
+    held = [r for r in releases if r is not None]
+    if not held:  # no AG2: capture still works through the manual API
+        return None
+
+    def release() -> None:
+        for r in reversed(held):
+            r()
+
+    return release
