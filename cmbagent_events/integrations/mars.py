@@ -12,7 +12,7 @@ for plans, steps, phases and costs. The callbacks returned here:
 - open a run (:func:`~cmbagent_events.run.start_run_sync`, AG2 hooks installed) at the first
   workflow start; a workflow start while the run is open is a phase of it (a ``phase`` event, its
   ``phase_id`` as node);
-- record plans, steps, phase changes and cost updates (:class:`~cmbagent_events.callbacks.WorkflowCapture`,
+- record plans, steps, phase changes and cost updates (:class:`~cmbagent_events.workflow_capture.WorkflowCapture`,
   which reads MARS's ``StepInfo`` / ``PlanInfo`` by field name and tolerates missing ones);
 - close the run ``completed`` on the outermost completion, ``failed`` on its failure (one ``error``
   event: ``workflow_failure``, never a second one for the run);
@@ -33,10 +33,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..callbacks import WorkflowCapture, field_of
 from ..config import CaptureConfig
 from ..run import SyncRunHandle, start_run_sync
 from ..store.schema import parse_db_url
+from ..workflow_capture import WorkflowCapture, field_of
 
 log = logging.getLogger("cmbagent_events.mars")
 
