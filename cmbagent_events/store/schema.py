@@ -1,49 +1,44 @@
-"""Database URLs and schema migration (Alembic, applied automatically on first use).
+"""Schema migration (Alembic, applied automatically on first use).
 
 ``capture_run``'s entry goes through here on every run, so this module imports nothing heavy at
-load: a URL is checked by :func:`resolve_db` (no SQLAlchemy), and :func:`migrate` first asks the
-database for our stored revision with the raw driver; only when it is not :data:`HEAD_REVISION`
-are Alembic and SQLAlchemy imported and the upgrade run. SQLAlchemy is imported by the readers
-(:func:`parse_db_url`, :func:`make_engine`), never on the capture path.
+load: :func:`migrate` first asks the database for our stored revision with the raw driver; only
+when it is not :data:`HEAD_REVISION` are Alembic and SQLAlchemy imported and the upgrade run.
+URLs and reading engines live in database.py (re-exported here, their first home).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import threading
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 from ..errors import DatabaseURLError as DatabaseURLError  # re-exported: its historical home
+from .database import POSTGRES_DRIVERS as POSTGRES_DRIVERS
+from .database import SQLITE_DRIVERS as SQLITE_DRIVERS
+from .database import Database as Database
+from .database import asyncpg_dsn as asyncpg_dsn
+from .database import check_placement as check_placement
+from .database import check_writable as check_writable
+from .database import immutable_uri
+from .database import is_sqlite as is_sqlite
+from .database import make_engine as make_engine
+from .database import parse_db_url as parse_db_url
+from .database import read_only_place as read_only_place
+from .database import resolve_db as resolve_db
+from .database import sqlite_path as sqlite_path
 from .placement import Placement
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
 
 MIGRATIONS_PACKAGE = "cmbagent_events.migrations"  # the repo's migrations/, mapped into the package
 # The newest migration (migrations/versions). A new migration must update it: a test compares it
 # with Alembic's head. Stored revision == HEAD_REVISION means: nothing to migrate, skip Alembic.
 HEAD_REVISION = "0001_initial"
-SQLITE_DRIVERS = {"sqlite", "sqlite+aiosqlite"}
-POSTGRES_DRIVERS = {"postgresql", "postgresql+asyncpg", "postgres"}
 PG_MIGRATION_LOCK = 727274061  # pg_advisory_xact_lock key serialising migrators across processes
 
-# SQLAlchemy's own URL grammar (sqlalchemy.engine.url._parse_url), so both parses always agree.
-_URL = re.compile(
-    r"""(?P<name>[\w\+]+)://
-        (?:(?P<username>[^:/]*)(?::(?P<password>[^@]*))?@)?
-        (?:(?:\[(?P<ipv6host>[^/\?]+)\]|(?P<ipv4host>[^/:\?]+))?(?::(?P<port>[^/\?]*))?)?
-        (?:/(?P<database>[^\?]*))?
-        (?:\?(?P<query>.*))?""",
-    re.X,
-)
 
 _migrated: set[tuple[str, Placement]] = set()  # (URL, placement) already at head in this process
 _locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, Placement], asyncio.Lock]] = (
@@ -56,154 +51,6 @@ _alembic_thread_lock = threading.Lock()
 
 class SchemaConflictError(DatabaseURLError):
     """The database holds tables (or an Alembic history) of another application under our names."""
-
-
-@dataclass(frozen=True, slots=True)
-class Database:
-    """A validated database URL, as the capture path needs it (no SQLAlchemy involved).
-
-    ``url`` is normalised to the async driver (``sqlite+aiosqlite`` / ``postgresql+asyncpg``);
-    ``path`` is the SQLite file, ``dsn`` the libpq-style DSN asyncpg connects with.
-    """
-
-    url: str
-    backend: str  # "sqlite" | "postgresql"
-    path: str | None = None
-    dsn: str | None = None
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.backend == "sqlite"
-
-
-def resolve_db(db_url: str | Database | URL) -> Database:
-    """Validate ``db_url`` and normalise it to an async driver (aiosqlite / asyncpg).
-
-    Raises:
-        DatabaseURLError: for malformed URLs or unsupported backends.
-    """
-    if isinstance(db_url, Database):
-        return db_url
-    if not isinstance(db_url, str):  # a SQLAlchemy URL
-        db_url = db_url.render_as_string(hide_password=False)
-    match = _URL.match(db_url) if isinstance(db_url, str) else None
-    if match is None:
-        raise DatabaseURLError(
-            f"invalid database URL {db_url!r}: Could not parse SQLAlchemy URL from given URL string. "
-            "Use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user:pass@host:port/dbname"
-        )
-    name, rest = match["name"], db_url[len(match["name"]):]
-    if name in SQLITE_DRIVERS:
-        return Database("sqlite+aiosqlite" + rest, "sqlite", path=unquote(match["database"] or ""))
-    if name in POSTGRES_DRIVERS:
-        if not match["database"]:
-            raise DatabaseURLError(f"PostgreSQL URL {_hide_password(db_url, match)!r} names no database")
-        if match["port"] and not match["port"].isdigit():
-            shown = _hide_password(db_url, match)
-            raise DatabaseURLError(f"invalid database URL {shown!r}: bad port {match['port']!r}")
-        return Database("postgresql+asyncpg" + rest, "postgresql", dsn="postgresql" + rest)
-    raise DatabaseURLError(
-        f"unsupported database backend {name!r} in {_hide_password(db_url, match)!r}: "
-        "use sqlite+aiosqlite:// or postgresql+asyncpg://"
-    )
-
-
-def _hide_password(db_url: str, match: re.Match[str]) -> str:
-    if match["password"] is None:
-        return db_url
-    return db_url[:match.start("password")] + "***" + db_url[match.end("password"):]
-
-
-def parse_db_url(db_url: str | Database | URL) -> URL:
-    """:func:`resolve_db`, as a SQLAlchemy URL (for engines and readers; imports SQLAlchemy)."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(resolve_db(db_url).url)
-
-
-def is_sqlite(url: str | Database | URL) -> bool:
-    return resolve_db(url).is_sqlite
-
-
-def sqlite_path(url: str | Database | URL) -> str:
-    """The file path of a SQLite URL (':memory:' is refused: the writer needs its own connection)."""
-    db = resolve_db(url)
-    if db.path is None:
-        raise DatabaseURLError(f"{db.url!r} is not a SQLite URL")
-    if db.path in ("", ":memory:") or db.path.startswith("file::memory:"):
-        raise DatabaseURLError("in-memory SQLite cannot be shared by the writer; give a file path")
-    if Path(db.path).expanduser().is_dir():
-        raise DatabaseURLError(f"{db.path!r} is a directory, not a SQLite file: give a file path, "
-                               f"e.g. {db.path}/events.db")
-    return db.path
-
-
-def read_only_place(db: Database) -> bool:
-    """True for a SQLite file in a directory this process cannot write (e.g. a read-only mount)."""
-    if not db.is_sqlite:
-        return False
-    return not os.access(Path(sqlite_path(db)).expanduser().resolve().parent, os.W_OK)
-
-
-def check_writable(url: str | Database | URL) -> None:
-    """Fail at a run's entry when its SQLite file or directory is read-only (capture could only spill).
-
-    Raises:
-        DatabaseURLError: naming the read-only path.
-    """
-    db = resolve_db(url)
-    if not db.is_sqlite:
-        return
-    path = Path(sqlite_path(db)).expanduser()
-    target = path if path.exists() else path.resolve().parent
-    if target.exists() and not os.access(target, os.W_OK):  # a missing directory: migrate() names it
-        raise DatabaseURLError(f"SQLite {'file' if target == path else 'directory'} {str(target)!r} is read-only: "
-                               "capture needs to write there (give another --db / CMBAGENT_EVENTS_DB_URL)")
-
-
-def _immutable_uri(db: Database) -> str:
-    """SQLite cannot open a WAL database it may not create the shared-memory file for, unless the file
-    is opened immutable: reading then works, writing fails (what a read-only place allows anyway)."""
-    return f"file:{Path(sqlite_path(db)).expanduser().resolve()}?mode=ro&immutable=1"
-
-
-def asyncpg_dsn(url: str | Database | URL) -> str:
-    """A libpq-style DSN for asyncpg."""
-    db = resolve_db(url)
-    if db.dsn is None:
-        raise DatabaseURLError(f"{db.url!r} is not a PostgreSQL URL")
-    return db.dsn
-
-
-def check_placement(db: Database, placement: Placement) -> None:
-    """A schema is a PostgreSQL feature: refuse it on SQLite rather than ignore it."""
-    if placement.schema and db.is_sqlite:
-        raise DatabaseURLError(f"CMBAGENT_EVENTS_DB_SCHEMA={placement.schema!r} needs PostgreSQL; on SQLite "
-                               "use CMBAGENT_EVENTS_TABLE_PREFIX to keep our tables apart")
-
-
-def make_engine(db_url: str | Database | URL, placement: Placement | None = None, **kwargs: Any) -> AsyncEngine:
-    """An AsyncEngine for reading (repositories, CLI, tests); SQLite connections use WAL."""
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    db = resolve_db(db_url)
-    if placement is not None:
-        check_placement(db, placement)
-    if read_only_place(db):
-        url = parse_db_url(db)
-        return create_async_engine(url.set(database=_immutable_uri(db), query={"uri": "true"}), **kwargs)
-    engine = create_async_engine(parse_db_url(db), **kwargs)
-    if db.is_sqlite:
-        from sqlalchemy import event
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - trivial
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=10000")
-            cur.close()
-
-    return engine
 
 
 def migrations_dir() -> Path:
@@ -250,7 +97,7 @@ def _sqlite_revision(db: Database, query: str) -> str | None:
     if not path.is_file():  # don't let the check create the file: the migration does, after its checks
         return None
     if read_only_place(db):
-        conn = sqlite3.connect(_immutable_uri(db), uri=True)
+        conn = sqlite3.connect(immutable_uri(db), uri=True)
     else:
         conn = sqlite3.connect(str(path), timeout=10.0)
     try:
