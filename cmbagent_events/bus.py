@@ -53,25 +53,43 @@ class EventBus:
         self.lost_completions = 0  # agent-call completions refused by a full queue (their rows stay "running")
 
     def put(self, record: EventRecord) -> bool:
-        """Enqueue ``record``; False (and counted) when the queue is full. Never blocks."""
+        """Enqueue ``record``; False (and counted) when the queue is full. Never blocks.
+
+        An asynchronous exception (Ctrl-C, SIGTERM) raised here once the record is queued or counted
+        is marked with :func:`mark_accounted`, so the capture call it unwinds does not count it again.
+        """
         queue = self._queue
         depth = len(queue)
         if depth >= self._maxsize:
-            # Rare path: a lock keeps the count exact when several threads overflow at once.
+            return self._refuse(record)
+        try:  # from the append on: the record is queued (no signal can land between them: see accounted())
+            queue.append(record)
+            if depth + 1 >= self._batch_size and not self._wake_pending:
+                self._wake_pending = True
+                waker = self._waker
+                if waker is not None:
+                    waker()
+        except BaseException as exc:
+            mark_accounted(exc, record.seq)
+            raise
+        return True
+
+    def _refuse(self, record: EventRecord) -> bool:
+        """The queue is full: ``record`` is dropped and counted (rare path)."""
+        counted = False
+        try:
+            # A lock keeps the count exact when several threads overflow at once.
             with self._drop_lock:
                 if record.seq < 0:  # an agent call's completion: not an event of its own (no seq)
                     self.lost_completions += 1
                 else:
-                    self.dropped += 1
-                    self.drop_causes[QUEUE_FULL] = self.drop_causes.get(QUEUE_FULL, 0) + 1
-            return False
-        queue.append(record)
-        if depth + 1 >= self._batch_size and not self._wake_pending:
-            self._wake_pending = True
-            waker = self._waker
-            if waker is not None:
-                waker()
-        return True
+                    self._count(1, QUEUE_FULL)
+                counted = True
+        except BaseException as exc:
+            if counted:
+                mark_accounted(exc, record.seq)
+            raise
+        return False
 
     def put_control(self, record: EventRecord) -> None:
         """Enqueue a control record (flush barrier) regardless of the bound, and wake the writer."""
@@ -106,8 +124,15 @@ class EventBus:
         if n <= 0:
             return
         with self._drop_lock:
-            self.dropped += n
-            self.drop_causes[cause] = self.drop_causes.get(cause, 0) + n
+            self._count(n, cause)
+
+    def _count(self, n: int, cause: str) -> None:
+        # both totals stored with no call between them: an asynchronous exception (which can only
+        # be raised after a call) never leaves ``dropped`` and ``drop_causes`` disagreeing
+        causes = self.drop_causes
+        by_cause = causes.get(cause, 0) + n
+        self.dropped += n
+        causes[cause] = by_cause
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -119,3 +144,24 @@ class EventBus:
     @property
     def maxsize(self) -> int:
         return self._maxsize
+
+
+# -- asynchronous exceptions (Ctrl-C, SIGTERM) inside a capture call -------------------------------
+# CPython raises a signal handler's exception only where its interpreter loop checks for pending
+# work: after a call returns, on entry to a Python function, on a backward jump; never between two
+# plain loads, stores or arithmetic. So an exception caught around ``queue.append(record)`` arrived
+# after the append, and one arriving before the ``try`` left the record neither queued nor counted.
+_ACCOUNTED_ATTR = "_cmbagent_events_accounted_seq"
+
+
+def mark_accounted(exc: BaseException, seq: int) -> None:
+    """Note on ``exc`` that the event ``seq`` it interrupted was queued or counted already."""
+    try:
+        setattr(exc, _ACCOUNTED_ATTR, seq)
+    except Exception:  # an exception type that refuses attributes: counted twice at worst
+        pass
+
+
+def accounted(exc: BaseException, seq: int) -> bool:
+    """Whether the bus already queued or counted the event ``seq`` that ``exc`` interrupted."""
+    return seq >= 0 and getattr(exc, _ACCOUNTED_ATTR, None) == seq

@@ -18,7 +18,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from .bus import CAPTURE_FAILED, INTERRUPTED, EventBus
+from .bus import CAPTURE_FAILED, INTERRUPTED, EventBus, accounted
 from .config import CaptureConfig
 from .ids import event_id_prefix
 from .records import COMPLETE, FILE_ROW, INSERT, MESSAGE_ROW, EventRecord
@@ -55,13 +55,16 @@ class EventCaptureManager:
         self.run_id = run_id
         self.session_id = session_id
         self.enabled = self.config.enabled if enabled is None else enabled
-        self.bus = bus or EventBus(self.config.queue_size, self.config.buffer_size)
+        self.bus = bus if bus is not None else EventBus(self.config.queue_size, self.config.buffer_size)
         self.writer: BatchWriter | None = None
         self.otlp_forwarder: Any = None  # set by the run when CMBAGENT_EVENTS_OTLP_ENDPOINT is set
         self.current_node_id: str | None = None
         self.current_step_id: str | None = None
         self._prefix = event_id_prefix(run_id)
-        self._next_seq = itertools.count().__next__  # atomic under the GIL: gapless, unique seq
+        # atomic under the GIL: gapless, unique seq. Drawn with ``for seq in self._seqs: break`` on the
+        # hot path: no call, so no Ctrl-C / SIGTERM can land between the draw and its store (see bus.accounted)
+        self._seqs = itertools.count()
+        self._next_seq = self._seqs.__next__
         self._issued = 0  # one past the last seq handed out (stats and execution_order base)
         self._node_base = 0  # seq at which the current node started
         self._stack: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
@@ -175,7 +178,8 @@ class EventCaptureManager:
             self._flush_fold(threading.get_ident())
         seq = -1
         try:
-            seq = self._next_seq()
+            for seq in self._seqs:  # noqa: B007 (seq = next(self._seqs) with no call: see __init__)
+                break
             timed = self._track and not seq & PERF_SAMPLE_MASK
             if timed:
                 t0 = _perf_ns()
@@ -195,12 +199,13 @@ class EventCaptureManager:
             if timed:
                 self._capture_ns += _perf_ns() - t0
                 self._capture_count += 1
-        except Exception:  # never into the caller; counted so the loss shows on the run
-            self.bus.count_dropped(1, CAPTURE_FAILED)
+        except Exception as exc:  # never into the caller; counted so the loss shows on the run
+            if seq >= 0 and not accounted(exc, seq):
+                self.bus.count_dropped(1, CAPTURE_FAILED)
             self._log_failure()
             return None
-        except BaseException:  # Ctrl-C / SIGTERM landed mid-call: the event is lost, counted, and it unwinds
-            if seq >= 0:
+        except BaseException as exc:  # Ctrl-C / SIGTERM landed mid-call: the event is lost, counted, and it unwinds
+            if seq >= 0 and not accounted(exc, seq):  # unless the bus had queued or counted it already
                 self.bus.count_dropped(1, INTERRUPTED)
             raise
         return eid
@@ -391,17 +396,24 @@ class EventCaptureManager:
         if pending is None:
             return
         _message, sender, _recipients, started, parent, depth, inputs, meta = pending
+        seq = -1
         try:
-            seq = self._next_seq()
+            for seq in self._seqs:  # noqa: B007 (as in _emit)
+                break
             self._issued = seq + 1
             self._put(EventRecord(
                 INSERT, self._prefix + str(seq).zfill(9), seq, started, "agent_call", "message", sender, parent, depth,
                 self.current_node_id, self.current_step_id, seq - self._node_base, inputs, None, None, "completed",
                 None, meta, None,
             ))
-        except Exception:
-            self.bus.count_dropped(1, CAPTURE_FAILED)
+        except Exception as exc:
+            if seq >= 0 and not accounted(exc, seq):
+                self.bus.count_dropped(1, CAPTURE_FAILED)
             self._log_failure()
+        except BaseException as exc:  # Ctrl-C / SIGTERM: as in _emit
+            if seq >= 0 and not accounted(exc, seq):
+                self.bus.count_dropped(1, INTERRUPTED)
+            raise
 
     def _flush_folds(self) -> None:
         """Record every pending folded broadcast (before a flush barrier or the close)."""
