@@ -5,6 +5,14 @@ other thread (both operations are atomic under the GIL), never blocks, never rai
 queue holds ``maxsize`` records the new one is dropped and counted; the count ends up on the
 run row, so loss is never silent. The writer is woken once when a batch is ready, not per event:
 a cross-thread wake-up costs ~5 us, so it must be paid per batch, never per event.
+
+The queue is also bounded in estimated bytes (``max_bytes``), so that large payloads held through
+a database outage cannot grow the process without limit. Records are weighed only while the
+queue holds more than a batch (a queue the writer keeps up with seldom does, so the common path
+pays one comparison): the length of the payloads' strings, one level deep, plus a fixed cost per
+record. What leaves is weighed again by the writer, so records that came in unweighed make the
+total err low by at most a batch; it is reset whenever the writer empties the queue, so
+concurrent producers cannot make it drift for long.
 """
 
 from __future__ import annotations
@@ -12,11 +20,13 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from .records import EventRecord
 
 # Causes of loss, as counted on the run (``meta.drops``)
 QUEUE_FULL = "queue full"
+QUEUE_BYTES = "queue over its byte bound"
 CAPTURE_FAILED = "capture call failed"
 ENCODE_FAILED = "encode failure"
 REFUSED = "refused by database"
@@ -31,9 +41,12 @@ class EventBus:
 
     __slots__ = (
         "_batch_size",
+        "_bytes",
         "_drop_lock",
+        "_max_bytes",
         "_maxsize",
         "_queue",
+        "_size_from",
         "_wake_pending",
         "_waker",
         "drop_causes",
@@ -41,10 +54,13 @@ class EventBus:
         "lost_completions",
     )
 
-    def __init__(self, maxsize: int, batch_size: int) -> None:
+    def __init__(self, maxsize: int, batch_size: int, max_bytes: int = 1 << 62) -> None:
         self._queue: deque[EventRecord] = deque()
         self._maxsize = maxsize
         self._batch_size = batch_size
+        self._max_bytes = max_bytes
+        self._bytes = 0  # estimated bytes held by the queued records
+        self._size_from = min(batch_size, maxsize)  # depth from which records are weighed
         self._waker: Callable[[], None] | None = None
         self._wake_pending = False
         self._drop_lock = threading.Lock()
@@ -60,8 +76,13 @@ class EventBus:
         """
         queue = self._queue
         depth = len(queue)
-        if depth >= self._maxsize:
-            return self._refuse(record)
+        if depth >= self._size_from:  # a deep queue (the writer is behind or stalled): weigh it
+            if depth >= self._maxsize:
+                return self._refuse(record, QUEUE_FULL)
+            size = estimate_size(record)
+            if self._bytes + size > self._max_bytes:
+                return self._refuse(record, QUEUE_BYTES)
+            self._bytes += size
         try:  # from the append on: the record is queued (no signal can land between them: see accounted())
             queue.append(record)
             if depth + 1 >= self._batch_size and not self._wake_pending:
@@ -74,8 +95,8 @@ class EventBus:
             raise
         return True
 
-    def _refuse(self, record: EventRecord) -> bool:
-        """The queue is full: ``record`` is dropped and counted (rare path)."""
+    def _refuse(self, record: EventRecord, cause: str) -> bool:
+        """The queue is full (by count or by bytes): ``record`` is dropped and counted (rare path)."""
         counted = False
         try:
             # A lock keeps the count exact when several threads overflow at once.
@@ -83,7 +104,7 @@ class EventBus:
                 if record.seq < 0:  # an agent call's completion: not an event of its own (no seq)
                     self.lost_completions += 1
                 else:
-                    self._count(1, QUEUE_FULL)
+                    self._count(1, cause)
                 counted = True
         except BaseException as exc:
             if counted:
@@ -112,12 +133,18 @@ class EventBus:
         append = out.append
         for _ in range(min(limit, len(queue))):
             append(popleft())
+        if self._bytes:  # some records were weighed: weigh what leaves (0 again once the queue is empty)
+            if not queue:
+                self._bytes = 0
+            else:
+                self._bytes = max(0, self._bytes - sum(estimate_size(record) for record in out))
         return out
 
     def discard(self) -> None:
         """Forget everything queued, uncounted: for a forked child, whose copies of the parent's
         records are the parent's to write."""
         self._queue.clear()
+        self._bytes = 0
 
     def count_dropped(self, n: int, cause: str) -> None:
         """Count ``n`` events lost for ``cause`` (e.g. a row the database refused)."""
@@ -144,6 +171,54 @@ class EventBus:
     @property
     def maxsize(self) -> int:
         return self._maxsize
+
+    @property
+    def queued_bytes(self) -> int:
+        """Estimated bytes held by the queued records (0 while the queue is shallow: not weighed)."""
+        return self._bytes
+
+
+RECORD_BYTES = 400  # a record, its strings' headers and its containers, roughly
+ITEM_BYTES = 64  # a value inside a payload that is not a string
+
+
+def estimate_size(record: EventRecord) -> int:
+    """A cheap estimate of the memory ``record`` keeps alive: its payloads' strings, one level deep.
+
+    Deeper structure is counted per item, not per character: an estimate that must cost about a
+    microsecond, for a bound against runaway growth, not for accounting."""
+    size = RECORD_BYTES
+    value: Any
+    try:
+        for value in (record.inputs, record.outputs, record.meta, record.extra, record.error_message):
+            if value is None:
+                continue
+            kind = type(value)
+            if kind is str or kind is bytes:
+                size += len(value)
+            elif kind is tuple or kind is list:
+                for item in value:
+                    size += len(item) if type(item) is str or type(item) is bytes else _shallow(item)
+            elif kind is dict:
+                for item in value.values():
+                    size += len(item) if type(item) is str or type(item) is bytes else _shallow(item)
+            else:
+                size += ITEM_BYTES
+    except Exception:  # a dict another thread changes meanwhile: an estimate, never an error
+        pass
+    return size
+
+
+def _shallow(value: object) -> int:
+    """A nested value: its strings one more level down, else a fixed cost per item."""
+    items: Any
+    if type(value) is dict:
+        items = value.values()
+    elif type(value) is list or type(value) is tuple:
+        items = value
+    else:
+        return ITEM_BYTES
+    return sum(len(v) if type(v) is str else ITEM_BYTES for v in items)
 
 
 # -- asynchronous exceptions (Ctrl-C, SIGTERM) inside a capture call -------------------------------

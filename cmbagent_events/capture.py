@@ -55,7 +55,8 @@ class EventCaptureManager:
         self.run_id = run_id
         self.session_id = session_id
         self.enabled = self.config.enabled if enabled is None else enabled
-        self.bus = bus if bus is not None else EventBus(self.config.queue_size, self.config.buffer_size)
+        self.bus = bus if bus is not None else EventBus(self.config.queue_size, self.config.buffer_size,
+                                                        self.config.queue_max_bytes)
         self.writer: BatchWriter | None = None
         self.otlp_forwarder: Any = None  # set by the run when CMBAGENT_EVENTS_OTLP_ENDPOINT is set
         self.current_node_id: str | None = None

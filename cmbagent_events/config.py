@@ -46,6 +46,7 @@ class CaptureConfig:
     track_perf: bool = True
     db_url: str = DEFAULT_DB_URL
     queue_size: int = 100_000  # bound of the in-memory queue; beyond it events are dropped and counted
+    queue_max_bytes: int = 256 << 20  # the queue's bound in estimated payload bytes (bus.py), as queue_size
     flush_interval_ms: int = 200  # longest an event waits before its batch is written
     close_timeout_s: float = 30.0  # longest capture_run's exit waits for the final drain
     table_prefix: str = ""  # our tables' name prefix, to live beside another application's tables
@@ -62,6 +63,7 @@ class CaptureConfig:
         _check_range("CMBAGENT_EVENT_MAX_INPUT_SIZE", self.max_input_size, 16, 1 << 30)
         _check_range("CMBAGENT_EVENT_MAX_OUTPUT_SIZE", self.max_output_size, 16, 1 << 30)
         _check_range("CMBAGENT_EVENT_QUEUE_SIZE", self.queue_size, 1, 1 << 30)
+        _check_range("CMBAGENT_EVENT_QUEUE_MAX_BYTES", self.queue_max_bytes, 1, 1 << 50)
         _check_range("CMBAGENT_EVENT_FLUSH_INTERVAL_MS", self.flush_interval_ms, 1, 3_600_000)
         if not 0.0 <= self.sample_rate <= 1.0:
             raise ConfigError(f"CMBAGENT_EVENT_SAMPLE_RATE must be between 0.0 and 1.0, got {self.sample_rate!r}")
@@ -107,6 +109,7 @@ class CaptureConfig:
             track_perf=_bool(environ, "CMBAGENT_EVENT_TRACK_PERF", d.track_perf),
             db_url=environ.get("CMBAGENT_EVENTS_DB_URL", "").strip() or d.db_url,
             queue_size=_int(environ, "CMBAGENT_EVENT_QUEUE_SIZE", d.queue_size),
+            queue_max_bytes=_int(environ, "CMBAGENT_EVENT_QUEUE_MAX_BYTES", d.queue_max_bytes),
             flush_interval_ms=_int(environ, "CMBAGENT_EVENT_FLUSH_INTERVAL_MS", d.flush_interval_ms),
             broadcasts=(_raw(environ, "CMBAGENT_CAPTURE_BROADCASTS") or d.broadcasts).lower(),
             table_prefix=environ.get("CMBAGENT_EVENTS_TABLE_PREFIX", "").strip(),

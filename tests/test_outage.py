@@ -143,3 +143,30 @@ async def test_sqlite_locked_by_another_writer(sqlite_url: str, tmp_path: Path) 
         release.join()
     row, seqs = await _counts(sqlite_url, run.run_id)
     assert seqs == list(range(500)) and (row.status, row.dropped_events) == ("completed", 0)
+
+
+async def test_outage_with_large_messages_is_bounded_in_bytes(own_pg: PostgresServer) -> None:
+    """100 kB messages through an outage: the queue stops at its byte bound (drops counted by that
+    cause), not at its count bound, and everything kept is written after recovery."""
+    url = own_pg.create_database("bytes")
+    bound = 4 << 20
+    cfg = CaptureConfig(flush_interval_ms=20, buffer_size=20, queue_size=100_000, queue_max_bytes=bound)
+    big = "x" * 100_000
+    async with capture_run(url, config=cfg, hooks=False) as run:
+        assert await run.flush(10)
+        await asyncio.to_thread(own_pg.stop)
+        for i in range(400):  # 40 MB if the queue kept them all
+            run.capture_message("engineer", "executor", f"{i} {big}")
+            if i % 20 == 0:
+                await asyncio.sleep(0)  # let the writer take a batch into its hands and stall on it
+        assert run.bus.queued_bytes <= bound
+        stats = run.get_performance_stats()
+        causes = stats["drops"]
+        kept = 400 - stats["dropped_events"]
+        assert causes.get("queue over its byte bound", 0) == stats["dropped_events"] > 0
+        # what the bound allows, plus the unweighed first batch and the batch the writer holds
+        assert kept * 100_000 <= bound + 2 * cfg.buffer_size * 100_100
+        await asyncio.to_thread(own_pg.restart)
+    row, seqs = await _counts(url, run.run_id)
+    assert len(seqs) == kept and row.dropped_events == 400 - kept and row.total_events == 400
+    assert seqs == list(range(kept))  # nothing drains during the outage: every drop came after the bound

@@ -1,0 +1,69 @@
+"""The bus's bounds: count and estimated bytes, drops counted by cause, accounting that stays
+exact when the writer empties the queue."""
+
+from __future__ import annotations
+
+import threading
+
+from cmbagent_events.bus import QUEUE_BYTES, QUEUE_FULL, RECORD_BYTES, EventBus, estimate_size
+from cmbagent_events.records import INSERT, MESSAGE_ROW, EventRecord
+
+
+def _message(seq: int, content: str) -> EventRecord:
+    return EventRecord(INSERT, f"e{seq}", seq, 0, "agent_call", "message", "b", None, 0, None, None, seq,
+                       None, None, None, "completed", None, None, (MESSAGE_ROW, "a", "b", content, None))
+
+
+def test_estimate_counts_strings_one_level_down() -> None:
+    small, big = estimate_size(_message(0, "x")), estimate_size(_message(0, "x" * 10_000))
+    assert big - small == 9_999
+    nested = EventRecord(INSERT, "e", 0, 0, "tool_call", "execute", "a", None, 0, None, None, 0,
+                         ("tool", {"query": "q" * 5_000}), {"result": "r" * 7_000}, None, "completed", None,
+                         None, None)
+    assert estimate_size(nested) >= RECORD_BYTES + 12_000
+
+
+def test_byte_bound_drops_and_counts_by_cause() -> None:
+    bus = EventBus(maxsize=1_000, batch_size=2, max_bytes=50_000)
+    content = "x" * 10_000
+    accepted = sum(bus.put(_message(i, content)) for i in range(20))
+    # the first batch is not weighed; then the bound admits what fits in 50 kB
+    assert accepted == 2 + 50_000 // estimate_size(_message(0, content))
+    assert bus.drop_causes == {QUEUE_BYTES: 20 - accepted} and bus.dropped == 20 - accepted
+    assert bus.queued_bytes <= 50_000
+    taken = bus.take(1_000)
+    assert [r.seq for r in taken] == list(range(accepted)) and bus.queued_bytes == 0
+    assert bus.put(_message(99, content))  # room again once the writer took them
+
+
+def test_count_bound_still_applies_first() -> None:
+    bus = EventBus(maxsize=5, batch_size=2)
+    assert sum(bus.put(_message(i, "x")) for i in range(8)) == 5
+    assert bus.drop_causes == {QUEUE_FULL: 3}
+
+
+def test_concurrent_producers_leave_no_drift_once_drained() -> None:
+    bus = EventBus(maxsize=1_000_000, batch_size=10, max_bytes=1 << 40)
+    per_thread, threads = 5_000, 4
+    taken: list[EventRecord] = []
+    done = threading.Event()
+
+    def produce(base: int) -> None:
+        for i in range(per_thread):
+            bus.put(_message(base + i, "y" * 100))
+
+    def consume() -> None:
+        while not done.is_set() or len(bus):
+            taken.extend(bus.take(37))
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    producers = [threading.Thread(target=produce, args=(t * per_thread,)) for t in range(threads)]
+    for p in producers:
+        p.start()
+    for p in producers:
+        p.join()
+    done.set()
+    consumer.join()
+    assert len(taken) == per_thread * threads and bus.dropped == 0
+    assert bus.queued_bytes == 0 and len(bus) == 0
