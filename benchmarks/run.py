@@ -33,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -231,21 +232,34 @@ def plot_latency(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def print_table(section: dict[str, Any], title: str) -> None:
+def _modes(rows: dict[str, Any]) -> list[str]:
+    """Every capture mode measured in any of ``rows``, in first-seen order."""
     modes: list[str] = []
-    for s in section.values():
+    for s in rows.values():
         modes += [m for m in s["overhead_pct"] if m not in modes]
+    return modes
+
+
+def _cells(s: dict[str, Any], modes: list[str], cell: Callable[[float, float, float, float | None], str]) -> list[str]:
+    """One scenario's cells, one per mode: ``cell(overhead %, IQR low, IQR high, us per event)``, "-" when
+    the mode was not measured there."""
+    cells = []
+    for mode in modes:
+        if mode not in s["overhead_pct"]:
+            cells.append("-")
+            continue
+        lo, hi = s["overhead_iqr_pct"][mode]
+        cells.append(cell(s["overhead_pct"][mode], lo, hi, s["us_per_event"].get(mode)))
+    return cells
+
+
+def print_table(section: dict[str, Any], title: str) -> None:
+    modes = _modes(section)
     print(f"\n{title}: wall-clock overhead % (median [IQR]); all-in CPU us per captured event")
     print(f"{'scenario':<16} {'events':>6} {'off ms':>8} " + " ".join(f"{m + ' %':>22}" for m in modes))
     for name, s in section.items():
-        cells = []
-        for mode in modes:
-            if mode not in s["overhead_pct"]:
-                cells.append("-")
-                continue
-            lo, hi = s["overhead_iqr_pct"][mode]
-            us = s["us_per_event"].get(mode)
-            cells.append(f"{s['overhead_pct'][mode]:.1f} [{lo:.1f},{hi:.1f}]" + (f" {us:.1f}us" if us else ""))
+        cells = _cells(s, modes, lambda pct, lo, hi, us: f"{pct:.1f} [{lo:.1f},{hi:.1f}]"
+                       + (f" {us:.1f}us" if us else ""))
         print(f"{name:<16} {s['events_per_run']:>6.0f} {s['median_ms']['off']:>8.1f} " + " ".join(
             f"{c:>22}" for c in cells))
     print()
@@ -254,21 +268,13 @@ def print_table(section: dict[str, Any], title: str) -> None:
 def markdown_table(results: dict[str, Any]) -> str:
     """The README's performance table: wall-clock overhead [IQR] and all-in CPU us per event."""
     rows = {**results["scenarios"], **results.get("latency_sweep", {})}
-    modes: list[str] = []
-    for s in rows.values():
-        modes += [m for m in s["overhead_pct"] if m not in modes]
+    modes = _modes(rows)
     names = {"otel": "AG2 OpenTelemetry", "peer": "AG2 runtime_logging"}
     lines = ["| scenario | events/run | run time (off) | " + " | ".join(names.get(m, m) for m in modes) + " |",
              "|---|---|---|" + "---|" * len(modes)]
     for name, s in rows.items():
-        cells = []
-        for mode in modes:
-            if mode not in s["overhead_pct"]:
-                cells.append("-")
-                continue
-            lo, hi = s["overhead_iqr_pct"][mode]
-            us = s["us_per_event"].get(mode)
-            cells.append(f"{s['overhead_pct'][mode]:.1f}% [{lo:.0f}, {hi:.0f}]" + (f"; {us:.0f} µs/ev" if us else ""))
+        cells = _cells(s, modes, lambda pct, lo, hi, us: f"{pct:.1f}% [{lo:.0f}, {hi:.0f}]"
+                       + (f"; {us:.0f} µs/ev" if us else ""))
         head = f"| {name} | {s['events_per_run']:.0f} | {s['median_ms']['off']:.0f} ms | "
         lines.append(head + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
