@@ -1,9 +1,9 @@
 """SQLAlchemy 2 models of the four tables (names and columns fixed: docs/architecture.md, "Tables").
 
-The columns are declared once, on mixins; ``WorkflowRun``, ``ExecutionEvent``, ``Message`` and
-``File`` map them to the default table names, and :func:`models_for` maps them again for another
-:class:`~cmbagent_events.store.placement.Placement` (prefixed names, a PostgreSQL schema). Read
-code annotates with the mixins (``RunColumns``...), so it works on either.
+The columns are declared once, on mixins, and mapped by one loop: to the default table names
+(``WorkflowRun``, ``ExecutionEvent``, ``Message``, ``File``) and, through :func:`models_for`, for any
+other :class:`~cmbagent_events.store.placement.Placement` (prefixed names, a PostgreSQL schema).
+Read code annotates with the mixins (``RunColumns``...), so it works on either.
 
 Timestamps are UTC. JSON columns use the generic JSON type: TEXT on SQLite, ``json`` on
 PostgreSQL (``jsonb`` halves COPY throughput and its ordering/normalisation buys us nothing
@@ -111,26 +111,6 @@ def _table_args(placement: Placement, table: str) -> tuple[Any, ...]:
     return (*indexes, {"schema": placement.schema}) if placement.schema else indexes
 
 
-class WorkflowRun(RunColumns, Base):
-    __tablename__ = "workflow_runs"
-    __table_args__ = _table_args(DEFAULT_PLACEMENT, "workflow_runs")
-
-
-class ExecutionEvent(EventColumns, Base):
-    __tablename__ = "execution_events"
-    __table_args__ = _table_args(DEFAULT_PLACEMENT, "execution_events")
-
-
-class Message(MessageColumns, Base):
-    __tablename__ = "messages"
-    __table_args__ = _table_args(DEFAULT_PLACEMENT, "messages")
-
-
-class File(FileColumns, Base):
-    __tablename__ = "files"
-    __table_args__ = _table_args(DEFAULT_PLACEMENT, "files")
-
-
 class Models(NamedTuple):
     """The mapped classes of one placement."""
 
@@ -141,20 +121,36 @@ class Models(NamedTuple):
     File: type[FileColumns]
 
 
+# (class name, columns, table), in Models' order.
+_TABLES: tuple[tuple[str, type, str], ...] = (
+    ("WorkflowRun", RunColumns, "workflow_runs"), ("ExecutionEvent", EventColumns, "execution_events"),
+    ("Message", MessageColumns, "messages"), ("File", FileColumns, "files"),
+)
+
+
+def _mapped_classes(placement: Placement, base: type[DeclarativeBase]) -> Models:
+    """The four tables of ``placement`` mapped on ``base``: the columns mixin, its table name and indexes."""
+    classes = [type(name, (columns, base), {"__tablename__": placement.table(table),
+                                            "__table_args__": _table_args(placement, table), "__module__": __name__})
+               for name, columns, table in _TABLES]
+    return Models(base, *classes)
+
+
+_DEFAULT_MODELS = _mapped_classes(DEFAULT_PLACEMENT, Base)
+# The default placement's classes, importable by name (the seed's models; tests and users query with them).
+WorkflowRun = _DEFAULT_MODELS.WorkflowRun
+ExecutionEvent = _DEFAULT_MODELS.ExecutionEvent
+Message = _DEFAULT_MODELS.Message
+File = _DEFAULT_MODELS.File
+
+
 @functools.cache
 def models_for(placement: Placement = DEFAULT_PLACEMENT) -> Models:
     """The mapped classes for ``placement`` (built once per placement; the default ones for the default)."""
     if placement.is_default:
-        return Models(Base, WorkflowRun, ExecutionEvent, Message, File)
+        return _DEFAULT_MODELS
 
     class PlacedBase(DeclarativeBase):
         pass
 
-    def mapped(name: str, columns: type, table: str) -> type:
-        return type(name, (columns, PlacedBase), {"__tablename__": placement.table(table),
-                                                   "__table_args__": _table_args(placement, table),
-                                                   "__module__": __name__})
-
-    return Models(PlacedBase, mapped("WorkflowRun", RunColumns, "workflow_runs"),
-                  mapped("ExecutionEvent", EventColumns, "execution_events"),
-                  mapped("Message", MessageColumns, "messages"), mapped("File", FileColumns, "files"))
+    return _mapped_classes(placement, PlacedBase)
