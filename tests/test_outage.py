@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from cmbagent_events import CaptureConfig, ExecutionEvent, WorkflowRun, capture_run, make_engine
+from cmbagent_events import CaptureConfig, ExecutionEvent, capture_run, make_engine
 from cmbagent_events.cli import main as cli_main
 from cmbagent_events.testing import PostgresServer, find_pg_bin
+from cmbagent_events.testing.stored import stored_run
 
 FAST = CaptureConfig(flush_interval_ms=20, buffer_size=100)
 
@@ -32,17 +32,6 @@ def own_pg() -> Iterator[PostgresServer]:
     server.start()
     yield server
     server.cleanup()
-
-
-async def _counts(url: str, run_id: str) -> tuple[WorkflowRun | None, list[int]]:
-    engine = make_engine(url)
-    try:
-        async with async_sessionmaker(engine)() as s:
-            row = await s.get(WorkflowRun, run_id)
-            seqs = (await s.scalars(select(ExecutionEvent.seq).where(ExecutionEvent.run_id == run_id))).all()
-            return row, sorted(seqs)
-    finally:
-        await engine.dispose()
 
 
 async def _until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -71,7 +60,7 @@ async def test_postgres_outage_mid_run_loses_nothing(own_pg: PostgresServer) -> 
         recovered_s = time.monotonic() - down_at
         stats = run.get_performance_stats()
         assert stats["reconnects"] >= 1 and stats["dropped_events"] == 0
-    row, seqs = await _counts(url, run.run_id)
+    row, seqs = await stored_run(url, run.run_id)
     assert seqs == list(range(1000))
     assert (row.status, row.total_events, row.dropped_events) == ("completed", 1000, 0)
     print(f"recovered {recovered_s:.2f}s after the server came back")
@@ -91,7 +80,7 @@ async def test_outage_beyond_the_queue_bound_counts_exact_drops(own_pg: Postgres
         kept = 1000 - stats["dropped_events"]
         assert 200 <= kept <= 200 + 50  # the queue bound, plus the one batch the writer holds
         await asyncio.to_thread(own_pg.restart)
-    row, seqs = await _counts(url, run.run_id)
+    row, seqs = await stored_run(url, run.run_id)
     assert len(seqs) == kept and row.dropped_events == 1000 - kept and row.total_events == 1000
 
 
@@ -117,7 +106,7 @@ async def test_database_that_never_comes_back_spills_and_replays(own_pg: Postgre
     await asyncio.to_thread(own_pg.restart)
     assert await asyncio.to_thread(cli_main, ["replay", str(spill), "--db", url]) == 0
     assert not spill.exists() and Path(str(spill) + ".replayed").exists()
-    row, seqs = await _counts(url, run.run_id)
+    row, seqs = await stored_run(url, run.run_id)
     assert seqs == list(range(501))
     assert (row.status, row.total_events, row.dropped_events) == ("completed", 501, 0)
     engine = make_engine(url)
@@ -141,7 +130,7 @@ async def test_sqlite_locked_by_another_writer(sqlite_url: str, tmp_path: Path) 
             release.start()
         assert await run.flush(30)
         release.join()
-    row, seqs = await _counts(sqlite_url, run.run_id)
+    row, seqs = await stored_run(sqlite_url, run.run_id)
     assert seqs == list(range(500)) and (row.status, row.dropped_events) == ("completed", 0)
 
 

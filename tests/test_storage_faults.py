@@ -13,11 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from cmbagent_events import CaptureConfig, ExecutionEvent, WorkflowRun, capture_run, make_engine
+from cmbagent_events import CaptureConfig, capture_run
 from cmbagent_events.testing import PostgresServer, find_pg_bin
+from cmbagent_events.testing.stored import stored_run
 
 FAST = CaptureConfig(flush_interval_ms=20, buffer_size=100, close_timeout_s=3)
 
@@ -54,17 +53,6 @@ def _spilled_events(spill_dir: Path, run_id: str) -> list[list]:
     return [event for line in path.read_text().splitlines() for event in json.loads(line)["events"]]
 
 
-async def _read(url: str, run_id: str) -> tuple[WorkflowRun | None, list[int]]:
-    engine = make_engine(url)
-    try:
-        async with async_sessionmaker(engine)() as s:
-            row = await s.get(WorkflowRun, run_id)
-            seqs = (await s.scalars(select(ExecutionEvent.seq).where(ExecutionEvent.run_id == run_id))).all()
-            return row, sorted(seqs)
-    finally:
-        await engine.dispose()
-
-
 async def test_disk_full_spills_instead_of_discarding(tiny_disk: Path, tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tiny_disk / 'events.db'}"
     async with capture_run(url, config=FAST, hooks=False) as run:
@@ -77,7 +65,7 @@ async def test_disk_full_spills_instead_of_discarding(tiny_disk: Path, tmp_path:
     assert stats["spilled_events"] == len(spilled) > 0, "disk full: nothing was spilled"
     # the database file is readable again once space is freed: what it holds, plus the spill, is everything
     subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_disk)], check=True)
-    _, stored = await _read(url, run.run_id)
+    _, stored = await stored_run(url, run.run_id)
     spilled_seqs = {event[10] for event in spilled}
     assert not spilled_seqs & set(stored), "a spilled event was also stored"
     assert len(stored) + len(spilled_seqs) + stats["dropped_events"] == 6000
@@ -96,7 +84,7 @@ async def test_deleted_sqlite_file_is_detected_and_counted(tmp_path: Path) -> No
         for i in range(1000):
             run.capture_tool_call("a", "t", {"i": i})
         await run.flush(10)
-    row, stored = await _read(url, run.run_id)
+    row, stored = await stored_run(url, run.run_id)
     assert row is not None, "the run row is gone with the deleted file"
     assert row.total_events == 2000
     assert len(stored) + row.dropped_events == 2000, "events written into the deleted file were reported written"
@@ -124,7 +112,7 @@ async def test_postgres_down_at_entry_is_an_outage_not_an_exception(tmp_path: Pa
             assert all(ids)
             await asyncio.to_thread(server.restart)
             assert await run.flush(60), "the writer did not reconnect once the database was back"
-        row, stored = await _read(url, run.run_id)
+        row, stored = await stored_run(url, run.run_id)
         assert row is not None and (row.status, row.total_events, row.dropped_events) == ("completed", 200, 0)
         assert stored == list(range(200))
     finally:

@@ -3,7 +3,8 @@
 - :mod:`.postgres`: throwaway PostgreSQL servers (``PostgresServer``, ``postgres_url``);
 - :mod:`.scripted_client`: an offline AG2 model client that replays scripted replies;
 - :mod:`.otlp_receiver`: an OTLP/HTTP traces receiver on 127.0.0.1 (needs the ``[otel]`` extra);
-- :mod:`.fake_openai`: an OpenAI-compatible chat-completions server on 127.0.0.1 for real clients.
+- :mod:`.fake_openai`: an OpenAI-compatible chat-completions server on 127.0.0.1 for real clients;
+- :mod:`.stored`: a run's stored row and event seqs, read back (``stored_run``).
 """
 
 from .fake_openai import FakeOpenAI
