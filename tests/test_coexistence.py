@@ -11,11 +11,9 @@ again wakes our dormant wrapper instead of stacking another one.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import types
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,6 +34,7 @@ from cmbagent_events import (  # noqa: E402
 )
 from cmbagent_events.integrations.ag2_classic import common  # noqa: E402
 from cmbagent_events.integrations.patching import MISSING  # noqa: E402
+from cmbagent_events.testing.foreign_patch import ForeignPatch  # noqa: E402
 from cmbagent_events.testing.scripted_client import (  # noqa: E402
     Script,
     ToolCall,
@@ -84,44 +83,22 @@ class Peer:
         raise NotImplementedError
 
 
-class PlainPeer(Peer):
+class PlainPeer(ForeignPatch, Peer):
     """A wrapper made with functools.wraps; uninstall puts back what it found (unconditionally)."""
 
     name = "plain"
-    wraps = True
 
-    def install(self) -> None:
-        for owner, attr in POINTS:
-            self.saved[(owner, attr)] = owner.__dict__.get(attr, MISSING)
-            setattr(owner, attr, self._wrap(getattr(owner, attr), attr))
-
-    def _wrap(self, current: Callable[..., Any], attr: str) -> Callable[..., Any]:
-        calls = self.calls
-        if inspect.iscoroutinefunction(current):
-            async def a_wrapper(*args: Any, **kwargs: Any) -> Any:
-                calls[attr] += 1
-                return await current(*args, **kwargs)
-            wrapper: Callable[..., Any] = a_wrapper
-        else:
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                calls[attr] += 1
-                return current(*args, **kwargs)
-        return functools.wraps(current)(wrapper) if self.wraps else wrapper
-
-    def uninstall(self) -> None:
-        for (owner, attr), saved in self.saved.items():
-            if saved is MISSING:
-                delattr(owner, attr)
-            else:
-                setattr(owner, attr, saved)
-        self.saved.clear()
+    def __init__(self) -> None:
+        ForeignPatch.__init__(self, POINTS)
 
 
-class BarePeer(PlainPeer):
+class BarePeer(ForeignPatch, Peer):
     """A wrapper without functools.wraps: nothing leads from it to what it wraps."""
 
     name = "bare"
-    wraps = False
+
+    def __init__(self) -> None:
+        ForeignPatch.__init__(self, POINTS, link="bare")
 
 
 class WraptPeer(Peer):

@@ -4,7 +4,8 @@
 - :mod:`.scripted_client`: an offline AG2 model client that replays scripted replies;
 - :mod:`.otlp_receiver`: an OTLP/HTTP traces receiver on 127.0.0.1 (needs the ``[otel]`` extra);
 - :mod:`.fake_openai`: an OpenAI-compatible chat-completions server on 127.0.0.1 for real clients;
-- :mod:`.stored`: a run's stored row and event seqs, read back (``stored_run``).
+- :mod:`.stored`: a run's stored row and event seqs, read back (``stored_run``);
+- :mod:`.foreign_patch`: another library's patches over ours (``ForeignPatch``), for coexistence tests.
 """
 
 from .fake_openai import FakeOpenAI

@@ -439,18 +439,15 @@ async def test_another_librarys_patch_over_ours_is_never_removed(sqlite_url, db_
     place (ours becomes a pass-through in their chain), and the next run wakes ours instead of stacking."""
     from ag2.agent import Agent as AgentClass
 
+    from cmbagent_events.testing.foreign_patch import ForeignPatch
+
     original = AgentClass.__dict__["_drive_scope"]
     seen: list[str] = []
+    patch = ForeignPatch([(AgentClass, "_drive_scope")], link="wrapped", seen=lambda _, args: seen.append(args[0].name))
     try:
         async with capture_run(sqlite_url, config=config) as first:
-            ours = AgentClass.__dict__["_drive_scope"]
-
-            def theirs(self, *args, **kwargs):
-                seen.append(self.name)
-                return ours(self, *args, **kwargs)
-
-            theirs.__wrapped__ = ours  # type: ignore[attr-defined]
-            AgentClass._drive_scope = theirs
+            patch.install()  # over ours
+            theirs = AgentClass.__dict__["_drive_scope"]
             await Agent("a", config=TestConfig("x")).ask("1")
         assert AgentClass.__dict__["_drive_scope"] is theirs  # not taken out of their chain
         assert (await Agent("b", config=TestConfig("y")).ask("2")).body == "y"  # ours passes through
