@@ -156,6 +156,6 @@ async def test_outage_with_large_messages_is_bounded_in_bytes(own_pg: PostgresSe
         # what the bound allows, plus the unweighed first batch and the batch the writer holds
         assert kept * 100_000 <= bound + 2 * cfg.buffer_size * 100_100
         await asyncio.to_thread(own_pg.restart)
-    row, seqs = await _counts(url, run.run_id)
+    row, seqs = await stored_run(url, run.run_id)
     assert len(seqs) == kept and row.dropped_events == 400 - kept and row.total_events == 400
     assert seqs == list(range(kept))  # nothing drains during the outage: every drop came after the bound
