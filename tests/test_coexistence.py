@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 autogen = pytest.importorskip("autogen")
 wrapt = pytest.importorskip("wrapt")
 
-from autogen import AssistantAgent, ConversableAgent, OpenAIWrapper, UserProxyAgent, register_function  # noqa: E402
+from autogen import ConversableAgent, OpenAIWrapper  # noqa: E402
 
 from cmbagent_events import (  # noqa: E402
     ExecutionEvent,
@@ -35,12 +35,7 @@ from cmbagent_events import (  # noqa: E402
 from cmbagent_events.integrations.ag2_classic import common  # noqa: E402
 from cmbagent_events.integrations.patching import MISSING  # noqa: E402
 from cmbagent_events.testing.foreign_patch import ForeignPatch  # noqa: E402
-from cmbagent_events.testing.scripted_client import (  # noqa: E402
-    Script,
-    ToolCall,
-    register_scripted_client,
-    scripted_llm_config,
-)
+from cmbagent_events.testing.tool_chat import adding_pair  # noqa: E402
 
 pytestmark = pytest.mark.ag2
 
@@ -50,19 +45,9 @@ POINTS = [(ConversableAgent, "generate_reply"), (ConversableAgent, "a_generate_r
           (ConversableAgent, "send"), (ConversableAgent, "execute_function"), (OpenAIWrapper, "create")]
 
 
-def add(a: int, b: int) -> int:
-    """Add two integers."""
-    return a + b
-
-
 def chat() -> None:
     """One real AG2 conversation: a tool call, two model calls, four turns."""
-    script = Script({"assistant": [ToolCall("add", {"a": 2, "b": 3}), "The sum is 5. TERMINATE"]})
-    assistant = AssistantAgent("assistant", llm_config=scripted_llm_config(script))
-    user = UserProxyAgent("user", human_input_mode="NEVER", code_execution_config=False,
-                          is_termination_msg=lambda m: "TERMINATE" in (m.get("content") or ""))
-    register_function(add, caller=assistant, executor=user, description="Add two integers.")
-    register_scripted_client(assistant)
+    user, assistant = adding_pair(2, 3)
     user.initiate_chat(assistant, message="What is 2+3?", max_turns=3)
 
 

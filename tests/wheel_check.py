@@ -81,24 +81,12 @@ class Collect(logging.Handler):
         self.records.append(record)
 
 
-def add(a: int, b: int) -> int:
-    """Add two integers."""
-    return a + b
-
-
 async def capture_ag2_chat() -> str:
     """A real two-agent AG2 chat with a tool call, driven by the scripted client shipped in the wheel."""
-    from autogen import AssistantAgent, UserProxyAgent, register_function
-
     from cmbagent_events import capture_run
-    from cmbagent_events.testing.scripted_client import Script, ToolCall, register_scripted_client, scripted_llm_config
+    from cmbagent_events.testing.tool_chat import adding_pair
 
-    script = Script({"assistant": [ToolCall("add", {"a": 2, "b": 3}), "The sum is 5. TERMINATE"]})
-    assistant = AssistantAgent("assistant", llm_config=scripted_llm_config(script))
-    user = UserProxyAgent("user", human_input_mode="NEVER", code_execution_config=False,
-                          is_termination_msg=lambda m: "TERMINATE" in (m.get("content") or ""))
-    register_function(add, caller=assistant, executor=user, description="Add two integers.")
-    register_scripted_client(assistant)
+    user, assistant = adding_pair(2, 3)
     async with capture_run(None, task_description="wheel check with [ag2]") as run:
         user.initiate_chat(assistant, message="What is 2+3?", max_turns=3)
         return run.run_id

@@ -5,7 +5,8 @@
 - :mod:`.otlp_receiver`: an OTLP/HTTP traces receiver on 127.0.0.1 (needs the ``[otel]`` extra);
 - :mod:`.fake_openai`: an OpenAI-compatible chat-completions server on 127.0.0.1 for real clients;
 - :mod:`.stored`: a run's stored row and event seqs, read back (``stored_run``);
-- :mod:`.foreign_patch`: another library's patches over ours (``ForeignPatch``), for coexistence tests.
+- :mod:`.foreign_patch`: another library's patches over ours (``ForeignPatch``), for coexistence tests;
+- :mod:`.tool_chat`: a scripted classic AG2 pair around one tool call (``adding_pair``).
 """
 
 from .fake_openai import FakeOpenAI

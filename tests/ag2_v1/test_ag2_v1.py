@@ -364,23 +364,11 @@ def test_runs_on_two_threads_with_their_own_loops_never_mix(tmp_path, config) ->
 
 async def test_classic_and_v1_agents_in_one_process_share_one_run(sqlite_url, db_session_sqlite, config) -> None:
     """autogen 0.14.x (classic) and ag2 1.x installed side by side: both captured into the same run."""
-    from autogen import AssistantAgent, UserProxyAgent, register_function
-
     from cmbagent_events.integrations import flavours
-    from cmbagent_events.testing.scripted_client import (
-        Script,
-        ToolCall,
-        register_scripted_client,
-        scripted_llm_config,
-    )
+    from cmbagent_events.testing.tool_chat import adding_pair
 
     assert flavours.classic_installed() and flavours.v1_installed()
-    script = Script({"assistant": [ToolCall("add", {"a": 4, "b": 5}), "The sum is 9. TERMINATE"]})
-    assistant = AssistantAgent("assistant", llm_config=scripted_llm_config(script))
-    user = UserProxyAgent("user", human_input_mode="NEVER", code_execution_config=False,
-                          is_termination_msg=lambda m: "TERMINATE" in (m.get("content") or ""))
-    register_function(add, caller=assistant, executor=user, description="Add two integers.")
-    register_scripted_client(assistant)
+    user, assistant = adding_pair(4, 5)
     modern = Agent("modern", config=TestConfig(call("add", '{"a": 6, "b": 7}'), "13"), tools=[add])
 
     async with capture_run(sqlite_url, config=config) as run:
