@@ -390,6 +390,22 @@ class EventCaptureManager:
             self._capture_failed()
         return None
 
+    def extend_fold(self, sender: str | None, recipient: str | None, message: Any) -> bool:
+        """The fast path of :meth:`capture_relay` for integrations: True when this relay of
+        ``message`` by ``sender`` joined the broadcast being folded on this thread (nothing more to
+        capture); False when ``capture_relay`` must be called. Never raises."""
+        if not self._folds:
+            return False
+        try:
+            with self._fold_lock:
+                pending = self._folds.get(threading.get_ident())
+                if pending is not None and pending[0] is message and pending[1] == sender:
+                    pending[2].append(recipient)
+                    return True
+        except Exception:
+            self._log_failure()
+        return False
+
     def _flush_fold(self, thread: int) -> None:
         """Record the folded broadcast pending on ``thread`` (if any) as one event."""
         with self._fold_lock:

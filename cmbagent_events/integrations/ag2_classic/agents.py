@@ -53,7 +53,9 @@ class GenerateReplyHook(CallHook):
         captor = captor_for(obj)
         if captor is None:
             return None
-        messages, sender = arg(args, kwargs, 0, "messages"), arg(args, kwargs, 1, "sender")
+        n = len(args)
+        messages = args[0] if n else kwargs.get("messages")
+        sender = args[1] if n > 1 else kwargs.get("sender")
         meta: dict[str, Any] = {"sender": name_of(sender)}
         if in_selection.get():
             meta["speaker_selection"] = True
@@ -101,8 +103,14 @@ class SendHook(CallHook):
         captor = captor_for(obj)
         if captor is None:
             return None
-        self._capture(captor, obj, arg(args, kwargs, 0, "message"), arg(args, kwargs, 1, "recipient"),
-                      arg(args, kwargs, 2, "request_reply"))
+        n = len(args)
+        message = args[0] if n else kwargs.get("message")
+        recipient = args[1] if n > 1 else kwargs.get("recipient")
+        request_reply = args[2] if n > 2 else kwargs.get("request_reply")
+        if (request_reply is False and self._is_manager(type(obj))
+                and captor.extend_fold(obj.name, name_of(recipient), message)):
+            return captor, obj  # one more member of a broadcast already being folded: nothing else to do
+        self._capture(captor, obj, message, recipient, request_reply)
         return captor, obj
 
     def _capture(self, captor: EventCaptureManager, sender: Any, message: Any, recipient: Any,

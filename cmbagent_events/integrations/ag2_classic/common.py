@@ -56,14 +56,6 @@ class CallHook:
         pass
 
 
-def _start(hook: CallHook, obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    try:
-        return hook.start(obj, args, kwargs)
-    except Exception:
-        log.debug("cmbagent-events: hook start failed", exc_info=True)
-        return None
-
-
 def _end(hook: CallHook, state: Any, result: Any, error: BaseException | None, where: str) -> None:
     try:
         hook.end(state, result, error, where)
@@ -79,10 +71,16 @@ def wrap_call(original: Callable[..., Any], hook: CallHook, where: str) -> Calla
     never call the sync methods, so each must be hooked on its own).
     """
     gate = Gate()  # off: a pass-through, once another library has wrapped us and we were removed
+    start, end = hook.start, hook.end  # bound once: the wrappers below run on every AG2 call
     if inspect.iscoroutinefunction(original):
         @functools.wraps(original)
         async def async_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-            state = _start(hook, self, args, kwargs) if gate.on else None
+            state = None
+            if gate.on:
+                try:
+                    state = start(self, args, kwargs)
+                except Exception:
+                    log.debug("cmbagent-events: hook start failed", exc_info=True)
             if state is None:
                 return await original(self, *args, **kwargs)
             try:
@@ -90,14 +88,22 @@ def wrap_call(original: Callable[..., Any], hook: CallHook, where: str) -> Calla
             except BaseException as exc:
                 _end(hook, state, None, exc, where)
                 raise
-            _end(hook, state, result, None, where)
+            try:
+                end(state, result, None, where)
+            except Exception:
+                log.debug("cmbagent-events: hook end failed", exc_info=True)
             return result
 
         return gated(async_wrapper, gate)
 
     @functools.wraps(original)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        state = _start(hook, self, args, kwargs) if gate.on else None
+        state = None
+        if gate.on:
+            try:
+                state = start(self, args, kwargs)
+            except Exception:
+                log.debug("cmbagent-events: hook start failed", exc_info=True)
         if state is None:
             return original(self, *args, **kwargs)
         try:
@@ -105,7 +111,10 @@ def wrap_call(original: Callable[..., Any], hook: CallHook, where: str) -> Calla
         except BaseException as exc:
             _end(hook, state, None, exc, where)
             raise
-        _end(hook, state, result, None, where)
+        try:
+            end(state, result, None, where)
+        except Exception:
+            log.debug("cmbagent-events: hook end failed", exc_info=True)
         return result
 
     return gated(wrapper, gate)

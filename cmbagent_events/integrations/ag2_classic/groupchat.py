@@ -157,7 +157,7 @@ def _patch_iostream(io_cls: type) -> None:
     @functools.wraps(original)
     def get_default(*args: Any, **kwargs: Any) -> Any:
         stream = original(*args, **kwargs)
-        if gate.on:
+        if gate.on and not getattr(stream, _SEND_FLAG, False):  # AG2 calls this on every print
             try:
                 _instrument_stream(stream)
             except Exception:
