@@ -1,231 +1,33 @@
 """EventCaptureManager: the seed's capture API, made cheap, thread-safe and non-blocking.
 
-Each ``capture_*`` call assigns the event id, the run-wide ``seq``, the parent (the innermost
-agent call open in the *current task or thread*, kept in a ContextVar, not in a shared list),
-the node/step context and the per-node ``execution_order``, builds one small record and puts it
-on the bus. No I/O, no JSON, no datetime: those happen in the writer. Capture calls never raise
-into the caller; a failure inside one is counted as a dropped event.
+Each ``capture_*`` call is one ``_emit`` (:mod:`.emit`, the hot path): the event id, ``seq``,
+parent and context assigned, one small record put on the bus. No I/O, no JSON, no datetime: those
+happen in the writer. Capture calls never raise into the caller; a failure inside one is counted
+as a dropped event.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import itertools
-import logging
 import threading
-import time
-import weakref
 from typing import TYPE_CHECKING, Any
 
-from .bus import CAPTURE_FAILED, INTERRUPTED, EventBus, accounted
-from .config import CaptureConfig
-from .ids import event_id_prefix
-from .records import COMPLETE, FILE_ROW, INSERT, MESSAGE_ROW, EventRecord
+from .emit import EventEmitter, _meta, _number, _snap, _time_ns, live_managers
+from .records import COMPLETE, FILE_ROW, MESSAGE_ROW, EventRecord
 
 if TYPE_CHECKING:
     from .live.subscribers import Subscription
-    from .writer import BatchWriter
 
-log = logging.getLogger("cmbagent_events")
-
-_time_ns = time.time_ns
-_perf_ns = time.perf_counter_ns
-PERF_SAMPLE_MASK = 63  # time one capture call in 64 for avg_capture_time_us
+__all__ = ["EventCaptureManager", "live_managers"]
 
 
-class EventCaptureManager:
+class EventCaptureManager(EventEmitter):
     """Captures one run's events onto a bounded bus drained by a background writer.
 
     Normally created by :func:`cmbagent_events.capture_run`; every method is synchronous, safe from
     any thread, never blocks and never raises, and returns the new event id (or None when capture
     is disabled, the event type is switched off, or the run was sampled out).
     """
-
-    def __init__(
-        self,
-        run_id: str,
-        session_id: str = "default",
-        *,
-        config: CaptureConfig | None = None,
-        enabled: bool | None = None,
-        bus: EventBus | None = None,
-    ) -> None:
-        self.config = config or CaptureConfig()
-        self.run_id = run_id
-        self.session_id = session_id
-        self.enabled = self.config.enabled if enabled is None else enabled
-        self.bus = bus if bus is not None else EventBus(self.config.queue_size, self.config.buffer_size,
-                                                        self.config.queue_max_bytes)
-        self.writer: BatchWriter | None = None
-        self.otlp_forwarder: Any = None  # set by the run when CMBAGENT_EVENTS_OTLP_ENDPOINT is set
-        self.current_node_id: str | None = None
-        self.current_step_id: str | None = None
-        self._prefix = event_id_prefix(run_id)
-        # atomic under the GIL: gapless, unique seq. Drawn with ``for seq in self._seqs: break`` on the
-        # hot path: no call, so no Ctrl-C / SIGTERM can land between the draw and its store (see bus.accounted)
-        self._seqs = itertools.count()
-        self._next_seq = self._seqs.__next__
-        self._issued = 0  # one past the last seq handed out (stats and execution_order base)
-        self._node_base = 0  # seq at which the current node started
-        self._stack: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
-            f"cmbagent_events_stack_{run_id}", default=()
-        )
-        self._stack_get = self._stack.get
-        self._put = self.bus.put
-        self._open_calls: dict[str, tuple[int, Any]] = {}  # open agent_call id -> (start ns, agent name)
-        self._track = self.config.track_perf
-        self._capture_ns = 0
-        self._capture_count = 0
-        self._failure_logged = False
-        self.lost_completions = 0  # agent-call completions that could not be queued (not events: no seq)
-        self._closed = False
-        _live_managers.add(self)
-        self.ref = weakref.ref(self)  # what integrations attach to agents to remember their run across threads
-        self._seen: set[int] = set()  # ids of objects first_sight() has seen
-        self._usage_lock = threading.Lock()
-        self.usage: dict[str, float] = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
-                                         "cost": 0.0}  # summed over llm_call events, stored on the run
-        cfg = self.config
-        self._fold = cfg.broadcasts == "fold"
-        self._folds: dict[int, list[Any]] = {}  # thread id -> [message, sender, recipients, record fields]
-        self._fold_lock = threading.Lock()
-        self._on = {
-            "agent_call": cfg.capture_agent_calls,
-            "tool_call": cfg.capture_tool_calls,
-            "code_exec": cfg.capture_code_exec,
-            "file_gen": cfg.capture_file_gen,
-            "handoff": cfg.capture_handoffs,
-            "message": cfg.capture_messages,
-        }
-
-    # -- context ---------------------------------------------------------------------------
-    def set_context(self, node_id: str | None = None, step_id: str | None = None) -> None:
-        """Set the DAG node / workflow step that following events belong to.
-
-        A new ``node_id`` restarts ``execution_order`` at 0, as in the seed.
-        """
-        try:
-            if self._folds:
-                self._flush_fold(threading.get_ident())
-            if node_id:
-                self.current_node_id = node_id
-                self._node_base = self._issued
-            if step_id:
-                self.current_step_id = step_id
-        except Exception:  # a value whose truth cannot be told: ignored, never raised
-            self._log_failure()
-
-    @property
-    def execution_order(self) -> int:
-        """Events captured since the current node started (the next event's execution_order)."""
-        return self._issued - self._node_base
-
-    def open_call_agent(self, event_id: str | None) -> Any:
-        """The agent name of an open agent call (None when it is not open)."""
-        opened = self._open_calls.get(event_id) if event_id else None
-        return opened[1] if opened else None
-
-    def current_parent(self) -> str | None:
-        """Id of the innermost agent call open in this task/thread, if any."""
-        stack = self._stack.get()
-        return stack[-1] if stack else None
-
-    def event_stack(self) -> tuple[str, ...]:
-        """The open agent calls of this task/thread, outermost first."""
-        return self._stack.get()
-
-    def adopt_stack(self, stack: tuple[str, ...]) -> None:
-        """Make ``stack`` the open-call stack of the current task/thread.
-
-        Integrations call this when work hops to a thread that lost the contextvars (AG2's
-        ``run_in_executor`` and background threads), so nesting survives the hop.
-        """
-        self._stack.set(stack)
-
-    # -- the seam for integrations ---------------------------------------------------------------
-    def captures(self, kind: str) -> bool:
-        """Whether events of ``kind`` ("agent_call", "file_gen", ...) are captured (capture on and
-        the kind not switched off in the config); lets integrations skip work for switched-off kinds."""
-        return self.enabled and self._on.get(kind, True)
-
-    def first_sight(self, obj: Any) -> bool:
-        """True the first time this run sees ``obj`` (by identity), e.g. to record an agent's
-        configuration once per run rather than on every call."""
-        key = id(obj)
-        if key in self._seen:
-            return False
-        self._seen.add(key)
-        return True
-
-    def abandon_after_fork(self) -> None:
-        """In a forked child: stop capturing and let go of the parent's writer and queue (its
-        queued records are the parent's to write)."""
-        self.enabled = False
-        self._closed = True
-        self.writer = None
-        self.bus.set_waker(None)
-        self.bus.discard()
-
-    # -- the hot path ----------------------------------------------------------------------------
-    def _emit(self, kind_key: str, event_type: str, subtype: str | None, agent: Any, inputs: Any,
-              outputs: Any, error: str | None, status: str, duration_ms: float | None, meta: Any,
-              extra: Any, push: bool) -> str | None:
-        # Hot path: ~0.5 us. Bound methods are cached on the instance and only one event in
-        # PERF_SAMPLE_MASK + 1 (64) is timed, so tracking costs ~nothing.
-        if not self.enabled or not self._on.get(kind_key, True):
-            return None
-        if self._folds:  # a broadcast of this thread being folded is complete: it goes first
-            self._flush_fold(threading.get_ident())
-        seq = -1
-        try:
-            for seq in self._seqs:  # noqa: B007 (seq = next(self._seqs) with no call: see __init__)
-                break
-            timed = self._track and not seq & PERF_SAMPLE_MASK
-            if timed:
-                t0 = _perf_ns()
-            self._issued = seq + 1
-            stack = self._stack_get()
-            eid = self._prefix + str(seq).zfill(9)  # fixed width: ids sort by seq, B-tree appends
-            now = _time_ns()
-            self._put(EventRecord(
-                INSERT, eid, seq, now, event_type, subtype, agent, stack[-1] if stack else None, len(stack),
-                self.current_node_id, self.current_step_id, seq - self._node_base, inputs, outputs, error,
-                status, duration_ms, meta, extra,
-            ))
-            seq = -1  # queued: from here on, nothing to account for
-            if push:
-                self._stack.set((*stack, eid))
-                self._open_calls[eid] = (now, agent)
-            if timed:
-                self._capture_ns += _perf_ns() - t0
-                self._capture_count += 1
-        except Exception as exc:  # never into the caller; counted so the loss shows on the run
-            if seq >= 0 and not accounted(exc, seq):
-                self.bus.count_dropped(1, CAPTURE_FAILED)
-            self._log_failure()
-            return None
-        except BaseException as exc:  # Ctrl-C / SIGTERM landed mid-call: the event is lost, counted, and it unwinds
-            if seq >= 0 and not accounted(exc, seq):  # unless the bus had queued or counted it already
-                self.bus.count_dropped(1, INTERRUPTED)
-            raise
-        return eid
-
-    def _capture_failed(self) -> None:
-        """A capture call failed before its event was queued (arguments it could not even read): the
-        event's seq is used up and counted as dropped, so the gap in seq says where it was."""
-        try:
-            if self.enabled:
-                self._issued = self._next_seq() + 1
-                self.bus.count_dropped(1, CAPTURE_FAILED)
-            self._log_failure()
-        except Exception:  # nothing may reach the caller
-            pass
-
-    def _log_failure(self) -> None:
-        if not self._failure_logged:  # once per run: a hostile value repeated 10,000 times is one story
-            self._failure_logged = True
-            log.exception("cmbagent-events: a capture call failed (counted as dropped; logged once per run)")
 
     # -- the seed's API -------------------------------------------------------------------------
     def capture_agent_call(self, agent_name: str, message: Any, context: dict[str, Any] | None = None,
@@ -371,71 +173,11 @@ class EventCaptureManager:
                 return self._emit("message", "agent_call", "message", recipient,
                                   {"sender": sender, "recipient": recipient, "content": _snap(content)}, None, None,
                                   "completed", None, meta, None, False)
-            if not self.enabled or not self._on["message"]:
-                return None
-            thread = threading.get_ident()
-            with self._fold_lock:
-                pending = self._folds.get(thread)
-                if pending is not None and pending[0] is message and pending[1] == sender:
-                    pending[2].append(recipient)
-                    return None
-            if pending is not None:
-                self._flush_fold(thread)
-            stack = self._stack_get()
-            recipients = [recipient]
-            meta = {"broadcast": True, **_meta(metadata), "recipients": recipients}
-            self._folds[thread] = [message, sender, recipients, _time_ns(), stack[-1] if stack else None, len(stack),
-                                   {"sender": sender, "content": _snap(content)}, meta]
+            if self.enabled and self._on["message"]:
+                self._fold_relay(sender, recipient, content, metadata, message)
         except Exception:
             self._capture_failed()
         return None
-
-    def extend_fold(self, sender: str | None, recipient: str | None, message: Any) -> bool:
-        """The fast path of :meth:`capture_relay` for integrations: True when this relay of
-        ``message`` by ``sender`` joined the broadcast being folded on this thread (nothing more to
-        capture); False when ``capture_relay`` must be called. Never raises."""
-        if not self._folds:
-            return False
-        try:
-            with self._fold_lock:
-                pending = self._folds.get(threading.get_ident())
-                if pending is not None and pending[0] is message and pending[1] == sender:
-                    pending[2].append(recipient)
-                    return True
-        except Exception:
-            self._log_failure()
-        return False
-
-    def _flush_fold(self, thread: int) -> None:
-        """Record the folded broadcast pending on ``thread`` (if any) as one event."""
-        with self._fold_lock:
-            pending = self._folds.pop(thread, None)
-        if pending is None:
-            return
-        _message, sender, _recipients, started, parent, depth, inputs, meta = pending
-        seq = -1
-        try:
-            for seq in self._seqs:  # noqa: B007 (as in _emit)
-                break
-            self._issued = seq + 1
-            self._put(EventRecord(
-                INSERT, self._prefix + str(seq).zfill(9), seq, started, "agent_call", "message", sender, parent, depth,
-                self.current_node_id, self.current_step_id, seq - self._node_base, inputs, None, None, "completed",
-                None, meta, None,
-            ))
-        except Exception as exc:
-            if seq >= 0 and not accounted(exc, seq):
-                self.bus.count_dropped(1, CAPTURE_FAILED)
-            self._log_failure()
-        except BaseException as exc:  # Ctrl-C / SIGTERM: as in _emit
-            if seq >= 0 and not accounted(exc, seq):
-                self.bus.count_dropped(1, INTERRUPTED)
-            raise
-
-    def _flush_folds(self) -> None:
-        """Record every pending folded broadcast (before a flush barrier or the close)."""
-        for thread in list(self._folds):
-            self._flush_fold(thread)
 
     def capture_error(self, agent_name: str, error_message: str, error_type: str | None = None,
                       metadata: dict[str, Any] | None = None) -> str | None:
@@ -578,50 +320,3 @@ class EventCaptureManager:
 
         writer = self.writer if self.enabled else None
         return subscribe(writer, self._issued, maxsize)
-
-
-# -- arguments as of capture time ----------------------------------------------------------------
-def _snap(value: Any) -> Any:
-    """A shallow copy of a dict or list (C-level, ~0.1-2 us): the caller may keep changing it after
-    capture (AG2 appends to message lists); the stored value is its top level as captured. Deeper
-    levels are read later by the writer (a deep copy on the hot path costs too much)."""
-    kind = type(value)
-    if kind is dict:
-        return dict.copy(value)
-    if kind is list:
-        return list.copy(value)
-    return value
-
-
-def _meta(metadata: Any) -> dict[str, Any]:
-    """Metadata as a fresh dict: None -> {}, a dict (or subclass) copied without calling its
-    overrides, anything else kept under ``"metadata"``."""
-    if metadata is None:
-        return {}
-    if isinstance(metadata, dict):
-        return dict.copy(metadata)
-    return {"metadata": metadata}
-
-
-def _number(value: Any) -> int | float | None:
-    """``value`` as an int or finite float, or None (a count or cost the run can sum)."""
-    if value is None or value is True or value is False:
-        return None
-    if type(value) is int or type(value) is float:
-        return value if value == value and abs(value) < 1e18 else None
-    try:
-        number = float(str.__getitem__(value, slice(None)) if isinstance(value, str) else value)
-    except Exception:
-        return None
-    if number != number or abs(number) >= 1e18:
-        return None
-    return int(number) if number.is_integer() else number
-
-
-# -- the managers of this process (fork safety, see captor.py) -----------------------------------
-_live_managers: weakref.WeakSet[EventCaptureManager] = weakref.WeakSet()
-
-
-def live_managers() -> list[EventCaptureManager]:
-    """The managers alive in this process."""
-    return list(_live_managers)
