@@ -99,17 +99,19 @@ class EventEmitter:
     def set_context(self, node_id: str | None = None, step_id: str | None = None) -> None:
         """Set the DAG node / workflow step that following events belong to.
 
-        A new ``node_id`` restarts ``execution_order`` at 0, as in the seed.
+        A new ``node_id`` restarts ``execution_order`` at 0, as in the seed. An empty value (None,
+        ``""``, 0) leaves the current one. Any other object is kept as given: the writer turns it into
+        text (its ``__str__``/``__repr__`` run there, never on the caller's thread or event loop).
         """
         try:
             if self._folds:
                 self._flush_fold(threading.get_ident())
-            if node_id:
+            if _given(node_id):
                 self.current_node_id = node_id
                 self._node_base = self._issued
-            if step_id:
+            if _given(step_id):
                 self.current_step_id = step_id
-        except Exception:  # a value whose truth cannot be told: ignored, never raised
+        except Exception:  # never raised into the caller
             self._log_failure()
 
     @property
@@ -310,9 +312,31 @@ def _meta(metadata: Any) -> dict[str, Any]:
     overrides, anything else kept under ``"metadata"``."""
     if metadata is None:
         return {}
-    if isinstance(metadata, dict):
+    if type(metadata) is dict:
         return dict.copy(metadata)
+    if isinstance(metadata, dict):
+        return plain_dict(metadata)
     return {"metadata": metadata}
+
+
+def plain_dict(mapping: dict[Any, Any]) -> dict[Any, Any]:
+    """A plain copy of a dict subclass, read through ``dict``'s own C methods: ``dict.copy`` calls a
+    subclass's ``keys()`` when it overrides ``__iter__``, and either may raise or be slow."""
+    return dict(dict.items(mapping))
+
+
+def _given(value: Any) -> bool:
+    """Whether a context value was given (not None, "" or 0), told without calling its own methods
+    (a str subclass's ``__len__``, an object's ``__bool__``): any other object counts as given."""
+    if value is None:
+        return False
+    if isinstance(value, str):
+        return str.__len__(value) > 0
+    if isinstance(value, int):
+        return int.__bool__(value)
+    if isinstance(value, float):
+        return float.__bool__(value)
+    return True
 
 
 def _number(value: Any) -> int | float | None:
