@@ -28,6 +28,7 @@ from typing import Any
 import msgspec
 
 from ..redaction import _RULES, REDACTED, SecretKeys, redact_text, secret_spans
+from .fit import NeedsUserCode as NeedsUserCode
 from .fit import clean_text
 
 MAX_DEPTH = 32
@@ -329,13 +330,6 @@ class Sanitizer:
             except Exception:
                 pass
         return clean_str(redact_text(_safe_repr(value)), limit)
-
-
-class NeedsUserCode(BaseException):
-    """Raised (only while ``Sanitizer.user_code`` is False) where encoding would call the caller's
-    own code (``__repr__``, ``model_dump``): the writer then encodes that row on a worker thread, so a
-    slow ``__repr__`` never stalls the caller's event loop. A BaseException: no ``except Exception``
-    on the way may turn it into a marker."""
 
 
 def _snapshot(read: Any, container: Any) -> Any:

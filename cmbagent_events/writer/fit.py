@@ -15,8 +15,8 @@ from typing import Any
 from ..store.columns import EVENT_WIDTHS, FILE_INTS, FILE_WIDTHS, INT32, MESSAGE_WIDTHS, RUN_WIDTHS
 
 FLOAT_MAX = 1e300
-__all__ = ["EVENT_WIDTHS", "FILE_INTS", "FILE_WIDTHS", "INT32", "MESSAGE_WIDTHS", "RUN_WIDTHS", "as_text", "clean_text",
-           "cut", "fit_float", "fit_int", "fit_text"]
+__all__ = ["EVENT_WIDTHS", "FILE_INTS", "FILE_WIDTHS", "INT32", "MESSAGE_WIDTHS", "RUN_WIDTHS", "NeedsUserCode",
+           "as_text", "clean_text", "cut", "fit_float", "fit_int", "fit_text"]
 
 
 def as_text(value: Any) -> str:
@@ -59,12 +59,22 @@ def cut(value: str, width: int) -> str:
     return value[:width] if keep < 1 else value[:keep] + marker
 
 
-def fit_text(value: Any, width: int | None) -> str | None:
-    """A storable str of at most ``width`` characters (None stays None)."""
+class NeedsUserCode(BaseException):
+    """Raised (only while user code is off: ``Sanitizer.user_code`` / ``fit_text(user_code=False)``)
+    where turning a value into text would call the caller's own code (``__repr__``, ``model_dump``):
+    the writer then builds that row on a worker thread, so a slow ``__repr__`` never stalls the
+    caller's event loop. A BaseException: no ``except Exception`` on the way may turn it into a marker."""
+
+
+def fit_text(value: Any, width: int | None, user_code: bool = True) -> str | None:
+    """A storable str of at most ``width`` characters (None stays None). With ``user_code`` False,
+    a value only its own ``__repr__`` can turn into text raises :class:`NeedsUserCode` instead."""
     if value is None:
         return None
     if type(value) is str and value.isascii() and "\x00" not in value and (width is None or len(value) <= width):
         return value  # the common case
+    if not user_code and not isinstance(value, (str, int, float)):
+        raise NeedsUserCode
     text = clean_text(as_text(value))
     return text if width is None else cut(text, width)
 

@@ -33,15 +33,24 @@ class RowBuilder:
         self._session_id = fit_text(session_id, RUN_WIDTHS["session_id"]) or "default"
         self._timestamp = timestamp
         self._sanitizer = Sanitizer(config.secret_keys)
+        # The caller's own code (__repr__, __str__, model_dump) runs only in encode(user_code=True),
+        # which the writer calls on a worker thread: never on the loop (the caller's, in an async run).
+        self._sanitizer.user_code = False
+        self._later: list[EventRecord] = []  # records whose rows need user code: built by encode(user_code=True)
         self._count_dropped = count_dropped or (lambda n, cause: None)
         self.placeholders = 0  # rows stored with a marker instead of a value that could not be encoded
 
     def add(self, batch: Batch, open_rows: OpenRows, r: EventRecord) -> None:
-        """Add one INSERT or COMPLETE record to ``batch`` (rows stay lists until :meth:`encode`)."""
-        if r.kind == INSERT:
-            self._add_insert(batch, open_rows, r)
-        elif r.kind == COMPLETE:
-            self._add_completion(batch, open_rows, r)
+        """Add one INSERT or COMPLETE record to ``batch`` (rows stay lists until :meth:`encode`).
+        A record whose names or values only the caller's code can turn into text waits for
+        ``encode(batch, user_code=True)``, which adds it to the same batch."""
+        try:
+            if r.kind == INSERT:
+                self._add_insert(batch, open_rows, r)
+            elif r.kind == COMPLETE:
+                self._add_completion(batch, open_rows, r)
+        except NeedsUserCode:
+            self._later.append(r)
 
     def _add_insert(self, batch: Batch, open_rows: OpenRows, r: EventRecord) -> None:
         ts = self._timestamp(r.t_ns)
@@ -60,14 +69,17 @@ class RowBuilder:
         row = [r.id, self._run_id, self._session_id, r.node_id, r.step_id, r.parent_id, r.event_type,
                r.event_subtype, r.agent_name, r.execution_order, r.seq, r.depth, inputs, outputs,
                r.error_message, r.status, ts, None, r.duration_ms, meta]
+        companion = None
+        if extra is not None:
+            try:  # before the event row goes in: NeedsUserCode leaves the batch as it was
+                companion = self._companion(r, extra, ts)
+            except Exception:  # the event row stays; only its messages/files twin is lost
+                self.placeholders += 1
         batch.events.append(row)
         if r.status == "running" and r.id is not None:
             open_rows[r.id] = row
-        if extra is not None:
-            try:
-                self._add_companion(batch, r, extra, ts)
-            except Exception:  # the event row stays; only its messages/files twin is lost
-                self.placeholders += 1
+        if companion is not None:
+            (batch.messages if extra[0] == MESSAGE_ROW else batch.files).append(companion)
 
     def _add_completion(self, batch: Batch, open_rows: OpenRows, r: EventRecord) -> None:
         row = open_rows.pop(r.id, None) if r.id is not None else None
@@ -92,32 +104,36 @@ class RowBuilder:
         except Exception as exc:  # never lose the completion: store why its values are missing
             self.placeholders += 1
             outputs, error, meta = _unstorable(exc), None, None
+        user_code = s.user_code
         batch.updates.append(make_row(
-            Update, event_subtype=fit_text(r.event_subtype, _W["event_subtype"]),
-            status=fit_text(r.status, _W["status"]), outputs=outputs, error_message=error,
+            Update, event_subtype=fit_text(r.event_subtype, _W["event_subtype"], user_code),
+            status=fit_text(r.status, _W["status"], user_code), outputs=outputs, error_message=error,
             completed_at=completed_at, duration_ms=fit_float(r.duration_ms), meta=meta,
-            id=fit_text(r.id, _W["id"])))
+            id=fit_text(r.id, _W["id"], user_code)))
 
-    def _add_companion(self, batch: Batch, r: EventRecord, extra: tuple[Any, ...], ts: Any) -> None:
+    def _companion(self, r: EventRecord, extra: tuple[Any, ...], ts: Any) -> Any:
+        """The ``messages`` or ``files`` row of an event (None for neither)."""
         s = self._sanitizer
+        user_code = s.user_code
         if extra[0] == MESSAGE_ROW:
             _, sender, recipient, content, tokens = extra
             # a list until encode(): its content is cleaned there, with the whole batch's texts
-            batch.messages.append(list(make_row(
+            return list(make_row(
                 MessageRow, id=r.id, run_id=self._run_id, event_id=r.id,
-                node_id=fit_text(r.node_id, MESSAGE_WIDTHS["node_id"]),
-                step_id=fit_text(r.step_id, MESSAGE_WIDTHS["step_id"]),
-                sender=fit_text(sender, MESSAGE_WIDTHS["sender"]),
-                recipient=fit_text(recipient, MESSAGE_WIDTHS["recipient"]),
-                content=content, tokens=fit_int(tokens), timestamp=ts)))
-        elif extra[0] == FILE_ROW:
+                node_id=fit_text(r.node_id, MESSAGE_WIDTHS["node_id"], user_code),
+                step_id=fit_text(r.step_id, MESSAGE_WIDTHS["step_id"], user_code),
+                sender=fit_text(sender, MESSAGE_WIDTHS["sender"], user_code),
+                recipient=fit_text(recipient, MESSAGE_WIDTHS["recipient"], user_code),
+                content=content, tokens=fit_int(tokens), timestamp=ts))
+        if extra[0] == FILE_ROW:
             _, path, file_type, size = extra
-            batch.files.append(make_row(
+            return make_row(
                 FileRow, id=r.id, run_id=self._run_id, event_id=r.id,
-                node_id=fit_text(r.node_id, FILE_WIDTHS["node_id"]),
-                step_id=fit_text(r.step_id, FILE_WIDTHS["step_id"]),
-                file_path=s.text(path, 4096) or "", file_type=fit_text(file_type, FILE_WIDTHS["file_type"]),
-                size_bytes=fit_int(size, FILE_INTS["size_bytes"]), created_at=ts))
+                node_id=fit_text(r.node_id, FILE_WIDTHS["node_id"], user_code),
+                step_id=fit_text(r.step_id, FILE_WIDTHS["step_id"], user_code),
+                file_path=s.text(path, 4096) or "", file_type=fit_text(file_type, FILE_WIDTHS["file_type"], user_code),
+                size_bytes=fit_int(size, FILE_INTS["size_bytes"]), created_at=ts)
+        return None
 
     def encode(self, batch: Batch, *, user_code: bool = True) -> int:
         """Sanitise and JSON-encode the batch's event rows in place; they become tuples.
@@ -127,7 +143,9 @@ class RowBuilder:
         counted as dropped (``encode failure``), with its messages/files twin.
 
         With ``user_code=False`` a row whose encoding would call the caller's own code (``__repr__``,
-        ``model_dump``) is left as it is, for a second call on a worker thread; returns how many.
+        ``model_dump``) is left as it is, for a second call on a worker thread; returns how many rows
+        (and records :meth:`add` put aside) wait for it. With ``user_code=True`` those records are
+        added to this batch first.
         The values of all rows are converted first with one secret scan for the whole batch
         (``Sanitizer.encode_batch`` / ``text_batch``: the same results as value by value)."""
         rows = batch.events
@@ -136,6 +154,9 @@ class RowBuilder:
         sanitizer = self._sanitizer
         sanitizer.user_code = user_code
         try:
+            if user_code and self._later:
+                self._add_later(batch)
+                rows = batch.events
             ready = self._convert_all([row for row in rows if type(row) is not tuple])
             for i, row in enumerate(rows):
                 if type(row) is tuple:  # already encoded (a batch retried or split, or the first pass)
@@ -145,10 +166,14 @@ class RowBuilder:
                 except NeedsUserCode:
                     deferred += 1
                 except Exception as exc:
-                    self._placeholder_or_lost(rows, i, row, exc, lost)
+                    try:
+                        self._placeholder_or_lost(rows, i, row, exc, lost)
+                    except NeedsUserCode:  # its names need user code too: the row waits, intact
+                        deferred += 1
+            deferred += self._encode_messages(batch)
         finally:
-            sanitizer.user_code = True
-        self._encode_messages(batch)  # with user code allowed, as their contents always were
+            sanitizer.user_code = False
+        deferred += len(self._later)
         if lost:
             gone = set(lost)
             batch.events = [r for r in rows if r[Event.id] not in gone]
@@ -156,6 +181,17 @@ class RowBuilder:
             batch.files = [f for f in batch.files if f[FileRow.event_id] not in gone]
             self._count_dropped(len(lost), ENCODE_FAILED)
         return deferred
+
+    def _add_later(self, batch: Batch) -> None:
+        """The records :meth:`add` put aside, added to ``batch`` now that user code may run."""
+        later, self._later = self._later, []
+        open_rows: OpenRows = {}  # their completions in this batch become updates, applied after the inserts
+        for r in later:
+            try:
+                self.add(batch, open_rows, r)
+            except Exception:  # as the writer does for any record it cannot make a row of
+                if r.seq >= 0:
+                    self._count_dropped(1, ENCODE_FAILED)
 
     def _placeholder_or_lost(self, rows: list[Any], i: int, row: list[Any], exc: Exception, lost: list[Any]) -> None:
         """Row ``i`` as a placeholder naming ``exc``; if even that fails, its id goes to ``lost``."""
@@ -183,6 +219,7 @@ class RowBuilder:
 
     def _encode_event(self, row: list[Any], ready: tuple[Any, ...] | None = None) -> tuple[Any, ...]:
         s, cfg = self._sanitizer, self._config
+        self._fit_names(row, s.user_code)  # first: cut names stay the same when fitted again
         # all computed before any is stored: a row deferred half-way must be encoded again intact
         ready_in, ready_out, ready_meta, ready_error = ready or (FAILED,) * 4
         inputs = s.encode(row[Event.inputs], cfg.max_input_size) if ready_in is FAILED else ready_in
@@ -190,51 +227,61 @@ class RowBuilder:
         meta = s.encode(row[Event.meta], cfg.max_input_size) if ready_meta is FAILED else ready_meta
         error = s.text(row[Event.error_message], cfg.max_output_size) if ready_error is FAILED else ready_error
         row[Event.inputs], row[Event.outputs], row[Event.meta], row[Event.error_message] = inputs, outputs, meta, error
-        self._fit_names(row)
         return tuple(row)
 
-    def _encode_messages(self, batch: Batch) -> None:
-        """Message contents cleaned batch-wide; a content that cannot be read becomes a marker."""
+    def _encode_messages(self, batch: Batch) -> int:
+        """Message contents cleaned batch-wide; a content that cannot be read becomes a marker. Returns
+        how many wait for user code (a content only its own ``__repr__`` describes): left as lists."""
         messages = [m for m in batch.messages if type(m) is list]
         if not messages:
-            return
+            return 0
         s, limit = self._sanitizer, self._config.max_input_size
         try:
             contents = s.text_batch([m[MessageRow.content] for m in messages], [limit] * len(messages))
         except Exception:
             contents = [FAILED] * len(messages)
-        for m, encoded in zip(messages, contents):
-            if encoded is not FAILED:
-                m[MessageRow.content] = encoded
+        waiting: set[int] = set()
+        for m, converted in zip(messages, contents):
+            if converted is not FAILED:
+                m[MessageRow.content] = converted
                 continue
             try:  # the batch pass failed on this one: encode it alone, under its own guard
                 m[MessageRow.content] = s.text(m[MessageRow.content], limit)
+            except NeedsUserCode:
+                waiting.add(id(m))
             except Exception as exc:
                 m[MessageRow.content] = _unstorable(exc)
-        batch.messages = [tuple(m) if type(m) is list else m for m in batch.messages]
+        batch.messages = [tuple(m) if type(m) is list and id(m) not in waiting else m for m in batch.messages]
+        return len(waiting)
 
     @staticmethod
-    def _fit_names(row: list[Any]) -> None:
-        row[Event.node_id] = fit_text(row[Event.node_id], _W["node_id"])
-        row[Event.step_id] = fit_text(row[Event.step_id], _W["step_id"])
-        row[Event.event_type] = fit_text(row[Event.event_type], _W["event_type"]) or "unknown"
-        row[Event.event_subtype] = fit_text(row[Event.event_subtype], _W["event_subtype"])
-        row[Event.agent_name] = fit_text(row[Event.agent_name], _W["agent_name"])
-        row[Event.status] = fit_text(row[Event.status], _W["status"])
+    def _fit_names(row: list[Any], user_code: bool = True) -> None:
+        """The row's names fitted to their columns, all or none (NeedsUserCode leaves the row as it was)."""
+        node = fit_text(row[Event.node_id], _W["node_id"], user_code)
+        step = fit_text(row[Event.step_id], _W["step_id"], user_code)
+        event_type = fit_text(row[Event.event_type], _W["event_type"], user_code) or "unknown"
+        subtype = fit_text(row[Event.event_subtype], _W["event_subtype"], user_code)
+        agent = fit_text(row[Event.agent_name], _W["agent_name"], user_code)
+        status = fit_text(row[Event.status], _W["status"], user_code)
+        row[Event.node_id], row[Event.step_id], row[Event.event_type] = node, step, event_type
+        row[Event.event_subtype], row[Event.agent_name], row[Event.status] = subtype, agent, status
         row[Event.duration_ms] = fit_float(row[Event.duration_ms])
 
     def _placeholder(self, row: list[Any], exc: BaseException) -> tuple[Any, ...]:
-        """The row with its payload replaced by the reason it could not be stored."""
+        """The row with its payload replaced by the reason it could not be stored (NeedsUserCode when
+        its names need user code: the row is then left as it was)."""
         reason = _unstorable(exc)
-        row[Event.inputs], row[Event.outputs], row[Event.meta] = reason, None, reason
-        row[Event.error_message] = None
         try:
-            self._fit_names(row)
+            self._fit_names(row, self._sanitizer.user_code)
+        except NeedsUserCode:
+            raise
         except Exception:  # the names themselves cannot be read: keep none of them
             for column in (Event.node_id, Event.step_id, Event.event_subtype, Event.agent_name, Event.status,
                            Event.duration_ms):
                 row[column] = None
             row[Event.event_type] = "unknown"
+        row[Event.inputs], row[Event.outputs], row[Event.meta] = reason, None, reason
+        row[Event.error_message] = None
         return tuple(row)
 
     def finish_row(self, status: str, completed_ns: int, total: int, dropped: int, meta_patch: Any) -> tuple[Any, ...]:
