@@ -66,8 +66,8 @@ async def _run_row(db_url: str, run_id: str) -> WorkflowRun | None:
         await engine.dispose()
 
 
-async def test_a_run_killed_before_its_first_event_has_a_row_that_runs_closes(db_url: str, tmp_path: Path,
-                                                                              capsys: pytest.CaptureFixture[str]) -> None:
+async def test_a_run_killed_before_its_first_event_has_a_row_that_runs_closes(
+        db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     child, run_id = _child(tmp_path, ENTER_AND_WAIT, db_url)
     try:
         for _ in range(600):  # the row is written at entry, not with the first batch: wait for that state
