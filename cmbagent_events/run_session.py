@@ -14,21 +14,23 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from .capture import EventCaptureManager
+from .capture import EventCaptureManager, plain_dict
 from .config import CaptureConfig, ConfigError
 from .errors import DatabaseUnavailable
 from .ids import new_run_id
+from .store.columns import Run
 from .store.orphans import process_identity
 from .store.schema import forget_migrated, migrate, resolve_db
 from .store.sink import open_sink
 from .writer import BatchWriter, FinishValues
 from .writer.encode import Sanitizer
-from .writer.fit import RUN_WIDTHS, fit_text
+from .writer.fit import RUN_WIDTHS, NeedsUserCode, fit_text
 from .writer.rows import run_row
 
 log = logging.getLogger("cmbagent_events")
+T = TypeVar("T")
 
 
 class RunSession:
@@ -43,8 +45,8 @@ class RunSession:
         self.mode = mode
         self.agent = agent
         self.model = model
-        self.session_id = fit_text(session_id, RUN_WIDTHS["session_id"]) or "default"
-        self.meta = dict.copy(meta) if isinstance(meta, dict) else ({} if meta is None else {"meta": meta})
+        self.session_id: Any = session_id  # as given until start() makes it text (see _run_fields)
+        self.meta = plain_dict(meta) if isinstance(meta, dict) else ({} if meta is None else {"meta": meta})
         self.manager: EventCaptureManager | None = None
         self.forwarder: Any = None  # export.otlp.OtlpForwarder when CMBAGENT_EVENTS_OTLP_ENDPOINT is set
 
@@ -52,6 +54,7 @@ class RunSession:
         cfg = self.config
         run_id = new_run_id()
         if not cfg.enabled:  # capture off: a manager that records nothing, no database touched
+            self.session_id = await _off_this_loop(fit_text, self.session_id, RUN_WIDTHS["session_id"]) or "default"
             self.manager = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=False)
             return self.manager
         url = resolve_db(self.db_url)  # a URL that cannot work fails here, with the reason
@@ -71,9 +74,11 @@ class RunSession:
         if not sampled:
             meta["sampled_out"] = True
         sink = open_sink(url, cfg.placement)  # the writer connects it in the background, while the body runs
-        first_row = run_row(cfg, sink.timestamp, run_id=run_id, session_id=self.session_id,
-                            task_description=self.task_description, mode=self.mode, agent=self.agent,
-                            model=self.model, started_ns=time.time_ns(), meta=meta)
+        first_row = await _off_this_loop(
+            run_row, cfg, sink.timestamp, run_id=run_id, session_id=self.session_id,
+            task_description=self.task_description, mode=self.mode, agent=self.agent, model=self.model,
+            started_ns=time.time_ns(), meta=meta)
+        self.session_id = first_row[Run.session_id]
         manager = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=sampled)
         writer = BatchWriter(manager.bus, sink, cfg, run_id, self.session_id, run_row=first_row)
         writer.prepare = lambda: _remigrate(url, cfg.placement)
@@ -97,12 +102,13 @@ class RunSession:
         if status is None:
             status = "completed" if error is None else "failed"
         if error is not None:
+            text: Any
             if isinstance(error, BaseException):
                 kind = "cancelled" if isinstance(error, asyncio.CancelledError) else type(error).__name__
-                text = f"{kind}: {error}" if str(error) else kind
+                text = ErrorText(kind, error)  # its str() is the caller's code: run by the writer, off this loop
                 meta = {"exception_type": type(error).__qualname__}
             else:
-                kind, text, meta = "run_error", str(error), {}
+                kind, text, meta = "run_error", error, {}
             manager.capture_error("capture_run", text, kind, meta)
         writer = manager.writer
         if writer is not None:
@@ -141,6 +147,34 @@ def _otlp_forwarder(endpoint: str, run_id: str, writer: BatchWriter) -> Any:
     forwarder = OtlpForwarder(make_exporter(endpoint), run_id)
     writer.add_commit_listener(forwarder.on_commit)
     return forwarder
+
+
+async def _off_this_loop(build: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``build(...)`` with user code off; when a value needs the caller's own code to become text (a
+    run field or meta value only its ``__repr__``/``__str__`` describes), on a worker thread instead:
+    slow or not, it never runs on the caller's event loop (the start awaits it, the loop goes on)."""
+    try:
+        return build(*args, **kwargs, user_code=False)
+    except NeedsUserCode:
+        return await asyncio.to_thread(build, *args, **kwargs, user_code=True)
+
+
+class ErrorText:
+    """An exception as ``"Type: message"`` for an error event, made text by the writer (on its worker
+    thread when user code must run): an exception's ``__str__`` may be slow or raise."""
+
+    __slots__ = ("error", "kind")
+
+    def __init__(self, kind: str, error: BaseException) -> None:
+        self.kind = kind
+        self.error = error
+
+    def __repr__(self) -> str:
+        try:
+            message = str(self.error)
+        except Exception as exc:
+            message = f"<str() failed: {type(exc).__name__}>"
+        return f"{self.kind}: {message}" if message else self.kind
 
 
 def _is_outage(exc: BaseException) -> bool:

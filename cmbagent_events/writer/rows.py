@@ -292,10 +292,13 @@ class RowBuilder:
 
 def run_row(config: CaptureConfig, timestamp: Callable[[int], Any], *, run_id: str, session_id: str,
             task_description: str, mode: str, agent: str | None, model: str | None, started_ns: int,
-            meta: dict[str, Any]) -> tuple[Any, ...]:
+            meta: dict[str, Any], user_code: bool = True) -> tuple[Any, ...]:
     """The ``workflow_runs`` row a run starts with (inserted with its first batch); every field
-    fitted to its column, whatever type the caller passed."""
+    fitted to its column, whatever type the caller passed. With ``user_code`` False, a value only
+    its own ``__repr__``/``model_dump`` can describe raises :class:`NeedsUserCode` (build the row on
+    a worker thread then)."""
     clean = Sanitizer(config.secret_keys)
+    clean.user_code = user_code
     try:
         task = clean.text(task_description, config.max_input_size)
     except Exception as exc:
@@ -305,10 +308,10 @@ def run_row(config: CaptureConfig, timestamp: Callable[[int], Any], *, run_id: s
     except Exception as exc:
         encoded_meta = _unstorable(exc)
     return make_row(
-        Run, id=run_id, session_id=fit_text(session_id, RUN_WIDTHS["session_id"]) or "default",
-        task_description=task, mode=fit_text(mode, RUN_WIDTHS["mode"]),
-        agent=fit_text(agent, RUN_WIDTHS["agent"]), model=fit_text(model, RUN_WIDTHS["model"]), status="running",
-        started_at=timestamp(started_ns), completed_at=None, total_events=0, dropped_events=0,
+        Run, id=run_id, session_id=fit_text(session_id, RUN_WIDTHS["session_id"], user_code) or "default",
+        task_description=task, mode=fit_text(mode, RUN_WIDTHS["mode"], user_code),
+        agent=fit_text(agent, RUN_WIDTHS["agent"], user_code), model=fit_text(model, RUN_WIDTHS["model"], user_code),
+        status="running", started_at=timestamp(started_ns), completed_at=None, total_events=0, dropped_events=0,
         meta=encoded_meta)
 
 
