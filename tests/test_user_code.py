@@ -1,0 +1,101 @@
+"""Odd objects anywhere a run takes text (run fields and meta, context ids, agent names, message
+sender/recipient/content, file path/type, a completion's response, the run's own exception): their
+``__repr__`` / ``__str__`` / ``__len__`` never run on the caller's thread (in an async run the writer
+shares the caller's event loop, so a slow one would stall it). They run on a worker thread, and what
+they return is stored; a dict subclass whose methods raise is read without them."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from cmbagent_events import ExecutionEvent, File, Message, WorkflowRun, capture_run
+
+CALLED: list[tuple[str, int]] = []  # (what, thread id) of every call into the objects below
+
+
+class Odd:
+    """An object only its own __repr__ / __str__ can describe."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    def __repr__(self) -> str:
+        CALLED.append((self.tag, threading.get_ident()))
+        return f"<odd {self.tag}>"
+
+    __str__ = __repr__
+
+
+class CountedStr(str):
+    def __len__(self) -> int:
+        CALLED.append(("len", threading.get_ident()))
+        return str.__len__(self)
+
+    def __bool__(self) -> bool:
+        CALLED.append(("bool", threading.get_ident()))
+        return True
+
+
+class Unreadable(dict):
+    """A dict whose own reading methods raise (only dict's C methods can read it)."""
+
+    def keys(self):  # type: ignore[override]
+        CALLED.append(("keys", threading.get_ident()))
+        raise RuntimeError("no keys")
+
+    def items(self):  # type: ignore[override]
+        CALLED.append(("items", threading.get_ident()))
+        raise RuntimeError("no items")
+
+    def __iter__(self):
+        CALLED.append(("iter", threading.get_ident()))
+        raise RuntimeError("no iter")
+
+
+class Failure(Exception):
+    def __str__(self) -> str:
+        CALLED.append(("exception", threading.get_ident()))
+        return "the body failed"
+
+
+async def test_user_code_of_odd_values_never_runs_on_the_callers_thread(db_url, db_session, config) -> None:
+    CALLED.clear()
+    caller = threading.get_ident()
+    with pytest.raises(Failure):
+        async with capture_run(db_url, config=config, hooks=False, task_description=Odd("task"), mode=Odd("mode"),
+                               agent=Odd("agent"), model=Odd("model"), session_id=Odd("session"),
+                               meta=Unreadable(key=Odd("meta value"))) as run:
+            run.set_context(node_id=Odd("node"), step_id=CountedStr("step"))
+            call = run.capture_agent_call(Odd("agent name"), "hello", metadata=Unreadable(m=1))
+            run.capture_message(Odd("sender"), Odd("recipient"), Odd("content"))
+            run.capture_file_generation("writer", Odd("path"), Odd("file type"))
+            assert await run.flush(30)
+            run.capture_agent_response("engineer", Odd("response"), event_id=call)
+            raise Failure
+    assert {tag for tag, thread in CALLED if thread == caller} == set(), "user code ran on the caller's thread"
+    assert {tag for tag, _ in CALLED} >= {"task", "mode", "agent", "session", "meta value", "node", "agent name",
+                                          "sender", "recipient", "content", "path", "file type", "response",
+                                          "exception"}
+    assert not {"keys", "items", "iter"} & {tag for tag, _ in CALLED}
+
+    row = await db_session.get(WorkflowRun, run.run_id)
+    assert (row.status, row.dropped_events) == ("failed", 0)
+    assert (row.task_description, row.mode, row.agent, row.model, row.session_id) == (
+        "<odd task>", "<odd mode>", "<odd agent>", "<odd model>", "<odd session>")
+    assert row.meta["key"] == "<odd meta value>"
+    events = {e.event_subtype if e.event_type == "agent_call" else e.event_type: e for e in (await db_session.scalars(
+        select(ExecutionEvent).where(ExecutionEvent.run_id == run.run_id).order_by(ExecutionEvent.seq))).all()}
+    call_row = events["complete"]  # the agent call, completed
+    assert (call_row.agent_name, call_row.node_id, call_row.step_id) == ("<odd agent name>", "<odd node>", "step")
+    assert call_row.outputs == {"response": "<odd response>"} and call_row.meta == {"m": 1}
+    assert events["error"].error_message == "Failure: the body failed"
+    message = (await db_session.scalars(select(Message).where(Message.run_id == run.run_id))).one()
+    assert (message.sender, message.recipient, message.content) == ("<odd sender>", "<odd recipient>", "<odd content>")
+    file = (await db_session.scalars(select(File).where(File.run_id == run.run_id))).one()
+    assert (file.file_path, file.file_type) == ("<odd path>", "<odd file type>")
+
+
