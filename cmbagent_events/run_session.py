@@ -13,6 +13,7 @@ import logging
 import random
 import sqlite3
 import time
+import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -105,7 +106,7 @@ class RunSession:
             text: Any
             if isinstance(error, BaseException):
                 kind = "cancelled" if isinstance(error, asyncio.CancelledError) else type(error).__name__
-                text = ErrorText(kind, error)  # its str() is the caller's code: run by the writer, off this loop
+                text = ErrorText.of(kind, error)
                 meta = {"exception_type": type(error).__qualname__}
             else:
                 kind, text, meta = "run_error", error, {}
@@ -168,6 +169,16 @@ class ErrorText:
     def __init__(self, kind: str, error: BaseException) -> None:
         self.kind = kind
         self.error = error
+
+    @classmethod
+    def of(cls, kind: str, error: BaseException) -> str | ErrorText:
+        """The text now when no user code makes it (a built-in ``__str__`` over plain arguments), else
+        an ``ErrorText`` for the writer."""
+        args = BaseException.__dict__["args"].__get__(error)  # not a subclass's own `args`
+        if (not isinstance(type(error).__str__, types.FunctionType)
+                and all(arg is None or type(arg) in (str, int, float, bool) for arg in args)):
+            return repr(cls(kind, error))
+        return cls(kind, error)
 
     def __repr__(self) -> str:
         try:

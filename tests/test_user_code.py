@@ -7,7 +7,6 @@ they return is stored; a dict subclass whose methods raise is read without them.
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import pytest
 from sqlalchemy import select

@@ -349,7 +349,10 @@ class BatchWriter:
         if self._rows.encode(batch, user_code=False):
             # rows holding objects only their own __repr__/model_dump can describe: encoded on a
             # worker thread, so the caller's code never runs (slowly) on the caller's event loop
-            await asyncio.to_thread(self._rows.encode, batch)
+            try:
+                await asyncio.to_thread(self._rows.encode, batch)
+            except RuntimeError:  # no new threads at interpreter exit: encoded here rather than lost
+                self._rows.encode(batch)
         await self._write(batch)
         self._pending = 0
 
