@@ -17,8 +17,9 @@ import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .capture import EventCaptureManager, plain_dict
+from .capture import EventCaptureManager
 from .config import CaptureConfig, ConfigError
+from .emit import plain_dict
 from .errors import DatabaseUnavailable
 from .ids import new_run_id
 from .store.columns import Run
