@@ -8,6 +8,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from cmbagent_events import CaptureConfig, ExecutionEvent, WorkflowRun, capture_run, capture_run_sync
+from cmbagent_events.ids import event_id_prefix
 from cmbagent_events.testing.stored import stored_run
 
 SMALL = CaptureConfig(buffer_size=50, flush_interval_ms=20, close_timeout_s=30)
@@ -115,3 +117,22 @@ async def test_containers_changed_after_capture_are_stored_as_captured(db_url: s
     assert events[eid].inputs["message"] == [{"role": "user", "content": "first"}]
     assert "new0" not in str(events[tool].inputs["arguments"]) and "key0" in str(events[tool].inputs["arguments"])
     assert (await db_session.get(WorkflowRun, run.run_id)).dropped_events == 0
+
+
+async def test_a_batch_the_database_refuses_loses_only_the_refused_row(db_url: str, db_session) -> None:
+    """One row the database refuses (its id is already taken: a replayed spill, a clash) costs that row,
+    counted as 'refused by database'; the batch is split until the innocent rows beside it are stored."""
+    async with capture_run(db_url, config=CaptureConfig(buffer_size=500, flush_interval_ms=60_000),
+                           hooks=False) as run:
+        assert await run.flush(30)  # the run row is in
+        taken = event_id_prefix(run.run_id) + str(7).zfill(9)  # the id the run's seq 7 will get
+        db_session.add(ExecutionEvent(id=taken, run_id=run.run_id, session_id="elsewhere", event_type="imposter",
+                                      seq=-1, depth=0, execution_order=0, status="completed",
+                                      timestamp=datetime.now(UTC)))
+        await db_session.commit()
+        for i in range(40):  # one batch: the writer is not woken before the flush
+            run.capture_tool_call("a", "t", {"i": i})
+        assert await run.flush(30)
+    row, seqs = await stored_run(db_url, run.run_id)
+    assert (row.total_events, row.dropped_events, row.meta["drops"]) == (40, 1, {"refused by database": 1})
+    assert [s for s in seqs if s >= 0] == [s for s in range(40) if s != 7]
