@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from cmbagent_events import CaptureConfig, ExecutionEvent, WorkflowRun, capture_run, capture_run_sync
+from cmbagent_events import CaptureConfig, ExecutionEvent, Message, WorkflowRun, capture_run, capture_run_sync
 from cmbagent_events.ids import event_id_prefix
 from cmbagent_events.testing.stored import stored_run
 
@@ -136,3 +136,23 @@ async def test_a_batch_the_database_refuses_loses_only_the_refused_row(db_url: s
     row, seqs = await stored_run(db_url, run.run_id)
     assert (row.total_events, row.dropped_events, row.meta["drops"]) == (40, 1, {"refused by database": 1})
     assert [s for s in seqs if s >= 0] == [s for s in range(40) if s != 7]
+
+
+class BrokenRepr:
+    def __repr__(self) -> str:
+        raise ValueError("no repr")
+
+
+async def test_values_that_cannot_be_read_are_stored_as_markers_naming_why(db_url: str, db_session) -> None:
+    """A value whose own __repr__ raises, as a payload, an agent name or a message content: its event is
+    stored with a marker naming the type and the error, beside the values that could be read."""
+    async with capture_run(db_url, config=SMALL, hooks=False) as run:
+        tool = run.capture_tool_call(BrokenRepr(), "t", {"broken": BrokenRepr(), "fine": 1}, result=BrokenRepr())
+        message = run.capture_message("a", "b", BrokenRepr())
+    marker = "<unrepresentable BrokenRepr: ValueError>"
+    event = await db_session.get(ExecutionEvent, tool)
+    assert (event.agent_name, event.inputs["arguments"], event.outputs) == (
+        marker, {"broken": marker, "fine": 1}, {"result": marker})
+    stored = (await db_session.scalars(select(Message).where(Message.event_id == message))).one()
+    assert stored.content == marker
+    assert (await db_session.get(WorkflowRun, run.run_id)).dropped_events == 0
