@@ -16,7 +16,8 @@ from ..store.columns import EVENT_WIDTHS, FILE_INTS, FILE_WIDTHS, INT32, MESSAGE
 
 FLOAT_MAX = 1e300
 __all__ = ["EVENT_WIDTHS", "FILE_INTS", "FILE_WIDTHS", "INT32", "MESSAGE_WIDTHS", "RUN_WIDTHS", "NeedsUserCode",
-           "as_text", "clean_text", "cut", "fit_float", "fit_int", "fit_text"]
+           "as_text", "clean_text", "cut", "fit_float", "fit_float_column", "fit_int", "fit_int_column", "fit_text",
+           "fit_text_column"]
 
 
 def as_text(value: Any) -> str:
@@ -121,3 +122,39 @@ def fit_float(value: Any) -> float | None:
     except (ValueError, OverflowError, TypeError):
         return None
     return number if math.isfinite(number) and abs(number) < FLOAT_MAX else None
+
+
+# -- whole columns (the writer's batch path): one check in C for the common column, else value by value
+_STR_OR_NONE = frozenset((str, type(None)))
+_INT_OR_NONE = frozenset((int, type(None)))
+_FLOAT_OR_NONE = frozenset((float, type(None)))
+
+
+def fit_text_column(values: list[Any] | tuple[Any, ...], width: int | None) -> list[Any] | tuple[Any, ...]:
+    """``[fit_text(v, width) for v in values]``; a column of plain, short, ASCII strings (and None),
+    the usual one, is checked as a whole and returned as it is."""
+    if set(map(type, values)) <= _STR_OR_NONE:
+        strings = list(filter(None, values))
+        joined = "".join(strings)
+        if (joined.isascii() and "\x00" not in joined
+                and (width is None or not strings or max(map(len, strings)) <= width)):
+            return values
+    return [fit_text(v, width) for v in values]
+
+
+def fit_int_column(values: list[Any] | tuple[Any, ...], bounds: tuple[int, int] = INT32) -> list[Any] | tuple[Any, ...]:
+    """``[fit_int(v, bounds) for v in values]``; a column of in-range ints (and None) as it is."""
+    if set(map(type, values)) <= _INT_OR_NONE:
+        ints = [v for v in values if v is not None]
+        if not ints or (bounds[0] <= min(ints) and max(ints) <= bounds[1]):
+            return values
+    return [fit_int(v, bounds) for v in values]
+
+
+def fit_float_column(values: list[Any] | tuple[Any, ...]) -> list[Any] | tuple[Any, ...]:
+    """``[fit_float(v) for v in values]``; a column of finite, in-range floats (and None) as it is."""
+    if set(map(type, values)) <= _FLOAT_OR_NONE:
+        floats = [v for v in values if v is not None]
+        if not floats or (all(map(math.isfinite, floats)) and max(map(abs, floats)) < FLOAT_MAX):
+            return values
+    return [fit_float(v) for v in values]

@@ -314,16 +314,28 @@ class BatchWriter:
             log.debug("cmbagent-events: closing the connection failed", exc_info=True)
 
     async def _write_records(self, records: list[EventRecord], final: bool = False) -> None:
-        batch = Batch()
-        open_rows: OpenRows = {}
         self._in_flight = len(records)
         self._pending = 0
-        for record in records:
+        start = 0
+        for i, record in enumerate(records):
             if record.kind == BARRIER:
-                await self._commit(batch)
+                await self._commit(self._rows_of(records[start:i]))
                 _resolve(record.extra, True)
-                batch, open_rows = Batch(), {}
-                continue
+                start = i + 1
+        await self._commit(self._rows_of(records[start:] if start else records), final=final)
+        self._in_flight = 0
+
+    def _rows_of(self, records: list[EventRecord]) -> Batch:
+        """The batch of ``records`` (no barrier among them): column by column when it can be (see
+        columnar.py), else record by record, each under its own guard."""
+        built = self._rows.build(records)
+        if built is not None:
+            batch, events = built
+            self._pending += events
+            return batch
+        batch = Batch()
+        open_rows: OpenRows = {}
+        for record in records:
             try:
                 self._rows.add(batch, open_rows, record)
             except Exception as exc:  # a record we could not even make a row of: count it, keep going
@@ -333,8 +345,7 @@ class BatchWriter:
             else:
                 if record.seq >= 0:
                     self._pending += 1
-        await self._commit(batch, final=final)
-        self._in_flight = 0
+        return batch
 
     async def _commit(self, batch: Batch, final: bool = False) -> None:
         """Write ``batch`` in one transaction, with the run row's insert (first) or close (``final``)."""

@@ -15,6 +15,7 @@ from ..config import CaptureConfig
 from ..records import COMPLETE, FILE_ROW, INPUT_FIELDS, INSERT, MESSAGE_ROW, USAGE_FIELDS, EventRecord
 from ..store.columns import Event, FileRow, MessageRow, Run, RunFinish, Update, make_row
 from ..store.sink import Batch
+from . import columnar
 from .encode import FAILED, NeedsUserCode, Sanitizer
 from .fit import EVENT_WIDTHS, FILE_INTS, FILE_WIDTHS, MESSAGE_WIDTHS, RUN_WIDTHS, fit_float, fit_int, fit_text
 
@@ -39,6 +40,11 @@ class RowBuilder:
         self._later: list[EventRecord] = []  # records whose rows need user code: built by encode(user_code=True)
         self._count_dropped = count_dropped or (lambda n, cause: None)
         self.placeholders = 0  # rows stored with a marker instead of a value that could not be encoded
+
+    def build(self, records: list[EventRecord]) -> tuple[Batch, int] | None:
+        """The batch of ``records`` (no barrier among them), every row encoded, and how many events it
+        holds; None when they need the per-record path (:meth:`add`, then :meth:`encode`)."""
+        return columnar.build(self, records)
 
     def add(self, batch: Batch, open_rows: OpenRows, r: EventRecord) -> None:
         """Add one INSERT or COMPLETE record to ``batch`` (rows stay lists until :meth:`encode`).
