@@ -135,3 +135,15 @@ def test_values_needing_the_callers_code_go_the_per_record_way() -> None:
     assert builder.build([record]) is None  # __repr__ is the caller's code: never on the loop's fast path
     assert builder.placeholders == before
     assert "opaque" in _per_record(builder, [record]).events[0][12]
+
+
+def test_sinks_batch_timestamps_equal_their_one_by_one_timestamps() -> None:
+    from cmbagent_events.store.sink import PostgresSink, SqliteSink
+
+    rng = random.Random(3)
+    sinks = [SqliteSink("unused.db"), PostgresSink("")]
+    for _ in range(300):
+        base = 1_700_000_000_000_000_000 + rng.randrange(10**12)
+        t_ns = [base + rng.randrange(rng.choice([10**6, 10**9, 5 * 10**9])) for _ in range(rng.randint(1, 40))]
+        for sink in sinks:
+            assert sink.timestamps(t_ns) == [sink.timestamp(t) for t in t_ns]

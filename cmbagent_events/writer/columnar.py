@@ -16,10 +16,12 @@ the writer takes the per-record path for those records, which handles each case 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import starmap
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from msgspec.structs import astuple
+from msgspec import defstruct
+from msgspec.structs import asdict, astuple
 
 from ..records import COMPLETE, FILE_ROW, INPUT_FIELDS, INSERT, MESSAGE_ROW, USAGE_FIELDS, EventRecord
 from ..store.sink import Batch
@@ -58,15 +60,12 @@ def _build(rb: RowBuilder, records: list[EventRecord]) -> tuple[Batch, int] | No
     n = len(records)
     batch = Batch()
     stamp = rb._timestamp
-    stamps = list(map(stamp, t_ns))
+    stamps = rb._timestamps(t_ns)
     completed: list[Any] = [None] * n
 
     # what only a record can say: tuple inputs named, llm usage, message rows' inputs and meta
-    for k in [k for k, v in enumerate(inputs) if type(v) is tuple]:
-        named = dict(zip(INPUT_FIELDS.get(types[k] or "", ()), inputs[k]))
-        if "context" in named and named["context"] is None:
-            named["context"] = {}
-        inputs[k] = named
+    if tuple in set(map(type, inputs)):
+        _name_inputs(inputs, types)
     if tuple in set(map(type, outputs)):
         for k, v in enumerate(outputs):
             if type(v) is tuple and types[k] == "llm_call":
@@ -124,7 +123,7 @@ def _build(rb: RowBuilder, records: list[EventRecord]) -> tuple[Batch, int] | No
                             outputs, errors, statuses, durations, metas, stamps, completed))
 
     s, cfg = rb._sanitizer, rb._config
-    inputs_json = s.encode_column(inputs, cfg.max_input_size)
+    inputs_json = s.encode_column(inputs, cfg.max_input_size, _as_dict)
     outputs_json = s.encode_column(outputs, cfg.max_output_size)
     metas_json = s.encode_column(metas, cfg.max_input_size)
     error_text = s.text_column(errors, cfg.max_output_size)
@@ -145,6 +144,46 @@ def _build(rb: RowBuilder, records: list[EventRecord]) -> tuple[Batch, int] | No
     for k in files:
         rb._add_companion(batch, records[k], extras[k], stamp(records[k].t_ns))
     return batch, sum(map((0).__le__, seqs))
+
+
+# Tuple inputs named by a Struct per event type: built in C, encoded as the dict the per-record path
+# builds (same keys, same order); the exact path (a value with a possible secret) gets that dict.
+_NAMED = {event_type: defstruct(f"{event_type}_inputs", [(name, object) for name in fields], gc=False)
+          for event_type, fields in INPUT_FIELDS.items() if "context" not in fields}  # context: None -> {}
+_NAMED_TYPES = frozenset(_NAMED.values())
+
+
+def _as_dict(value: Any) -> Any:
+    """The per-record path's value for a value of the inputs column."""
+    return asdict(value) if type(value) in _NAMED_TYPES else value
+
+
+def _name_inputs(inputs: list[Any], types: list[Any]) -> None:
+    """Tuple inputs named by their event type's fields (records.INPUT_FIELDS), in place."""
+    at = [k for k, v in enumerate(inputs) if type(v) is tuple]
+    kinds = set(map(types.__getitem__, at))
+    groups = {kinds.pop(): at} if len(kinds) == 1 else _groups(at, types)
+    for event_type, where in groups.items():
+        fields = INPUT_FIELDS.get(event_type or "", ())
+        values = list(map(inputs.__getitem__, where))
+        struct = _NAMED.get(event_type) if type(event_type) is str else None
+        if struct is not None and set(map(len, values)) == {len(fields)}:
+            named: list[Any] = list(starmap(struct, values))
+        else:
+            named = [dict(zip(fields, v)) for v in values]
+            if "context" in fields:
+                for value in named:
+                    if "context" in value and value["context"] is None:
+                        value["context"] = {}
+        for k, value in zip(where, named):
+            inputs[k] = value
+
+
+def _groups(at: list[int], types: list[Any]) -> dict[Any, list[int]]:
+    groups: dict[Any, list[int]] = {}
+    for k in at:
+        groups.setdefault(types[k], []).append(k)
+    return groups
 
 
 def _message_rows(rb: RowBuilder, batch: Batch, records: list[EventRecord], messages: list[int],

@@ -22,7 +22,7 @@ import base64
 import json
 import re
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import accumulate, count, repeat
 from operator import add
 from typing import Any
@@ -222,14 +222,18 @@ class Sanitizer:
                 out[i] = clean_str(value, limits[i])
         return out
 
-    def encode_column(self, values: list[Any] | tuple[Any, ...], limit: int) -> list[Any]:
+    def encode_column(self, values: list[Any] | tuple[Any, ...], limit: int,
+                      exact: Callable[[Any], Any] | None = None) -> list[Any]:
         """``encode_batch(values, [limit] * n)`` for one column, the usual one done in C: every value
         encoded in one ``map``, one secret scan, one length and one bracket count per value; only the
-        values flagged there take the exact path. ``FAILED`` marks a value whose encoding raised."""
+        values flagged there take the exact path, given ``exact(value)`` when ``exact`` is set (the
+        plain value of one that msgspec encodes alike, e.g. a Struct for a dict). ``FAILED`` marks a
+        value whose encoding raised."""
         try:
             chunks = list(map(_fast_encode, values))
         except Exception:  # a value msgspec cannot encode alone: value by value
-            return self.encode_batch(list(values), [limit] * len(values))
+            plain = list(map(exact, values)) if exact is not None else list(values)
+            return self.encode_batch(plain, [limit] * len(values))
         if not chunks:
             return []
         redo = _flagged_json(chunks)
@@ -245,7 +249,7 @@ class Sanitizer:
                 if value is None:
                     out[k] = None
         for k in redo:
-            out[k] = self._encode_or_failed(values[k], limit)
+            out[k] = self._encode_or_failed(values[k] if exact is None else exact(values[k]), limit)
         return out
 
     def text_column(self, values: list[Any] | tuple[Any, ...], limit: int) -> list[Any]:

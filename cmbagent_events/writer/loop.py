@@ -78,7 +78,8 @@ class BatchWriter:
         self.spill_path: str | None = None
         self._config = config
         self._run_id = run_id
-        self._rows = RowBuilder(config, run_id, session_id, sink.timestamp, bus.count_dropped)
+        self._rows = RowBuilder(config, run_id, session_id, sink.timestamp, bus.count_dropped,
+                                getattr(sink, "timestamps", None))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread_id = 0
         self._wake_event: asyncio.Event | None = None

@@ -28,11 +28,13 @@ class RowBuilder:
     """Builds one run's rows into batches; ``timestamp`` is the sink's (its drivers differ)."""
 
     def __init__(self, config: CaptureConfig, run_id: str, session_id: Any,
-                 timestamp: Callable[[int], Any], count_dropped: Callable[[int, str], None] | None = None) -> None:
+                 timestamp: Callable[[int], Any], count_dropped: Callable[[int, str], None] | None = None,
+                 timestamps: Callable[[list[int]], list[Any]] | None = None) -> None:
         self._config = config
         self._run_id = run_id
         self._session_id = fit_text(session_id, RUN_WIDTHS["session_id"]) or "default"
         self._timestamp = timestamp
+        self._timestamps = timestamps or (lambda t_ns: list(map(timestamp, t_ns)))  # the sink's, for a batch
         self._sanitizer = Sanitizer(config.secret_keys)
         # The caller's own code (__repr__, __str__, model_dump) runs only in encode(user_code=True),
         # which the writer calls on a worker thread: never on the loop (the caller's, in an async run).
