@@ -157,3 +157,19 @@ def test_batch_encoding_redacts_and_marks_failures() -> None:
     assert texts == ["use sk-*** now", "plain", None]
     assert "no" not in str(sanitizer.text_batch([Hostile()], [100]))
     assert FAILED not in sanitizer.encode_batch([Hostile()], [100])  # stored as a marker, never lost
+
+
+# -- multi-row INSERTs on SQLite --------------------------------------------------------------------
+@pytest.mark.parametrize("count", [1, 3, 85, 256, 341, 500])
+@pytest.mark.parametrize("max_variables", [None, 100])
+def test_sqlite_multi_row_insert_stores_every_row_in_order(tmp_path: Path, count: int,
+                                                           max_variables: int | None) -> None:
+    from cmbagent_events.store.sink import SqliteSink
+
+    db = sqlite3.connect(tmp_path / "rows.db", isolation_level=None)
+    db.execute("CREATE TABLE t (a INTEGER, b TEXT, c REAL)")
+    if max_variables is not None:  # an SQLite built with a low limit: smaller chunks, same rows
+        db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, max_variables)
+    rows = [(i, f"row {i}", None if i % 3 else i / 2) for i in range(count)]
+    SqliteSink._insert_rows(db, "INSERT INTO t (a, b, c) VALUES (?, ?, ?)", rows)
+    assert db.execute("SELECT a, b, c FROM t ORDER BY rowid").fetchall() == rows
