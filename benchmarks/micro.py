@@ -120,6 +120,75 @@ async def asyncpg_ceiling(dsn: str, n: int, batch: int, reps: int) -> float:
     return statistics.median(rates)
 
 
+def writer_rows(n: int, sink: Any) -> list[tuple[Any, ...]]:
+    """The ``execution_events`` rows the writer builds for ``writer_events_per_s``'s events (the
+    records ``capture_tool_call`` queues), with ``sink``'s timestamps."""
+    from cmbagent_events.records import INSERT, EventRecord
+    from cmbagent_events.writer.rows import RowBuilder
+
+    now = time.time_ns()
+    records = [EventRecord(INSERT, f"ceiling-{i:09d}", i, now + i * 1000, "tool_call", "execute", "engineer", None,
+                           0, None, None, i, ("tool", {"i": i}), {"result": i}, None, "completed", None, {}, None)
+               for i in range(n)]
+    built = RowBuilder(CaptureConfig(), "ceiling-run", "default", sink.timestamp, None, sink.timestamps).build(records)
+    assert built is not None
+    return list(built[0].events)
+
+
+def _unique(rows: list[tuple[Any, ...]], rep: int) -> list[tuple[Any, ...]]:
+    return [(f"{rep}-{row[0]}", *row[1:]) for row in rows]
+
+
+def sqlite_schema_ceiling(path: str, n: int, batch: int, reps: int) -> float:
+    """Raw sqlite3 executemany of the writer's own rows into the real (migrated) ``execution_events``,
+    one commit per batch, with the writer's PRAGMAs: what the schema's indexes leave for any writer."""
+    from cmbagent_events.store.sink import SqliteSink
+    from cmbagent_events.store.sqlite_thread import _PRAGMAS
+
+    sink = SqliteSink(path)
+    rows = writer_rows(n, sink)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(_PRAGMAS)
+    rates = []
+    for rep in range(reps):
+        mine = _unique(rows, rep)
+        t0 = time.perf_counter()
+        for start in range(0, n, batch):
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(sink._insert_events, mine[start:start + batch])
+            db.execute("COMMIT")
+        rates.append(n / (time.perf_counter() - t0))
+    db.execute("DELETE FROM execution_events WHERE run_id = 'ceiling-run'")
+    db.close()
+    return statistics.median(rates)
+
+
+async def asyncpg_schema_ceiling(dsn: str, n: int, batch: int, reps: int) -> float:
+    """Raw asyncpg COPY of the writer's own rows into the real (migrated) ``execution_events``, one
+    transaction per batch: what the schema (indexes, json checks) leaves for any writer."""
+    import asyncpg
+
+    from cmbagent_events.store.columns import EVENT_COLUMNS
+    from cmbagent_events.store.sink import PostgresSink
+
+    rows = writer_rows(n, PostgresSink(dsn))
+    conn = await asyncpg.connect(dsn)
+    rates = []
+    try:
+        for rep in range(reps):
+            mine = _unique(rows, rep)
+            t0 = time.perf_counter()
+            for start in range(0, n, batch):
+                async with conn.transaction():
+                    await conn.copy_records_to_table("execution_events", records=mine[start:start + batch],
+                                                     columns=EVENT_COLUMNS)
+            rates.append(n / (time.perf_counter() - t0))
+        await conn.execute("DELETE FROM execution_events WHERE run_id = 'ceiling-run'")
+    finally:
+        await conn.close()
+    return statistics.median(rates)
+
+
 def redaction_ns_per_event(n: int, reps: int) -> dict[str, float]:
     """Median ns per event the writer spends making payloads safe (truncation, secret keys, free-text
     secrets, JSON) against plain msgspec encoding of the same values, for ordinary events and for
@@ -180,12 +249,16 @@ async def run_micro(quick: bool, pg_url: str | None) -> dict[str, Any]:
             results["writer_events_per_s"][name] = {
                 str(b): await writer_events_per_s(url, n_write, b, reps) for b in batches}
         results["ceiling_events_per_s"]["sqlite"] = {str(b): sqlite_ceiling(n_write, b, reps) for b in batches}
+        results["schema_ceiling_events_per_s"] = {"sqlite": {
+            str(b): sqlite_schema_ceiling(f"{tmp}/micro.db", n_write, b, reps) for b in batches}}
         if pg_url:
             from cmbagent_events.store.schema import asyncpg_dsn, parse_db_url
 
             dsn = asyncpg_dsn(parse_db_url(pg_url))
             results["ceiling_events_per_s"]["postgresql"] = {
                 str(b): await asyncpg_ceiling(dsn, n_write, b, reps) for b in batches}
+            results["schema_ceiling_events_per_s"]["postgresql"] = {
+                str(b): await asyncpg_schema_ceiling(dsn, n_write, b, reps) for b in batches}
     return results
 
 
@@ -198,12 +271,18 @@ def print_micro(results: dict[str, Any]) -> None:
         print(f"payload safety per event (median): ordinary {red['ordinary_event']:.0f} ns "
               f"(+{red['overhead_ordinary']:.0f} ns over msgspec alone), with secrets "
               f"{red['event_with_secrets']:.0f} ns (+{red['overhead_with_secrets']:.0f} ns)")
-    print(f"{'backend':<11} {'batch':>6} {'writer ev/s':>12} {'ceiling ev/s':>13} {'fraction':>9}")
+    # ceiling: the raw driver into a table with no index; schema ceiling: the raw driver with the
+    # writer's own rows into the real execution_events (its indexes), what any writer is bounded by
+    print(f"{'backend':<11} {'batch':>6} {'writer ev/s':>12} {'ceiling ev/s':>13} {'fraction':>9} "
+          f"{'schema ceiling':>15} {'fraction':>9}")
     for backend, by_batch in results["writer_events_per_s"].items():
         for batch, rate in by_batch.items():
             ceiling = results["ceiling_events_per_s"].get(backend, {}).get(batch)
+            schema = results.get("schema_ceiling_events_per_s", {}).get(backend, {}).get(batch)
             frac = f"{rate / ceiling:.0%}" if ceiling else "-"
-            print(f"{backend:<11} {batch:>6} {rate:>12,.0f} {ceiling or 0:>13,.0f} {frac:>9}")
+            schema_frac = f"{rate / schema:.0%}" if schema else "-"
+            print(f"{backend:<11} {batch:>6} {rate:>12,.0f} {ceiling or 0:>13,.0f} {frac:>9} "
+                  f"{schema or 0:>15,.0f} {schema_frac:>9}")
 
 
 def main() -> None:
