@@ -15,21 +15,34 @@ the writer takes the per-record path for those records, which handles each case 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import starmap
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from msgspec import defstruct
 from msgspec.structs import asdict, astuple
 
+from ..config import CaptureConfig
 from ..records import COMPLETE, FILE_ROW, INPUT_FIELDS, INSERT, MESSAGE_ROW, USAGE_FIELDS, EventRecord
 from ..store.sink import Batch
-from .encode import FAILED, NeedsUserCode
+from .encode import FAILED, NeedsUserCode, Sanitizer
 from .fit import EVENT_WIDTHS, MESSAGE_WIDTHS, fit_float_column, fit_int_column, fit_text_column
 
-if TYPE_CHECKING:
-    from .rows import RowBuilder
+
+class RowBuilder(Protocol):
+    """What this module uses of ``rows.RowBuilder`` (which calls it: no import back)."""
+
+    placeholders: int
+    _config: CaptureConfig
+    _run_id: str
+    _session_id: str
+    _sanitizer: Sanitizer
+    _timestamp: Callable[[int], Any]
+    _timestamps: Callable[[list[int]], list[Any]]
+
+    def _add_completion(self, batch: Batch, open_rows: dict[str, list[Any]], r: EventRecord) -> None: ...
+    def _add_companion(self, batch: Batch, r: EventRecord, extra: tuple[Any, ...], ts: Any) -> None: ...
 
 _W = EVENT_WIDTHS
 _NO_EXTRA = {type(None)}
