@@ -42,7 +42,7 @@ class RowBuilder(Protocol):
     _timestamps: Callable[[list[int]], list[Any]]
 
     def _add_completion(self, batch: Batch, open_rows: dict[str, list[Any]], r: EventRecord) -> None: ...
-    def _add_companion(self, batch: Batch, r: EventRecord, extra: tuple[Any, ...], ts: Any) -> None: ...
+    def _companion(self, r: EventRecord, extra: tuple[Any, ...], ts: Any) -> Any: ...
 
 _W = EVENT_WIDTHS
 _NO_EXTRA = {type(None)}
@@ -55,13 +55,13 @@ def build(rows: RowBuilder, records: list[EventRecord]) -> tuple[Batch, int] | N
         return Batch(), 0
     sanitizer = rows._sanitizer
     placeholders = rows.placeholders
-    sanitizer.user_code = False  # a value needing the caller's code: the per-record path defers it
+    user_code, sanitizer.user_code = sanitizer.user_code, False  # values needing it: the per-record path
     try:
         built = _build(rows, records)
     except (Exception, NeedsUserCode):
         built = None
     finally:
-        sanitizer.user_code = True
+        sanitizer.user_code = user_code
     if built is None:
         rows.placeholders = placeholders  # the per-record path counts them again
     return built
@@ -155,7 +155,9 @@ def _build(rb: RowBuilder, records: list[EventRecord]) -> tuple[Batch, int] | No
     if messages:
         _message_rows(rb, batch, records, messages, keep, fitted_nodes, fitted_steps, stamps)
     for k in files:
-        rb._add_companion(batch, records[k], extras[k], stamp(records[k].t_ns))
+        row = rb._companion(records[k], extras[k], stamp(records[k].t_ns))
+        if row is not None:
+            batch.files.append(row)
     return batch, sum(map((0).__le__, seqs))
 
 

@@ -131,15 +131,16 @@ _FLOAT_OR_NONE = frozenset((float, type(None)))
 
 
 def fit_text_column(values: list[Any] | tuple[Any, ...], width: int | None) -> list[Any] | tuple[Any, ...]:
-    """``[fit_text(v, width) for v in values]``; a column of plain, short, ASCII strings (and None),
-    the usual one, is checked as a whole and returned as it is."""
+    """``[fit_text(v, width, user_code=False) for v in values]`` (raises NeedsUserCode for a value only
+    its own ``__repr__`` can write); a column of plain, short, ASCII strings (and None), the usual one,
+    is checked as a whole and returned as it is."""
     if set(map(type, values)) <= _STR_OR_NONE:
         strings = list(filter(None, values))
         joined = "".join(strings)
         if (joined.isascii() and "\x00" not in joined
                 and (width is None or not strings or max(map(len, strings)) <= width)):
             return values
-    return [fit_text(v, width) for v in values]
+    return [fit_text(v, width, False) for v in values]  # a name only user code can write: not here
 
 
 def fit_int_column(values: list[Any] | tuple[Any, ...], bounds: tuple[int, int] = INT32) -> list[Any] | tuple[Any, ...]:
