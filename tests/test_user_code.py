@@ -98,3 +98,12 @@ async def test_user_code_of_odd_values_never_runs_on_the_callers_thread(db_url, 
     assert (file.file_path, file.file_type) == ("<odd path>", "<odd file type>")
 
 
+
+
+async def test_a_flush_waits_for_rows_built_on_the_worker_thread(db_url, db_session, config) -> None:
+    """A batch holding only records whose rows need user code is still written before flush returns."""
+    async with capture_run(db_url, config=config, hooks=False) as run:
+        assert await run.flush(30)
+        alone = run.capture_message(Odd("sender"), "b", "only this one in its batch")
+        assert await run.flush(30)
+        assert (await db_session.get(ExecutionEvent, alone)) is not None, "flush returned before the row was written"

@@ -217,6 +217,7 @@ class BatchWriter:
             if self.finish is not None:  # the close, with drops final and spilled rows not counted lost
                 rest.run_finish = self._rows.finish_row(*self.finish())
             self._rows.encode(rest)
+            count = sum(len(b) for b in batches) + len(rest)  # with the records add() put aside
             batches.append(rest)
             path = write_spill(self._run_id, batches)
         except Exception as exc:
@@ -354,7 +355,7 @@ class BatchWriter:
             batch.run_insert = self._run_row
         if final and self.finish is not None:
             batch.run_finish = self._rows.finish_row(*self.finish())
-        if batch.is_empty():
+        if batch.is_empty() and not self._rows.waiting:  # (records put aside by add() are rows to be)
             return
         if time.monotonic() - self._last_beat >= self.HEARTBEAT_S and batch.run_finish is None:
             batch.heartbeat = self._heartbeat()  # rides along: no transaction of its own

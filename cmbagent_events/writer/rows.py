@@ -48,6 +48,11 @@ class RowBuilder:
         holds; None when they need the per-record path (:meth:`add`, then :meth:`encode`)."""
         return columnar.build(self, records)
 
+    @property
+    def waiting(self) -> bool:
+        """Records :meth:`add` put aside for ``encode(batch, user_code=True)``: the batch is not empty."""
+        return bool(self._later)
+
     def add(self, batch: Batch, open_rows: OpenRows, r: EventRecord) -> None:
         """Add one INSERT or COMPLETE record to ``batch`` (rows stay lists until :meth:`encode`).
         A record whose names or values only the caller's code can turn into text waits for
