@@ -8,13 +8,16 @@ import asyncio
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cmbagent_events import CaptureConfig, capture_run
+from cmbagent_events.store.sink import SqliteSink
 from cmbagent_events.testing import PostgresServer, find_pg_bin
 from cmbagent_events.testing.stored import stored_run
 
@@ -70,6 +73,35 @@ async def test_disk_full_spills_instead_of_discarding(tiny_disk: Path, tmp_path:
     assert not spilled_seqs & set(stored), "a spilled event was also stored"
     assert len(stored) + len(spilled_seqs) + stats["dropped_events"] == 6000
     assert stats["dropped_events"] == 0, "disk full discarded events it could spill"
+
+
+async def test_disk_full_without_root_spills_instead_of_discarding(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same fault where no tmpfs can be mounted: SQLite's own disk-full error (SQLITE_FULL's
+    message), injected at the file's writer thread after three commits."""
+    original = SqliteSink._write
+    commits = [0]
+
+    def full_after_three(self: SqliteSink, db: sqlite3.Connection, batch: Any) -> None:
+        commits[0] += 1
+        if commits[0] > 3:
+            raise sqlite3.OperationalError("database or disk is full")
+        original(self, db, batch)
+
+    monkeypatch.setattr(SqliteSink, "_write", full_after_three)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'events.db'}"
+    async with capture_run(url, config=FAST, hooks=False) as run:
+        for i in range(2000):
+            run.capture_tool_call("agent", "tool", {"i": i})
+            if i % 500 == 0:
+                await run.flush(5)
+    stats = run.get_performance_stats()
+    spilled = _spilled_events(tmp_path / "spill", run.run_id)
+    assert stats["spilled_events"] == len(spilled) > 0, "disk full: nothing was spilled"
+    _, stored = await stored_run(url, run.run_id)
+    spilled_seqs = {event[10] for event in spilled}
+    assert not spilled_seqs & set(stored), "a spilled event was also stored"
+    assert (len(stored) + len(spilled_seqs), stats["dropped_events"]) == (2000, 0)
 
 
 async def test_deleted_sqlite_file_is_detected_and_counted(tmp_path: Path) -> None:
