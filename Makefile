@@ -40,7 +40,7 @@ PHOENIX := arize-phoenix==20.26.1
 AG2_TESTS := -m ag2 -p no:cacheprovider tests/test_ag2.py
 
 .PHONY: install lint demo test test-ag2-0103 test-autogen-classic test-cmbagent-fork test-wheel test-ag2-v1 test-phoenix \
-	test-clients bench bench-quick bench-ag2-v1 bench-ag2-v1-quick soak serve clean
+	test-clients bench bench-instructions bench-quick bench-ag2-v1 bench-ag2-v1-quick soak serve clean
 
 $(STAMP): $(PACKAGING)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -201,6 +201,10 @@ soak: $(STAMP)
 bench: $(BENCH_STAMP) $(VENV_V1)/.installed-stamp
 	$(PY) -m benchmarks.run --profile
 	$(VENV_V1)/bin/python -m benchmarks.ag2_v1
+
+# Where capture's cost goes, in instructions (valgrind): deterministic on a loaded machine.
+bench-instructions: $(BENCH_STAMP)
+	$(PY) -m benchmarks.instructions
 
 bench-quick: $(BENCH_STAMP) $(VENV_V1)/.installed-stamp
 	$(PY) -m benchmarks.run --quick --no-gate
