@@ -102,3 +102,19 @@ def test_the_fast_path_prefilter_sees_every_free_text_rule() -> None:
     from cmbagent_events.writer.encode import _HINT
 
     assert all(_HINT.search(rule.marker.encode()) for rule in _RULES), [r.marker for r in _RULES]
+
+
+def test_the_prefilter_trie_matches_what_the_flat_list_of_its_words_matches() -> None:
+    """encode._HINT is HINT_WORDS written as a trie for speed: same matches, in the same places."""
+    import random
+    import re
+
+    from cmbagent_events.writer.encode import _HINT, HINT_WORDS
+
+    flat = re.compile(b"|".join(re.escape(w) for w in HINT_WORDS).replace(b"token", b'token(?!s")'))
+    pieces = [*HINT_WORDS, b'tokens"', b"tokens", b"pass", b"ke", b"a", b"s", b'"', b"x", b"o", b"-", b"g", b"h", b":/"]
+    rng = random.Random(5)
+    for _ in range(20_000):
+        text = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        assert [(m.start(), m.group()) for m in _HINT.finditer(text)] == \
+            [(m.start(), m.group()) for m in flat.finditer(text)], text
