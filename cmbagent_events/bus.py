@@ -9,10 +9,10 @@ a cross-thread wake-up costs ~5 us, so it must be paid per batch, never per even
 The queue is also bounded in estimated bytes (``max_bytes``), so that large payloads held through
 a database outage cannot grow the process without limit. Records are weighed only while the
 queue holds more than a batch (a queue the writer keeps up with seldom does, so the common path
-pays one comparison): the length of the payloads' strings, one level deep, plus a fixed cost per
-record. What leaves is weighed again by the writer, so records that came in unweighed make the
-total err low by at most a batch; it is reset whenever the writer empties the queue, so
-concurrent producers cannot make it drift for long.
+pays one comparison and one append): the length of the payloads' strings, one level deep, plus a fixed cost per
+record. Each record's weight is kept beside it (0 when not weighed) and subtracted when the writer
+takes it; the total is reset whenever the writer empties the queue, so concurrent producers (or a
+signal between the two appends) cannot make it drift for long.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class EventBus:
         "_maxsize",
         "_queue",
         "_size_from",
+        "_sizes",
         "_wake_pending",
         "_waker",
         "drop_causes",
@@ -56,6 +57,7 @@ class EventBus:
 
     def __init__(self, maxsize: int, batch_size: int, max_bytes: int = 1 << 62) -> None:
         self._queue: deque[EventRecord] = deque()
+        self._sizes: deque[int] = deque()  # beside the queue: each record's weight (0: not weighed)
         self._maxsize = maxsize
         self._batch_size = batch_size
         self._max_bytes = max_bytes
@@ -76,6 +78,7 @@ class EventBus:
         """
         queue = self._queue
         depth = len(queue)
+        size = 0
         if depth >= self._size_from:  # a deep queue (the writer is behind or stalled): weigh it
             if depth >= self._maxsize:
                 return self._refuse(record, QUEUE_FULL)
@@ -85,6 +88,7 @@ class EventBus:
             self._bytes += size
         try:  # from the append on: the record is queued (no signal can land between them: see accounted())
             queue.append(record)
+            self._sizes.append(size)
             if depth + 1 >= self._batch_size and not self._wake_pending:
                 self._wake_pending = True
                 waker = self._waker
@@ -115,6 +119,7 @@ class EventBus:
     def put_control(self, record: EventRecord) -> None:
         """Enqueue a control record (flush barrier) regardless of the bound, and wake the writer."""
         self._queue.append(record)
+        self._sizes.append(0)
         self._wake_pending = True
         waker = self._waker
         if waker is not None:
@@ -131,19 +136,27 @@ class EventBus:
         popleft = queue.popleft
         out: list[EventRecord] = []
         append = out.append
-        for _ in range(min(limit, len(queue))):
+        n = min(limit, len(queue))
+        for _ in range(n):
             append(popleft())
-        if self._bytes:  # some records were weighed: weigh what leaves (0 again once the queue is empty)
-            if not queue:
-                self._bytes = 0
-            else:
-                self._bytes = max(0, self._bytes - sum(estimate_size(record) for record in out))
+        sizes = self._sizes
+        if not queue:  # the usual case: the writer took everything
+            sizes.clear()
+            self._bytes = 0
+        else:
+            pop = sizes.popleft
+            freed = 0
+            for _ in range(min(n, len(sizes))):
+                freed += pop()
+            if freed:
+                self._bytes = max(0, self._bytes - freed)
         return out
 
     def discard(self) -> None:
         """Forget everything queued, uncounted: for a forked child, whose copies of the parent's
         records are the parent's to write."""
         self._queue.clear()
+        self._sizes.clear()
         self._bytes = 0
 
     def count_dropped(self, n: int, cause: str) -> None:

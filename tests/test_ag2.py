@@ -591,3 +591,20 @@ async def test_concurrent_async_tool_calls_are_each_captured(db_url, db_session,
     user_calls = {e.id for e in events if e.event_type == "agent_call" and e.agent_name == "user"
                   and e.event_subtype != "message"}
     assert all(t.parent_event_id in user_calls and t.meta["success"] and t.duration_ms > 0 for t in tools)
+
+
+def test_agent_llm_config_is_stored_as_a_plain_dict_made_at_first_sight() -> None:
+    """AG2's own LLMConfig becomes its model_dump() dict at capture (else the writer would send the
+    run's first batch down the per-record, worker-thread path); a user's own object is left alone."""
+    from cmbagent_events.integrations.ag2_classic.agents import plain_config
+
+    agent = ConversableAgent("planner", llm_config=scripted_llm_config(Script(fallback="ok")),
+                             human_input_mode="NEVER")
+    config = plain_config(agent.llm_config)
+    assert type(config) is dict and config["config_list"][0]["model"] == "scripted"
+
+    class Mine:
+        pass
+
+    mine = Mine()
+    assert plain_config(mine) is mine

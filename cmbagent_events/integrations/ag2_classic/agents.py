@@ -45,6 +45,20 @@ def last_message(agent: Any, messages: Any, sender: Any) -> Any:
         return None
 
 
+def plain_config(config: Any) -> Any:
+    """AG2's own ``LLMConfig`` (pydantic) as the dict its ``model_dump()`` gives, made here once per
+    agent and run (~4 us of AG2's code): as an object it would be a value only its own code can
+    describe, and the writer would send its whole batch down the slow, per-record path to a worker
+    thread. Any other object (a user's class) is left for the writer, which never runs it here."""
+    kind = type(config)
+    if kind.__module__.startswith("autogen.") and kind.__name__ == "LLMConfig":
+        try:
+            return config.model_dump()
+        except Exception:
+            return config
+    return config
+
+
 # -- agent calls ------------------------------------------------------------------------------------
 class GenerateReplyHook(CallHook):
     """One agent_call row per reply, open while the agent works (its children nest under it)."""
@@ -63,7 +77,7 @@ class GenerateReplyHook(CallHook):
             meta["agent_class"] = type(obj).__name__
             llm_config = getattr(obj, "llm_config", None)
             if llm_config:
-                meta["llm_config"] = llm_config  # encoded (and its keys redacted) by the writer
+                meta["llm_config"] = plain_config(llm_config)  # its keys redacted by the writer
         event_id = captor.capture_agent_call(obj.name, last_message(obj, messages, sender), None, meta)
         d = obj.__dict__
         previous = d.get(CALL_ATTR)
