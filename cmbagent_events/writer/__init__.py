@@ -1,11 +1,14 @@
 """The writer: drains a run's bus into its database in batches (see :mod:`.loop`).
 
-- :mod:`.loop`: the drain task, retries and reconnects, commit listeners, close and spill;
-- :mod:`.rows`: pure row building from records, tied to ``store/columns.py``;
+- :mod:`.loop`: the drain task, retries and reconnects, close and spill;
+- :mod:`.listeners`: commit listeners (live subscribers see each committed batch);
+- :mod:`.faults`: a full disk and refused rows (the batch split until only they are left out);
+- :mod:`.rows` and :mod:`.columnar`: row building from records, tied to ``store/columns.py``;
 - :mod:`.encode`: safe, bounded JSON of captured values (truncation, redaction);
 - :mod:`.spill`: spill files for rows the database never took, and their replay.
 """
 
-from .loop import BatchWriter, CommitListener, FinishValues
+from .listeners import CommitListener
+from .loop import BatchWriter, FinishValues
 
 __all__ = ["BatchWriter", "CommitListener", "FinishValues"]

@@ -19,18 +19,15 @@ the old file held is counted as dropped (``database file replaced``) and a new f
 Nothing that goes wrong in here ends the drain: a catch-all logs once, counts what it could not
 commit, resolves every flush barrier, and keeps draining. Loss is never silent.
 
-Commit listeners (``add_commit_listener``) see each committed batch, on the writer's loop, right
-after its transaction; they are how live subscribers (``cmbagent_events.live``) get events without
-reading the database. With no listener the cost is one falsy check per batch.
+Commit listeners (:mod:`.listeners`) see each committed batch right after its transaction; the
+failure handling (disk full, refused rows) is in :mod:`.faults`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import errno
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -39,17 +36,18 @@ from typing import Any
 
 from ..bus import ENCODE_FAILED, FILE_REPLACED, NOT_WRITTEN, REFUSED, WRITER_ERROR, EventBus
 from ..config import CaptureConfig
-from ..errors import DatabaseUnavailable, StoreError
+from ..errors import DatabaseUnavailable
 from ..records import BARRIER, EventRecord, barrier
-from ..store.columns import Event, FileRow, MessageRow
 from ..store.sink import Batch, DatabaseFileReplaced, Sink
+from .faults import is_disk_full, split_batch
+from .listeners import CommitListeners
 from .rows import OpenRows, RowBuilder
 from .spill import write_spill
 
 log = logging.getLogger("cmbagent_events.writer")
 
 
-class BatchWriter:
+class BatchWriter(CommitListeners):
     """Drains one run's :class:`EventBus` into a :class:`Sink`; start it on the loop that owns the sink."""
 
     RETRY_ATTEMPTS = 5
@@ -59,6 +57,7 @@ class BatchWriter:
 
     def __init__(self, bus: EventBus, sink: Sink, config: CaptureConfig, run_id: str, session_id: str,
                  run_row: tuple[Any, ...] | None = None) -> None:
+        super().__init__()
         self._bus = bus
         self._sink = sink
         self._sink_open = False
@@ -89,34 +88,6 @@ class BatchWriter:
         self.records_written = 0
         self.queue_high_water = 0
         self.last_error: str | None = None
-        self._listeners: tuple[CommitListener, ...] = ()
-        self._listeners_lock = threading.Lock()
-        self._stopped = False  # listeners have been told (None) that nothing more will be committed
-
-    # -- commit listeners ------------------------------------------------------------------------
-    def add_commit_listener(self, listener: CommitListener) -> bool:
-        """Call ``listener(batch)`` on the writer's loop after each committed batch, and
-        ``listener(None)`` once when the writer stops. It must be quick and must not block: it runs
-        between batch writes. Exceptions are logged and never reach the writer.
-
-        Returns False (and registers nothing) when the writer has already stopped."""
-        with self._listeners_lock:
-            if self._stopped:
-                return False
-            self._listeners = (*self._listeners, listener)  # copy on write: safe while _notify iterates
-            return True
-
-    def remove_commit_listener(self, listener: CommitListener) -> None:
-        """Stop calling ``listener`` (no-op if it is not registered)."""
-        with self._listeners_lock:
-            self._listeners = tuple(fn for fn in self._listeners if fn != listener)  # == : bound methods
-
-    def _notify(self, batch: Batch | None) -> None:
-        for listener in self._listeners:
-            try:
-                listener(batch)
-            except Exception:
-                log.exception("cmbagent-events: commit listener failed")
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -229,12 +200,6 @@ class BatchWriter:
             self.spill_path = str(path)
             log.error("cmbagent-events: database unreachable; %d events kept in %s "
                       "(write them later with: cmbagent-events replay %s --db URL)", count, path, path)
-
-    def _stop_listeners(self) -> None:
-        with self._listeners_lock:
-            self._stopped = True
-        if self._listeners:
-            self._notify(None)
 
     # -- drain loop ----------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -416,7 +381,7 @@ class BatchWriter:
                     log.warning("cmbagent-events: database unavailable, retrying in %.2fs: %r", delay, exc)
                 else:
                     failures += 1
-                    pieces = _split(batch)
+                    pieces = split_batch(batch)
                     if pieces:  # find the bad rows: the halves are written (and split) on their own
                         self._in_hand = None
                         for piece in pieces:
@@ -475,44 +440,6 @@ class BatchWriter:
         log.error("cmbagent-events: disk full; %d events kept in %s (cmbagent-events replay)", len(batch.events), path)
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    """True when the database's disk is full (SQLite ``SQLITE_FULL``, ``ENOSPC``, PostgreSQL 53100);
-    ``exc`` is the sink's typed error, whose cause is the driver's."""
-    if isinstance(exc, StoreError) and exc.__cause__ is not None:
-        exc = exc.__cause__
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return True
-    if isinstance(exc, sqlite3.OperationalError):
-        return "disk is full" in str(exc).lower()
-    return type(exc).__name__ == "DiskFullError"
-
-
-def _split(batch: Batch) -> list[Batch]:
-    """``batch`` in pieces that keep their order (run row first, run close last, each message or
-    file row with its event), or [] when it cannot be split further."""
-    pieces: list[Batch] = []
-    if batch.run_insert is not None and len(batch):
-        pieces.append(Batch(run_insert=batch.run_insert))
-    rows = [("e", r) for r in batch.events] + [("u", r) for r in batch.updates]
-    if len(rows) > 1:
-        half = len(rows) // 2
-        halves = [rows[:half], rows[half:]]
-    elif rows and (batch.run_insert is not None or batch.run_finish is not None):
-        halves = [rows]
-    else:
-        return []
-    for part in halves:
-        events = [r for kind, r in part if kind == "e"]
-        ids = {r[Event.id] for r in events}
-        pieces.append(Batch(events=events, updates=[r for kind, r in part if kind == "u"],
-                            messages=[m for m in batch.messages if m[MessageRow.event_id] in ids],
-                            files=[f for f in batch.files if f[FileRow.event_id] in ids]))
-    if batch.run_finish is not None:
-        pieces.append(Batch(run_finish=batch.run_finish))
-    return pieces
-
-
-CommitListener = Callable[[Batch | None], None]
 FinishValues = tuple[str, int, int, int, Any]  # status, completed ns, total events, dropped events, meta patch
 
 
