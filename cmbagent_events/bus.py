@@ -53,6 +53,7 @@ class EventBus:
         "drop_causes",
         "dropped",
         "lost_completions",
+        "wake_on_first",
     )
 
     def __init__(self, maxsize: int, batch_size: int, max_bytes: int = 1 << 62) -> None:
@@ -65,6 +66,7 @@ class EventBus:
         self._size_from = min(batch_size, maxsize)  # depth from which records are weighed
         self._waker: Callable[[], None] | None = None
         self._wake_pending = False
+        self.wake_on_first = False  # set by an idle writer: the next record wakes it (bus empty till then)
         self._drop_lock = threading.Lock()
         self.dropped = 0  # events lost, all causes together
         self.drop_causes: dict[str, int] = {}  # cause -> events lost (sums to ``dropped``)
@@ -89,7 +91,12 @@ class EventBus:
         try:  # from the append on: the record is queued (no signal can land between them: see accounted())
             queue.append(record)
             self._sizes.append(size)
-            if depth + 1 >= self._batch_size and not self._wake_pending:
+            if not depth and self.wake_on_first:  # the writer sleeps until the first record
+                self.wake_on_first = False
+                waker = self._waker
+                if waker is not None:
+                    waker()
+            elif depth + 1 >= self._batch_size and not self._wake_pending:
                 self._wake_pending = True
                 waker = self._waker
                 if waker is not None:
