@@ -8,7 +8,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from cmbagent_events import CaptureConfig, ExecutionEvent, capture_run, make_eng
 from cmbagent_events.cli import main as cli_main
 from cmbagent_events.testing import PostgresServer, find_pg_bin
 from cmbagent_events.testing.stored import stored_run
+from cmbagent_events.testing.waiting import until
 
 FAST = CaptureConfig(flush_interval_ms=20, buffer_size=100)
 
@@ -34,15 +35,6 @@ def own_pg() -> Iterator[PostgresServer]:
     server.cleanup()
 
 
-async def _until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    """Wait for ``condition`` (a state the test needs, not an amount of time); fail after ``timeout``."""
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout)
-
-
 async def test_postgres_outage_mid_run_loses_nothing(own_pg: PostgresServer) -> None:
     url = own_pg.create_database("outage")
     async with capture_run(url, config=FAST, hooks=False) as run:
@@ -52,7 +44,7 @@ async def test_postgres_outage_mid_run_loses_nothing(own_pg: PostgresServer) -> 
         await asyncio.to_thread(own_pg.stop)
         ids = [run.capture_tool_call("a", "t", {"i": i}) for i in range(700)]  # the run goes on
         assert all(ids)
-        await _until(lambda: run.get_performance_stats()["reconnects"] >= 1)  # the writer met the outage
+        await until(lambda: run.get_performance_stats()["reconnects"] >= 1)  # the writer met the outage
         assert await run.flush(0.5) is False  # a flush during the outage honours its timeout
         down_at = time.monotonic()
         await asyncio.to_thread(own_pg.restart)
