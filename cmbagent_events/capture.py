@@ -12,7 +12,7 @@ import asyncio
 import threading
 from typing import TYPE_CHECKING, Any
 
-from .emit import EventEmitter, _meta, _number, _snap, _time_ns, live_managers
+from .emit import ErrorText, EventEmitter, _meta, _number, _snap, _time_ns, live_managers
 from .records import COMPLETE, FILE_ROW, MESSAGE_ROW, EventRecord
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class EventCaptureManager(EventEmitter):
                 subtype, status, err = "complete", "completed", None
             else:
                 subtype, status = "error", "failed"
-                err = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+                err = error if isinstance(error, str) else ErrorText.of(type(error).__name__, error)
             # outputs {"response": ...} is built by the writer (see records.INPUT_FIELDS)
             self._put(EventRecord(COMPLETE, event_id, -1, now, None, subtype, None, None, 0, None, None, 0,
                                   None, _snap(response), err, status, duration,
@@ -179,7 +179,7 @@ class EventCaptureManager(EventEmitter):
             self._capture_failed()
         return None
 
-    def capture_error(self, agent_name: str, error_message: str, error_type: str | None = None,
+    def capture_error(self, agent_name: str, error_message: str | ErrorText, error_type: str | None = None,
                       metadata: dict[str, Any] | None = None) -> str | None:
         """An error anywhere in the run (always captured while capture is on)."""
         try:

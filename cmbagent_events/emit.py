@@ -16,6 +16,7 @@ import itertools
 import logging
 import threading
 import time
+import types
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -167,7 +168,7 @@ class EventEmitter:
 
     # -- the hot path ----------------------------------------------------------------------------
     def _emit(self, kind_key: str, event_type: str, subtype: str | None, agent: Any, inputs: Any,
-              outputs: Any, error: str | None, status: str, duration_ms: float | None, meta: Any,
+              outputs: Any, error: str | ErrorText | None, status: str, duration_ms: float | None, meta: Any,
               extra: Any, push: bool) -> str | None:
         # Hot path: ~0.5 us. Bound methods are cached on the instance and only one event in
         # PERF_SAMPLE_MASK + 1 (64) is timed, so tracking costs ~nothing.
@@ -352,6 +353,37 @@ def _number(value: Any) -> int | float | None:
     if number != number or abs(number) >= 1e18:
         return None
     return int(number) if number.is_integer() else number
+
+
+class ErrorText:
+    """An exception as ``"Kind: message"`` (``kind`` None: the message, else the type's name) for an
+    error event, made text by the writer (on its worker thread when user code must run): an
+    exception's own ``__str__`` may be slow or raise, and must not run on the caller's loop."""
+
+    __slots__ = ("error", "kind")
+
+    def __init__(self, kind: str | None, error: BaseException) -> None:
+        self.kind = kind
+        self.error = error
+
+    @classmethod
+    def of(cls, kind: str | None, error: BaseException) -> str | ErrorText:
+        """The text now when no user code makes it (a built-in ``__str__`` over plain arguments), else
+        an ``ErrorText`` for the writer."""
+        args = BaseException.__dict__["args"].__get__(error)  # not a subclass's own `args`
+        if (not isinstance(type(error).__str__, types.FunctionType)
+                and all(arg is None or type(arg) in (str, int, float, bool) for arg in args)):
+            return repr(cls(kind, error))
+        return cls(kind, error)
+
+    def __repr__(self) -> str:
+        try:
+            message = str(self.error)
+        except Exception as exc:
+            message = f"<str() failed: {type(exc).__name__}>"
+        if self.kind is None:
+            return message or type(self.error).__name__
+        return f"{self.kind}: {message}" if message else self.kind
 
 
 # -- the managers of this process (fork safety, see captor.py) -----------------------------------

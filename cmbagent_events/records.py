@@ -50,7 +50,7 @@ class EventRecord(msgspec.Struct, gc=False, array_like=True):
     execution_order: int
     inputs: Any
     outputs: Any
-    error_message: str | None
+    error_message: Any  # str, or an emit.ErrorText the writer makes text (an exception's own __str__ off the loop)
     status: str | None
     duration_ms: float | None
     meta: Any

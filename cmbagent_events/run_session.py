@@ -13,12 +13,12 @@ import logging
 import random
 import sqlite3
 import time
-import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .capture import EventCaptureManager
 from .config import CaptureConfig, ConfigError
+from .emit import ErrorText as ErrorText
 from .emit import plain_dict
 from .errors import DatabaseUnavailable
 from .ids import new_run_id
@@ -159,34 +159,6 @@ async def _off_this_loop(build: Callable[..., T], *args: Any, **kwargs: Any) -> 
         return build(*args, **kwargs, user_code=False)
     except NeedsUserCode:
         return await asyncio.to_thread(build, *args, **kwargs, user_code=True)
-
-
-class ErrorText:
-    """An exception as ``"Type: message"`` for an error event, made text by the writer (on its worker
-    thread when user code must run): an exception's ``__str__`` may be slow or raise."""
-
-    __slots__ = ("error", "kind")
-
-    def __init__(self, kind: str, error: BaseException) -> None:
-        self.kind = kind
-        self.error = error
-
-    @classmethod
-    def of(cls, kind: str, error: BaseException) -> str | ErrorText:
-        """The text now when no user code makes it (a built-in ``__str__`` over plain arguments), else
-        an ``ErrorText`` for the writer."""
-        args = BaseException.__dict__["args"].__get__(error)  # not a subclass's own `args`
-        if (not isinstance(type(error).__str__, types.FunctionType)
-                and all(arg is None or type(arg) in (str, int, float, bool) for arg in args)):
-            return repr(cls(kind, error))
-        return cls(kind, error)
-
-    def __repr__(self) -> str:
-        try:
-            message = str(self.error)
-        except Exception as exc:
-            message = f"<str() failed: {type(exc).__name__}>"
-        return f"{self.kind}: {message}" if message else self.kind
 
 
 def _is_outage(exc: BaseException) -> bool:

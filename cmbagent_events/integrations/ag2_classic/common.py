@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...capture import EventCaptureManager
+from ...emit import ErrorText
 from ..patching import Gate, apply_patch, gated, restore_patches
 
 log = logging.getLogger("cmbagent_events.ag2")
@@ -164,7 +165,7 @@ def record_error(captor: EventCaptureManager, agent_name: str | None, exc: BaseE
         if getattr(exc, MARK_ATTR, False):
             return
         mark_recorded(exc)
-        captor.capture_error(agent_name or where, str(exc) or type(exc).__name__, type(exc).__name__,
+        captor.capture_error(agent_name or where, ErrorText.of(None, exc), type(exc).__name__,
                              {"where": where})
     except Exception:
         log.debug("cmbagent-events: could not record error", exc_info=True)

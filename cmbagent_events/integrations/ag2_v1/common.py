@@ -6,6 +6,7 @@ import logging
 import weakref
 
 from ...capture import EventCaptureManager
+from ...emit import ErrorText
 
 log = logging.getLogger("cmbagent_events.ag2_v1")
 
@@ -27,7 +28,7 @@ def mark_recorded(exc: BaseException) -> bool:
 def record_error(captor: EventCaptureManager, agent_name: str | None, exc: BaseException, where: str) -> None:
     try:
         if mark_recorded(exc):
-            captor.capture_error(agent_name or where, str(exc) or type(exc).__name__, type(exc).__name__,
+            captor.capture_error(agent_name or where, ErrorText.of(None, exc), type(exc).__name__,
                                  {"where": where, "framework": "ag2"})
     except Exception:
         log.debug("cmbagent-events: could not record error", exc_info=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 from ...captor import get_event_captor
 from ...capture import EventCaptureManager
+from ...emit import ErrorText
 from .common import mark_recorded, usable
 
 log = logging.getLogger("cmbagent_events.ag2_v1")
@@ -50,7 +51,7 @@ class CaptureHubListener:
             return
         try:
             if mark_recorded(exc):
-                captor.capture_error(hub.name_for(agent_id), str(exc) or type(exc).__name__, type(exc).__name__,
+                captor.capture_error(hub.name_for(agent_id), ErrorText.of(None, exc), type(exc).__name__,
                                      {"where": "hub_turn", "channel_id": channel_id, "envelope_id": envelope_id,
                                       "framework": "ag2"})
         except Exception:
