@@ -3,12 +3,14 @@
 - :mod:`.loop`: the drain task, retries and reconnects, close and spill;
 - :mod:`.listeners`: commit listeners (live subscribers see each committed batch);
 - :mod:`.faults`: a full disk and refused rows (the batch split until only they are left out);
+- :mod:`.fallbacks`: spill files (at the close, on a full disk) and a replaced SQLite file;
 - :mod:`.rows` and :mod:`.columnar`: row building from records, tied to ``store/columns.py``;
 - :mod:`.encode`: safe, bounded JSON of captured values (truncation, redaction);
 - :mod:`.spill`: spill files for rows the database never took, and their replay.
 """
 
+from .fallbacks import FinishValues
 from .listeners import CommitListener
-from .loop import BatchWriter, FinishValues
+from .loop import BatchWriter
 
 __all__ = ["BatchWriter", "CommitListener", "FinishValues"]

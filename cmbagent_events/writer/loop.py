@@ -34,20 +34,20 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ..bus import ENCODE_FAILED, FILE_REPLACED, NOT_WRITTEN, REFUSED, WRITER_ERROR, EventBus
+from ..bus import ENCODE_FAILED, NOT_WRITTEN, REFUSED, WRITER_ERROR, EventBus
 from ..config import CaptureConfig
 from ..errors import DatabaseUnavailable
 from ..records import BARRIER, EventRecord, barrier
 from ..store.sink import Batch, DatabaseFileReplaced, Sink
+from .fallbacks import Fallbacks, FinishValues, resolve
 from .faults import is_disk_full, split_batch
 from .listeners import CommitListeners
 from .rows import OpenRows, RowBuilder
-from .spill import write_spill
 
 log = logging.getLogger("cmbagent_events.writer")
 
 
-class BatchWriter(CommitListeners):
+class BatchWriter(CommitListeners, Fallbacks):
     """Drains one run's :class:`EventBus` into a :class:`Sink`; start it on the loop that owns the sink."""
 
     RETRY_ATTEMPTS = 5
@@ -152,7 +152,7 @@ class BatchWriter(CommitListeners):
         lost = 0
         for record in leftover:
             if record.kind == BARRIER:
-                _resolve(record.extra, False)
+                resolve(record.extra, False)
             else:
                 lost += 1
         if lost:
@@ -160,47 +160,6 @@ class BatchWriter(CommitListeners):
             log.warning("cmbagent-events: %d events not written before close (timeout %.1fs)", lost, timeout)
         self._stop_listeners()
         return drained and not lost
-
-    def _spill(self) -> None:
-        """The database did not come back before the close timeout: keep what we hold in a spill
-        file (``cmbagent-events replay`` writes it later) rather than losing it."""
-        batches: list[Batch] = []
-        in_hand, self._in_hand = self._in_hand, None
-        if in_hand is not None:
-            batches.append(in_hand)
-        elif self._in_flight:  # taken from the queue and not yet in a batch: cannot be recovered
-            self._bus.count_dropped(self._in_flight, NOT_WRITTEN)
-        self._in_flight = 0
-        rest = Batch()
-        open_rows: OpenRows = {}
-        for record in self._bus.take(len(self._bus) + 1):
-            if record.kind == BARRIER:
-                _resolve(record.extra, False)
-                continue
-            try:
-                self._rows.add(rest, open_rows, record)
-            except Exception:
-                if record.seq >= 0:
-                    self._bus.count_dropped(1, ENCODE_FAILED)
-        if self._run_row is not None and (in_hand is None or in_hand.run_insert is None):
-            rest.run_insert = self._run_row
-        count = sum(len(b) for b in batches) + len(rest)
-        try:
-            if self.finish is not None:  # the close, with drops final and spilled rows not counted lost
-                rest.run_finish = self._rows.finish_row(*self.finish())
-            self._rows.encode(rest)
-            count = sum(len(b) for b in batches) + len(rest)  # with the records add() put aside
-            batches.append(rest)
-            path = write_spill(self._run_id, batches)
-        except Exception as exc:
-            self._bus.count_dropped(sum(len(b.events) for b in batches), NOT_WRITTEN)
-            log.error("cmbagent-events: %d events lost: database unreachable and spill failed: %r", count, exc)
-            return
-        if path is not None:
-            self.spilled += count  # records: events and agent-call completions
-            self.spill_path = str(path)
-            log.error("cmbagent-events: database unreachable; %d events kept in %s "
-                      "(write them later with: cmbagent-events replay %s --db URL)", count, path, path)
 
     # -- drain loop ----------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -274,7 +233,7 @@ class BatchWriter(CommitListeners):
             self._in_flight = 0
             for record in records:
                 if record.kind == BARRIER:
-                    _resolve(record.extra, False)
+                    resolve(record.extra, False)
 
     async def _try_open(self) -> None:
         """One attempt to connect; on failure the first commit retries (outage handling)."""
@@ -309,7 +268,7 @@ class BatchWriter(CommitListeners):
         for i, record in enumerate(records):
             if record.kind == BARRIER:
                 await self._commit(self._rows_of(records[start:i]))
-                _resolve(record.extra, True)
+                resolve(record.extra, True)
                 start = i + 1
         await self._commit(self._rows_of(records[start:] if start else records), final=final)
         self._in_flight = 0
@@ -430,41 +389,3 @@ class BatchWriter(CommitListeners):
                 if self._listeners:
                     self._notify(batch)
                 return
-
-    def _file_replaced(self, batch: Batch, exc: Exception) -> None:
-        """The SQLite file went away under us: every event it held is lost (counted); the next
-        connection starts a new file, with the schema, the run row and this batch again."""
-        lost = self._events_in_file  # this batch is written again, into the new file
-        self._events_in_file = 0
-        self._bus.count_dropped(lost, FILE_REPLACED)
-        self.last_error = repr(exc)
-        log.error("cmbagent-events: %s; %d events it held are lost (counted); starting a new file", exc, lost)
-        self.needs_prepare = True  # the new file needs the schema
-        if self._first_run_row is not None:
-            batch.run_insert = self._first_run_row
-
-    def _spill_now(self, batch: Batch, exc: Exception) -> None:
-        """Disk full: the batch goes to the run's spill file (``cmbagent-events replay``) instead of
-        being discarded; only if that fails too are its events counted as dropped."""
-        try:
-            path = write_spill(self._run_id, [batch])
-        except Exception as spill_exc:
-            self._bus.count_dropped(len(batch.events), REFUSED)
-            log.error("cmbagent-events: disk full (%r) and spill failed (%r): %d events lost",
-                      exc, spill_exc, len(batch.events))
-            return
-        if batch.run_insert is not None:
-            self._run_row = None
-        if batch.run_finish is not None:
-            self.finish = None
-        self.spilled += len(batch)
-        self.spill_path = str(path) if path is not None else self.spill_path
-        log.error("cmbagent-events: disk full; %d events kept in %s (cmbagent-events replay)", len(batch.events), path)
-
-
-FinishValues = tuple[str, int, int, int, Any]  # status, completed ns, total events, dropped events, meta patch
-
-
-def _resolve(future: concurrent.futures.Future[bool], value: bool) -> None:
-    if not future.done():
-        future.set_result(value)
