@@ -57,6 +57,14 @@ class CallHook:
         pass
 
 
+def _start(hook: CallHook, obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    try:
+        return hook.start(obj, args, kwargs)
+    except Exception:
+        log.debug("cmbagent-events: hook start failed", exc_info=True)
+        return None
+
+
 def _end(hook: CallHook, state: Any, result: Any, error: BaseException | None, where: str) -> None:
     try:
         hook.end(state, result, error, where)
@@ -72,16 +80,10 @@ def wrap_call(original: Callable[..., Any], hook: CallHook, where: str) -> Calla
     never call the sync methods, so each must be hooked on its own).
     """
     gate = Gate()  # off: a pass-through, once another library has wrapped us and we were removed
-    start, end = hook.start, hook.end  # bound once: the wrappers below run on every AG2 call
     if inspect.iscoroutinefunction(original):
         @functools.wraps(original)
         async def async_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-            state = None
-            if gate.on:
-                try:
-                    state = start(self, args, kwargs)
-                except Exception:
-                    log.debug("cmbagent-events: hook start failed", exc_info=True)
+            state = _start(hook, self, args, kwargs) if gate.on else None
             if state is None:
                 return await original(self, *args, **kwargs)
             try:
@@ -89,22 +91,14 @@ def wrap_call(original: Callable[..., Any], hook: CallHook, where: str) -> Calla
             except BaseException as exc:
                 _end(hook, state, None, exc, where)
                 raise
-            try:
-                end(state, result, None, where)
-            except Exception:
-                log.debug("cmbagent-events: hook end failed", exc_info=True)
+            _end(hook, state, result, None, where)
             return result
 
         return gated(async_wrapper, gate)
 
     @functools.wraps(original)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        state = None
-        if gate.on:
-            try:
-                state = start(self, args, kwargs)
-            except Exception:
-                log.debug("cmbagent-events: hook start failed", exc_info=True)
+        state = _start(hook, self, args, kwargs) if gate.on else None
         if state is None:
             return original(self, *args, **kwargs)
         try:
@@ -112,10 +106,7 @@ def wrap_call(original: Callable[..., Any], hook: CallHook, where: str) -> Calla
         except BaseException as exc:
             _end(hook, state, None, exc, where)
             raise
-        try:
-            end(state, result, None, where)
-        except Exception:
-            log.debug("cmbagent-events: hook end failed", exc_info=True)
+        _end(hook, state, result, None, where)
         return result
 
     return gated(wrapper, gate)
