@@ -5,18 +5,14 @@ real signals, real databases."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from cmbagent_events import ExecutionEvent, WorkflowRun
 from cmbagent_events.cli import main as cli_main
+from cmbagent_events.testing.child_run import start_child_run
 
 CHILD_SYNC = """
 import sys
@@ -57,19 +53,6 @@ asyncio.run(main())
 """
 
 
-def _start(tmp_path: Path, source: str, db_url: str) -> tuple[subprocess.Popen[str], str]:
-    script = tmp_path / "child.py"
-    script.write_text(textwrap.dedent(source))
-    env = {**os.environ, "CMBAGENT_EVENTS_SPILL_DIR": str(tmp_path / "spill")}
-    child = subprocess.Popen([sys.executable, str(script), db_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env=env, cwd=tmp_path)
-    run_id = child.stdout.readline().strip()  # printed once 500 events are committed
-    if not run_id:
-        child.kill()
-        pytest.fail(f"child did not start: {child.communicate()[1]}")
-    return child, run_id
-
-
 async def _counts(db_session, run_id: str) -> tuple[WorkflowRun, int, int]:
     db_session.expire_all()
     run = await db_session.get(WorkflowRun, run_id)
@@ -80,7 +63,7 @@ async def _counts(db_session, run_id: str) -> tuple[WorkflowRun, int, int]:
 
 @pytest.mark.parametrize("source", [CHILD_SYNC, CHILD_ASYNC], ids=["sync", "async"])
 async def test_sigterm_drains_the_run_and_exits_143(source, db_url, db_session, tmp_path) -> None:
-    child, run_id = _start(tmp_path, source, db_url)
+    child, run_id = start_child_run(tmp_path, source, db_url)
     child.send_signal(signal.SIGTERM)
     _, stderr = child.communicate(timeout=120)
     assert child.returncode == 143, stderr
@@ -105,7 +88,7 @@ def mine(signum, frame):
     print("app handler ran", file=sys.stderr, flush=True)
 signal.signal(signal.SIGTERM, mine)
 from cmbagent_events import""")
-    child, run_id = _start(tmp_path, source, sqlite_url)
+    child, run_id = start_child_run(tmp_path, source, sqlite_url)
     child.send_signal(signal.SIGTERM)
     _, stderr = child.communicate(timeout=120)
     assert child.returncode == 143 and "app handler ran" in stderr
@@ -118,7 +101,7 @@ from cmbagent_events import""")
 @pytest.mark.parametrize("source", [CHILD_SYNC, CHILD_ASYNC], ids=["sync", "async"])
 async def test_sigkill_leaves_an_orphan_that_close_orphans_closes(source, db_url, db_session, tmp_path,
                                                                    capsys) -> None:
-    child, run_id = _start(tmp_path, source, db_url)
+    child, run_id = start_child_run(tmp_path, source, db_url)
     child.kill()
     child.communicate(timeout=60)
     run, stored, max_seq = await _counts(db_session, run_id)
@@ -151,7 +134,7 @@ async def test_the_viewer_shows_a_killed_run_as_abandoned(sqlite_url, tmp_path) 
 
     from cmbagent_events.live.server import start_server
 
-    child, run_id = _start(tmp_path, CHILD_SYNC, sqlite_url)
+    child, run_id = start_child_run(tmp_path, CHILD_SYNC, sqlite_url)
     child.kill()
     child.communicate(timeout=60)
     server = await start_server(sqlite_url, port=0, poll_interval=0.05)

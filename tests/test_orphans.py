@@ -5,11 +5,9 @@ processes killed with SIGKILL, real SQLite files and PostgreSQL, the real writer
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
-import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from cmbagent_events import CaptureConfig, ExecutionEvent, WorkflowRun, capture_run, make_engine
 from cmbagent_events.cli import main as cli_main
 from cmbagent_events.store.orphans import close_orphans
+from cmbagent_events.testing.child_run import start_child_run
 from cmbagent_events.writer import BatchWriter
 
 ENTER_AND_WAIT = """
@@ -44,19 +43,6 @@ with capture_run_sync(sys.argv[1], config=CaptureConfig(flush_interval_ms=20), h
 """
 
 
-def _child(tmp_path: Path, source: str, db_url: str) -> tuple[subprocess.Popen[str], str]:
-    script = tmp_path / "child.py"
-    script.write_text(textwrap.dedent(source))
-    env = {**os.environ, "CMBAGENT_EVENTS_SPILL_DIR": str(tmp_path / "spill")}
-    child = subprocess.Popen([sys.executable, str(script), db_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env=env, cwd=tmp_path)
-    run_id = child.stdout.readline().strip() if child.stdout else ""
-    if not run_id:
-        child.kill()
-        pytest.fail(f"child did not start: {child.communicate()[1]}")
-    return child, run_id
-
-
 async def _run_row(db_url: str, run_id: str) -> WorkflowRun | None:
     engine = make_engine(db_url)
     try:
@@ -68,7 +54,7 @@ async def _run_row(db_url: str, run_id: str) -> WorkflowRun | None:
 
 async def test_a_run_killed_before_its_first_event_has_a_row_that_runs_closes(
         db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    child, run_id = _child(tmp_path, ENTER_AND_WAIT, db_url)
+    child, run_id = start_child_run(tmp_path, ENTER_AND_WAIT, db_url)
     try:
         for _ in range(600):  # the row is written at entry, not with the first batch: wait for that state
             if await _run_row(db_url, run_id) is not None:
@@ -89,7 +75,7 @@ async def test_a_run_killed_before_its_first_event_has_a_row_that_runs_closes(
 
 
 async def test_tail_of_a_killed_run_ends_instead_of_following_forever(db_url: str, tmp_path: Path) -> None:
-    child, run_id = _child(tmp_path, CAPTURING, db_url)
+    child, run_id = start_child_run(tmp_path, CAPTURING, db_url)
     child.kill()
     child.communicate(timeout=60)
     tail = subprocess.Popen([sys.executable, "-m", "cmbagent_events.cli", "tail", run_id, "--db", db_url,
