@@ -43,6 +43,11 @@ MODES = ("off", "hooks", "capture", "full")
 LAYERS = {"hooks": "hooks installed, run fixed cost", "capture": "hook bodies + capture calls",
           "full": "writer: rows, encoding, redaction, insert"}
 FEW, MANY = 1, 5
+# Batches as a real-time run forms them: under valgrind the chat runs ~50x slower, so the default
+# 200 ms flush interval would cut one real batch (the framework trial's 298 events, written at exit)
+# into ~15 small ones and count ~15 batches' fixed costs. With the interval out of reach, batches
+# form only when BUFFER_SIZE fills or the run closes, as they do at full speed.
+REAL_TIME_BATCHES = {"CMBAGENT_EVENT_FLUSH_INTERVAL_MS": "3600000"}
 
 
 def _discard(record: Any) -> bool:
@@ -63,7 +68,7 @@ async def _child(scenario_name: str, mode: str, trials: int, url: str) -> None:
         if mode == "off":
             await chat.run()
             continue
-        async with capture_run(url, config=CaptureConfig.from_env({}), mode="bench") as run:
+        async with capture_run(url, config=CaptureConfig.from_env(REAL_TIME_BATCHES), mode="bench") as run:
             if mode == "hooks":
                 run.enabled = False  # hooks stay installed; every captor lookup now finds no capturing run
             elif mode == "capture":
