@@ -173,3 +173,35 @@ def test_sqlite_multi_row_insert_stores_every_row_in_order(tmp_path: Path, count
     rows = [(i, f"row {i}", None if i % 3 else i / 2) for i in range(count)]
     SqliteSink._insert_rows(db, "INSERT INTO t (a, b, c) VALUES (?, ?, ?)", rows)
     assert db.execute("SELECT a, b, c FROM t ORDER BY rowid").fetchall() == rows
+
+
+# -- None bound without the adapter protocol's failing lookups ----------------------------------------
+_NONE_ADAPTER = (type(None), sqlite3.PrepareProtocol)
+
+
+async def test_sqlite_run_binds_none_through_a_registered_adapter(tmp_path: Path, config: CaptureConfig,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from cmbagent_events.store import sqlite_thread as threads
+
+    monkeypatch.delitem(sqlite3.adapters, _NONE_ADAPTER, raising=False)
+    monkeypatch.setattr(threads, "_threads", {})  # a new file's thread registers it at its start
+    path = tmp_path / "nulls.db"
+    async with capture_run(f"sqlite+aiosqlite:///{path}", config=config, hooks=False) as run:
+        run.capture_message("a", "b", "hello")
+    adapter = sqlite3.adapters[_NONE_ADAPTER]
+    assert adapter(None) is None
+    # NULLs are still SQL NULL: node_id, step_id, error_message, completed_at of the message event
+    assert _count(path, "SELECT count(*) FROM execution_events WHERE typeof(node_id) = 'null' AND "
+                        "typeof(step_id) = 'null' AND typeof(error_message) = 'null' AND "
+                        "typeof(completed_at) = 'null'") == 1
+
+
+def test_a_none_adapter_of_the_users_own_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cmbagent_events.store.sqlite_thread import bind_none_directly
+
+    def users_own(value: None) -> str:
+        return "none"
+
+    monkeypatch.setitem(sqlite3.adapters, _NONE_ADAPTER, users_own)
+    bind_none_directly()
+    assert sqlite3.adapters[_NONE_ADAPTER] is users_own

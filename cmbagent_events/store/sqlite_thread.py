@@ -33,11 +33,30 @@ class DatabaseFileReplaced(Exception):
 
 _PRAGMAS = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;"
 
+_NONE_KEY = (type(None), sqlite3.PrepareProtocol)
+_NO_ADAPTATION: dict[None, None] = {}
+_as_null: Callable[[None], None] = _NO_ADAPTATION.get  # a C callable returning None: no Python frame per value
+
+
+def bind_none_directly() -> None:
+    """Register ``None -> None`` as the stdlib's adapter for None (unless one is registered).
+
+    ``sqlite3`` binds str, int, float and bytearray as they are, but sends every other value, None
+    included, through its adapter protocol: with no adapter registered for it, two attribute
+    lookups that fail (``__adapt__``, ``__conform__``), each building an AttributeError message,
+    before it binds NULL. A row holds about ten NULLs, so that was ~10% of the writer's instructions
+    (callgrind). With an adapter, None costs one dict lookup and one C call (``{}.get``, which
+    returns None) and is bound as NULL exactly as before, for every connection in the process.
+    """
+    if _NONE_KEY not in sqlite3.adapters:
+        sqlite3.register_adapter(type(None), _as_null)
+
 
 class SqliteThread:
     """Runs calls ``fn(connection, *args)`` one at a time on its own daemon thread."""
 
     def __init__(self, path: str) -> None:
+        bind_none_directly()
         self.path = path
         self._calls: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._conn: sqlite3.Connection | None = None
