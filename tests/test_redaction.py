@@ -118,3 +118,20 @@ def test_the_prefilter_trie_matches_what_the_flat_list_of_its_words_matches() ->
         text = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
         assert [(m.start(), m.group()) for m in _HINT.finditer(text)] == \
             [(m.start(), m.group()) for m in flat.finditer(text)], text
+
+
+def test_the_batch_scan_flags_exactly_the_values_the_per_value_check_would() -> None:
+    """encode._flagged_json searches the batch branch by branch: it must flag a value exactly when
+    the trie (or the NUL check) finds something in that value alone."""
+    import random
+
+    from cmbagent_events.writer.encode import _HINT, HINT_WORDS, _flagged_json
+
+    pieces = [*HINT_WORDS, b'tokens"', b"tokens", b"pass", b"ke", b"a", b"s", b'"', b"x", b"-", b"g", b":/",
+              b"\\u0000", b"plain words ", b"TOKEN", b"Api"]
+    rng = random.Random(7)
+    for _ in range(3_000):
+        chunks = [b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 4))) for _ in range(rng.randint(1, 12))]
+        expected = {i for i, chunk in enumerate(chunks)
+                    if _HINT.search(chunk.lower()) or b"\\u0000" in chunk.lower()}
+        assert _flagged_json(chunks) == expected, chunks

@@ -62,9 +62,14 @@ HINT_WORDS = (*sorted(_KEY_FRAGMENTS), b"acces", b"api", b"gh", b"github", b"aki
               b"sk-", b"xox", b"://", b"-----begin")
 # HINT_WORDS as one alternation written as a trie (first letters, then their endings; "token" not
 # before 's"'): `re` tries every branch at every position, so the trie scans 1.1-2.2x faster than
-# the flat list, with the same matches (tests/test_redaction.py compares them).
-_HINT = re.compile(rb'a(?:uth|pi|kia|sia|cces)|b(?:earer|asic)|c(?:redential|ookie)|g(?:h|ithub)|key(?:"|_id)'
-                   rb'|p(?:ass(?:w|phrase)|wd)|s(?:ecret|k-)|token(?!s")|xox|://|-----begin')
+# the flat list, with the same matches (tests/test_redaction.py compares them). Across a whole batch
+# (_flagged_json) each branch searches on its own instead: a branch starts with a literal, which `re`
+# skips to directly, so the eleven scans together take about half the trie's one.
+_HINT_BRANCHES_SOURCE = (rb'a(?:uth|pi|kia|sia|cces)', rb'b(?:earer|asic)', rb'c(?:redential|ookie)', rb'g(?:h|ithub)',
+                         rb'key(?:"|_id)', rb'p(?:ass(?:w|phrase)|wd)', rb's(?:ecret|k-)', rb'token(?!s")', rb'xox',
+                         rb'://', rb'-----begin')
+_HINT = re.compile(b"|".join(_HINT_BRANCHES_SOURCE))
+_HINT_BRANCHES = tuple(map(re.compile, _HINT_BRANCHES_SOURCE))
 
 
 def _maybe_secret(data: bytes) -> bool:
@@ -89,24 +94,28 @@ def _offsets(chunks: list[Any]) -> list[int]:
 
 def _flagged_json(chunks: list[bytes]) -> set[int]:
     """Indices of encoded values that ``_maybe_secret`` or the NUL check could send down the exact
-    path: one ``lower()``, one ``_HINT`` pass and one NUL search over the whole batch instead of per
-    value. A value not flagged holds no hint, so the per-value checks would pass it too."""
+    path: one ``lower()``, one search per hint branch and one NUL search over the whole batch
+    instead of per value. A value not flagged holds no hint, so the per-value checks would pass it too."""
     low = b"\n".join(chunks).lower()  # msgspec escapes newlines: no match spans two values
-    search = _HINT.search
-    match = search(low)
-    if match is None and b"\\u0000" not in low:
-        return set()  # the usual batch: nothing to attribute
-    starts = _offsets(chunks)
     hit: set[int] = set()
-    while match is not None:
-        index = bisect_right(starts, match.start()) - 1
-        hit.add(index)
-        match = search(low, starts[index + 1])  # the rest of this value is decided
+    starts: list[int] | None = None
+    for pattern in _HINT_BRANCHES:
+        match = pattern.search(low)
+        if match is None:
+            continue  # the usual branch: one scan, nothing to attribute
+        if starts is None:
+            starts = _offsets(chunks)
+        while match is not None:
+            index = bisect_right(starts, match.start()) - 1
+            hit.add(index)
+            match = pattern.search(low, starts[index + 1])  # the rest of this value is decided
     at = low.find(b"\\u0000")
-    while at != -1:
-        index = bisect_right(starts, at) - 1
-        hit.add(index)
-        at = low.find(b"\\u0000", starts[index + 1])
+    if at != -1:
+        starts = starts or _offsets(chunks)
+        while at != -1:
+            index = bisect_right(starts, at) - 1
+            hit.add(index)
+            at = low.find(b"\\u0000", starts[index + 1])
     return hit
 
 
