@@ -70,6 +70,8 @@ _HINT_BRANCHES_SOURCE = (rb'a(?:uth|pi|kia|sia|cces)', rb'b(?:earer|asic)', rb'c
                          rb'://', rb'-----begin')
 _HINT = re.compile(b"|".join(_HINT_BRANCHES_SOURCE))
 _HINT_BRANCHES = tuple(map(re.compile, _HINT_BRANCHES_SOURCE))
+# what the batch scan looks for: each hint branch, and the NUL escape that encode() also sends down the exact path
+_BATCH_SCANS = (*_HINT_BRANCHES, re.compile(re.escape(b"\\u0000")))
 
 
 def _maybe_secret(data: bytes) -> bool:
@@ -94,28 +96,21 @@ def _offsets(chunks: list[Any]) -> list[int]:
 
 def _flagged_json(chunks: list[bytes]) -> set[int]:
     """Indices of encoded values that ``_maybe_secret`` or the NUL check could send down the exact
-    path: one ``lower()``, one search per hint branch and one NUL search over the whole batch
+    path: one ``lower()`` and one search per hint branch and for the NUL escape over the whole batch
     instead of per value. A value not flagged holds no hint, so the per-value checks would pass it too."""
     low = b"\n".join(chunks).lower()  # msgspec escapes newlines: no match spans two values
     hit: set[int] = set()
     starts: list[int] | None = None
-    for pattern in _HINT_BRANCHES:
+    for pattern in _BATCH_SCANS:
         match = pattern.search(low)
         if match is None:
-            continue  # the usual branch: one scan, nothing to attribute
+            continue  # the usual scan: one pass, nothing to attribute
         if starts is None:
             starts = _offsets(chunks)
         while match is not None:
             index = bisect_right(starts, match.start()) - 1
             hit.add(index)
             match = pattern.search(low, starts[index + 1])  # the rest of this value is decided
-    at = low.find(b"\\u0000")
-    if at != -1:
-        starts = starts or _offsets(chunks)
-        while at != -1:
-            index = bisect_right(starts, at) - 1
-            hit.add(index)
-            at = low.find(b"\\u0000", starts[index + 1])
     return hit
 
 
