@@ -54,6 +54,15 @@ def _discard(record: Any) -> bool:
     return True
 
 
+def strip_to_layer(run: Any, mode: str) -> None:
+    """Inside ``capture_run``, take the run down to ``mode``'s layer (see the module doc): ``hooks``
+    stops capturing, ``capture`` discards each record once built; ``full`` leaves it as it is."""
+    if mode == "hooks":
+        run.enabled = False  # hooks stay installed; every captor lookup now finds no capturing run
+    elif mode == "capture":
+        run._put = _discard  # records built, never queued: no writer work per event
+
+
 async def _child(scenario_name: str, mode: str, trials: int, url: str) -> None:
     """Run ``trials`` trials of ``mode``; print the events of the last (one line, for the parent)."""
     from cmbagent_events import CaptureConfig, capture_run
@@ -69,10 +78,7 @@ async def _child(scenario_name: str, mode: str, trials: int, url: str) -> None:
             await chat.run()
             continue
         async with capture_run(url, config=CaptureConfig.from_env(REAL_TIME_BATCHES), mode="bench") as run:
-            if mode == "hooks":
-                run.enabled = False  # hooks stay installed; every captor lookup now finds no capturing run
-            elif mode == "capture":
-                run._put = _discard  # records built, never queued: no writer work per event
+            strip_to_layer(run, mode)
             await chat.run()
         events = run.get_performance_stats()["total_events"]
     print(f"events {events}")

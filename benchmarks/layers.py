@@ -32,6 +32,7 @@ from typing import Any
 
 from cmbagent_events import CaptureConfig, capture_run
 
+from .instructions import MODES, strip_to_layer
 from .scenarios import scenarios, silence_ag2
 
 WARMUPS = 3
@@ -60,10 +61,7 @@ async def _trial(scenario: Any, mode: str, url: str, variant: dict[str, str]) ->
     else:
         config = CaptureConfig.from_env(variant if mode == "variant" else {})
         async with capture_run(url, config=config, mode="bench") as run:
-            if mode == "hooks":
-                run.enabled = False  # hooks stay installed; every captor lookup finds no capturing run
-            elif mode == "capture":
-                run._put = lambda record: True  # records built, never queued
+            strip_to_layer(run, mode)
             await chat.run()
     wall = time.perf_counter() - started
     spent = {tid: n - before.get(tid, 0) for tid, n in _thread_ticks().items()}
@@ -74,7 +72,7 @@ async def _trial(scenario: Any, mode: str, url: str, variant: dict[str, str]) ->
 async def measure(scenario_name: str, trials: int, variant: dict[str, str]) -> dict[str, list[tuple[float, int, int]]]:
     silence_ag2()
     scenario = next(s for s in scenarios(quick=False) if s.name == scenario_name)
-    modes = ["off", "hooks", "capture", "full"] + (["variant"] if variant else [])
+    modes = [*MODES, *(["variant"] if variant else [])]
     with tempfile.TemporaryDirectory(prefix="cmbagent-layers-") as tmp:
         url = f"sqlite+aiosqlite:///{tmp}/layers.db"
         for _ in range(WARMUPS):
