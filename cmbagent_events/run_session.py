@@ -18,8 +18,7 @@ from typing import Any, TypeVar
 
 from .capture import EventCaptureManager
 from .config import CaptureConfig, ConfigError
-from .emit import ErrorText as ErrorText
-from .emit import plain_dict
+from .emit import ErrorText, plain_dict
 from .errors import DatabaseUnavailable
 from .ids import new_run_id
 from .store.columns import Run
