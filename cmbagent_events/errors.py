@@ -22,6 +22,10 @@ class DatabaseURLError(CaptureError, ValueError):
     """The database URL cannot be used; the message says why and what is accepted."""
 
 
+class NotACaptureDatabase(DatabaseURLError):
+    """The database exists but holds no cmbagent-events tables (a reader never creates them)."""
+
+
 class StoreError(CaptureError):
     """A database operation failed (the driver's exception is the ``__cause__``)."""
 

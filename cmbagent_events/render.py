@@ -155,3 +155,13 @@ def event_json(event: EventColumns) -> str:
     row = {c: getattr(event, c) for c in EVENT_COLUMNS}
     return json.dumps(row, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v),
                       ensure_ascii=False)
+
+
+def summary(event: dict[str, Any]) -> dict[str, Any]:
+    """An event (a dict of its columns) in short: where it is, what it is, and its one-line text."""
+    from types import SimpleNamespace
+
+    row: Any = SimpleNamespace(**{c: event.get(c) for c in EVENT_COLUMNS})
+    return {"seq": event.get("seq"), "id": event.get("id"), "event_type": event.get("event_type"),
+            "event_subtype": event.get("event_subtype"), "agent": event.get("agent_name"),
+            "status": event.get("status"), "text": describe(row)}

@@ -1,0 +1,101 @@
+"""Cost and time of a run, grouped by agent, model, step or node: two GROUP BY queries, no rows loaded.
+
+One query sums the model calls' usage (tokens and cost read out of ``outputs.usage`` in SQL); the
+other counts every event and sums the time spent in model calls, tools and code. Their merge gives
+one row per group. Totals therefore equal the sums over the events themselves (a test checks it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+GROUPINGS = ("agent", "model", "step", "node")
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens")
+# The numbers of a rollup row, in the order the CLI prints them.
+ROW_NUMBERS = ("events", "calls", *USAGE_KEYS, "cost", "llm_ms", "tool_calls", "tool_ms", "code_runs", "code_ms",
+               "time_ms", "errors")
+
+
+def group_key(event: Any, by: str) -> Any:
+    """The SQL expression naming an event's group."""
+    if by == "agent":
+        return event.agent_name
+    if by == "step":
+        return event.step_id
+    if by == "node":
+        return event.node_id
+    if by == "model":
+        return func.coalesce(event.inputs["model"].as_string(), event.meta["model"].as_string())
+    raise ValueError(f"by must be one of {', '.join(GROUPINGS)}, got {by!r}")
+
+
+def usage_query(event: Any, run_id: str, by: str) -> Any:
+    """Per group: the model calls' token counts and cost."""
+    key = group_key(event, by).label("key")
+    sums = [func.sum(event.outputs[("usage", name)].as_float()).label(name) for name in (*USAGE_KEYS, "cost")]
+    return (select(key, *sums)
+            .where(event.run_id == run_id, event.event_type == "llm_call")
+            .group_by(key))
+
+
+def activity_query(event: Any, run_id: str, by: str) -> Any:
+    """Per group and event type: how many events and how long they took."""
+    key = group_key(event, by).label("key")
+    return (select(key, event.event_type, func.count(), func.sum(event.duration_ms))
+            .where(event.run_id == run_id)
+            .group_by(key, event.event_type))
+
+
+def empty_row(by: str, name: str | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"by": by, "name": name}
+    row.update(dict.fromkeys(ROW_NUMBERS, 0))
+    for name in ("cost", "llm_ms", "tool_ms", "code_ms", "time_ms"):
+        row[name] = 0.0
+    return row
+
+
+_TIME_OF = {"llm_call": ("calls", "llm_ms"), "tool_call": ("tool_calls", "tool_ms"),
+            "code_exec": ("code_runs", "code_ms")}
+
+
+def merge(by: str, usage: list[Any], activity: list[Any]) -> list[dict[str, Any]]:
+    """The two queries' results as one row per group, the costliest first."""
+    rows: dict[Any, dict[str, Any]] = {}
+
+    def row_of(key: Any) -> dict[str, Any]:
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = empty_row(by, key)
+        return row
+
+    for key, event_type, count, duration in activity:
+        row = row_of(key)
+        row["events"] += int(count)
+        if event_type == "error":
+            row["errors"] += int(count)
+        counted = _TIME_OF.get(event_type)
+        if counted is not None:
+            row[counted[0]] += int(count)
+            row[counted[1]] += float(duration or 0.0)
+    for key, *sums in usage:
+        row = row_of(key)
+        for name, value in zip((*USAGE_KEYS, "cost"), sums):
+            row[name] = (float(value) if name == "cost" else int(value)) if value is not None else row[name]
+    for row in rows.values():
+        row["time_ms"] = row["llm_ms"] + row["tool_ms"] + row["code_ms"]
+        for name in ("llm_ms", "tool_ms", "code_ms", "time_ms"):
+            row[name] = round(row[name], 3)
+    return sorted(rows.values(), key=lambda r: (-r["cost"], -r["total_tokens"], -r["time_ms"], str(r["name"])))
+
+
+def total(rows: list[dict[str, Any]], by: str = "total") -> dict[str, Any]:
+    """The sum of rollup rows (the run as a whole)."""
+    out = empty_row(by, None)
+    for row in rows:
+        for name in ROW_NUMBERS:
+            out[name] += row[name]
+    for name in ("llm_ms", "tool_ms", "code_ms", "time_ms"):
+        out[name] = round(out[name], 3)
+    return out

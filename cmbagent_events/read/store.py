@@ -1,0 +1,281 @@
+"""The read API's async core: runs, events, trees, cost rollups and run comparison, as plain dicts.
+
+:class:`AsyncStore` holds one read-only engine (``opening.py``); every method opens a short session,
+so each call sees the latest commits of a run still being captured. Events are read in pages
+(keyset on ``seq``), so a 100,000-event run is never held by the store as a whole unless asked for.
+The sync :class:`~cmbagent_events.read.sync.Store` runs these same methods on a private loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import select, type_coerce
+from sqlalchemy.types import Text
+
+from ..errors import RunNotFound
+from ..store.columns import EVENT_COLUMNS, RUN_COLUMNS
+from ..store.models import models_for
+from ..store.placement import Placement
+from . import compare, rollup
+from .opening import check_readable, database_for, read_only_engine
+
+PAGE = 2000  # events per query when streaming a run
+_FIRST_DIVERGENCE_CONTEXT = 3  # events shown after the first divergence, per run
+
+
+def run_dict(row: Any) -> dict[str, Any]:
+    """A ``workflow_runs`` row as a dict of its columns, plus ``duration_s``, ``total_tokens``, ``cost``
+    and ``llm_calls`` (from the run's usage totals; None while unknown)."""
+    out = {c: getattr(row, c) for c in RUN_COLUMNS}
+    meta: dict[str, Any] = out["meta"] if isinstance(out["meta"], dict) else {}
+    usage: dict[str, Any] = meta["usage"] if isinstance(meta.get("usage"), dict) else {}
+    started, completed = out["started_at"], out["completed_at"]
+    out["duration_s"] = (round((completed - started).total_seconds(), 3)
+                         if started is not None and completed is not None else None)
+    out["total_tokens"] = usage.get("total_tokens")
+    out["cost"] = usage.get("cost")
+    out["llm_calls"] = usage.get("calls")
+    return out
+
+
+def event_dict(row: Any) -> dict[str, Any]:
+    """An ``execution_events`` row as a dict of its columns (``id`` included)."""
+    return {c: getattr(row, c) for c in EVENT_COLUMNS}
+
+
+def _like_escaped(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+class AsyncStore:
+    """Read-only access to captured runs (see :func:`open_async_store`)."""
+
+    def __init__(self, db_url: str | None = None, *, table_prefix: str | None = None,
+                 db_schema: str | None = None) -> None:
+        env = Placement.from_env()
+        self.db = database_for(db_url)
+        self.placement = Placement(env.prefix if table_prefix is None else table_prefix,
+                                   env.schema if db_schema is None else (db_schema or None))
+        models = models_for(self.placement)
+        self._run: Any = models.WorkflowRun
+        self._event: Any = models.ExecutionEvent
+        self._file: Any = models.File
+        self._engine: Any = None
+        self.revision: str | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    async def open(self) -> AsyncStore:
+        """Check the database is ours (never creating anything) and connect; idempotent."""
+        if self._engine is None:
+            self.revision = await check_readable(self.db, self.placement)
+            self._engine = read_only_engine(self.db)
+        return self
+
+    async def aclose(self) -> None:
+        if self._engine is not None:
+            engine, self._engine = self._engine, None
+            await engine.dispose()
+
+    async def __aenter__(self) -> AsyncStore:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _rows(self, query: Any) -> list[Any]:
+        await self.open()
+        async with self._engine.connect() as conn:
+            return list((await conn.execute(query)).all())
+
+    # -- runs ------------------------------------------------------------------------------------------
+    async def runs(self, limit: int | None = 50, *, offset: int = 0, status: str | None = None,
+                   mode: str | None = None, since: datetime | date | str | None = None,
+                   task_contains: str | None = None) -> list[dict[str, Any]]:
+        """Runs, newest first, filtered by status, mode, start time (``since``: a datetime, a date or an
+        ISO string; naive means local time) and a case-insensitive piece of the task text."""
+        run = self._run
+        query = select(*(getattr(run, c) for c in RUN_COLUMNS))
+        if status is not None:
+            query = query.where(run.status == status)
+        if mode is not None:
+            query = query.where(run.mode == mode)
+        if since is not None:
+            query = query.where(run.started_at >= self._instant(since))
+        if task_contains:
+            query = query.where(run.task_description.ilike(_like_escaped(task_contains), escape="\\"))
+        query = query.order_by(run.started_at.desc(), run.id.desc()).offset(offset)
+        if limit is not None:
+            query = query.limit(limit)
+        return [run_dict(r) for r in await self._rows(query)]
+
+    def _instant(self, since: datetime | date | str) -> datetime:
+        if isinstance(since, str):
+            since = datetime.fromisoformat(since)
+        if not isinstance(since, datetime):
+            since = datetime(since.year, since.month, since.day)
+        since = since.astimezone(UTC)  # naive: local time
+        return since.replace(tzinfo=None) if self.db.is_sqlite else since  # SQLite stores UTC without a zone
+
+    async def run(self, run_id: str) -> dict[str, Any]:
+        """One run by its id or a unique prefix of it.
+
+        Raises:
+            RunNotFound: no such run, or the prefix matches several.
+        """
+        run = self._run
+        columns = [getattr(run, c) for c in RUN_COLUMNS]
+        rows = await self._rows(select(*columns).where(run.id == run_id))
+        if not rows:
+            rows = await self._rows(select(*columns).where(run.id.like(run_id.replace("\\", "\\\\").replace(
+                "%", "\\%").replace("_", "\\_") + "%", escape="\\")).limit(2))
+        if len(rows) != 1:
+            detail = "matches several runs: give more of it" if rows else "is not in this database"
+            raise RunNotFound(f"run {run_id!r} {detail} (list them with cmbagent-events runs)")
+        return run_dict(rows[0])
+
+    async def run_id(self, run_id: str) -> str:
+        """The full id of the run ``run_id`` names (an id or a unique prefix)."""
+        return str((await self.run(run_id))["id"])
+
+    # -- events ----------------------------------------------------------------------------------------
+    def _event_query(self, run_id: str, event_type: str | None, agent: str | None, status: str | None) -> Any:
+        event = self._event
+        query = select(*(getattr(event, c) for c in EVENT_COLUMNS)).where(event.run_id == run_id)
+        if event_type is not None:
+            query = query.where(event.event_type == event_type)
+        if agent is not None:
+            query = query.where(event.agent_name == agent)
+        if status is not None:
+            query = query.where(event.status == status)
+        return query
+
+    async def iter_events(self, run_id: str, event_type: str | None = None, agent: str | None = None,
+                          status: str | None = None, *, after_seq: int = -1,
+                          page: int = PAGE) -> AsyncIterator[list[dict[str, Any]]]:
+        """The run's events in seq order, a page (list of dicts) at a time."""
+        run_id = await self.run_id(run_id)
+        query = self._event_query(run_id, event_type, agent, status)
+        while True:
+            rows = await self._rows(query.where(self._event.seq > after_seq).order_by(self._event.seq).limit(page))
+            if not rows:
+                return
+            yield [event_dict(r) for r in rows]
+            after_seq = rows[-1].seq
+
+    async def events(self, run_id: str, event_type: str | None = None, agent: str | None = None,
+                     status: str | None = None, *, after_seq: int = -1, limit: int | None = None
+                     ) -> list[dict[str, Any]]:
+        """The run's events in seq order (at most ``limit``), each a dict of the event's columns."""
+        out: list[dict[str, Any]] = []
+        async for page in self.iter_events(run_id, event_type, agent, status, after_seq=after_seq,
+                                           page=PAGE if limit is None else min(PAGE, limit)):
+            out.extend(page)
+            if limit is not None and len(out) >= limit:
+                return out[:limit]
+        return out
+
+    async def tree(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's events nested: each event dict gets ``children`` (in seq order); the roots returned."""
+        nodes: dict[str, dict[str, Any]] = {}
+        order: list[dict[str, Any]] = []
+        async for page in self.iter_events(run_id):
+            for event in page:
+                event["children"] = []
+                nodes[event["id"]] = event
+                order.append(event)
+        roots: list[dict[str, Any]] = []
+        for event in order:
+            parent = nodes.get(event["parent_event_id"]) if event["parent_event_id"] else None
+            (parent["children"] if parent is not None else roots).append(event)
+        return roots
+
+    async def files(self, run_id: str) -> list[dict[str, Any]]:
+        """The files the run produced, in the order they were recorded."""
+        run_id = await self.run_id(run_id)
+        f = self._file
+        rows = await self._rows(select(f.file_path, f.file_type, f.size_bytes, f.event_id, f.created_at)
+                                .where(f.run_id == run_id).order_by(f.created_at, f.id))
+        return [dict(r._mapping) for r in rows]
+
+    # -- answers ---------------------------------------------------------------------------------------
+    async def cost(self, run_id: str, by: str = "agent") -> list[dict[str, Any]]:
+        """Cost and time per agent, model, step or node: one dict per group (``name``; ``events``; model
+        ``calls``; prompt/completion/cached/total tokens; ``cost``; ``llm_ms``, ``tool_ms``, ``code_ms``
+        and their sum ``time_ms``; tool calls, code runs, errors), the costliest first."""
+        if by not in rollup.GROUPINGS:
+            raise ValueError(f"by must be one of {', '.join(rollup.GROUPINGS)}, got {by!r}")
+        run_id = await self.run_id(run_id)
+        usage = await self._rows(rollup.usage_query(self._event, run_id, by))
+        activity = await self._rows(rollup.activity_query(self._event, run_id, by))
+        return rollup.merge(by, usage, activity)
+
+    async def cost_total(self, run_id: str) -> dict[str, Any]:
+        """The run's cost and time as one row (the sum of :meth:`cost`'s rows)."""
+        return rollup.total(await self.cost(run_id, "agent"))
+
+    async def diff(self, run_a: str, run_b: str) -> dict[str, Any]:
+        """How run B differs from run A: ``first_divergence`` (None when both did the same: the agent,
+        each run's event there and the few events after it), every agent that diverged, and per agent
+        and model the figures of both and B minus A, and the files only one of them produced."""
+        a, b = await self.run(run_a), await self.run(run_b)
+        dirs = (compare.work_dirs_of(a["meta"]), compare.work_dirs_of(b["meta"]))
+        aligner = compare.Aligner(*dirs)
+        pages = [self._fingerprint_pages(a["id"]), self._fingerprint_pages(b["id"])]
+        live = [True, True]
+        while any(live):
+            for side in (0, 1):
+                if live[side]:
+                    page = await anext(pages[side], None)
+                    if page is None:
+                        live[side] = False
+                        continue
+                    for row in page:
+                        aligner.add(side, row)
+        divergences = aligner.divergences()
+        first = await self._divergence(a["id"], b["id"], divergences[0]) if divergences else None
+        files_a, files_b = await self.files(a["id"]), await self.files(b["id"])
+        paths_a = compare.normalised_paths([f["file_path"] for f in files_a], dirs[0])
+        paths_b = compare.normalised_paths([f["file_path"] for f in files_b], dirs[1])
+        return {
+            "run_a": a["id"], "run_b": b["id"], "same": not divergences,
+            "events": {"a": a["total_events"], "b": b["total_events"], "matched": aligner.matched},
+            "first_divergence": first,
+            "diverged_agents": [{"agent": agent, "seq_a": x[0] if x else None, "seq_b": y[0] if y else None}
+                                for agent, x, y in divergences],
+            "by_agent": compare.merge_rollups(await self.cost(a["id"], "agent"), await self.cost(b["id"], "agent")),
+            "by_model": compare.merge_rollups(await self.cost(a["id"], "model"), await self.cost(b["id"], "model")),
+            "files": {"only_a": [paths_a[p] for p in paths_a if p not in paths_b],
+                      "only_b": [paths_b[p] for p in paths_b if p not in paths_a]},
+        }
+
+    async def _fingerprint_pages(self, run_id: str) -> AsyncIterator[list[Any]]:
+        event = self._event
+        # JSON columns as their stored text: decoded by the fingerprint, without SQLAlchemy's per-row json.loads
+        query = select(event.id, event.seq, event.event_type, event.event_subtype, event.agent_name, event.status,
+                       event.error_message, type_coerce(event.inputs, Text).label("inputs"),
+                       type_coerce(event.outputs, Text).label("outputs"),
+                       type_coerce(event.meta, Text).label("meta")).where(event.run_id == run_id)
+        after = -1
+        while True:
+            rows = await self._rows(query.where(event.seq > after).order_by(event.seq).limit(PAGE))
+            if not rows:
+                return
+            yield rows
+            after = rows[-1].seq
+
+    async def _divergence(self, run_a: str, run_b: str, where: tuple[Any, Any, Any]) -> dict[str, Any]:
+        from ..render import summary
+
+        agent, at_a, at_b = where
+        out: dict[str, Any] = {"agent": agent}
+        for side, run_id, at in (("a", run_a, at_a), ("b", run_b, at_b)):
+            if at is None:
+                out[side], out[f"then_{side}"] = None, []
+                continue
+            events = await self.events(run_id, after_seq=at[0] - 1, limit=_FIRST_DIVERGENCE_CONTEXT + 1)
+            out[side] = summary(events[0]) if events else None
+            out[f"then_{side}"] = [summary(e) for e in events[1:]]
+        return out
