@@ -142,12 +142,122 @@ def run_header(run: RunColumns) -> str:
                      f"{run.total_events} events, {run.dropped_events} dropped{tok}")
 
 
-def runs_table(runs: Iterable[RunColumns]) -> list[str]:
-    lines = [f"{'run id':<36}  {'status':<9} {'mode':<20} {'started':<19} {'events':>7} {'dropped':>7}  task"]
+def money(value: Any) -> str:
+    """Dollars as a person reads them: ``$1.23``, ``$0.0123``, ``$0.000107``; ``-`` when unknown."""
+    if not isinstance(value, (int, float)):
+        return "-"
+    if value == 0:
+        return "$0"
+    if abs(value) >= 1:
+        return f"${value:,.2f}"
+    return f"${value:.4f}" if abs(value) >= 0.01 else f"${value:.6f}"
+
+
+def duration(ms: Any) -> str:
+    """A duration in milliseconds as ``0.4 ms``, ``124 ms``, ``2.3 s``, ``1 min 5 s``, ``2 h 3 min``."""
+    if not isinstance(ms, (int, float)):
+        return "-"
+    if ms < 10:
+        return f"{ms:.1f} ms"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def runs_table(runs: Iterable[dict[str, Any]]) -> list[str]:
+    """The run list (dicts of the read API): id, status, mode, start, duration, events, tokens, cost, task."""
+    lines = [f"{'run id':<36}  {'status':<9} {'mode':<12} {'started':<19} {'took':>9} {'events':>7} {'dropped':>7} "
+             f"{'tokens':>8} {'cost':>10}  task"]
     for r in runs:
-        lines.append(printable(f"{r.id:<36}  {r.status:<9} {(r.mode or '')[:20]:<20} {_fmt_time(r.started_at):<19} "
-                               f"{r.total_events:>7} {r.dropped_events:>7}  {_preview(r.task_description, 40)}"))
+        took = duration(r["duration_s"] * 1000) if r.get("duration_s") is not None else "-"
+        tokens = r.get("total_tokens")
+        lines.append(printable(
+            f"{r['id']:<36}  {r['status']:<9} {(r['mode'] or '')[:12]:<12} {_fmt_time(r['started_at']):<19} "
+            f"{took:>9} {r['total_events']:>7} {r['dropped_events']:>7} {tokens if tokens is not None else '-':>8} "
+            f"{money(r.get('cost')):>10}  {_preview(r['task_description'], 40)}"))
     return lines
+
+
+# (header, key, width) of the cost table's number columns
+COST_COLUMNS = (("events", "events", 6), ("calls", "calls", 5), ("prompt", "prompt_tokens", 8),
+                ("completion", "completion_tokens", 10), ("cached", "cached_tokens", 7), ("tokens", "total_tokens", 8),
+                ("cost", "cost", 10), ("model", "llm_ms", 8), ("tools", "tool_ms", 8), ("code", "code_ms", 8),
+                ("errors", "errors", 6))
+
+
+def _cost_cell(key: str, value: Any) -> str:
+    if key == "cost":
+        return money(value)
+    if key.endswith("_ms"):
+        return duration(value) if value else "-"
+    return str(value)
+
+
+def cost_table(rows: list[dict[str, Any]], total: dict[str, Any], by: str) -> list[str]:
+    """A run's cost rollup: one line per group, then the total."""
+    width = max([len(by), 5, *(len(str(r["name"] if r["name"] is not None else "-")) for r in rows)])
+    width = min(width, 40)
+    head = f"{by:<{width}}  " + " ".join(f"{label:>{w}}" for label, _, w in COST_COLUMNS)
+
+    def line(name: str, row: dict[str, Any]) -> str:
+        cells = " ".join(f"{_cost_cell(key, row[key]):>{w}}" for _, key, w in COST_COLUMNS)
+        return printable(f"{name[:width]:<{width}}  {cells}")
+
+    lines = [head, *(line(str(r["name"]) if r["name"] is not None else "-", r) for r in rows)]
+    return [*lines, "-" * len(head), line("total", total)]
+
+
+def _change(a: Any, b: Any, fmt: Any = str) -> str:
+    return fmt(a) if a == b else f"{fmt(a)} -> {fmt(b)}"
+
+
+def diff_lines(diff: dict[str, Any]) -> list[str]:
+    """``cmbagent-events diff`` as text: the first divergence, then what changed per agent and model, files."""
+    events = diff["events"]
+    lines = [f"A {diff['run_a']} ({events['a']} events)", f"B {diff['run_b']} ({events['b']} events)"]
+    first = diff["first_divergence"]
+    if first is None:
+        lines.append(f"no divergence: both runs did the same ({events['matched']} events matched)")
+    else:
+        lines.append(f"first divergence: agent {first['agent']} ({events['matched']} events matched before and "
+                     "elsewhere)")
+        for side in ("a", "b"):
+            at = first[side]
+            lines.append(f"  {side.upper()} " + (f"#{at['seq']} {at['text']}" if at else "(nothing: run ended)"))
+        for side in ("a", "b"):
+            for then in first[f"then_{side}"]:
+                lines.append(f"    then {side.upper()} #{then['seq']} {then['text']}")
+        others = diff["diverged_agents"][1:]
+        if others:
+            lines.append("also diverged: " + ", ".join(
+                f"{d['agent']} (A #{d['seq_a'] if d['seq_a'] is not None else '-'}, "
+                f"B #{d['seq_b'] if d['seq_b'] is not None else '-'})" for d in others))
+    for title, rows in (("per agent", diff["by_agent"]), ("per model", diff["by_model"])):
+        changed = [r for r in rows if any(v for k, v in r["delta"].items() if not k.endswith("_ms"))]
+        if not changed:
+            lines.append(f"{title}: no change in events, calls, tokens or cost")
+            continue
+        lines.append(f"{title} (A -> B):")
+        for r in changed:
+            a, b = r["a"], r["b"]
+            name = r["name"] if r["name"] is not None else "-"
+            lines.append(f"  {name}: events {_change(a['events'], b['events'])}, "
+                         f"calls {_change(a['calls'], b['calls'])}, "
+                         f"tokens {_change(a['total_tokens'], b['total_tokens'])}, "
+                         f"cost {_change(a['cost'], b['cost'], money)}, "
+                         f"time {_change(a['time_ms'], b['time_ms'], duration)}")
+    files = diff["files"]
+    for side in ("a", "b"):
+        for path in files[f"only_{side}"]:
+            lines.append(f"file only in {side.upper()}: {path}")
+    return [printable(line) for line in lines]
 
 
 def event_json(event: EventColumns) -> str:

@@ -13,9 +13,11 @@ from .reading import (
     Progress,
     close_orphans_quietly,
     make_notifier,
+    open_store,
     pages,
     resolve_run,
     with_reader,
+    with_store,
 )
 
 
@@ -24,14 +26,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     async def body(reader) -> int:
         await close_orphans_quietly(reader)
-        runs = await reader.list_runs(limit=args.limit)
+        store = await open_store(args)
+        try:
+            runs = await store.runs(limit=args.limit, offset=args.offset, status=args.status, mode=args.mode,
+                                    since=args.since, task_contains=args.task)
+        finally:
+            await store.aclose()
         if args.json:
-            from ..live.wire import dumps, run_dict
+            from ..live.wire import dumps, iso
 
             for r in runs:
-                print(dumps(run_dict(r)))
+                print(dumps({**r, "started_at": iso(r["started_at"]), "completed_at": iso(r["completed_at"])}))
         elif not runs:
-            print("no runs yet")
+            print("no runs yet" if not (args.status or args.mode or args.since or args.task or args.offset)
+                  else "no runs match")
         else:
             print("\n".join(runs_table(runs)))
         return EXIT_OK
@@ -45,15 +53,62 @@ def cmd_show(args: argparse.Namespace) -> int:
     async def body(reader) -> int:
         run_id = await resolve_run(reader, args.run_id)
         run = await reader.get_run(run_id)
-        events = [e async for page in pages(reader, run_id, Progress("reading events", run.total_events or None))
-                  for e in page]
+        limit = args.limit
+        total = run.total_events or None
+        events = []
+        async for page in pages(reader, run_id, Progress("reading events", total if limit is None else limit)):
+            events.extend(page)
+            if limit is not None and len(events) >= limit:
+                events = events[:limit]
+                break
         print(run_header(run))
         if run.task_description:
             print(f"task: {printable(run.task_description)}")
         print("\n".join(tree_lines(events)) if events else "(no events)")
+        if limit is not None and run.total_events > len(events):
+            print(f"(first {len(events)} of {run.total_events} events: --limit)")
         return EXIT_OK
 
     return asyncio.run(with_reader(args, body))
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    """``cost RUN_ID [--by agent|model|step|node] [--json]``: tokens, cost and time per group."""
+    from ..read.rollup import total
+    from ..render import cost_table, duration, money
+
+    async def body(store) -> int:
+        run = await store.run(args.run_id)
+        rows = await store.cost(run["id"], args.by)
+        overall = total(rows)
+        if args.json:
+            from ..live.wire import dumps
+
+            print(dumps({"run_id": run["id"], "by": args.by, "rows": rows, "total": overall}))
+            return EXIT_OK
+        print(f"run {run['id']} [{run['status']}]: {overall['calls']} model calls, {overall['total_tokens']} tokens, "
+              f"{money(overall['cost'])}, {duration(overall['time_ms'])} in models, tools and code")
+        print("\n".join(cost_table(rows, overall, args.by)))
+        return EXIT_OK
+
+    return asyncio.run(with_store(args, body))
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """``diff RUN_A RUN_B [--json]``: where run B first did something else than run A, and what changed."""
+    from ..render import diff_lines
+
+    async def body(store) -> int:
+        result = await store.diff(args.run_a, args.run_b)
+        if args.json:
+            from ..live.wire import dumps
+
+            print(dumps(result))
+        else:
+            print("\n".join(diff_lines(result)))
+        return EXIT_OK
+
+    return asyncio.run(with_store(args, body))
 
 
 def cmd_export(args: argparse.Namespace) -> int:

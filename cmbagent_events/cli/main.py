@@ -9,7 +9,9 @@ import sys
 from ..config import DEFAULT_DB_URL, ConfigError
 from .commands import (
     cmd_close_orphans,
+    cmd_cost,
     cmd_demo,
+    cmd_diff,
     cmd_export,
     cmd_migrate,
     cmd_replay,
@@ -51,14 +53,36 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--db-schema", default=argparse.SUPPRESS, help=schema_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("runs", parents=[common], help="list runs, newest first")
+    p = sub.add_parser("runs", parents=[common], help="list runs, newest first (duration, tokens, cost)")
     p.add_argument("--limit", type=int, default=50, help="how many runs (default 50)")
+    p.add_argument("--offset", type=int, default=0, help="skip this many of the newest runs (paging)")
+    p.add_argument("--status", choices=("running", "completed", "failed", "abandoned"),
+                   help="only runs with this status")
+    p.add_argument("--mode", help="only runs of this mode (e.g. one_shot)")
+    p.add_argument("--since", metavar="DATE", help="only runs started at or after DATE (ISO, e.g. 2026-12-01 or "
+                   "2026-12-01T09:00; local time)")
+    p.add_argument("--task", metavar="TEXT", help="only runs whose task contains TEXT (any case)")
     p.add_argument("--json", action="store_true", help="one JSON object per run")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("show", parents=[common], help="a run's event tree")
     p.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N events (big runs)")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("cost", parents=[common], help="a run's tokens, cost and time per agent, model, step or node")
+    p.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
+    p.add_argument("--by", choices=("agent", "model", "step", "node"), default="agent",
+                   help="group by (default agent)")
+    p.add_argument("--json", action="store_true", help="the rows and the total as one JSON object")
+    p.set_defaults(func=cmd_cost)
+
+    p = sub.add_parser("diff", parents=[common], help="compare two runs: the first divergence, then what changed")
+    p.add_argument("run_a", metavar="RUN_A", help="the first run (id or unique prefix), e.g. yesterday's")
+    p.add_argument("run_b", metavar="RUN_B", help="the run compared with it")
+    p.add_argument("--json", action="store_true", help="the comparison as one JSON object (first_divergence: "
+                   "null when the runs did the same)")
+    p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("tail", parents=[common], help="follow a run live (the latest when RUN_ID is omitted)")
     p.add_argument("run_id", metavar="RUN_ID", nargs="?", help="run id or prefix (default: the latest run)")

@@ -43,18 +43,28 @@ class Progress:
 
 
 # -- database access --------------------------------------------------------------------------------
-async def open_reader(args: argparse.Namespace, create: bool = False):
-    """A RunReader on ``args.db`` and ``args.placement`` (migrated); refuses a missing SQLite file
-    unless ``create``."""
+async def open_reader(args: argparse.Namespace):
+    """A RunReader on ``args.db`` and ``args.placement``; refuses a missing SQLite file and a database
+    that holds no cmbagent-events tables (never creating them there); an older schema of ours is upgraded."""
+    from ..read.opening import check_readable
     from ..store.reader import RunReader
-    from ..store.schema import make_engine, migrate, resolve_db
+    from ..store.schema import HEAD_REVISION, make_engine, migrate, resolve_db
 
     db = resolve_db(args.db)
-    if db.is_sqlite and not create and not Path(db.path or "").expanduser().exists():
+    if db.is_sqlite and not Path(db.path or "").expanduser().exists():
         raise CliError(f"no database at {db.path!r}: capture a run first (cmbagent-events demo), "
                        "or pass --db URL / set CMBAGENT_EVENTS_DB_URL")
-    await migrate(db, args.placement)
+    if await check_readable(db, args.placement) != HEAD_REVISION:
+        await migrate(db, args.placement)
     return RunReader(make_engine(db, args.placement), args.placement)
+
+
+async def open_store(args: argparse.Namespace):
+    """The read API's store on ``args.db`` and ``args.placement`` (read-only; open; close it with aclose)."""
+    from ..read import open_async_store
+
+    return await open_async_store(args.db, table_prefix=args.placement.prefix,
+                                  db_schema=args.placement.schema or "").open()
 
 
 async def with_reader(args: argparse.Namespace, body: Callable[[Any], Awaitable[int]]) -> int:
@@ -63,6 +73,14 @@ async def with_reader(args: argparse.Namespace, body: Callable[[Any], Awaitable[
         return await body(reader)
     finally:
         await reader.engine.dispose()
+
+
+async def with_store(args: argparse.Namespace, body: Callable[[Any], Awaitable[int]]) -> int:
+    store = await open_store(args)
+    try:
+        return await body(store)
+    finally:
+        await store.aclose()
 
 
 async def resolve_run(reader, run_id: str | None) -> str:

@@ -82,7 +82,7 @@ def merge(by: str, usage: list[Any], activity: list[Any]) -> list[dict[str, Any]
     for key, *sums in usage:
         row = row_of(key)
         for name, value in zip((*USAGE_KEYS, "cost"), sums):
-            row[name] = (float(value) if name == "cost" else int(value)) if value is not None else row[name]
+            row[name] = (round(float(value), 10) if name == "cost" else int(value)) if value is not None else row[name]
     for row in rows.values():
         row["time_ms"] = row["llm_ms"] + row["tool_ms"] + row["code_ms"]
         for name in ("llm_ms", "tool_ms", "code_ms", "time_ms"):
