@@ -83,17 +83,44 @@ def work_dirs_of(meta: Any) -> tuple[str, ...]:
     return ()
 
 
+def raw_key(row: Any, work_dirs: tuple[str, ...]) -> tuple[Any, ...]:
+    """The event as stored (texts with the work directory hidden): equal keys are the same action, so
+    most events are matched without decoding their JSON; unequal ones are compared by fingerprint."""
+    texts = [row.inputs, row.outputs, row.error_message]
+    if work_dirs:
+        for i, text in enumerate(texts):
+            if isinstance(text, str):
+                for directory in work_dirs:
+                    if directory in texts[i]:
+                        texts[i] = texts[i].replace(directory, WORK_DIR_MARK)
+    return (row.event_type, row.event_subtype, row.agent_name, row.status, *texts)
+
+
+@dataclass(slots=True)
+class _Pending:
+    seq: int
+    id: str
+    key: tuple[Any, ...]
+    row: Any
+    print: bytes | None = None
+
+    def fingerprint(self, work_dirs: tuple[str, ...]) -> bytes:
+        if self.print is None:
+            self.print = fingerprint(self.row, work_dirs)
+        return self.print
+
+
 @dataclass(slots=True)
 class _Lane:
-    """One agent's events of each run not matched yet (seq, event id, fingerprint)."""
+    """One agent's events of each run not matched yet."""
 
-    a: deque[tuple[int, str, bytes]] = field(default_factory=deque)
-    b: deque[tuple[int, str, bytes]] = field(default_factory=deque)
+    a: deque[_Pending] = field(default_factory=deque)
+    b: deque[_Pending] = field(default_factory=deque)
     diverged: tuple[tuple[int, str] | None, tuple[int, str] | None] | None = None
 
 
 class Aligner:
-    """Feed both runs' events in seq order (any interleaving of the two); then :meth:`first`."""
+    """Feed both runs' events in seq order (any interleaving of the two); then :meth:`divergences`."""
 
     def __init__(self, work_dirs_a: tuple[str, ...], work_dirs_b: tuple[str, ...]) -> None:
         self._lanes: dict[Any, _Lane] = {}
@@ -106,17 +133,22 @@ class Aligner:
             lane = self._lanes[row.agent_name] = _Lane()
         if lane.diverged is not None:
             return
-        (lane.b if side else lane.a).append((row.seq, row.id, fingerprint(row, self._dirs[side])))
+        (lane.b if side else lane.a).append(_Pending(row.seq, row.id, raw_key(row, self._dirs[side]), row))
         while lane.a and lane.b:
             a, b = lane.a[0], lane.b[0]
-            if a[2] != b[2]:
-                lane.diverged = ((a[0], a[1]), (b[0], b[1]))
+            if a.key != b.key and a.fingerprint(self._dirs[0]) != b.fingerprint(self._dirs[1]):
+                lane.diverged = ((a.seq, a.id), (b.seq, b.id))
                 lane.a.clear()
                 lane.b.clear()
                 return
             lane.a.popleft()
             lane.b.popleft()
             self.matched += 1
+
+    def earliest_divergence(self) -> int | None:
+        """The smallest seq at which a lane has diverged so far (None: none yet)."""
+        seqs = [x[0] for lane in self._lanes.values() if lane.diverged for x in lane.diverged if x is not None]
+        return min(seqs) if seqs else None
 
     def divergences(self) -> list[tuple[Any, tuple[int, str] | None, tuple[int, str] | None]]:
         """Per agent that diverged: (agent, (seq, id) in A or None, (seq, id) in B or None), earliest first.
@@ -128,8 +160,8 @@ class Aligner:
             if lane.diverged is not None:
                 out.append((agent, *lane.diverged))
             elif lane.a or lane.b:
-                a = (lane.a[0][0], lane.a[0][1]) if lane.a else None
-                b = (lane.b[0][0], lane.b[0][1]) if lane.b else None
+                a = (lane.a[0].seq, lane.a[0].id) if lane.a else None
+                b = (lane.b[0].seq, lane.b[0].id) if lane.b else None
                 out.append((agent, a, b))
         out.sort(key=lambda d: min(x[0] for x in d[1:] if x is not None))
         return out

@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import DEFAULT_DB_URL
 from ..errors import DatabaseURLError, NotACaptureDatabase
-from ..store.database import Database, check_placement, immutable_uri, parse_db_url, read_only_place, resolve_db
+from ..store.database import (
+    Database,
+    check_placement,
+    immutable_uri,
+    parse_db_url,
+    read_only_place,
+    resolve_db,
+    sqlite_path,
+)
 from ..store.placement import Placement
 from ..store.schema import migrations_dir, stored_revision
 
@@ -43,6 +51,7 @@ async def check_readable(db: Database, placement: Placement) -> str:
     """
     check_placement(db, placement)
     if db.is_sqlite and not _is_file(db):
+        sqlite_path(db)  # names a directory, or an in-memory URL, as such
         raise DatabaseURLError(f"no database at {db.path!r}: capture a run first (cmbagent-events demo), "
                                "or pass the database URL (--db / CMBAGENT_EVENTS_DB_URL)")
     revision = await stored_revision(db, placement)

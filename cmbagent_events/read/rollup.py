@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 GROUPINGS = ("agent", "model", "step", "node")
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens")
@@ -18,22 +18,23 @@ ROW_NUMBERS = ("events", "calls", *USAGE_KEYS, "cost", "llm_ms", "tool_calls", "
                "time_ms", "errors")
 
 
-def group_key(event: Any, by: str) -> Any:
-    """The SQL expression naming an event's group."""
+def group_key(event: Any, by: str, llm_only: bool = False) -> Any:
+    """The SQL expression naming an event's group (``llm_only``: the query reads llm_call rows only)."""
     if by == "agent":
         return event.agent_name
     if by == "step":
         return event.step_id
     if by == "node":
         return event.node_id
-    if by == "model":
-        return func.coalesce(event.inputs["model"].as_string(), event.meta["model"].as_string())
+    if by == "model":  # only model calls have one: other rows are not parsed (JSON extraction is the cost)
+        model = func.coalesce(event.inputs["model"].as_string(), event.meta["model"].as_string())
+        return model if llm_only else case((event.event_type == "llm_call", model), else_=None)
     raise ValueError(f"by must be one of {', '.join(GROUPINGS)}, got {by!r}")
 
 
 def usage_query(event: Any, run_id: str, by: str) -> Any:
     """Per group: the model calls' token counts and cost."""
-    key = group_key(event, by).label("key")
+    key = group_key(event, by, llm_only=True).label("key")
     sums = [func.sum(event.outputs[("usage", name)].as_float()).label(name) for name in (*USAGE_KEYS, "cost")]
     return (select(key, *sums)
             .where(event.run_id == run_id, event.event_type == "llm_call")

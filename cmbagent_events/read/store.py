@@ -8,7 +8,8 @@ The sync :class:`~cmbagent_events.read.sync.Store` runs these same methods on a 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -23,6 +24,8 @@ from . import compare, rollup
 from .opening import check_readable, database_for, read_only_engine
 
 PAGE = 2000  # events per query when streaming a run
+DIFF_PAGE = 5000  # rows per query when comparing runs (a few columns each)
+DIFF_LOOKAHEAD = 2000  # events read past a divergence before it is taken as the first
 _FIRST_DIVERGENCE_CONTEXT = 3  # events shown after the first divergence, per run
 
 
@@ -218,49 +221,94 @@ class AsyncStore:
 
     async def diff(self, run_a: str, run_b: str) -> dict[str, Any]:
         """How run B differs from run A: ``first_divergence`` (None when both did the same: the agent,
-        each run's event there and the few events after it), every agent that diverged, and per agent
-        and model the figures of both and B minus A, and the files only one of them produced."""
+        each run's event there and the few events after it), the agents seen diverging, per agent and
+        model the figures of both and B minus A, and the files only one of them produced.
+
+        The database first finds the first position where the two runs' stored events differ at all
+        (one indexed join); only from there are events read and aligned per agent (compare.py), until
+        the first divergence is certain."""
         a, b = await self.run(run_a), await self.run(run_b)
         dirs = (compare.work_dirs_of(a["meta"]), compare.work_dirs_of(b["meta"]))
+        start = await self._first_stored_difference(a["id"], b["id"])
         aligner = compare.Aligner(*dirs)
-        pages = [self._fingerprint_pages(a["id"]), self._fingerprint_pages(b["id"])]
-        live = [True, True]
-        while any(live):
-            for side in (0, 1):
-                if live[side]:
-                    page = await anext(pages[side], None)
-                    if page is None:
-                        live[side] = False
-                        continue
-                    for row in page:
-                        aligner.add(side, row)
+        if start is not None:
+            await self._align(aligner, a["id"], b["id"], start)
         divergences = aligner.divergences()
         first = await self._divergence(a["id"], b["id"], divergences[0]) if divergences else None
         files_a, files_b = await self.files(a["id"]), await self.files(b["id"])
         paths_a = compare.normalised_paths([f["file_path"] for f in files_a], dirs[0])
         paths_b = compare.normalised_paths([f["file_path"] for f in files_b], dirs[1])
+        before = start if start is not None else min(a["total_events"], b["total_events"])
+        # four GROUP BYs, each on a connection of its own (SQLite runs them on threads, in parallel)
+        agents_a, agents_b, models_a, models_b = await asyncio.gather(
+            self.cost(a["id"], "agent"), self.cost(b["id"], "agent"),
+            self.cost(a["id"], "model"), self.cost(b["id"], "model"))
         return {
             "run_a": a["id"], "run_b": b["id"], "same": not divergences,
-            "events": {"a": a["total_events"], "b": b["total_events"], "matched": aligner.matched},
+            "events": {"a": a["total_events"], "b": b["total_events"], "matched": before + aligner.matched},
             "first_divergence": first,
             "diverged_agents": [{"agent": agent, "seq_a": x[0] if x else None, "seq_b": y[0] if y else None}
                                 for agent, x, y in divergences],
-            "by_agent": compare.merge_rollups(await self.cost(a["id"], "agent"), await self.cost(b["id"], "agent")),
-            "by_model": compare.merge_rollups(await self.cost(a["id"], "model"), await self.cost(b["id"], "model")),
+            "by_agent": compare.merge_rollups(agents_a, agents_b),
+            "by_model": compare.merge_rollups(models_a, models_b),
             "files": {"only_a": [paths_a[p] for p in paths_a if p not in paths_b],
                       "only_b": [paths_b[p] for p in paths_b if p not in paths_a]},
         }
 
-    async def _fingerprint_pages(self, run_id: str) -> AsyncIterator[list[Any]]:
+    async def _first_stored_difference(self, run_a: str, run_b: str) -> int | None:
+        """The first seq at which the two runs' stored events differ in any compared column (or where
+        one run has an event the other lacks); None when they are stored alike."""
+        from sqlalchemy import and_, cast, func, or_
+        from sqlalchemy.orm import aliased
+
+        x, y = aliased(self._event), aliased(self._event)
+        plain = ("agent_name", "event_type", "event_subtype", "status", "error_message")
+        differs = or_(*(getattr(x, c).is_distinct_from(getattr(y, c)) for c in plain),
+                      *(cast(getattr(x, c), Text).is_distinct_from(cast(getattr(y, c), Text))
+                        for c in ("inputs", "outputs")))
+        rows = await self._rows(select(x.seq).join(y, and_(y.run_id == run_b, y.seq == x.seq))
+                                .where(x.run_id == run_a, differs).order_by(x.seq).limit(1))
+        if rows:
+            return int(rows[0][0])
         event = self._event
-        # JSON columns as their stored text: decoded by the fingerprint, without SQLAlchemy's per-row json.loads
+        counts = await self._rows(select(event.run_id, func.count(), func.max(event.seq))
+                                  .where(event.run_id.in_((run_a, run_b))).group_by(event.run_id))
+        shape = {run_id: (int(n), int(top)) for run_id, n, top in counts}
+        if shape.get(run_a) == shape.get(run_b):
+            return None
+        return min(top for _, top in shape.values()) + 1 if len(shape) == 2 else 0
+
+    async def _align(self, aligner: compare.Aligner, run_a: str, run_b: str, start: int) -> None:
+        """Feed both runs' events from ``start`` on, until the first divergence is settled: the two
+        streams have gone ``DIFF_LOOKAHEAD`` events past it (an agent late in one run is still paired)."""
+        pages = [self._fingerprint_pages(run_a, start - 1), self._fingerprint_pages(run_b, start - 1)]
+        live, last = [True, True], [start - 1, start - 1]
+        while any(live):
+            for side in (0, 1):
+                if not live[side]:
+                    continue
+                page = await anext(pages[side], None)
+                if page is None:
+                    live[side] = False
+                    continue
+                for row in page:
+                    aligner.add(side, row)
+                last[side] = page[-1].seq
+            found = aligner.earliest_divergence()
+            if found is not None and min(last) > found + DIFF_LOOKAHEAD:
+                for side in (0, 1):
+                    await pages[side].aclose()
+                return
+
+    async def _fingerprint_pages(self, run_id: str, after: int) -> AsyncGenerator[list[Any], None]:
+        event = self._event
+        # JSON columns as their stored text: decoded only for events whose stored text differs
         query = select(event.id, event.seq, event.event_type, event.event_subtype, event.agent_name, event.status,
                        event.error_message, type_coerce(event.inputs, Text).label("inputs"),
                        type_coerce(event.outputs, Text).label("outputs"),
                        type_coerce(event.meta, Text).label("meta")).where(event.run_id == run_id)
-        after = -1
         while True:
-            rows = await self._rows(query.where(event.seq > after).order_by(event.seq).limit(PAGE))
+            rows = await self._rows(query.where(event.seq > after).order_by(event.seq).limit(DIFF_PAGE))
             if not rows:
                 return
             yield rows

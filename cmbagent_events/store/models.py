@@ -99,8 +99,9 @@ class FileColumns:
 
 # Index names spelled out (not index=True) so a schema never leaks into them.
 INDEXES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
-    "workflow_runs": (("session_id", ("session_id",)),),
-    "execution_events": (("run_seq", ("run_id", "seq")), ("parent", ("parent_event_id",)), ("type", ("event_type",))),
+    "workflow_runs": (("session_id", ("session_id",)), ("started_at", ("started_at",))),
+    "execution_events": (("run_seq", ("run_id", "seq")), ("parent", ("parent_event_id",)),
+                         ("run_type", ("run_id", "event_type"))),
     "messages": (("run_id", ("run_id",)), ("event_id", ("event_id",))),
     "files": (("run_id", ("run_id",)), ("event_id", ("event_id",))),
 }

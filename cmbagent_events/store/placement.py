@@ -22,7 +22,7 @@ from ..errors import ConfigError
 
 PREFIX_VAR = "CMBAGENT_EVENTS_TABLE_PREFIX"
 SCHEMA_VAR = "CMBAGENT_EVENTS_DB_SCHEMA"
-MAX_PREFIX = 32  # keeps our longest name (an index, 27 characters) within PostgreSQL's 63
+MAX_PREFIX = 32  # keeps our longest name (an index, 28 characters) within PostgreSQL's 63
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*\Z")  # lowercase: the same name quoted or not, on both databases
 TABLES = ("workflow_runs", "execution_events", "messages", "files")
 
