@@ -58,13 +58,14 @@ async def check_readable(db: Database, placement: Placement) -> str:
     where = f"tables prefixed {placement.prefix!r}" if placement.prefix else "tables"
     if placement.schema:
         where += f" in schema {placement.schema!r}"
+    hint = ("check the URL, or where our tables are: a prefix (--table-prefix / CMBAGENT_EVENTS_TABLE_PREFIX) "
+            "or a schema (--db-schema / CMBAGENT_EVENTS_DB_SCHEMA)")
     if revision is None:
-        raise NotACaptureDatabase(
-            f"{_shown(db)} holds no cmbagent-events {where} (no {placement.version_table!r}): readers never "
-            "create them; check the URL, or the table prefix / schema (--table-prefix, --db-schema)")
+        raise NotACaptureDatabase(f"{_shown(db)} holds no cmbagent-events {where} (no {placement.version_table!r}; "
+                                  f"readers never create them): {hint}")
     if revision not in our_revisions():
         raise NotACaptureDatabase(f"{_shown(db)}: {placement.version_table!r} holds revision {revision!r}, not one "
-                                  "of cmbagent-events' (another application's, or a newer cmbagent-events)")
+                                  f"of cmbagent-events' (another application's, or a newer cmbagent-events): {hint}")
     return revision
 
 
