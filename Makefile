@@ -40,7 +40,7 @@ PHOENIX := arize-phoenix==20.26.1
 AG2_TESTS := -m ag2 -p no:cacheprovider tests/test_ag2.py
 
 .PHONY: install lint demo test test-ag2-0103 test-autogen-classic test-cmbagent-fork test-wheel test-ag2-v1 test-phoenix \
-	test-clients bench bench-instructions bench-quick bench-ag2-v1 bench-ag2-v1-quick soak serve clean
+	test-clients bench bench-read bench-instructions bench-quick bench-ag2-v1 bench-ag2-v1-quick soak serve clean
 
 $(STAMP): $(PACKAGING)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -201,6 +201,11 @@ soak: $(STAMP)
 bench: $(BENCH_STAMP) $(VENV_V1)/.installed-stamp
 	$(PY) -m benchmarks.run --profile
 	$(VENV_V1)/bin/python -m benchmarks.ag2_v1
+	$(PY) -m benchmarks.read
+
+# The read side on big databases: two 100,000-event runs and 10,000 runs, SQLite and PostgreSQL.
+bench-read: $(STAMP)
+	$(PY) -m benchmarks.read
 
 # Where capture's cost goes, in instructions (valgrind): deterministic on a loaded machine.
 bench-instructions: $(BENCH_STAMP)
@@ -209,6 +214,7 @@ bench-instructions: $(BENCH_STAMP)
 bench-quick: $(BENCH_STAMP) $(VENV_V1)/.installed-stamp
 	$(PY) -m benchmarks.run --quick --no-gate
 	$(VENV_V1)/bin/python -m benchmarks.ag2_v1 --quick
+	$(PY) -m benchmarks.read --events 3000 --runs 300 --repeat 1 --no-save
 
 serve: $(STAMP)
 	$(PY) -m cmbagent_events.cli serve

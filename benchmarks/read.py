@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per read (median; default 3)")
     parser.add_argument("--pg-url", default=None, help="a PostgreSQL URL to use instead of a throwaway server")
     parser.add_argument("--sqlite-only", action="store_true")
+    parser.add_argument("--no-save", action="store_true", help=f"do not write {RESULTS.name} (a quick check)")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"events": args.events, "runs": args.runs, "repeat": args.repeat,
                                "when": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -193,12 +194,13 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print("postgresql:", file=sys.stderr)
                 results["postgresql"] = bench_database(pg, args.events, args.runs, args.repeat)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    if not args.no_save:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     slow = [f"{db}: {name}" for db in ("sqlite", "postgresql") for name, r in results.get(db, {}).items()
             if isinstance(r, dict) and r["median_s"] >= 1.0]
-    print(f"wrote {RESULTS}; " + (f"over 1 s: {', '.join(slow)}" if slow else "every read under 1 s"),
-          file=sys.stderr)
+    verdict = f"over 1 s: {', '.join(slow)}" if slow else "every read under 1 s"
+    print(("" if args.no_save else f"wrote {RESULTS}; ") + verdict, file=sys.stderr)
     return 0
 
 

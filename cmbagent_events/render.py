@@ -226,8 +226,7 @@ def diff_lines(diff: dict[str, Any]) -> list[str]:
     if first is None:
         lines.append(f"no divergence: both runs did the same ({events['matched']} events matched)")
     else:
-        lines.append(f"first divergence: agent {first['agent']} ({events['matched']} events matched before and "
-                     "elsewhere)")
+        lines.append(f"first divergence: agent {first['agent']} ({events['matched']} events matched)")
         for side in ("a", "b"):
             at = first[side]
             lines.append(f"  {side.upper()} " + (f"#{at['seq']} {at['text']}" if at else "(nothing: run ended)"))
@@ -236,9 +235,11 @@ def diff_lines(diff: dict[str, Any]) -> list[str]:
                 lines.append(f"    then {side.upper()} #{then['seq']} {then['text']}")
         others = diff["diverged_agents"][1:]
         if others:
+            def at(seq: int | None) -> str:
+                return f"#{seq}" if seq is not None else "-"
+
             lines.append("also diverged: " + ", ".join(
-                f"{d['agent']} (A #{d['seq_a'] if d['seq_a'] is not None else '-'}, "
-                f"B #{d['seq_b'] if d['seq_b'] is not None else '-'})" for d in others))
+                f"{d['agent']} (A {at(d['seq_a'])}, B {at(d['seq_b'])})" for d in others))
     for title, rows in (("per agent", diff["by_agent"]), ("per model", diff["by_model"])):
         changed = [r for r in rows if any(v for k, v in r["delta"].items() if not k.endswith("_ms"))]
         if not changed:
