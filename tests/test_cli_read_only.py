@@ -9,8 +9,10 @@ say nothing on stderr (a swallowed write failure is reported there), and leave t
 byte for byte as it was. Without ``runuser`` (or root) these tests fail: they never skip.
 
 The interpreter: the venv's own when that user can run it, else the system's of the same version
-(``/root``'s pyenv is closed to other users), started with ``-S`` so only the venv's
-site-packages (and this checkout, through its editable install) are on its path.
+(``/root``'s pyenv is closed to other users), started with ``-S``. What it imports is copied first
+into a directory any user may read (``_reader_site``): this package (its migrations mapped in, as an
+install does) and the installed distributions it depends on. The checkout and its venv may then live
+in a folder only root can enter (a 0700 CI clone) and the reader still runs.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import json
 import os
 import pwd
 import shutil
-import site
 import sqlite3
 import stat
 import subprocess
@@ -92,8 +93,56 @@ def _as_reader(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProce
                           timeout=120, cwd=cwd, env=env)
 
 
+CORE = ("sqlalchemy[asyncio]", "aiosqlite", "asyncpg", "anyio", "alembic", "msgspec", "aiohttp")
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def _copy_distribution(requirement: str, target: Path, seen: set[str]) -> None:
+    """``requirement``'s installed files, and those of what it requires (markers honoured), into ``target``."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    wanted = Requirement(requirement)
+    key = canonicalize_name(wanted.name)
+    if key in seen:
+        return
+    seen.add(key)
+    dist = metadata.distribution(wanted.name)
+    for file in dist.files or ():
+        source = Path(str(dist.locate_file(file)))
+        if file.parts[0] == ".." or "__pycache__" in file.parts or not source.is_file():
+            continue
+        (target / file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target / file)
+    for text in dist.requires or ():
+        needed = Requirement(text)
+        if needed.marker is None or any(needed.marker.evaluate({"extra": extra}) for extra in wanted.extras or {""}):
+            _copy_distribution(str(needed).split(";")[0], target, seen)
+
+
+def _reader_site(root: Path) -> Path:
+    """This package and its core dependencies, copied into ``root`` (mode 0755): a site directory the
+    reader can import from wherever the checkout lives."""
+    root.mkdir(mode=0o755)
+    shutil.copytree(CHECKOUT / "cmbagent_events", root / "cmbagent_events",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(CHECKOUT / "migrations", root / "cmbagent_events" / "migrations",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    seen: set[str] = set()
+    for requirement in CORE:
+        _copy_distribution(requirement, root, seen)
+    for path in (root, *root.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
+
+
+_site: list[Path] = []  # the reader's site directory, made once per test session (module fixture below)
+
+
 def _site_dirs() -> str:
-    return ":".join(site.getsitepackages())
+    return str(_site[0])
 
 
 def _interpreter() -> str:
@@ -116,6 +165,9 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Place]:
     """A captured run's database in a root-owned 0555 directory, the file 0444."""
     _runner()
     source = _captured_database(tmp_path_factory.mktemp("capture"))
+    shared = Path(tempfile.mkdtemp(prefix="cmbagent-events-site-"))  # under /tmp: other users may reach it
+    shared.chmod(0o755)
+    _site[:] = [_reader_site(shared / "site")]
     con = sqlite3.connect(source)
     try:
         [(run_id, task, total)] = con.execute("SELECT id, task_description, total_events FROM workflow_runs")
@@ -132,6 +184,7 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Place]:
     finally:
         directory.chmod(0o755)
         shutil.rmtree(directory)
+        shutil.rmtree(shared)
 
 
 def _cli(place: Place, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -173,6 +226,15 @@ def test_show(place: Place) -> None:
     assert {"agent_call", "tool_call", "code_exec", "handoff", "file_gen"} <= place.event_types
     for kind in place.event_types:
         assert kind in done.stdout, kind
+
+
+def test_cost_and_diff(place: Place) -> None:
+    done = _cli(place, "cost", place.run_id, "--json")
+    assert done.stderr == ""
+    cost = json.loads(done.stdout)
+    assert cost["run_id"] == place.run_id and cost["total"]["events"] == place.total_events
+    done = _cli(place, "diff", place.run_id, place.run_id[:13])
+    assert done.stderr == "" and "no divergence" in done.stdout
 
 
 def test_export(place: Place) -> None:
