@@ -32,21 +32,21 @@ def group_key(event: Any, by: str, llm_only: bool = False) -> Any:
     raise ValueError(f"by must be one of {', '.join(GROUPINGS)}, got {by!r}")
 
 
-def usage_query(event: Any, run_id: str, by: str) -> Any:
-    """Per group: the model calls' token counts and cost."""
-    key = group_key(event, by, llm_only=True).label("key")
+def usage_query(event: Any, run_id: str, bys: tuple[str, ...]) -> Any:
+    """Per group of every grouping in ``bys`` at once: the model calls' token counts and cost."""
+    keys = [group_key(event, by, llm_only=True).label(f"key_{by}") for by in bys]
     sums = [func.sum(event.outputs[("usage", name)].as_float()).label(name) for name in (*USAGE_KEYS, "cost")]
-    return (select(key, *sums)
+    return (select(*keys, *sums)
             .where(event.run_id == run_id, event.event_type == "llm_call")
-            .group_by(key))
+            .group_by(*keys))
 
 
-def activity_query(event: Any, run_id: str, by: str) -> Any:
-    """Per group and event type: how many events and how long they took."""
-    key = group_key(event, by).label("key")
-    return (select(key, event.event_type, func.count(), func.sum(event.duration_ms))
+def activity_query(event: Any, run_id: str, bys: tuple[str, ...]) -> Any:
+    """Per group of every grouping in ``bys`` and event type: how many events and how long they took."""
+    keys = [group_key(event, by).label(f"key_{by}") for by in bys]
+    return (select(*keys, event.event_type, func.count(), func.sum(event.duration_ms))
             .where(event.run_id == run_id)
-            .group_by(key, event.event_type))
+            .group_by(*keys, event.event_type))
 
 
 def empty_row(by: str, name: str | None) -> dict[str, Any]:
@@ -61,8 +61,13 @@ _TIME_OF = {"llm_call": ("calls", "llm_ms"), "tool_call": ("tool_calls", "tool_m
             "code_exec": ("code_runs", "code_ms")}
 
 
-def merge(by: str, usage: list[Any], activity: list[Any]) -> list[dict[str, Any]]:
-    """The two queries' results as one row per group, the costliest first."""
+def merge(bys: tuple[str, ...], usage: list[Any], activity: list[Any]) -> dict[str, list[dict[str, Any]]]:
+    """The two queries' results (grouped by every grouping in ``bys`` at once) as, per grouping, one
+    row per group, the costliest first."""
+    return {by: _merge_one(by, position, len(bys), usage, activity) for position, by in enumerate(bys)}
+
+
+def _merge_one(by: str, position: int, width: int, usage: list[Any], activity: list[Any]) -> list[dict[str, Any]]:
     rows: dict[Any, dict[str, Any]] = {}
 
     def row_of(key: Any) -> dict[str, Any]:
@@ -71,8 +76,9 @@ def merge(by: str, usage: list[Any], activity: list[Any]) -> list[dict[str, Any]
             row = rows[key] = empty_row(by, key)
         return row
 
-    for key, event_type, count, duration in activity:
-        row = row_of(key)
+    for result in activity:
+        event_type, count, duration = result[width:]
+        row = row_of(result[position])
         row["events"] += int(count)
         if event_type == "error":
             row["errors"] += int(count)
@@ -80,11 +86,13 @@ def merge(by: str, usage: list[Any], activity: list[Any]) -> list[dict[str, Any]
         if counted is not None:
             row[counted[0]] += int(count)
             row[counted[1]] += float(duration or 0.0)
-    for key, *sums in usage:
-        row = row_of(key)
-        for name, value in zip((*USAGE_KEYS, "cost"), sums):
-            row[name] = (round(float(value), 10) if name == "cost" else int(value)) if value is not None else row[name]
+    for result in usage:
+        row = row_of(result[position])
+        for name, value in zip((*USAGE_KEYS, "cost"), result[width:]):
+            if value is not None:
+                row[name] += float(value) if name == "cost" else int(value)
     for row in rows.values():
+        row["cost"] = round(row["cost"], 10)
         row["time_ms"] = row["llm_ms"] + row["tool_ms"] + row["code_ms"]
         for name in ("llm_ms", "tool_ms", "code_ms", "time_ms"):
             row[name] = round(row[name], 3)

@@ -208,12 +208,17 @@ class AsyncStore:
         """Cost and time per agent, model, step or node: one dict per group (``name``; ``events``; model
         ``calls``; prompt/completion/cached/total tokens; ``cost``; ``llm_ms``, ``tool_ms``, ``code_ms``
         and their sum ``time_ms``; tool calls, code runs, errors), the costliest first."""
-        if by not in rollup.GROUPINGS:
-            raise ValueError(f"by must be one of {', '.join(rollup.GROUPINGS)}, got {by!r}")
+        return (await self.costs(run_id, (by,)))[by]
+
+    async def costs(self, run_id: str, bys: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
+        """:meth:`cost` for several groupings, read in one pass over the run."""
+        unknown = [by for by in bys if by not in rollup.GROUPINGS]
+        if unknown or not bys:
+            raise ValueError(f"by must be one of {', '.join(rollup.GROUPINGS)}, got {unknown or bys!r}")
         run_id = await self.run_id(run_id)
-        usage = await self._rows(rollup.usage_query(self._event, run_id, by))
-        activity = await self._rows(rollup.activity_query(self._event, run_id, by))
-        return rollup.merge(by, usage, activity)
+        usage, activity = await asyncio.gather(self._rows(rollup.usage_query(self._event, run_id, bys)),
+                                               self._rows(rollup.activity_query(self._event, run_id, bys)))
+        return rollup.merge(bys, usage, activity)
 
     async def cost_total(self, run_id: str) -> dict[str, Any]:
         """The run's cost and time as one row (the sum of :meth:`cost`'s rows)."""
@@ -239,18 +244,17 @@ class AsyncStore:
         paths_a = compare.normalised_paths([f["file_path"] for f in files_a], dirs[0])
         paths_b = compare.normalised_paths([f["file_path"] for f in files_b], dirs[1])
         before = start if start is not None else min(a["total_events"], b["total_events"])
-        # four GROUP BYs, each on a connection of its own (SQLite runs them on threads, in parallel)
-        agents_a, agents_b, models_a, models_b = await asyncio.gather(
-            self.cost(a["id"], "agent"), self.cost(b["id"], "agent"),
-            self.cost(a["id"], "model"), self.cost(b["id"], "model"))
+        # each run's rollups in one pass, both runs at once (on SQLite, threads of their own)
+        rollup_a, rollup_b = await asyncio.gather(self.costs(a["id"], ("agent", "model")),
+                                                  self.costs(b["id"], ("agent", "model")))
         return {
             "run_a": a["id"], "run_b": b["id"], "same": not divergences,
             "events": {"a": a["total_events"], "b": b["total_events"], "matched": before + aligner.matched},
             "first_divergence": first,
             "diverged_agents": [{"agent": agent, "seq_a": x[0] if x else None, "seq_b": y[0] if y else None}
                                 for agent, x, y in divergences],
-            "by_agent": compare.merge_rollups(agents_a, agents_b),
-            "by_model": compare.merge_rollups(models_a, models_b),
+            "by_agent": compare.merge_rollups(rollup_a["agent"], rollup_b["agent"]),
+            "by_model": compare.merge_rollups(rollup_a["model"], rollup_b["model"]),
             "files": {"only_a": [paths_a[p] for p in paths_a if p not in paths_b],
                       "only_b": [paths_b[p] for p in paths_b if p not in paths_a]},
         }
