@@ -275,6 +275,14 @@ class EventCaptureManager(EventEmitter):
         except TimeoutError:
             return False
 
+    def request_drain(self) -> None:
+        """Ask the writer to commit what it holds now, without waiting (safe in a signal handler: the
+        barrier is queued from the writer's own loop)."""
+        writer = self.writer
+        loop = writer.loop if writer is not None else None
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(writer.request_flush)  # type: ignore[union-attr]
+
     def flush_sync(self, timeout: float | None = None) -> bool:
         """:meth:`flush` for synchronous code (not from the writer's own loop thread)."""
         if self._folds:

@@ -54,6 +54,7 @@ class CaptureConfig:
     broadcasts: str = "fold"  # a manager's relay of one message to N members: "fold" (one event) or "each"
     secret_keys: tuple[str, ...] = DEFAULT_SECRET_KEYS  # see redaction.py for the rules beyond these names
     otlp_endpoint: str | None = None  # also send each run live as OTLP spans here (needs the [otel] extra)
+    handle_sigterm: bool = True  # SIGTERM drains open runs (signals.py); False leaves SIGTERM alone
 
     def __post_init__(self) -> None:
         if self.broadcasts not in BROADCAST_MODES:
@@ -115,6 +116,7 @@ class CaptureConfig:
             table_prefix=environ.get("CMBAGENT_EVENTS_TABLE_PREFIX", "").strip(),
             db_schema=environ.get("CMBAGENT_EVENTS_DB_SCHEMA", "").strip() or None,
             otlp_endpoint=_raw(environ, "CMBAGENT_EVENTS_OTLP_ENDPOINT"),
+            handle_sigterm=_bool(environ, "CMBAGENT_EVENTS_HANDLE_SIGTERM", d.handle_sigterm),
         )
 
     def replace(self, **changes: Any) -> CaptureConfig:

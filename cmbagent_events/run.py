@@ -23,7 +23,7 @@ from . import signals
 from .captor import set_event_captor
 from .capture import EventCaptureManager
 from .config import CaptureConfig
-from .run_handles import LoopThread, RunHandle, SyncRunHandle, track_sync_run
+from .run_handles import RunHandle, SyncRunHandle, track_run, writer_loop
 from .run_session import RunSession, install_run_hooks
 
 __all__ = ["RunHandle", "SyncRunHandle", "capture_run", "capture_run_sync", "start_run", "start_run_sync"]
@@ -51,11 +51,14 @@ async def start_run(
     """
     session = RunSession(db_url, task_description=task_description, mode=mode, agent=agent, model=model,
                           session_id=session_id, config=config, meta=meta)
-    manager = await session.start()
+    loop_thread = writer_loop()  # the writer's loop: never this one, which the body may block
+    manager = await loop_thread.call(session.start())
     restore = set_event_captor(manager)
     release = install_run_hooks() if hooks and manager.enabled else None
-    signals.watch(id(session), asyncio.current_task())  # SIGTERM cancels this task, as Ctrl-C would
-    return RunHandle(session, manager, restore, release)
+    track_run(session, loop_thread)
+    if session.config.handle_sigterm:
+        signals.watch(id(session), manager, asyncio.current_task())  # SIGTERM cancels this task, as Ctrl-C would
+    return RunHandle(session, manager, restore, release, loop_thread)
 
 
 def start_run_sync(
@@ -70,20 +73,17 @@ def start_run_sync(
     hooks: bool = True,
     meta: dict[str, Any] | None = None,
 ) -> SyncRunHandle:
-    """:func:`start_run` for synchronous code: the writer runs on a background loop thread;
-    ``handle.finish(...)`` closes the run; ``handle.run.flush_sync()`` is the barrier."""
+    """:func:`start_run` for synchronous code; ``handle.finish(...)`` closes the run;
+    ``handle.run.flush_sync()`` is the barrier."""
     session = RunSession(db_url, task_description=task_description, mode=mode, agent=agent, model=model,
                           session_id=session_id, config=config, meta=meta)
-    loop_thread = LoopThread()
-    try:
-        manager = loop_thread.run(session.start())
-    except BaseException:
-        loop_thread.stop()
-        raise
+    loop_thread = writer_loop()
+    manager = loop_thread.run(session.start())
     restore = set_event_captor(manager)
     release = install_run_hooks() if hooks and manager.enabled else None
-    track_sync_run(session, loop_thread)
-    signals.watch(id(session))
+    track_run(session, loop_thread)
+    if session.config.handle_sigterm:
+        signals.watch(id(session), manager)
     return SyncRunHandle(session, manager, restore, release, loop_thread)
 
 
@@ -140,7 +140,7 @@ def capture_run_sync(
     hooks: bool = True,
     meta: dict[str, Any] | None = None,
 ) -> Iterator[EventCaptureManager]:
-    """:func:`capture_run` for synchronous code; the writer runs on a background loop thread.
+    """:func:`capture_run` for synchronous code.
 
     Use ``run.flush_sync()`` inside the block where async code would ``await run.flush()``.
     """

@@ -73,14 +73,17 @@ async def test_sqlite_thread_returns_errors_and_keeps_serving(tmp_path: Path) ->
 
 
 async def test_postgres_connection_kept_for_the_next_run_on_the_loop(pg_url: str, config: CaptureConfig) -> None:
-    pids = []
+    from cmbagent_events.run_handles import writer_loop
+    from cmbagent_events.store.schema import asyncpg_dsn, parse_db_url
+
+    dsn = asyncpg_dsn(parse_db_url(pg_url))
+    kept = []
     for _ in range(3):
         async with capture_run(pg_url, config=config, hooks=False) as run:
             run.capture_message("a", "b", "hello")
-        pool = pg_connections._pools[asyncio.get_running_loop()]
-        (conn,) = [c for conns in pool.idle.values() for c in conns]
-        pids.append(conn.get_server_pid())
-    assert len(set(pids)) == 1  # one server backend served all three runs
+        pool = pg_connections._pools[writer_loop().loop]  # the runs' writers all live on the writer loop
+        kept.append({conn.get_server_pid() for conn in pool.idle[dsn]})
+    assert kept[0] and kept[0] == kept[1] == kept[2]  # the same server backends served all three runs
 
 
 async def test_postgres_connection_that_failed_is_not_kept(pg_url: str) -> None:

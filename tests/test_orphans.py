@@ -130,3 +130,48 @@ async def test_the_heartbeat_keeps_a_run_alive_and_a_stopped_one_makes_it_an_orp
     assert row.status == "abandoned"
     stored = await db_session.scalar(select(func.count()).where(ExecutionEvent.run_id == run.run_id))
     assert stored == 1
+
+
+async def test_a_closer_in_another_pid_namespace_leaves_a_live_run_alone(db_url: str, capsys) -> None:
+    """A viewer sidecar in the same pod: same hostname, its own PID namespace, where the run's pid does not
+    exist. It must not close the live run (it did, 4 s after the start); only staleness may count there.
+    The closer runs as root under ``unshare --pid --fork --mount-proc`` (CI runs as root; never skipped)."""
+    import shutil
+
+    unshare = shutil.which("unshare")
+    assert unshare is not None, "unshare (util-linux) is needed for this test"
+    async with capture_run(db_url, hooks=False, config=CaptureConfig(flush_interval_ms=20)) as run:
+        run.capture_tool_call("worker", "step", {"i": 1}, result=1)
+        assert await run.flush(30)
+        closer = await asyncio.create_subprocess_exec(
+            unshare, "--pid", "--fork", "--mount-proc", sys.executable, "-m", "cmbagent_events.cli",
+            "close-orphans", "--db", db_url, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(closer.communicate(), 120)
+        assert closer.returncode == 0, err.decode()
+        assert run.run_id not in out.decode()
+        row = await _run_row(db_url, run.run_id)
+        assert row is not None and row.status == "running"
+        assert row.meta["process"]["pid_ns"] and row.meta["process"]["boot"]
+    row = await _run_row(db_url, run.run_id)
+    assert row is not None and row.status == "completed"
+
+
+async def test_a_run_closed_as_abandoned_that_finishes_gets_its_true_totals(db_url: str) -> None:
+    """Marked abandoned by mistake (a stale-after shorter than the heartbeat), the run still finishes: its
+    final row carries the true status and totals, without the abandoned marker."""
+    engine = make_engine(db_url)
+    try:
+        async with capture_run(db_url, hooks=False, config=CaptureConfig(flush_interval_ms=20)) as run:
+            for i in range(10):
+                run.capture_tool_call("worker", "step", {"i": i}, result=i)
+            assert await run.flush(30)
+            closed = await close_orphans(engine, stale_after_s=-1)  # everything running looks stale
+            assert run.run_id in {c.run_id for c in closed}
+            assert (await _run_row(db_url, run.run_id)).status == "abandoned"
+            for i in range(5):
+                run.capture_tool_call("worker", "step", {"i": i}, result=i)
+    finally:
+        await engine.dispose()
+    row = await _run_row(db_url, run.run_id)
+    assert row.status == "completed" and row.total_events == 15 and row.dropped_events == 0
+    assert "abandoned" not in row.meta

@@ -1,9 +1,12 @@
 """Runs whose process died (SIGKILL, power loss, OOM): found and closed as ``abandoned``.
 
-A live run shows signs of life: its process (``meta.process``: host and pid, recorded at entry) is
-still running, and its writer stamps ``meta.heartbeat`` every 15 s while the run is open. A run still
-``running`` is an orphan when its process is gone from this very host, or when
-nothing (heartbeat, started_at, its newest event) happened for ``stale_after_s`` seconds.
+A live run shows signs of life: its process (``meta.process``: host, pid, and where that pid means
+something: the boot, the PID namespace and the process's start time) is still running, and its
+writer, on a thread of its own, stamps ``meta.heartbeat`` every 15 s while the run is open. A run
+still ``running`` is an orphan when its process is provably gone (same host, same boot, same PID
+namespace, and no process with that pid and start time), or when nothing (heartbeat, started_at, its
+newest event) happened for ``stale_after_s`` seconds. A closer in another PID namespace (a viewer
+sidecar in the same pod: same hostname, its own pids) cannot see the process, so only staleness counts.
 
 Closing one is a conditional update (``WHERE status = 'running'``, so a run finishing at that
 moment wins): status ``abandoned``, ``completed_at`` = the last sign of life, ``total_events`` =
@@ -29,17 +32,49 @@ DEFAULT_STALE_AFTER_S = 120.0  # well above the writer's heartbeat interval
 
 def process_identity() -> dict[str, Any]:
     """What a run records about its process, so that another process can tell whether it is alive."""
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+    identity: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    where = _namespace()
+    if where is not None:
+        identity.update(where)
+        start = _start_ticks(os.getpid())
+        if start is not None:
+            identity["start"] = start
+    return identity
+
+
+def _namespace() -> dict[str, str] | None:
+    """This boot's id and this process's PID namespace (Linux), or None where /proc does not say."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            boot = handle.read().strip()
+        return {"boot": boot, "pid_ns": os.readlink("/proc/self/ns/pid")}
+    except OSError:
+        return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (tells a reused pid from the original)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return int(handle.read().rsplit(")", 1)[-1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _process_gone(meta: Any) -> bool:
-    """True only when the run's process was on this host and no longer exists."""
+    """True only when the run's process is provably gone: recorded on this host, in this boot and this
+    PID namespace (when recorded: runs of earlier versions carry host and pid only), and no process with
+    that pid and start time exists."""
     proc = meta.get("process") if isinstance(meta, dict) else None
     if not isinstance(proc, dict) or proc.get("host") != socket.gethostname():
         return False
     pid = proc.get("pid")
     if not isinstance(pid, int) or pid <= 0:
         return False
+    if "pid_ns" in proc or "boot" in proc:
+        here = _namespace()
+        if here is None or proc.get("pid_ns") != here["pid_ns"] or proc.get("boot") != here["boot"]:
+            return False  # another namespace or boot: its pids are not ours to look up
     if pid == os.getpid():
         return False
     try:
@@ -47,7 +82,9 @@ def _process_gone(meta: Any) -> bool:
     except ProcessLookupError:
         return True
     except OSError:  # exists, owned by someone else
-        return False
+        pass
+    if isinstance(proc.get("start"), int) and _start_ticks(pid) not in (None, proc["start"]):
+        return True  # the pid was reused by another process
     return _is_zombie(pid)
 
 

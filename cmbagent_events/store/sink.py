@@ -152,9 +152,11 @@ class SqliteSink:
             "error_message = COALESCE(?, error_message), completed_at = ?, duration_ms = ?, "
             "meta = COALESCE(json_patch(COALESCE(meta, '{}'), ?), meta) WHERE id = ?"
         )
+        # a run closed as abandoned by mistake (e.g. its process seen from another PID namespace) that
+        # finishes after all gets its true status and totals, and loses the abandoned marker
         self._finish_run = (
             f"UPDATE {runs} SET status = ?, completed_at = ?, total_events = ?, dropped_events = ?, "
-            "meta = COALESCE(json_patch(COALESCE(meta, '{}'), ?), meta) WHERE id = ?"
+            "meta = json_remove(COALESCE(json_patch(COALESCE(meta, '{}'), ?), meta), '$.abandoned') WHERE id = ?"
         )
         self._touch_run = f"UPDATE {runs} SET meta = json_patch(COALESCE(meta, '{{}}'), ?) WHERE id = ?"
         self._db: Any = None
@@ -268,7 +270,8 @@ class PostgresSink:
         )
         self._finish_run = (
             f"UPDATE {runs} SET status = $1, completed_at = $2, total_events = $3, dropped_events = $4, "
-            "meta = COALESCE((COALESCE(meta::jsonb, '{}'::jsonb) || $5::jsonb)::json, meta) WHERE id = $6"
+            "meta = COALESCE(((COALESCE(meta::jsonb, '{}'::jsonb) - 'abandoned') || $5::jsonb)::json, "
+            "(meta::jsonb - 'abandoned')::json) WHERE id = $6"
         )
         self._touch_run = (f"UPDATE {runs} SET meta = (COALESCE(meta::jsonb, '{{}}'::jsonb) || $1::jsonb)::json "
                            "WHERE id = $2")
