@@ -7,8 +7,11 @@
 const $ = (sel) => document.querySelector(sel);
 const TYPES = ["agent_call", "tool_call", "code_exec", "file_gen", "handoff", "llm_call", "error"];
 const TIMELINE_MAX_MARKS = 4000;
-const RENDER_PER_FRAME = 800;  // tree rows added per animation frame: a huge run shows its first page at once
+const RENDER_PER_FRAME = 10000;  // tree rows added per animation frame at most
+const REPLAY_SLICE = 10000;      // while replaying, events are drawn once this many are waiting
 const RUNS_PAGE = 50;
+const BIG_RUN = 5000;          // from this many events, rows off screen are not laid out (content-visibility)
+const REDRAW_WHILE_DRAWING_MS = 2000;  // time axes and stats redrawn this rarely while a huge run is drawn
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -354,6 +357,9 @@ class RunView {
     this.nodes = new Map();    // id -> <li>
     this.pending = [];         // received, not drawn yet (drawn RENDER_PER_FRAME at a time)
     this.errors = [];          // error events, seq order
+    this.kinds = {};           // kind -> how many events
+    this.hits = 0;             // events matching the filter
+    this.lastRedraw = 0;
     this.lastSeq = -1;
     this.run = null;
     this.ended = false;
@@ -417,10 +423,17 @@ class RunView {
   onMessage(msg) {
     switch (msg.type) {
       case "run": this.setRun(msg.run); break;
-      case "events": for (const e of msg.events) this.addEvent(e); this.drawSoon(); break;
+      case "events":
+        for (const e of msg.events) this.addEvent(e);
+        // replaying a long history: the first page at once, then in big slices (each slice costs the
+        // browser a layout of the whole tree); live events at once
+        if (this.live || this.nodes.size === 0 || this.pending.length >= REPLAY_SLICE) this.drawSoon();
+        else $("#loading").textContent = `loading ${fmtInt(this.events.size)} events…`;
+        break;
       case "updates": for (const e of msg.events) this.updateEvent(e); this.queueTimeline(); break;
       case "gap": this.addGap(msg.from_seq, msg.to_seq); break;
       case "replayed":
+        this.drawSoon();
         this.retry = 0;
         this.live = true;
         if (!this.ended) setStatus("live", "live");
@@ -451,7 +464,7 @@ class RunView {
   renderStats() {
     const run = this.run;
     if (!run) return;
-    const agentCalls = [...this.choices.type].length ? this.countKind("agent_call") : 0;
+    const agentCalls = this.kinds.agent_call || 0;
     const items = [
       ["mode", run.mode || "–"], ["started", fmtTime(run.started_at)],
       ["duration", run.status === "running" ? "running" : fmtDuration(run.duration_s)],
@@ -467,18 +480,13 @@ class RunView {
     }
   }
 
-  countKind(kind) {
-    let n = 0;
-    for (const e of this.events.values()) if (kindOf(e) === kind) n += 1;
-    return n;
-  }
-
   // -- receiving and drawing events ---------------------------------------------------------------
   addEvent(e) {
     if (this.events.has(e.id)) { this.updateEvent(e); return; }
     this.events.set(e.id, e);
     this.lastSeq = Math.max(this.lastSeq, e.seq);
     if (isError(e)) this.errors.push(e);
+    this.kinds[kindOf(e)] = (this.kinds[kindOf(e)] || 0) + 1;
     this.pending.push({ event: e, fresh: this.live });  // came after the replay: flashed when drawn
   }
 
@@ -492,15 +500,18 @@ class RunView {
   // stays usable while the rest is drawn.
   drawSome() {
     const slice = this.pending.splice(0, RENDER_PER_FRAME);
+    $("#tree").classList.toggle("big", this.events.size >= BIG_RUN);
     for (const item of slice) this.drawEvent(item.event, item.fresh);
+    this.refreshChoices();
+    if (this.filterActive()) this.showHits();
     if (this.pending.length) {
       $("#loading").textContent = `drawing ${fmtInt(this.nodes.size)} of ${fmtInt(this.events.size)} events…`;
       this.drawSoon();
+      if (Date.now() - this.lastRedraw < REDRAW_WHILE_DRAWING_MS) return;  // whole-run work: not every frame
     } else {
       $("#loading").textContent = "";
     }
-    this.refreshChoices();
-    if (this.filterActive()) this.filterSoon();
+    this.lastRedraw = Date.now();
     this.queueTimeline();
     this.renderStatsSoon();
   }
@@ -512,6 +523,7 @@ class RunView {
     this.nodes.set(e.id, li);
     const parent = e.parent_event_id && this.nodes.get(e.parent_event_id);
     (parent ? parent.lastChild : $("#tree")).append(li);
+    if (this.filterActive()) this.filterNew(e, li);
     if (fresh) {
       li.classList.add("fresh");
       setTimeout(() => li.classList.remove("fresh"), 1300);
@@ -567,7 +579,7 @@ class RunView {
     li.firstChild.replaceWith(this.rowFor(e));
     li.firstChild.querySelector(".caret").textContent = caret;
     if (this.selected === e.id) this.select(e.id);
-    if (this.filterActive()) this.filterSoon();
+    if (this.filterActive()) this.filterSoon();  // its status or text changed
   }
 
   addGap(first, last) {
@@ -650,6 +662,22 @@ class RunView {
     requestAnimationFrame(() => { this.filterQueued = false; this.applyFilter(); });
   }
 
+  // A newly drawn event under the current filter: it has no drawn children yet, so it is a hit or
+  // hidden; a hit makes its hidden ancestors context.
+  filterNew(e, li) {
+    const hit = this.matches(e);
+    li.classList.add(hit ? "f-hit" : "f-out");
+    if (!hit) return;
+    this.hits += 1;
+    for (let up = li.parentElement.closest("li"); up && up.classList.contains("f-out"); up = up.parentElement.closest("li")) {
+      up.classList.replace("f-out", "f-ctx");
+    }
+  }
+
+  showHits() {
+    $("#f-count").textContent = this.filterActive() ? `${fmtInt(this.hits)} of ${fmtInt(this.nodes.size)} events match` : "";
+  }
+
   // Matching events shown (f-hit), their ancestors kept as dimmed context (f-ctx), the rest hidden.
   applyFilter() {
     const active = this.filterActive();
@@ -666,7 +694,8 @@ class RunView {
       li.classList.toggle("f-ctx", active && kept && !hit);
       li.classList.toggle("f-out", active && !kept);
     }
-    $("#f-count").textContent = active ? `${fmtInt(hits)} of ${fmtInt(drawn.length)} events match` : "";
+    this.hits = hits;
+    this.showHits();
   }
 
   nextError() {
