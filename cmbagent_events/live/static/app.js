@@ -105,8 +105,8 @@ function axisTicks(span, target = 6) {
   return ticks;
 }
 
-function drawAxis(track, span) {
-  track.replaceChildren(...axisTicks(span).map((t) => el("span", {
+function drawAxis(track, span, target = 6) {
+  track.replaceChildren(...axisTicks(span, target).map((t) => el("span", {
     class: t / span > 0.9 ? "tick end" : "tick", style: `left:${((t / span) * 100).toFixed(3)}%`,
   }, fmtMs(t))));
 }
@@ -800,7 +800,7 @@ class RunView {
     const span = Math.max(1, runEnd - t0, last - t0);
     this.span = span;
     $("#tree-box").style.setProperty("--span", span.toFixed(1));
-    drawAxis($("#tree-axis"), span);
+    drawAxis($("#tree-axis"), span, 3);  // a narrow column: fewer labels
 
     let shown = [...this.events.values()];
     if (shown.length > TIMELINE_MAX_MARKS) shown = shown.filter((e) => ["agent_call", "error", "handoff"].includes(kindOf(e))).slice(0, TIMELINE_MAX_MARKS);
