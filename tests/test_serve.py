@@ -260,3 +260,115 @@ async def test_unknown_run_ids_hold_no_resources(server) -> None:
             t.cancel()
         results = [t.result() for t in askers if t.done() and not t.cancelled()]
         assert len(results) >= 40 and set(results) <= {404, 429}  # refused at once: not found, or over the cap
+
+
+async def _capture_story(db_url: str, task: str, reply: str, mode: str = "one_shot") -> str:
+    """A small run with model calls (tokens, cost) and a file; two stories differ only in ``reply``."""
+    async with capture_run(db_url, config=FAST, hooks=False, task_description=task, mode=mode) as run:
+        call = run.capture_agent_call("planner", "plan it")
+        run.capture_llm_call("planner", "gpt-4o-mini", 100, 20, cost=0.00010665, duration_ms=12.0)
+        run.capture_agent_response("planner", "the plan", event_id=call)
+        call = run.capture_agent_call("engineer", "write it")
+        run.capture_llm_call("engineer", "gpt-4o", 300, 50, cost=0.0042, duration_ms=30.0)
+        run.capture_file_generation("engineer", f"out/{reply}.png", "png", 10)
+        run.capture_agent_response("engineer", reply, event_id=call)
+    return run.run_id
+
+
+async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, object]:
+    async with session.get(url) as resp:
+        body = await resp.json() if resp.content_type == "application/json" else await resp.text()
+        return resp.status, body
+
+
+async def test_api_runs_filters_pages_and_shows_cost(server, db_url) -> None:
+    import uuid
+
+    tag = uuid.uuid4().hex[:10]  # the PostgreSQL database is shared: look only at this test's runs
+    first = await _capture_story(db_url, f"Plot the CMB spectrum {tag}", "plot done", mode="planning")
+    ids = [first] + [await _capture_story(db_url, f"Fit model {i} {tag}", "fit done") for i in range(3)]
+    base = f"{server.url}/api/runs?q={tag}"
+    async with aiohttp.ClientSession() as session:
+        status, body = await _get(session, f"{base}&limit=2")
+        assert status == 200 and [r["id"] for r in body["runs"]] == ids[::-1][:2] and body["has_more"] is True
+        status, body = await _get(session, f"{base}&limit=2&offset=2")
+        assert [r["id"] for r in body["runs"]] == ids[::-1][2:] and body["has_more"] is False
+        status, body = await _get(session, f"{server.url}/api/runs?q=cmb+SPECTRUM+{tag}")  # any case
+        assert [r["id"] for r in body["runs"]] == [first]
+        assert body["runs"][0]["cost"] == pytest.approx(0.00430665)
+        assert body["runs"][0]["total_tokens"] == 470
+        status, body = await _get(session, f"{base}&mode=planning&status=completed")
+        assert [r["id"] for r in body["runs"]] == [first]
+        status, body = await _get(session, f"{base}&status=running")
+        assert body["runs"] == []
+        status, body = await _get(session, f"{base}&since=2999-01-01")
+        assert body["runs"] == [] and body["has_more"] is False
+        status, body = await _get(session, f"{base}&since=2000-01-01T00:00:00")
+        assert len(body["runs"]) == 4
+        for bad in ("status=done", "since=yesterday", "limit=0", "offset=-1", "limit=x"):
+            status, body = await _get(session, f"{server.url}/api/runs?{bad}")
+            assert status == 400 and bad.split("=")[0] in body and "\n" not in body.strip(), bad
+
+
+async def test_api_cost_per_agent_and_model(server, db_url) -> None:
+    run_id = await _capture_story(db_url, "cost me", "done")
+    async with aiohttp.ClientSession() as session:
+        status, body = await _get(session, f"{server.url}/api/runs/{run_id}/cost")
+        assert status == 200 and body["by"] == "agent"
+        rows = {r["name"]: r for r in body["rows"]}
+        assert set(rows) == {"planner", "engineer"}
+        assert rows["planner"]["cost"] == pytest.approx(0.00010665) and rows["planner"]["total_tokens"] == 120
+        assert rows["engineer"]["calls"] == 1 and rows["engineer"]["llm_ms"] == pytest.approx(30.0)
+        assert body["total"]["cost"] == pytest.approx(0.00430665) and body["total"]["events"] == 5
+        status, body = await _get(session, f"{server.url}/api/runs/{run_id}/cost?by=model")
+        assert {r["name"] for r in body["rows"]} >= {"gpt-4o", "gpt-4o-mini"}
+        status, body = await _get(session, f"{server.url}/api/runs/{run_id}/cost?by=colour")
+        assert status == 400 and "by must be one of agent, model, step, node" in body
+        status, body = await _get(session, f"{server.url}/api/runs/00000000-0000-0000-0000-000000000000/cost")
+        assert status == 404 and "no run" in body
+
+
+async def test_api_diff_names_the_first_divergence(server, db_url) -> None:
+    a = await _capture_story(db_url, "same task", "plot done")
+    b = await _capture_story(db_url, "same task", "plot failed")
+    same = await _capture_story(db_url, "same task", "plot done")
+    async with aiohttp.ClientSession() as session:
+        status, diff = await _get(session, f"{server.url}/api/diff?a={a}&b={b}")
+        assert status == 200 and diff["run_a"] == a and diff["run_b"] == b and diff["same"] is False
+        first = diff["first_divergence"]
+        assert first["agent"] == "engineer"
+        assert "plot done" in first["a"]["text"] and "plot failed" in first["b"]["text"]
+        assert diff["files"] == {"only_a": ["out/plot done.png"], "only_b": ["out/plot failed.png"]}
+        assert {r["name"] for r in diff["by_agent"]} == {"planner", "engineer"}
+        status, diff = await _get(session, f"{server.url}/api/diff?a={a}&b={same}")
+        assert status == 200 and diff["same"] is True and diff["first_divergence"] is None
+        status, body = await _get(session, f"{server.url}/api/diff?a={a}")
+        assert status == 400 and "a=RUN_ID&b=RUN_ID" in body
+        status, body = await _get(session, f"{server.url}/api/diff?a={a}&b=ffffffff-nope")
+        assert status == 404 and "ffffffff-nope" in body
+
+
+async def test_new_routes_are_behind_the_token_and_host_checks(sqlite_url) -> None:
+    run_id = await _capture_story(sqlite_url, "guarded", "x")
+    paths = (f"/api/runs/{run_id}/cost", f"/api/diff?a={run_id}&b={run_id}", "/api/runs?q=guarded")
+    srv = await start_server(sqlite_url, port=0, token="s3cret-token-0123456789", poll_interval=0.05)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for path in paths:
+                async with session.get(srv.url + path) as resp:
+                    assert resp.status == 401, path
+                async with session.get(srv.url + path,
+                                       headers={"Authorization": "Bearer s3cret-token-0123456789"}) as resp:
+                    assert resp.status == 200, path
+    finally:
+        await srv.close()
+    srv = await start_server(sqlite_url, port=0, poll_interval=0.05)  # no token: loopback Host and Origin only
+    try:
+        async with aiohttp.ClientSession() as session:
+            for path in paths:
+                async with session.get(srv.url + path, headers={"Host": "evil.example"}) as resp:
+                    assert resp.status == 403, path
+                async with session.get(srv.url + path, headers={"Origin": "http://evil.example"}) as resp:
+                    assert resp.status == 403, path
+    finally:
+        await srv.close()

@@ -2,7 +2,7 @@
 
 A run is captured with the manual API (no AG2 hooks) and left open; the page must show its runs
 list and its nested tree, then a new event must appear on the open page through the WebSocket.
-The screenshot lands in test-artifacts/viewer.png.
+Screenshots land in test-artifacts/ (viewer.png, viewer-run.png, viewer-filters.png, viewer-diff.png).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from playwright.async_api import expect
 
 from cmbagent_events import CaptureConfig, capture_run
 from cmbagent_events.live.server import start_server
@@ -104,6 +105,125 @@ async def test_viewer_shows_the_tree_and_a_live_event(browser, sqlite_url) -> No
         await page.locator("#live-status[data-state='ended']").wait_for(timeout=10_000)
         assert "Done: plot delivered" in await planner.locator(":scope > .row").inner_text()
         assert "completed" in await page.locator("#run-title").inner_text()
+        assert not console_errors, console_errors
+    finally:
+        await page.close()
+        await server.close()
+
+
+async def _capture_story(url: str, cfg: CaptureConfig, reply: str) -> tuple[str, dict[str, str]]:
+    """A planner and an engineer with model calls (cost), a tool, two errors and a file; two stories
+    differ only in the engineer's ``reply``. Returns the run id and the ids of notable events."""
+    ids: dict[str, str] = {}
+    async with capture_run(url, config=cfg, hooks=False, task_description=f"Fit the lensing spectrum ({reply})",
+                           mode="one_shot") as run:
+        plan = run.capture_agent_call("planner", "Make a plan for the lensing fit")
+        run.capture_llm_call("planner", "gpt-4o-mini", 100, 20, cost=0.00010664999999999998, duration_ms=12.0)
+        ids["tool"] = run.capture_tool_call("planner", "search_papers", {"query": "zebra-quokka-7731"},
+                                            result="1 paper")
+        run.capture_agent_response("planner", "plan: fit it", event_id=plan)
+        code = run.capture_agent_call("engineer", "Write the fitting code")
+        run.capture_llm_call("engineer", "gpt-4o", 900, 300, cost=0.0123, duration_ms=40.0)
+        ids["error1"] = run.capture_error("engineer", "ValueError: bad prior", "ValueError")
+        run.capture_code_execution("engineer", "fit()", result="chi2=1.02", exit_code=0, duration_ms=25.0)
+        run.capture_file_generation("engineer", f"outputs/{reply.split()[0]}.png", "png", 1024)
+        ids["error2"] = run.capture_error("engineer", "RuntimeError: did not converge", "RuntimeError")
+        run.capture_agent_response("engineer", reply, event_id=code)
+        ids["plan"], ids["code"] = plan, code
+    return run.run_id, ids
+
+
+async def test_viewer_finds_things_and_compares_two_runs(browser, sqlite_url) -> None:
+    cfg = CaptureConfig(buffer_size=10, flush_interval_ms=20)
+    run_a, ids = await _capture_story(sqlite_url, cfg, "converged fine")
+    run_b, _ = await _capture_story(sqlite_url, cfg, "diverged badly")
+    server = await start_server(sqlite_url, port=0, poll_interval=0.05)
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda exc: console_errors.append(str(exc)))
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        # the run list: cost formatted, searchable, two runs picked and compared
+        await page.goto(server.url + "/")
+        row_a = page.locator(f'tr[data-run-id="{run_a}"]')
+        await row_a.wait_for(timeout=10_000)
+        assert "$0.0124" in await row_a.inner_text()  # 0.00010665 + 0.0123, not a raw float
+        await page.fill("#runs-q", "DIVERGED")
+        await expect(page.locator("#runs tbody tr")).to_have_count(1)
+        assert await page.locator(f'tr[data-run-id="{run_b}"]').count() == 1
+        await page.fill("#runs-q", "")
+        await expect(page.locator("#runs tbody tr")).to_have_count(2)
+        assert await page.locator("#compare").is_disabled()
+        await page.locator(f'tr[data-run-id="{run_b}"] input[type=checkbox]').check()
+        await row_a.locator("input[type=checkbox]").check()
+        await page.click("#compare")
+        divergence = page.locator("#first-divergence")
+        await divergence.wait_for(timeout=10_000)
+        assert "engineer" in await page.locator("#diff-verdict").inner_text()
+        sides = divergence.locator(".side")
+        assert "converged fine" in await sides.nth(0).inner_text()  # A: the earlier run
+        assert "diverged badly" in await sides.nth(1).inner_text()
+        files = await page.locator("#diff-files").inner_text()
+        assert "outputs/converged.png" in files and "outputs/diverged.png" in files
+        await page.screenshot(path=str(ARTIFACTS / "viewer-diff.png"), full_page=True)
+
+        # one run: its per-agent cost, then finding things in its tree
+        await page.goto(f"{server.url}/#/runs/{run_a}")
+        await page.locator("#live-status[data-state='ended']").wait_for(timeout=10_000)
+        planner_cost = page.locator('#cost-table tbody tr[data-name="planner"]')
+        await planner_cost.wait_for(timeout=10_000)
+        assert "$0.000107" in await planner_cost.inner_text()
+        assert "$0.0124" in await page.locator("#cost-table tfoot").inner_text()
+        assert await page.locator("#tree-axis .tick").count() >= 2  # a real time axis above the rows
+        assert (await page.locator("#tree-axis .tick").first.inner_text()) == "0 s"
+        await page.locator("#tree li[data-seq='8']").wait_for(timeout=10_000)  # drawn to the last event
+        total = await page.locator("#tree li").count()
+        assert total == 9
+        await page.screenshot(path=str(ARTIFACTS / "viewer-run.png"), full_page=True)
+
+        await planner_cost.click()  # the planner's events highlighted
+        await expect(page.locator("#tree li.hl")).to_have_count(3)
+        assert {await li.get_attribute("data-id") for li in await page.locator("#tree li.hl").all()} >= {
+            ids["plan"], ids["tool"]}
+        await planner_cost.click()
+        await expect(page.locator("#tree li.hl")).to_have_count(0)
+
+        visible_rows = page.locator("#tree .row:visible")
+        await page.select_option("#f-agent", "engineer")
+        await expect(page.locator("#tree li.f-hit")).to_have_count(6)
+        await expect(visible_rows).to_have_count(6)  # the engineer's call holds the rest: no context rows
+        await page.select_option("#f-type", "error")
+        await expect(page.locator("#tree li.f-hit")).to_have_count(2)
+        await expect(visible_rows).to_have_count(3)  # the two errors and their parent call, dimmed
+        assert "2 of 9" in await page.locator("#f-count").inner_text()
+        await page.select_option("#f-agent", "")
+        await page.select_option("#f-type", "")
+        await expect(visible_rows).to_have_count(total)
+
+        await page.fill("#f-text", "zebra-quokka")  # only in the tool call's arguments
+        hits = page.locator("#tree li.f-hit")
+        await expect(hits).to_have_count(1)
+        assert await hits.get_attribute("data-id") == ids["tool"]
+        await page.screenshot(path=str(ARTIFACTS / "viewer-filters.png"), full_page=True)
+        await page.fill("#f-text", "")
+        await expect(visible_rows).to_have_count(total)
+
+        current = page.locator("#tree li.current-error")
+        await page.click("#collapse-all")
+        await expect(visible_rows).to_have_count(2)  # the two top-level calls
+        for expected in (ids["error1"], ids["error2"], ids["error1"]):  # cycles
+            await page.click("#next-error")
+            await expect(current).to_have_count(1)
+            assert await current.get_attribute("data-id") == expected
+            await expect(current.locator(":scope > .row")).to_be_in_viewport()
+            assert expected in await page.locator("#detail").inner_text()
+        await page.click("#expand-all")
+        await expect(visible_rows).to_have_count(total)
+        await page.click("#collapse-all")
+        await expect(visible_rows).to_have_count(2)
+        await page.click("#expand-all")
+        await expect(visible_rows).to_have_count(total)
         assert not console_errors, console_errors
     finally:
         await page.close()

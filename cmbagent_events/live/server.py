@@ -3,8 +3,11 @@
 It reads the database, so it works beside any number of capturing processes: PostgreSQL wakes it
 with LISTEN/NOTIFY at each batch commit, SQLite is polled on ``seq``. Routes:
 
-- ``GET /``: the viewer page (``static/``); ``GET /api/runs``: runs, newest first;
-  ``GET /api/runs/{id}``: one run; ``GET /api/runs/{id}/events?after_seq=N&limit=M``: stored events.
+- ``GET /``: the viewer page (``static/``); ``GET /api/runs?q=&status=&mode=&since=&offset=&limit=``: runs,
+  newest first (``q``: a piece of the task text; ``since``: an ISO date or time), with ``has_more``;
+  ``GET /api/runs/{id}``: one run; ``GET /api/runs/{id}/events?after_seq=N&limit=M``: stored events;
+  ``GET /api/runs/{id}/cost?by=agent|model|step|node``: ``{rows, total}`` (tokens, cost, time per group);
+  ``GET /api/diff?a=RUN&b=RUN``: how run B differs from run A (:meth:`AsyncStore.diff`).
 - ``GET /ws/runs/{id}?after_seq=N``: a WebSocket that replays the run's stored events after ``N``
   (all when omitted), then streams new ones until the run ends. JSON messages, each with a
   ``type``: ``run`` (the run row, first and on every change), ``events`` (new events in seq
@@ -27,11 +30,15 @@ import uuid
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from ..errors import RunNotFound
+from ..read import rollup
+from ..read.store import AsyncStore
 from ..store.placement import Placement
 from ..store.reader import RunReader
 from ..store.schema import make_engine, migrate, parse_db_url, resolve_db
@@ -57,6 +64,7 @@ class _State:
     gap_timeout: float
     placement: Placement
     reader: RunReader | None = None
+    store: AsyncStore | None = None  # the read API (cost, diff, filtered run lists); read-only
     notifier: Notifier | None = None
     sockets: weakref.WeakSet | None = None
     per_client: dict[str, int] = field(default_factory=dict)  # open WebSockets by remote address
@@ -80,6 +88,8 @@ def create_app(db_url: str, *, token: str | None = None, poll_interval: float = 
     app.router.add_get("/api/runs", _api_runs)
     app.router.add_get("/api/runs/{run_id}", _api_run)
     app.router.add_get("/api/runs/{run_id}/events", _api_events)
+    app.router.add_get("/api/runs/{run_id}/cost", _api_cost)
+    app.router.add_get("/api/diff", _api_diff)
     app.router.add_get("/ws/runs/{run_id}", _ws_run)
     app.router.add_static("/static/", STATIC_DIR, show_index=False)
     return app
@@ -93,11 +103,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     notifier: Notifier = PollNotifier(state.poll_interval) if db.is_sqlite else PgNotifier(db.dsn or "")
     await notifier.start()
     state.reader, state.notifier = RunReader(engine, state.placement), notifier
+    state.store = await AsyncStore(state.db_url, table_prefix=state.placement.prefix,
+                                   db_schema=state.placement.schema or "").open()
     state.sockets = weakref.WeakSet()
     try:
         yield
     finally:
         await notifier.stop()
+        await state.store.aclose()
         await engine.dispose()
 
 
@@ -124,13 +137,63 @@ def _int_query(request: web.Request, name: str, default: int, low: int, high: in
     return value
 
 
+RUN_STATUSES = ("running", "completed", "failed", "abandoned")
+
+
+def _since_query(request: web.Request) -> datetime | None:
+    raw = request.query.get("since", "").strip()
+    if not raw:
+        return None
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"since must be an ISO date or time (2026-12-01), got {raw!r}\n") from None
+
+
+def _choice_query(request: web.Request, name: str, choices: tuple[str, ...]) -> str | None:
+    raw = request.query.get(name, "")
+    if raw == "":
+        return None
+    if raw not in choices:
+        raise web.HTTPBadRequest(text=f"{name} must be one of {', '.join(choices)}, got {raw!r}\n")
+    return raw
+
+
 async def _api_runs(request: web.Request) -> web.Response:
-    reader = request.app[STATE].reader
+    """Runs, newest first, filtered and paged; ``has_more`` says whether a next page exists."""
+    state = request.app[STATE]
     limit = _int_query(request, "limit", 200, 1, MAX_PAGE)
     offset = _int_query(request, "offset", 0, 0, 1 << 31)
-    await _close_orphans(request.app[STATE])
-    runs = await reader.list_runs(limit=limit, offset=offset)  # type: ignore[union-attr]
-    return web.json_response({"runs": [run_dict(r) for r in runs]}, dumps=dumps)
+    status = _choice_query(request, "status", RUN_STATUSES)
+    since = _since_query(request)
+    await _close_orphans(state)
+    runs = await state.store.runs(limit + 1, offset=offset, status=status,  # type: ignore[union-attr]
+                                  mode=request.query.get("mode") or None, since=since,
+                                  task_contains=request.query.get("q", "").strip() or None)
+    return web.json_response({"runs": [run_dict(r) for r in runs[:limit]],
+                              "offset": offset, "limit": limit, "has_more": len(runs) > limit}, dumps=dumps)
+
+
+async def _api_cost(request: web.Request) -> web.Response:
+    """Tokens, cost and time of one run per agent (``by``: agent, model, step or node), and its total."""
+    by = _choice_query(request, "by", rollup.GROUPINGS) or "agent"
+    try:
+        rows = await request.app[STATE].store.cost(request.match_info["run_id"], by)  # type: ignore[union-attr]
+    except RunNotFound:
+        raise web.HTTPNotFound(text=f"no run {request.match_info['run_id']!r}\n") from None
+    return web.json_response({"by": by, "rows": rows, "total": rollup.total(rows)}, dumps=dumps)
+
+
+async def _api_diff(request: web.Request) -> web.Response:
+    """How run ``b`` differs from run ``a`` (first divergence, per agent and model deltas, files)."""
+    ids = [request.query.get(name, "").strip() for name in ("a", "b")]
+    if not all(ids):
+        raise web.HTTPBadRequest(text="give two runs: /api/diff?a=RUN_ID&b=RUN_ID\n")
+    try:
+        diff = await request.app[STATE].store.diff(*ids)  # type: ignore[union-attr]
+    except RunNotFound as exc:
+        raise web.HTTPNotFound(text=f"{str(exc).splitlines()[0]}\n") from None
+    return web.json_response(diff, dumps=dumps)
 
 
 ORPHAN_CHECK_EVERY_S = 10.0

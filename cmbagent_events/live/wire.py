@@ -9,7 +9,9 @@ give the same dict.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from ..store.columns import EVENT_COLUMNS, UPDATE_FIELDS, Update
@@ -87,8 +89,10 @@ def update_from_row(row: tuple) -> dict[str, Any]:
     return out
 
 
-def run_dict(run: RunColumns) -> dict[str, Any]:
-    """A run with what the run list shows: duration and token total when known."""
+def run_dict(row: RunColumns | Mapping[str, Any]) -> dict[str, Any]:
+    """A run (a model, or a dict of its columns as the read API gives) with what the run list shows:
+    duration, token total and cost (in USD) when known."""
+    run: Any = SimpleNamespace(**row) if isinstance(row, Mapping) else row
     meta = run.meta if isinstance(run.meta, dict) else {}
     usage = meta.get("usage")
     if not isinstance(usage, dict):
@@ -100,7 +104,8 @@ def run_dict(run: RunColumns) -> dict[str, Any]:
         "id": run.id, "session_id": run.session_id, "task_description": run.task_description, "mode": run.mode,
         "agent": run.agent, "model": run.model, "status": run.status, "started_at": iso(run.started_at),
         "completed_at": iso(run.completed_at), "duration_s": duration, "total_events": run.total_events,
-        "dropped_events": run.dropped_events, "total_tokens": usage.get("total_tokens"), "meta": meta,
+        "dropped_events": run.dropped_events, "total_tokens": usage.get("total_tokens"),
+        "cost": usage.get("cost"), "meta": meta,
     }
 
 
