@@ -11,7 +11,9 @@ The connection is opened on the thread at its first call and dropped (and reopen
 when a call fails with an error that may have broken it. When the file was deleted or replaced
 since it was opened, the call fails with :class:`DatabaseFileReplaced` (what went into the old file
 is gone with it: the writer counts that and starts a new file) and the next call opens the new one.
-A forked child starts with no threads: it opens its own.
+A forked child starts with no threads: it opens its own. A fork waits for a call in progress to end
+(``register_at_fork``): forked in the middle of a transaction, a child would inherit SQLite's
+internal locks held by a thread it does not have, and hang in its first ``sqlite3.connect``.
 """
 
 from __future__ import annotations
@@ -91,7 +93,8 @@ class SqliteThread:
                 continue
             fn, args, loop, future = item
             try:
-                result = fn(self._connection(), *args)
+                with _calling:
+                    result = fn(self._connection(), *args)
             except BaseException as exc:  # the caller decides (retry, reconnect, drop)
                 if not isinstance(exc, sqlite3.IntegrityError):  # a row problem leaves the connection sound
                     self._drop()
@@ -148,6 +151,7 @@ def _reply(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result:
 
 _threads: dict[str, SqliteThread] = {}
 _threads_lock = threading.Lock()
+_calling = threading.Lock()  # held by a writer thread while SQLite runs its call; a fork waits for it
 
 
 def sqlite_thread(path: str) -> SqliteThread:
@@ -164,10 +168,11 @@ def sqlite_thread(path: str) -> SqliteThread:
 
 def _forget_after_fork() -> None:
     """A forked child has the parent's objects but not its threads: it starts its own."""
-    global _threads_lock
+    global _threads_lock, _calling
     _threads.clear()
-    _threads_lock = threading.Lock()
+    _threads_lock, _calling = threading.Lock(), threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_after_fork)
+    os.register_at_fork(before=_calling.acquire, after_in_parent=_calling.release,
+                        after_in_child=_forget_after_fork)
