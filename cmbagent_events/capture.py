@@ -276,11 +276,12 @@ class EventCaptureManager(EventEmitter):
             return False
 
     def request_drain(self) -> None:
-        """Ask the writer to commit what it holds now, without waiting (safe in a signal handler: the
-        barrier is queued from the writer's own loop)."""
+        """Ask the writer to commit what it holds now, or to spill it when the database is down, without
+        waiting (safe in a signal handler: the barrier is queued from the writer's own loop)."""
         writer = self.writer
         loop = writer.loop if writer is not None else None
         if loop is not None and not loop.is_closed():
+            writer.terminating = True  # type: ignore[union-attr]  # a database down now: spill, do not wait
             loop.call_soon_threadsafe(writer.request_flush)  # type: ignore[union-attr]
 
     def flush_sync(self, timeout: float | None = None) -> bool:

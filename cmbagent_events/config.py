@@ -49,6 +49,7 @@ class CaptureConfig:
     queue_max_bytes: int = 256 << 20  # the queue's bound in estimated payload bytes (bus.py), as queue_size
     flush_interval_ms: int = 200  # longest an event waits before its batch is written
     close_timeout_s: float = 30.0  # longest capture_run's exit waits for the final drain
+    outage_close_s: float = 2.0  # at the close, how long a down database is retried before spilling
     table_prefix: str = ""  # our tables' name prefix, to live beside another application's tables
     db_schema: str | None = None  # PostgreSQL schema for our tables (created when missing)
     broadcasts: str = "fold"  # a manager's relay of one message to N members: "fold" (one event) or "each"
@@ -70,6 +71,9 @@ class CaptureConfig:
             raise ConfigError(f"CMBAGENT_EVENT_SAMPLE_RATE must be between 0.0 and 1.0, got {self.sample_rate!r}")
         if self.close_timeout_s <= 0:
             raise ConfigError(f"close_timeout_s must be positive, got {self.close_timeout_s!r}")
+        if not 0 <= self.outage_close_s <= 3600:
+            raise ConfigError(f"CMBAGENT_EVENT_OUTAGE_CLOSE_S must be between 0 and 3600 (seconds), "
+                              f"got {self.outage_close_s!r}")
         if not self.db_url or "://" not in self.db_url:
             raise ConfigError(f"CMBAGENT_EVENTS_DB_URL must be a database URL, got {self.db_url!r}")
         if self.otlp_endpoint is not None and not _is_http_url(self.otlp_endpoint):
@@ -112,6 +116,7 @@ class CaptureConfig:
             queue_size=_int(environ, "CMBAGENT_EVENT_QUEUE_SIZE", d.queue_size),
             queue_max_bytes=_int(environ, "CMBAGENT_EVENT_QUEUE_MAX_BYTES", d.queue_max_bytes),
             flush_interval_ms=_int(environ, "CMBAGENT_EVENT_FLUSH_INTERVAL_MS", d.flush_interval_ms),
+            outage_close_s=_float(environ, "CMBAGENT_EVENT_OUTAGE_CLOSE_S", d.outage_close_s),
             broadcasts=(_raw(environ, "CMBAGENT_CAPTURE_BROADCASTS") or d.broadcasts).lower(),
             table_prefix=environ.get("CMBAGENT_EVENTS_TABLE_PREFIX", "").strip(),
             db_schema=environ.get("CMBAGENT_EVENTS_DB_SCHEMA", "").strip() or None,

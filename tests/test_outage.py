@@ -151,3 +151,68 @@ async def test_outage_with_large_messages_is_bounded_in_bytes(own_pg: PostgresSe
     row, seqs = await stored_run(url, run.run_id)
     assert len(seqs) == kept and row.dropped_events == 400 - kept and row.total_events == 400
     assert seqs == list(range(kept))  # nothing drains during the outage: every drop came after the bound
+
+
+CHILD_BLOCKED_IN_OUTAGE = """
+import asyncio, sys, time
+from cmbagent_events import CaptureConfig, capture_run
+
+async def main():
+    cfg = CaptureConfig(flush_interval_ms=20, buffer_size=100, close_timeout_s=30)
+    async with capture_run(sys.argv[1], config=cfg, hooks=False, task_description="outage at SIGTERM") as run:
+        for i in range(300):
+            run.capture_message("a", "b", f"before {i}")
+        assert await run.flush(30)
+        print(run.run_id, flush=True)
+        assert sys.stdin.readline() == "down\\n"  # the test stopped the database
+        for i in range(500):
+            run.capture_tool_call("a", "t", {"i": i})
+        print("blocked", flush=True)
+        time.sleep(600)  # blocked in sync code: SIGTERM cannot unwind it, a SIGKILL follows
+
+asyncio.run(main())
+"""
+
+
+async def test_sigterm_during_an_outage_spills_at_once_and_loses_nothing(own_pg: PostgresServer, tmp_path) -> None:
+    """The database is down, SIGTERM arrives, SIGKILL follows a few seconds later (a pod's grace period):
+    what the process held is in the spill file before the kill (it waited close_timeout_s, 30 s, and lost
+    everything), and replay plus close-orphans give exact totals."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    url = own_pg.create_database("sigterm")
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(CHILD_BLOCKED_IN_OUTAGE))
+    spill = tmp_path / "spill"
+    child = subprocess.Popen([sys.executable, str(script), url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                             env={**os.environ, "CMBAGENT_EVENTS_SPILL_DIR": str(spill)})
+    assert child.stdin is not None and child.stdout is not None
+    run_id = child.stdout.readline().strip()
+    await asyncio.to_thread(own_pg.stop)
+    child.stdin.write("down\n")
+    child.stdin.flush()
+    assert child.stdout.readline().strip() == "blocked"
+    child.send_signal(signal.SIGTERM)
+    spill_file = spill / f"{run_id}.jsonl"
+
+    def spilled() -> int:
+        if not spill_file.exists():
+            return 0
+        lines = [json.loads(line) for line in spill_file.read_text().splitlines() if line.strip()]
+        return sum(len(batch["events"]) for batch in lines)
+
+    await until(lambda: spilled() == 500, timeout=60)
+    child.kill()
+    child.communicate(timeout=60)
+    await asyncio.to_thread(own_pg.restart)
+    assert await asyncio.to_thread(cli_main, ["replay", "--db", url, str(spill_file)]) == 0
+    assert await asyncio.to_thread(cli_main, ["close-orphans", "--db", url]) == 0
+    row, seqs = await stored_run(url, run_id)
+    assert seqs == list(range(800))
+    assert (row.status, row.total_events, row.dropped_events) == ("abandoned", 800, 0)

@@ -93,15 +93,16 @@ class Fallbacks:
         if self._first_run_row is not None:
             batch.run_insert = self._first_run_row
 
-    def _spill_now(self, batch: Batch, exc: Exception) -> None:
-        """Disk full: the batch goes to the run's spill file (``cmbagent-events replay``) instead of
-        being discarded; only if that fails too are its events counted as dropped."""
+    def _spill_now(self, batch: Batch, exc: Exception | None, reason: str = "disk full") -> None:
+        """The batch goes to the run's spill file (``cmbagent-events replay``) instead of being
+        discarded (a full disk; the database down at shutdown); only if that fails too are its events
+        counted as dropped."""
         try:
             path = write_spill(self._run_id, [batch])
         except Exception as spill_exc:
             self._bus.count_dropped(len(batch.events), REFUSED)
-            log.error("cmbagent-events: disk full (%r) and spill failed (%r): %d events lost",
-                      exc, spill_exc, len(batch.events))
+            log.error("cmbagent-events: %s (%r) and spill failed (%r): %d events lost",
+                      reason, exc, spill_exc, len(batch.events))
             return
         if batch.run_insert is not None:
             self._run_row = None
@@ -109,7 +110,8 @@ class Fallbacks:
             self.finish = None
         self.spilled += len(batch)
         self.spill_path = str(path) if path is not None else self.spill_path
-        log.error("cmbagent-events: disk full; %d events kept in %s (cmbagent-events replay)", len(batch.events), path)
+        log.error("cmbagent-events: %s; %d events kept in %s (cmbagent-events replay)", reason, len(batch.events),
+                  path)
 
 
 def resolve(future: concurrent.futures.Future[bool], value: bool) -> None:

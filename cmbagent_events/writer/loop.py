@@ -85,6 +85,9 @@ class BatchWriter(CommitListeners, Fallbacks):
         self._wake_event: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._closing_since = 0.0  # time.monotonic() of the close's start
+        self.terminating = False  # SIGTERM, or the close outlasted an outage: what cannot be written is spilled
+        self._gave_up = False  # an outage met at shutdown: no more connection attempts
         self.batches_written = 0
         self.records_written = 0
         self.queue_high_water = 0
@@ -132,6 +135,7 @@ class BatchWriter(CommitListeners, Fallbacks):
             self._stop_listeners()
             return True
         self._closing = True
+        self._closing_since = time.monotonic()
         self.wake()
         drained = True
         try:
@@ -315,6 +319,15 @@ class BatchWriter(CommitListeners, Fallbacks):
         await self._write(batch)
         self._pending = 0
 
+    def _give_up_on_outage(self) -> bool:
+        """Spill instead of retrying: once SIGTERM came (``terminating``), or when the close has waited
+        ``outage_close_s`` for the database. Later batches then go to the spill file at once."""
+        if not (self.terminating or (self._closing and time.monotonic() - self._closing_since
+                                     >= self._config.outage_close_s)):
+            return False
+        self.terminating = self._gave_up = True
+        return True
+
     def _heartbeat(self) -> tuple[str, str]:
         self._last_beat = time.monotonic()
         stamp = datetime.now(UTC).isoformat()
@@ -342,6 +355,10 @@ class BatchWriter(CommitListeners, Fallbacks):
                     # taken now, so that rows left out or spilled on the way are in the counts
                     batch.run_finish = self._rows.finish_row(*self.finish())
                 if not self._sink_open:
+                    if self.terminating and self._gave_up:  # no more connection attempts: straight to disk
+                        self._in_hand = None
+                        self._spill_now(batch, None, "database unavailable at shutdown")
+                        return
                     await self._open()
                 await self._sink.write(batch)
             except asyncio.CancelledError:
@@ -358,6 +375,10 @@ class BatchWriter(CommitListeners, Fallbacks):
                     return
                 if isinstance(exc, DatabaseUnavailable):  # outage: keep the batch, reconnect, wait
                     await self._close_sink()
+                    if self._give_up_on_outage():  # a SIGKILL may follow a SIGTERM within seconds
+                        self._in_hand = None
+                        self._spill_now(batch, exc, "database unavailable at shutdown")
+                        return
                     self.reconnects += 1
                     log.warning("cmbagent-events: database unavailable, retrying in %.2fs: %r", delay, exc)
                 else:
