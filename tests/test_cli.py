@@ -212,3 +212,32 @@ def test_database_problems_are_one_line_with_a_hint(db: str, command: list[str],
     assert len(err.splitlines()) == 1 and err.startswith("cmbagent-events: ") and "Traceback" not in err
     assert any(hint in err for hint in ("is a directory", "connection refused", "cannot resolve")), err
     assert not list(tmp_path.glob("*.migrate.lock")) and not list(tmp_path.parent.glob(f"{tmp_path.name}.migrate.lock"))
+
+
+async def test_show_of_a_big_run_reads_it_in_pages_and_prints_every_event(sqlite_url, capsys, monkeypatch) -> None:
+    """A run over the tree bound is streamed: every read asks for one page at most (memory bounded, it
+    loaded the whole run before), and every event is printed in seq order, indented by depth."""
+    from cmbagent_events import CaptureConfig, capture_run
+    from cmbagent_events.cli import commands
+    from cmbagent_events.store.reader import RunReader
+
+    monkeypatch.setattr(commands, "SHOW_TREE_MAX", 1_000)
+    async with capture_run(sqlite_url, config=CaptureConfig(buffer_size=500), hooks=False) as run:
+        for i in range(2_500):
+            call = run.capture_agent_call("worker", f"step {i}")
+            run.capture_tool_call("worker", "tool", {"i": i}, result=i)
+            run.capture_agent_response("worker", "ok", event_id=call)
+    reads: list[int] = []
+    original = RunReader.events_after
+
+    async def counted(self, run_id, after_seq, limit=500, upto_seq=None):
+        reads.append(limit)
+        return await original(self, run_id, after_seq, limit, upto_seq)
+
+    monkeypatch.setattr(RunReader, "events_after", counted)
+    code, out, _ = await asyncio.to_thread(_run_cli, capsys, "--db", sqlite_url, "show", run.run_id)
+    assert code == 0
+    lines = [line for line in out.splitlines() if line.lstrip().startswith("#")]
+    assert [int(line.split()[0][1:]) for line in lines] == list(range(5_000))
+    assert all(line.startswith("  #") for line in lines if "tool_call" in line)  # nested under its call
+    assert max(reads) <= 2_000 and len(reads) == -(-5_000 // 2_000)  # pages of 2,000: never the whole run

@@ -372,3 +372,24 @@ async def test_new_routes_are_behind_the_token_and_host_checks(sqlite_url) -> No
                     assert resp.status == 403, path
     finally:
         await srv.close()
+
+
+async def test_stored_histories_are_sent_a_few_at_a_time_and_every_client_gets_all(sqlite_url, monkeypatch) -> None:
+    """Replays of stored events hold one of MAX_REPLAYS slots (memory bounded however many clients come):
+    with one slot, three clients of a finished run each get the whole run, and the slot is released."""
+    from cmbagent_events.live import server as server_module
+
+    monkeypatch.setattr(server_module, "MAX_REPLAYS", 1)
+    async with capture_run(sqlite_url, config=FAST, hooks=False) as run:
+        await _produce(run, 300)
+    srv = await start_server(sqlite_url, port=0, poll_interval=0.05)
+    try:
+        async with aiohttp.ClientSession() as session:
+            outs: list[list[dict]] = [[], [], []]
+            await asyncio.wait_for(asyncio.gather(*(_stream(session, f"{srv.url}/ws/runs/{run.run_id}", out)
+                                                    for out in outs)), 120)
+        assert [_seqs(out) for out in outs] == [list(range(300))] * 3
+        slots = srv._runner.app[STATE].replays
+        assert not slots.locked()  # every slot given back
+    finally:
+        await srv.close()

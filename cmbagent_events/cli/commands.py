@@ -47,23 +47,37 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return asyncio.run(with_reader(args, body))
 
 
+SHOW_TREE_MAX = 20_000  # events shown as a tree (held whole); a bigger run is streamed in seq order
+
+
 def cmd_show(args: argparse.Namespace) -> int:
-    from ..render import printable, run_header, tree_lines
+    from ..render import describe, printable, run_header, tree_lines
 
     async def body(reader) -> int:
         run_id = await resolve_run(reader, args.run_id)
         run = await reader.get_run(run_id)
         limit = args.limit
-        total = run.total_events or None
+        wanted = run.total_events if limit is None else min(limit, run.total_events or limit)
+        print(run_header(run))
+        if run.task_description:
+            print(f"task: {printable(run.task_description)}")
+        progress = Progress("reading events", wanted or None)
+        if wanted > SHOW_TREE_MAX:  # memory bounded: a page at a time, indented by depth, never the whole run
+            print(f"({wanted} events: shown in seq order, indented by nesting depth; --limit for a tree of the first)")
+            shown = 0
+            async for page in pages(reader, run_id, progress):
+                kept = page[:wanted - shown]
+                print("\n".join(f"{'  ' * (e.depth or 0)}#{e.seq} {describe(e)}" for e in kept))
+                shown += len(kept)
+                if shown >= wanted:
+                    break
+            return EXIT_OK
         events = []
-        async for page in pages(reader, run_id, Progress("reading events", total if limit is None else limit)):
+        async for page in pages(reader, run_id, progress):
             events.extend(page)
             if limit is not None and len(events) >= limit:
                 events = events[:limit]
                 break
-        print(run_header(run))
-        if run.task_description:
-            print(f"task: {printable(run.task_description)}")
         print("\n".join(tree_lines(events)) if events else "(no events)")
         if limit is not None and run.total_events > len(events):
             print(f"(first {len(events)} of {run.total_events} events: --limit)")

@@ -55,6 +55,7 @@ MAX_PAGE = 5000
 MAX_SOCKETS = 256  # WebSockets open at once, all clients together
 MAX_SOCKETS_PER_CLIENT = 16  # ... and from one remote address
 MAX_WAITERS = 16  # requests waiting for a run row to appear (each polls the database)
+MAX_REPLAYS = 8  # WebSockets sending a run's stored history at once (the rest wait their turn, then follow live)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class _State:
     per_client: dict[str, int] = field(default_factory=dict)  # open WebSockets by remote address
     waiters: int = 0  # requests waiting for a run to appear
     orphans_checked: float = float("-inf")  # loop time of the last close-orphans pass
+    replays: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_REPLAYS))
 
 
 STATE = web.AppKey("cmbagent_events_state", _State)
@@ -303,15 +305,23 @@ async def _ws_run_counted(request: web.Request, state: _State) -> web.StreamResp
     feed = RunFeed(state.reader, run.id, after, state.notifier, gap_timeout=state.gap_timeout)  # type: ignore[arg-type]
 
     async def pump() -> None:
+        replaying = True  # the stored history is sent under one of MAX_REPLAYS slots: memory stays bounded
+        await state.replays.acquire()
         try:
             async for item in feed:
                 await ws.send_str(dumps(_message(item)))
+                if replaying and item.kind == "replayed":
+                    replaying = False
+                    state.replays.release()
         except Exception as exc:  # database trouble: tell the client, it can resume from its last seq
             log.warning("cmbagent-events: feed of run %s failed: %r", run.id, exc)
             with contextlib.suppress(Exception):
                 await ws.send_str(dumps({"type": "error", "message": f"{type(exc).__name__}: {exc}"}))
             await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"feed failed")
             return
+        finally:
+            if replaying:
+                state.replays.release()
         await ws.close(code=WSCloseCode.OK, message=b"run ended")
 
     sender = asyncio.create_task(pump(), name=f"cmbagent-events-ws-{run.id}")
