@@ -33,6 +33,7 @@ REFUSED = "refused by database"
 NOT_WRITTEN = "not written before close"
 FILE_REPLACED = "database file replaced"
 WRITER_ERROR = "writer error"
+USER_CODE_TIMEOUT = "user code timed out"  # a __repr__ / model_dump that did not return within the budget
 INTERRUPTED = "interrupted mid-capture"  # Ctrl-C or SIGTERM raised inside a capture call
 
 

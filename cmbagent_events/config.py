@@ -50,6 +50,7 @@ class CaptureConfig:
     flush_interval_ms: int = 200  # longest an event waits before its batch is written
     close_timeout_s: float = 30.0  # longest capture_run's exit waits for the final drain
     outage_close_s: float = 2.0  # at the close, how long a down database is retried before spilling
+    user_code_timeout_s: float = 5.0  # longest the writer waits for a value's own __repr__/model_dump
     table_prefix: str = ""  # our tables' name prefix, to live beside another application's tables
     db_schema: str | None = None  # PostgreSQL schema for our tables (created when missing)
     broadcasts: str = "fold"  # a manager's relay of one message to N members: "fold" (one event) or "each"
@@ -71,6 +72,9 @@ class CaptureConfig:
             raise ConfigError(f"CMBAGENT_EVENT_SAMPLE_RATE must be between 0.0 and 1.0, got {self.sample_rate!r}")
         if self.close_timeout_s <= 0:
             raise ConfigError(f"close_timeout_s must be positive, got {self.close_timeout_s!r}")
+        if not 0 < self.user_code_timeout_s <= 3600:
+            raise ConfigError(f"CMBAGENT_EVENT_USER_CODE_TIMEOUT_S must be in (0, 3600] seconds, "
+                              f"got {self.user_code_timeout_s!r}")
         if not 0 <= self.outage_close_s <= 3600:
             raise ConfigError(f"CMBAGENT_EVENT_OUTAGE_CLOSE_S must be between 0 and 3600 (seconds), "
                               f"got {self.outage_close_s!r}")
@@ -117,6 +121,7 @@ class CaptureConfig:
             queue_max_bytes=_int(environ, "CMBAGENT_EVENT_QUEUE_MAX_BYTES", d.queue_max_bytes),
             flush_interval_ms=_int(environ, "CMBAGENT_EVENT_FLUSH_INTERVAL_MS", d.flush_interval_ms),
             outage_close_s=_float(environ, "CMBAGENT_EVENT_OUTAGE_CLOSE_S", d.outage_close_s),
+            user_code_timeout_s=_float(environ, "CMBAGENT_EVENT_USER_CODE_TIMEOUT_S", d.user_code_timeout_s),
             broadcasts=(_raw(environ, "CMBAGENT_CAPTURE_BROADCASTS") or d.broadcasts).lower(),
             table_prefix=environ.get("CMBAGENT_EVENTS_TABLE_PREFIX", "").strip(),
             db_schema=environ.get("CMBAGENT_EVENTS_DB_SCHEMA", "").strip() or None,

@@ -6,12 +6,14 @@ they return is stored; a dict subclass whose methods raise is read without them.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 
 import pytest
 from sqlalchemy import select
 
-from cmbagent_events import ExecutionEvent, File, Message, WorkflowRun, capture_run
+from cmbagent_events import ExecutionEvent, File, Message, WorkflowRun, capture_run, make_engine
 
 CALLED: list[tuple[str, int]] = []  # (what, thread id) of every call into the objects below
 
@@ -130,3 +132,50 @@ async def test_a_flush_waits_for_rows_built_on_the_worker_thread(db_url, db_sess
         alone = run.capture_message(Odd("sender"), "b", "only this one in its batch")
         assert await run.flush(30)
         assert (await db_session.get(ExecutionEvent, alone)) is not None, "flush returned before the row was written"
+
+
+NEVER_RETURNS = """
+import sys, threading
+from cmbagent_events import CaptureConfig, capture_run_sync
+
+class Stuck:
+    def __repr__(self):  # never returns
+        threading.Event().wait()
+
+cfg = CaptureConfig(user_code_timeout_s=1, flush_interval_ms=20)
+with capture_run_sync(sys.argv[1], config=cfg, hooks=False, task_description="stuck repr") as run:
+    run.capture_tool_call("a", "t", {"value": Stuck()}, result="ok")
+    run.capture_message("a", "b", Stuck())
+    for i in range(10):
+        run.capture_tool_call("a", "t", {"i": i}, result=i)
+    print(run.run_id, flush=True)
+"""
+
+
+async def test_a_repr_that_never_returns_neither_holds_the_run_nor_the_exit(sqlite_url, tmp_path) -> None:
+    """The writer gives a value's own __repr__ user_code_timeout_s: past it the value is stored as a marker
+    naming the timeout, the run closes completed with exact totals, and the process exits 0 (it never
+    exited: killed at 200 s and 600 s)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "stuck.py"
+    script.write_text(textwrap.dedent(NEVER_RETURNS))
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, str(script), sqlite_url], capture_output=True,
+                                   text=True, timeout=120, check=False, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.strip()
+    from cmbagent_events.testing.stored import stored_run
+
+    row, seqs = await stored_run(sqlite_url, run_id)
+    assert row.status == "completed" and row.dropped_events == 0 and seqs == list(range(12))
+    engine = make_engine(sqlite_url)
+    try:
+        async with engine.connect() as conn:
+            stuck = (await conn.execute(select(ExecutionEvent.inputs).where(
+                ExecutionEvent.run_id == run_id, ExecutionEvent.seq == 0))).scalar_one()
+            content = (await conn.execute(select(Message.content).where(Message.run_id == run_id))).scalar_one()
+    finally:
+        await engine.dispose()
+    assert "UserCodeTimeout" in json.dumps(stuck) and "UserCodeTimeout" in content

@@ -15,6 +15,7 @@ from typing import Any
 from ..bus import ENCODE_FAILED, FILE_REPLACED, NOT_WRITTEN, REFUSED, EventBus
 from ..records import BARRIER
 from ..store.sink import Batch
+from .fit import UserCodeTimeout
 from .rows import OpenRows, RowBuilder
 from .spill import write_spill
 
@@ -67,7 +68,8 @@ class Fallbacks:
         try:
             if self.finish is not None:  # the close, with drops final and spilled rows not counted lost
                 rest.run_finish = self._rows.finish_row(*self.finish())
-            self._rows.encode(rest)
+            # no user code at the close: a value only its own __repr__ describes is a marker here
+            self._rows.encode(rest, user_code=False, give_up=UserCodeTimeout("user code not run at the close"))
             count = sum(len(b) for b in batches) + len(rest)  # with the records add() put aside
             batches.append(rest)
             path = write_spill(self._run_id, batches)

@@ -16,6 +16,7 @@ from ..store.columns import EVENT_WIDTHS, FILE_INTS, FILE_WIDTHS, INT32, MESSAGE
 
 FLOAT_MAX = 1e300
 __all__ = ["EVENT_WIDTHS", "FILE_INTS", "FILE_WIDTHS", "INT32", "MESSAGE_WIDTHS", "RUN_WIDTHS", "NeedsUserCode",
+           "UserCodeTimeout",
            "as_text", "clean_text", "cut", "fit_float", "fit_float_column", "fit_int", "fit_int_column", "fit_text",
            "fit_text_column"]
 
@@ -65,6 +66,11 @@ class NeedsUserCode(BaseException):
     where turning a value into text would call the caller's own code (``__repr__``, ``model_dump``):
     the writer then builds that row on a worker thread, so a slow ``__repr__`` never stalls the
     caller's event loop. A BaseException: no ``except Exception`` on the way may turn it into a marker."""
+
+
+class UserCodeTimeout(Exception):
+    """The caller's own code (``__repr__``, ``model_dump``) did not return within the writer's budget
+    (``CaptureConfig.user_code_timeout_s``): the values waiting for it are stored as markers naming this."""
 
 
 def fit_text(value: Any, width: int | None, user_code: bool = True) -> str | None:

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -34,13 +36,14 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ..bus import ENCODE_FAILED, NOT_WRITTEN, REFUSED, WRITER_ERROR, EventBus
+from ..bus import ENCODE_FAILED, NOT_WRITTEN, REFUSED, USER_CODE_TIMEOUT, WRITER_ERROR, EventBus
 from ..config import CaptureConfig
 from ..errors import DatabaseUnavailable
 from ..records import BARRIER, EventRecord, barrier
 from ..store.sink import Batch, DatabaseFileReplaced, Sink
 from .fallbacks import Fallbacks, FinishValues, resolve
 from .faults import is_disk_full, split_batch
+from .fit import UserCodeTimeout
 from .listeners import CommitListeners
 from .rows import OpenRows, RowBuilder
 
@@ -310,14 +313,46 @@ class BatchWriter(CommitListeners, Fallbacks):
         if time.monotonic() - self._last_beat >= self.HEARTBEAT_S and batch.run_finish is None:
             batch.heartbeat = self._heartbeat()  # rides along: no transaction of its own
         if self._rows.encode(batch, user_code=False):
-            # rows holding objects only their own __repr__/model_dump can describe: encoded on a
-            # worker thread, so the caller's code never runs (slowly) on the caller's event loop
-            try:
-                await asyncio.to_thread(self._rows.encode, batch)
-            except RuntimeError:  # no new threads at interpreter exit: encoded here rather than lost
-                self._rows.encode(batch)
+            batch = await self._encode_with_user_code(batch)
         await self._write(batch)
         self._pending = 0
+
+    async def _encode_with_user_code(self, batch: Batch) -> Batch:
+        """Rows holding objects only their own ``__repr__`` / ``model_dump`` can describe, encoded on a
+        daemon thread of their own (never this loop, never a thread the interpreter's exit waits for),
+        within ``user_code_timeout_s``. Past it the thread is left to itself with its own copy of the
+        batch, and here the values still waiting become markers naming the timeout: the run goes on and
+        closes, however long (or forever) that code takes."""
+        work = dataclasses.replace(batch, events=list(batch.events), messages=list(batch.messages),
+                                   files=list(batch.files), updates=list(batch.updates))
+        set_aside = self._rows.waiting_events  # records add() put aside: the thread's encode takes them
+        future: concurrent.futures.Future[int] = concurrent.futures.Future()
+
+        def encode() -> None:
+            try:
+                result = self._rows.encode(work)
+            except BaseException as exc:
+                with contextlib.suppress(concurrent.futures.InvalidStateError):
+                    future.set_exception(exc)
+            else:
+                with contextlib.suppress(concurrent.futures.InvalidStateError):
+                    future.set_result(result)
+
+        try:
+            threading.Thread(target=encode, name="cmbagent-events-user-code", daemon=True).start()
+        except RuntimeError:  # no new threads at interpreter exit: markers rather than a wait
+            future.set_exception(UserCodeTimeout("no thread for user code at interpreter exit"))
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self._config.user_code_timeout_s)
+            return work
+        except (TimeoutError, UserCodeTimeout):
+            reason = UserCodeTimeout(f"user code did not return within {self._config.user_code_timeout_s:g}s")
+            self.last_error = repr(reason)
+            log.error("cmbagent-events: %s; those values are stored as markers", reason)
+            self._rows.encode(batch, user_code=False, give_up=reason)
+            if set_aside:
+                self._bus.count_dropped(set_aside, USER_CODE_TIMEOUT)
+            return batch
 
     def _give_up_on_outage(self) -> bool:
         """Spill instead of retrying: once SIGTERM came (``terminating``), or when the close has waited

@@ -49,6 +49,11 @@ class RowBuilder:
         return columnar.build(self, records)
 
     @property
+    def waiting_events(self) -> int:
+        """How many events (not completions) wait in the records put aside for user code."""
+        return sum(1 for r in self._later if r.seq >= 0)
+
+    @property
     def waiting(self) -> bool:
         """Records :meth:`add` put aside for ``encode(batch, user_code=True)``: the batch is not empty."""
         return bool(self._later)
@@ -148,7 +153,7 @@ class RowBuilder:
                 size_bytes=fit_int(size, FILE_INTS["size_bytes"]), created_at=ts)
         return None
 
-    def encode(self, batch: Batch, *, user_code: bool = True) -> int:
+    def encode(self, batch: Batch, *, user_code: bool = True, give_up: BaseException | None = None) -> int:
         """Sanitise and JSON-encode the batch's event rows in place; they become tuples.
 
         Each row under its own guard: a value that cannot be encoded makes its row a placeholder
@@ -158,7 +163,9 @@ class RowBuilder:
         With ``user_code=False`` a row whose encoding would call the caller's own code (``__repr__``,
         ``model_dump``) is left as it is, for a second call on a worker thread; returns how many rows
         (and records :meth:`add` put aside) wait for it. With ``user_code=True`` those records are
-        added to this batch first.
+        added to this batch first. With ``give_up`` (the reason: user code that did not return in
+        time), user code stays off and such rows become placeholders naming it (or are left out and
+        counted, when even their names need user code); waiting message contents become the reason.
         The values of all rows are converted first with one secret scan for the whole batch
         (``Sanitizer.encode_batch`` / ``text_batch``: the same results as value by value)."""
         rows = batch.events
@@ -177,13 +184,22 @@ class RowBuilder:
                 try:
                     rows[i] = self._encode_event(row, ready.get(id(row)))
                 except NeedsUserCode:
-                    deferred += 1
+                    if give_up is None:
+                        deferred += 1
+                        continue
+                    try:
+                        self._placeholder_or_lost(rows, i, row, give_up, lost)
+                    except NeedsUserCode:  # its names need user code too: left out, counted
+                        lost.append(row[Event.id])
                 except Exception as exc:
                     try:
                         self._placeholder_or_lost(rows, i, row, exc, lost)
                     except NeedsUserCode:  # its names need user code too: the row waits, intact
-                        deferred += 1
-            deferred += self._encode_messages(batch)
+                        if give_up is None:
+                            deferred += 1
+                        else:
+                            lost.append(row[Event.id])
+            deferred += self._encode_messages(batch, give_up)
         finally:
             sanitizer.user_code = False
         deferred += len(self._later)
@@ -206,7 +222,8 @@ class RowBuilder:
                 if r.seq >= 0:
                     self._count_dropped(1, ENCODE_FAILED)
 
-    def _placeholder_or_lost(self, rows: list[Any], i: int, row: list[Any], exc: Exception, lost: list[Any]) -> None:
+    def _placeholder_or_lost(self, rows: list[Any], i: int, row: list[Any], exc: BaseException,
+                             lost: list[Any]) -> None:
         """Row ``i`` as a placeholder naming ``exc``; if even that fails, its id goes to ``lost``."""
         try:
             rows[i] = self._placeholder(row, exc)
@@ -242,9 +259,10 @@ class RowBuilder:
         row[Event.inputs], row[Event.outputs], row[Event.meta], row[Event.error_message] = inputs, outputs, meta, error
         return tuple(row)
 
-    def _encode_messages(self, batch: Batch) -> int:
+    def _encode_messages(self, batch: Batch, give_up: BaseException | None = None) -> int:
         """Message contents cleaned batch-wide; a content that cannot be read becomes a marker. Returns
-        how many wait for user code (a content only its own ``__repr__`` describes): left as lists."""
+        how many wait for user code (a content only its own ``__repr__`` describes): left as lists
+        (with ``give_up``: the reason instead)."""
         messages = [m for m in batch.messages if type(m) is list]
         if not messages:
             return 0
@@ -261,7 +279,10 @@ class RowBuilder:
             try:  # the batch pass failed on this one: encode it alone, under its own guard
                 m[MessageRow.content] = s.text(m[MessageRow.content], limit)
             except NeedsUserCode:
-                waiting.add(id(m))
+                if give_up is None:
+                    waiting.add(id(m))
+                else:
+                    m[MessageRow.content] = _unstorable(give_up)
             except Exception as exc:
                 m[MessageRow.content] = _unstorable(exc)
         batch.messages = [tuple(m) if type(m) is list and id(m) not in waiting else m for m in batch.messages]
