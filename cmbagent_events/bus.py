@@ -7,12 +7,13 @@ run row, so loss is never silent. The writer is woken once when a batch is ready
 a cross-thread wake-up costs ~5 us, so it must be paid per batch, never per event.
 
 The queue is also bounded in estimated bytes (``max_bytes``), so that large payloads held through
-a database outage cannot grow the process without limit. Records are weighed only while the
-queue holds more than a batch (a queue the writer keeps up with seldom does, so the common path
-pays one comparison and one append): the length of the payloads' strings, one level deep, plus a fixed cost per
-record. Each record's weight is kept beside it (0 when not weighed) and subtracted when the writer
-takes it; the total is reset whenever the writer empties the queue, so concurrent producers (or a
-signal between the two appends) cannot make it drift for long.
+a database outage cannot grow the process without limit. Every record is weighed as it is put
+(:func:`estimate_size`: its strings at any depth, containers by their length, within a budget of
+nodes; a large container shared by many records, e.g. one chat context, counted once while queued),
+and its weight kept beside it. The records the writer has taken stay counted until it takes the next
+batch or releases it (:meth:`release`, once it is written, spilled or counted), so a batch held
+through an outage is inside the bound too. The total is recomputed whenever the writer empties the
+queue, so concurrent producers (or a signal between the two appends) cannot make it drift for long.
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ class EventBus:
         "_batch_size",
         "_bytes",
         "_drop_lock",
+        "_held",
         "_max_bytes",
         "_maxsize",
         "_queue",
-        "_size_from",
+        "_seen",
         "_sizes",
         "_wake_pending",
         "_waker",
@@ -59,12 +61,13 @@ class EventBus:
 
     def __init__(self, maxsize: int, batch_size: int, max_bytes: int = 1 << 62) -> None:
         self._queue: deque[EventRecord] = deque()
-        self._sizes: deque[int] = deque()  # beside the queue: each record's weight (0: not weighed)
+        self._sizes: deque[int] = deque()  # beside the queue: each record's weight
         self._maxsize = maxsize
         self._batch_size = batch_size
         self._max_bytes = max_bytes
         self._bytes = 0  # estimated bytes held by the queued records
-        self._size_from = min(batch_size, maxsize)  # depth from which records are weighed
+        self._held = 0  # ... and by the batch the writer took last (until it takes the next)
+        self._seen: dict[int, Any] = {}  # ids of large values weighed since the writer's last take
         self._waker: Callable[[], None] | None = None
         self._wake_pending = False
         self.wake_on_first = False  # set by an idle writer: the next record wakes it (bus empty till then)
@@ -81,14 +84,13 @@ class EventBus:
         """
         queue = self._queue
         depth = len(queue)
-        size = 0
-        if depth >= self._size_from:  # a deep queue (the writer is behind or stalled): weigh it
-            if depth >= self._maxsize:
-                return self._refuse(record, QUEUE_FULL)
-            size = estimate_size(record)
-            if self._bytes + size > self._max_bytes:
-                return self._refuse(record, QUEUE_BYTES)
-            self._bytes += size
+        if depth >= self._maxsize:
+            return self._refuse(record, QUEUE_FULL)
+        size = estimate_size(record, self._seen)
+        if self._bytes + self._held + size > self._max_bytes:
+            forget_added(self._seen)
+            return self._refuse(record, QUEUE_BYTES)
+        self._bytes += size
         try:  # from the append on: the record is queued (no signal can land between them: see accounted())
             queue.append(record)
             self._sizes.append(size)
@@ -148,24 +150,31 @@ class EventBus:
         for _ in range(n):
             append(popleft())
         sizes = self._sizes
+        self._seen.clear()  # ids seen only among records put since this take: all still alive, never reused
         if not queue:  # the usual case: the writer took everything
+            self._held = self._bytes
             sizes.clear()
             self._bytes = 0
         else:
             pop = sizes.popleft
-            freed = 0
+            taken = 0
             for _ in range(min(n, len(sizes))):
-                freed += pop()
-            if freed:
-                self._bytes = max(0, self._bytes - freed)
+                taken += pop()
+            self._held = taken
+            self._bytes = max(0, self._bytes - taken)
         return out
+
+    def release(self) -> None:
+        """The writer is done with the batch it took last (written, spilled or counted)."""
+        self._held = 0
 
     def discard(self) -> None:
         """Forget everything queued, uncounted: for a forked child, whose copies of the parent's
         records are the parent's to write."""
         self._queue.clear()
         self._sizes.clear()
-        self._bytes = 0
+        self._bytes = self._held = 0
+        self._seen.clear()
 
     def count_dropped(self, n: int, cause: str) -> None:
         """Count ``n`` events lost for ``cause`` (e.g. a row the database refused)."""
@@ -195,51 +204,90 @@ class EventBus:
 
     @property
     def queued_bytes(self) -> int:
-        """Estimated bytes held by the queued records (0 while the queue is shallow: not weighed)."""
-        return self._bytes
+        """Estimated bytes held by the queued records and the batch the writer holds."""
+        return self._bytes + self._held
 
 
-RECORD_BYTES = 400  # a record, its strings' headers and its containers, roughly
-ITEM_BYTES = 64  # a value inside a payload that is not a string
+RECORD_BYTES = 400  # a record, its tuple and its own fields, roughly
+ITEM_BYTES = 32  # a value inside a payload that is neither a string nor a container (an int, a float, ...)
+STR_BYTES = 50  # a string's own header
+DICT_ITEM_BYTES = 40  # a dict's slot per item (entry + index + spare room); a list's or tuple's is 8
+WEIGH_NODES = 4096  # values looked at per record; past them, a container's items are counted by slot only
+SHARED_FROM = 32  # containers with this many items are counted once while queued ...
+SHARED_STR_FROM = 1024  # ... and strings this long (shorter ones cost less to count again than to look up)
 
 
-def estimate_size(record: EventRecord) -> int:
-    """A cheap estimate of the memory ``record`` keeps alive: its payloads' strings, one level deep.
-
-    Deeper structure is counted per item, not per character: an estimate that must cost about a
-    microsecond, for a bound against runaway growth, not for accounting."""
+def estimate_size(record: EventRecord, seen: dict[int, Any] | None = None) -> int:
+    """A cheap estimate of the memory ``record`` keeps alive: its strings at any depth, containers by
+    their slots, within ``WEIGH_NODES`` values. A large container or string whose id is in ``seen`` is
+    not counted again: a record queued since the writer's last take holds it (capture copies a dict's
+    top level, so a context shared by every call shares its values: only the copy's slots are new).
+    The ids this record adds to ``seen`` are kept under ``seen[0]`` (a list) until the next call, so
+    that a refused record takes them back (:func:`forget_added`)."""
     size = RECORD_BYTES
-    value: Any
+    if seen is not None and 0 in seen:
+        del seen[0]
+    budget = [WEIGH_NODES]
     try:
         for value in (record.inputs, record.outputs, record.meta, record.extra, record.error_message):
-            if value is None:
-                continue
             kind = type(value)
             if kind is str or kind is bytes:
                 size += len(value)
-            elif kind is tuple or kind is list:
-                for item in value:
-                    size += len(item) if type(item) is str or type(item) is bytes else _shallow(item)
-            elif kind is dict:
-                for item in value.values():
-                    size += len(item) if type(item) is str or type(item) is bytes else _shallow(item)
-            else:
+            elif kind is tuple or kind is dict or kind is list:
+                size += _weigh(value, seen, budget)
+            elif value is not None:
                 size += ITEM_BYTES
     except Exception:  # a dict another thread changes meanwhile: an estimate, never an error
         pass
     return size
 
 
-def _shallow(value: object) -> int:
-    """A nested value: its strings one more level down, else a fixed cost per item."""
-    items: Any
+def forget_added(seen: dict[int, Any]) -> None:
+    """Take back the ids the last :func:`estimate_size` added (its record was refused: once freed,
+    its objects' ids may be reused by others)."""
+    for ident in seen.pop(0, None) or ():
+        seen.pop(ident, None)
+
+
+def _weigh(value: Any, seen: dict[int, Any] | None, budget: list[int]) -> int:
+    """A container: its slots, then (within ``budget`` values in all) what it holds, recursively."""
+    n = len(value)
     if type(value) is dict:
-        items = value.values()
-    elif type(value) is list or type(value) is tuple:
-        items = value
+        total = 64 + DICT_ITEM_BYTES * n
+        items: Any = value.values()
     else:
-        return ITEM_BYTES
-    return sum(len(v) if type(v) is str else ITEM_BYTES for v in items)
+        total = 64 + 8 * n
+        items = value
+    if n >= SHARED_FROM and seen is not None:
+        if id(value) in seen:
+            return 0
+        _add(seen, id(value))
+    budget[0] -= n
+    if budget[0] < 0:  # past the budget: slots only
+        return total
+    for item in items:
+        kind = type(item)
+        if kind is str or kind is bytes:
+            length = len(item)
+            if length >= SHARED_STR_FROM and seen is not None:
+                if id(item) in seen:
+                    continue
+                _add(seen, id(item))
+            total += length + STR_BYTES
+        elif kind is dict or kind is list or kind is tuple:
+            total += _weigh(item, seen, budget)
+        elif item is not None:
+            total += ITEM_BYTES
+    return total
+
+
+def _add(seen: dict[int, Any], ident: int) -> None:
+    seen[ident] = 1
+    added = seen.get(0)
+    if added is None:
+        seen[0] = [ident]
+    else:
+        added.append(ident)
 
 
 # -- asynchronous exceptions (Ctrl-C, SIGTERM) inside a capture call -------------------------------

@@ -14,9 +14,22 @@ def _message(seq: int, content: str) -> EventRecord:
                        None, None, None, "completed", None, None, (MESSAGE_ROW, "a", "b", content, None))
 
 
-def test_estimate_counts_strings_one_level_down() -> None:
+def test_estimate_counts_strings_at_any_depth_and_shared_containers_once() -> None:
     small, big = estimate_size(_message(0, "x")), estimate_size(_message(0, "x" * 10_000))
     assert big - small == 9_999
+    history = [{"role": "user", "content": [{"type": "text", "text": "h" * 20_000}]}]  # three levels down
+    deep = EventRecord(INSERT, "e", 0, 0, "agent_call", "start", "a", None, 0, None, None, 0,
+                       {"message": "m", "context": {"history": history}}, None, None, "running", None, None, None)
+    assert estimate_size(deep) >= RECORD_BYTES + 20_000
+    shared = {f"key{i}": f"{i}" + "v" * 100 for i in range(400)}  # one chat context held by every call
+
+    def call(seq: int) -> EventRecord:
+        return EventRecord(INSERT, f"e{seq}", seq, seq, "agent_call", "start", "a", None, 0, None, None, 0,
+                           {"message": "m", "context": shared}, None, None, "running", None, None, None)
+
+    seen: dict[int, int] = {}
+    first, second = estimate_size(call(0), seen), estimate_size(call(1), seen)
+    assert first > second + 400 * 100  # its values, shared, are counted once
     nested = EventRecord(INSERT, "e", 0, 0, "tool_call", "execute", "a", None, 0, None, None, 0,
                          ("tool", {"query": "q" * 5_000}), {"result": "r" * 7_000}, None, "completed", None,
                          None, None)
@@ -26,14 +39,18 @@ def test_estimate_counts_strings_one_level_down() -> None:
 def test_byte_bound_drops_and_counts_by_cause() -> None:
     bus = EventBus(maxsize=1_000, batch_size=2, max_bytes=50_000)
     content = "x" * 10_000
-    accepted = sum(bus.put(_message(i, content)) for i in range(20))
-    # the first batch is not weighed; then the bound admits what fits in 50 kB
-    assert accepted == 2 + 50_000 // estimate_size(_message(0, content))
+    accepted = sum(bus.put(_message(i, f"{i:02d}" + content)) for i in range(20))
+    # every record is weighed: the bound admits what fits in 50 kB
+    assert accepted == 50_000 // estimate_size(_message(0, "00" + content))
     assert bus.drop_causes == {QUEUE_BYTES: 20 - accepted} and bus.dropped == 20 - accepted
     assert bus.queued_bytes <= 50_000
     taken = bus.take(1_000)
-    assert [r.seq for r in taken] == list(range(accepted)) and bus.queued_bytes == 0
-    assert bus.put(_message(99, content))  # room again once the writer took them
+    assert [r.seq for r in taken] == list(range(accepted))
+    assert bus.queued_bytes == accepted * estimate_size(_message(0, "00" + content))  # held by the writer
+    assert not bus.put(_message(98, "98" + content))  # a batch held through an outage is inside the bound
+    bus.release()  # written
+    assert bus.queued_bytes == 0
+    assert bus.put(_message(99, "99" + content))  # room again once the writer wrote them
 
 
 def test_count_bound_still_applies_first() -> None:
@@ -66,4 +83,5 @@ def test_concurrent_producers_leave_no_drift_once_drained() -> None:
     done.set()
     consumer.join()
     assert len(taken) == per_thread * threads and bus.dropped == 0
+    bus.release()
     assert bus.queued_bytes == 0 and len(bus) == 0

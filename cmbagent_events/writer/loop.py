@@ -197,6 +197,7 @@ class BatchWriter(CommitListeners, Fallbacks):
                         self.queue_high_water = depth
                     records = bus.take(bus.batch_size)
                     await self._drain(records, final=self._closing and not len(bus))
+                    bus.release()  # written, spilled or counted: its bytes no longer held
                 if self._closing and not len(bus):
                     if self.finish is not None or self._run_row is not None:
                         await self._drain([], final=True)  # nothing left but the run row's close
