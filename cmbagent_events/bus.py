@@ -214,7 +214,7 @@ STR_BYTES = 50  # a string's own header
 DICT_ITEM_BYTES = 40  # a dict's slot per item (entry + index + spare room); a list's or tuple's is 8
 WEIGH_NODES = 4096  # values looked at per record; past them, a container's items are counted by slot only
 SHARED_FROM = 32  # containers with this many items are counted once while queued ...
-SHARED_STR_FROM = 1024  # ... and strings this long (shorter ones cost less to count again than to look up)
+SHARED_STR_FROM = 64  # ... and strings this long (shorter ones cost less to count again than to look up)
 
 
 def estimate_size(record: EventRecord, seen: dict[int, Any] | None = None) -> int:
