@@ -29,7 +29,16 @@ from typing import Any
 
 import msgspec
 
-from ..redaction import _RULES, REDACTED, SecretKeys, redact_text, secret_spans
+from ..redaction import (
+    KEY_FRAGMENTS,
+    KEY_SUFFIXES,
+    PREFILTER_COVERS,
+    REDACTED,
+    TEXT_MARKERS,
+    SecretKeys,
+    redact_text,
+    secret_spans,
+)
 from .fit import NeedsUserCode as NeedsUserCode
 from .fit import clean_text
 
@@ -48,94 +57,113 @@ def _refuse(value: Any) -> Any:
 
 
 _fast_encode = msgspec.json.Encoder(enc_hook=_refuse).encode
-# Lower-case fragments of secret key names ("...key" as a JSON key, password, token, ...); usage
-# counts ("tokens", "prompt_tokens") are removed before looking. A hit only sends the value down the
-# exact (slow) path, which checks each key properly; plain substring tests are ~3x faster than a
-# case-insensitive regex on message-sized payloads.
-# One pass over the lower-cased JSON (~2x faster than a scan per fragment): fragments of secret key
-# names, then the markers of the free-text rules (redaction.py). A key fragment sends the value down
-# the exact path; a free-text marker alone is common ("://", "sk-" in "task-") and is confirmed on
-# the JSON text first. "tokens" (usage counts) is not a fragment.
-_KEY_FRAGMENTS = frozenset((b'key"', b"passw", b"passphrase", b"secret", b"auth", b"credential", b"cookie", b"pwd",
-                            b"key_id", b"token"))
-HINT_WORDS = (*sorted(_KEY_FRAGMENTS), b"acces", b"api", b"gh", b"github", b"akia", b"asia", b"bearer", b"basic",
-              b"sk-", b"xox", b"://", b"-----begin")
-# HINT_WORDS as one alternation written as a trie (first letters, then their endings; "token" not
-# before 's"'): `re` tries every branch at every position, so the trie scans 1.1-2.2x faster than
-# the flat list, with the same matches (tests/test_redaction.py compares them). Across a whole batch
-# (_flagged_json) each branch searches on its own instead: a branch starts with a literal, which `re`
-# skips to directly, so the eleven scans together take about half the trie's one.
-_HINT_BRANCHES_SOURCE = (rb'a(?:uth|pi|kia|sia|cces)', rb'b(?:earer|asic)', rb'c(?:redential|ookie)', rb'g(?:h|ithub)',
-                         rb'key(?:"|_id)', rb'p(?:ass(?:w|phrase)|wd)', rb's(?:ecret|k-)', rb'token(?!s")', rb'xox',
-                         rb'://', rb'-----begin')
-_HINT = re.compile(b"|".join(_HINT_BRANCHES_SOURCE))
-_HINT_BRANCHES = tuple(map(re.compile, _HINT_BRANCHES_SOURCE))
-# what the batch scan looks for: each hint branch, and the NUL escape that encode() also sends down the exact path
-_BATCH_SCANS = (*_HINT_BRANCHES, re.compile(re.escape(b"\\u0000")))
 
-
-def _maybe_secret(data: bytes) -> bool:
-    low = data.lower()
-    markers_only = False
-    for match in _HINT.finditer(low):
-        if match.group() in _KEY_FRAGMENTS:
-            return True
-        markers_only = True
-    return markers_only and bool(secret_spans(data.decode("utf-8", "replace")))
-
-
-_TEXT_MARKERS = tuple(dict.fromkeys(rule.marker for rule in _RULES))  # what secret_spans looks for
+# The batch prefilter, generated from redaction.py's rules: what a JSON text must hold for a key
+# rule to apply (each configured name between quotes, each key fragment, each suffix before its
+# closing quote) and the markers of the free-text shapes, as literals (``PREFILTER_COVERS`` stand
+# for the words holding them). A value holding none of them holds nothing any rule could hide and is
+# kept as encoded. Searched over a whole batch at once, in a folded copy (ASCII letters lower-cased,
+# "-", "." and " " read as "_", as key names are read; "tokens" before a quote, the usage counts,
+# blanked): each literal with one ``bytes.find``, except the markers ending in "_" (the vendor
+# prefixes, ~50), found together by one regex over the reversed text, anchored on that "_" (rare
+# once spaces are not folded into it), for about the cost of a few literal searches.
+_LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_FOLD = bytes.maketrans(_LETTERS + b"-. ", _LETTERS.lower() + b"___")
+_FOLD_SEP = bytes.maketrans(_LETTERS + b"-.", _LETTERS.lower() + b"__")  # spaces kept
+_NUL_ESCAPE = b"\\u0000"  # what msgspec writes for NUL; encode() sends it down the exact path
 _STR_OR_NONE = frozenset((str, type(None)))
 FAILED = object()  # encode_batch / text_batch: this value raised; encode it alone to see why
 
 
-def _offsets(chunks: list[Any]) -> list[int]:
+def _fold(data: bytes) -> bytes:
+    return data.translate(_FOLD).replace(b'tokens"', b'tok\x00ns"')
+
+
+def _offsets(lengths: Iterable[int]) -> list[int]:
     """Where each chunk starts in ``sep.join(chunks)`` (one-character separator), and the end."""
-    return list(map(add, accumulate(map(len, chunks), initial=0), count()))
+    return list(map(add, accumulate(lengths, initial=0), count()))
 
 
-def _flagged_json(chunks: list[bytes]) -> set[int]:
-    """Indices of encoded values that ``_maybe_secret`` or the NUL check could send down the exact
-    path: one ``lower()`` and one search per hint branch and for the NUL escape over the whole batch
-    instead of per value. A value not flagged holds no hint, so the per-value checks would pass it too."""
-    low = b"\n".join(chunks).lower()  # msgspec escapes newlines: no match spans two values
-    hit: set[int] = set()
-    starts: list[int] | None = None
-    for pattern in _BATCH_SCANS:
-        match = pattern.search(low)
-        if match is None:
-            continue  # the usual scan: one pass, nothing to attribute
-        if starts is None:
-            starts = _offsets(chunks)
-        while match is not None:
-            index = bisect_right(starts, match.start()) - 1
-            hit.add(index)
-            match = pattern.search(low, starts[index + 1])  # the rest of this value is decided
-    return hit
+def _trie(words: list[bytes]) -> bytes:
+    """An alternation of ``words`` grouped by first byte (``re`` tries one group per position)."""
+    groups: dict[bytes, list[bytes]] = {}
+    for word in sorted(words, key=len, reverse=True):
+        groups.setdefault(word[:1], []).append(re.escape(word[1:]))
+    return b"|".join(re.escape(first) + b"(?:" + b"|".join(rest) + b")" for first, rest in sorted(groups.items()))
 
 
-def _flagged(chunks: list[Any], markers: tuple[Any, ...], sep: Any) -> set[int]:
-    """Indices of ``chunks`` (all bytes or all str) holding any of ``markers`` once lower-cased:
-    one ``lower()`` and one search per marker over the whole batch, instead of per value. A chunk
-    not flagged holds no marker, so the per-value checks would find nothing in it either.
-    (``"tokens"`` followed by a quote, the usage counts, is no marker, as in ``_maybe_secret``.)"""
-    joined = sep.join(chunks)
-    low = joined.lower()
-    if len(low) != len(joined):  # lower() changed some lengths: offsets would not map back
-        return set(range(len(chunks)))
-    starts = _offsets(chunks)
-    token, quote = "token", 's"'
-    hit: set[int] = set()
-    for marker in markers:
-        at = low.find(marker)
-        while at != -1:
-            index = bisect_right(starts, at) - 1
-            if marker == token and low.startswith(quote, at + 5):
-                at = low.find(marker, at + 1)
-                continue
-            hit.add(index)
-            at = low.find(marker, starts[index + 1])  # the rest of this chunk is decided
-    return hit
+def key_words(keys: SecretKeys) -> set[str]:
+    """What a JSON text must hold for ``keys`` to find a secret key in it."""
+    return {*(f'"{name}"' for name in keys.names), *KEY_FRAGMENTS, *(f'{suffix}"' for suffix in KEY_SUFFIXES),
+            'token"'}
+
+
+class Prefilter:
+    """Which chunks of a batch hold any of ``words`` (lower case) once folded: a superset of the
+    chunks in which the rules those words come from could find anything."""
+
+    def __init__(self, words: Iterable[str], extra: tuple[bytes, ...] = ()) -> None:
+        folded = {_fold(word.encode()) for word in words}
+        folded |= {cover.encode() for cover in PREFILTER_COVERS if any(cover.encode() in w for w in folded)}
+        minimal = sorted(w for w in folded if not any(other != w and other in w for other in folded))
+        self.literals = (*(w for w in minimal if not w.endswith(b"_")), *extra)
+        self.tails = tuple(w for w in minimal if w.endswith(b"_"))
+        # in the reversed text, from each "_": a tail word read backwards
+        self.tail_regex = re.compile(b"_(?:" + _trie([w[-2::-1] for w in self.tails]) + b")") if self.tails else None
+
+    def flagged(self, chunks: list[bytes]) -> set[int]:
+        """Indices of ``chunks`` holding a word: one fold and one search per literal over the whole
+        batch (and one reversed regex search); a chunk once hit is skipped by the rest of a search."""
+        joined = b"\n".join(chunks)  # msgspec escapes newlines, and no word holds one: no hit spans two chunks
+        data = _fold(joined)
+        hit: set[int] = set()
+        starts: list[int] = []
+        for word in self.literals:
+            at = data.find(word)
+            if at == -1:
+                continue  # the usual search: one pass, nothing to attribute
+            starts = starts or _offsets(map(len, chunks))
+            while at != -1:
+                index = bisect_right(starts, at) - 1
+                hit.add(index)
+                at = data.find(word, starts[index + 1])  # the rest of this chunk is decided
+        if self.tail_regex is not None:
+            back = joined.translate(_FOLD_SEP)[::-1]
+            size = len(back)
+            match = self.tail_regex.search(back)
+            while match is not None:
+                starts = starts or _offsets(map(len, chunks))
+                index = bisect_right(starts, size - 1 - match.start()) - 1
+                hit.add(index)
+                match = self.tail_regex.search(back, size - starts[index])  # the rest of this chunk is decided
+        return hit
+
+    def holds(self, data: bytes, words: Iterable[bytes] | None = None) -> bool:
+        """Whether ``data`` holds a word (only of ``words``, literals, when given)."""
+        low = _fold(data)
+        if words is not None:
+            return any(word in low for word in words)
+        if any(word in low for word in self.literals):
+            return True
+        return self.tail_regex is not None and self.tail_regex.search(data.translate(_FOLD_SEP)[::-1]) is not None
+
+
+TEXT_PREFILTER = Prefilter(TEXT_MARKERS)  # where secret_spans could find anything
+
+
+def flagged_text(strings: list[str]) -> set[int]:
+    """Indices of ``strings`` holding a marker of a free-text shape (searched in their UTF-8)."""
+    if "\n".join(strings).isascii():
+        return TEXT_PREFILTER.flagged([s.encode("ascii") for s in strings])
+    return TEXT_PREFILTER.flagged([s.encode("utf-8", "surrogatepass") for s in strings])
+
+
+def redact_cut(value: str, limit: int) -> str:
+    """Free-text secrets hidden, cut to ``limit`` chars (a marker names the original length), made
+    storable. Only the kept part and ``MARGIN`` more characters are scanned: linear and bounded."""
+    if len(value) <= limit:
+        return clean_text(redact_text(value))
+    return clean_text(f"{redact_text(value, limit)}...[truncated, {len(value)} chars in all]")
 
 
 class Sanitizer:
@@ -143,6 +171,12 @@ class Sanitizer:
 
     def __init__(self, secret_keys: Iterable[str], max_depth: int = MAX_DEPTH) -> None:
         self.is_secret_key = SecretKeys(secret_keys)  # (key) -> True for api_key, Authorization, Cookie, ...
+        # the batch prefilter's words for JSON: key names and free-text markers, and the NUL escape
+        keys = key_words(self.is_secret_key)
+        self.prefilter = Prefilter({*keys, *TEXT_MARKERS}, (_NUL_ESCAPE,))
+        folded_keys = [_fold(key.encode()) for key in keys]
+        # a hit of one of these literals may be a secret key: the exact path, without looking further
+        self._key_literals = tuple(w for w in self.prefilter.literals if any(w in key for key in folded_keys))
         self._max_depth = max_depth
         self.user_code = True  # False: raise NeedsUserCode instead of calling __repr__ / model_dump
 
@@ -155,12 +189,19 @@ class Sanitizer:
         if value is None:
             return None
         if isinstance(value, str):
-            return clean_str(redact_text(value if type(value) is str else str.__getitem__(value, slice(None))), limit)
+            return redact_cut(value if type(value) is str else str.__getitem__(value, slice(None)), limit)
         if isinstance(value, (dict, list, tuple)):
             return clean_str(_encode(self.clean(value, limit)).decode(), limit)
         if not self.user_code:
             raise NeedsUserCode
-        return clean_str(redact_text(_safe_repr(value)), limit)
+        return redact_cut(_safe_repr(value), limit)
+
+    def _maybe_secret(self, data: bytes) -> bool:
+        """Whether ``data`` (JSON text) may hold a secret: a key word sends it down the exact path;
+        a free-text marker alone is common ("://", "sk-" in "task-") and is confirmed on the text first."""
+        if self.prefilter.holds(data, self._key_literals):
+            return True
+        return TEXT_PREFILTER.holds(data) and bool(secret_spans(data.decode("utf-8", "replace")))
 
     def encode(self, value: Any, limit: int) -> str | None:
         """``clean`` then JSON-encode; None stays None (SQL NULL).
@@ -179,7 +220,7 @@ class Sanitizer:
         except Exception:
             pass
         else:
-            if (len(data) <= limit and b"\\u0000" not in data and not _maybe_secret(data)
+            if (len(data) <= limit and _NUL_ESCAPE not in data and not self._maybe_secret(data)
                     and data.count(b"[") + data.count(b"{") <= self._max_depth):  # fewer brackets: not too deep
                 return data.decode()
         return _encode(self._clean_guarded(value, limit, 0, set())).decode()
@@ -201,10 +242,12 @@ class Sanitizer:
                 where.append(i)
             except Exception:
                 out[i] = self._encode_or_failed(value, limits[i])
-        flagged = _flagged_json(chunks) if chunks else set()
+        # a value over its limit takes the exact path anyway (cut before it is scanned): not searched here
+        hits = self.prefilter.flagged([b"" if len(data) > limits[i] else data
+                                       for i, data in zip(where, chunks)]) if chunks else set()
         depth = self._max_depth
         for j, (i, data) in enumerate(zip(where, chunks)):
-            if (j in flagged or len(data) > limits[i]
+            if (j in hits or len(data) > limits[i]
                     or (len(data) > depth and data.count(b"[") + data.count(b"{") > depth)):
                 out[i] = self._encode_or_failed(values[i], limits[i])  # the exact path
             else:
@@ -218,14 +261,14 @@ class Sanitizer:
         strings: list[str] = []
         where: list[int] = []
         for i, value in enumerate(values):
-            if type(value) is str:
+            if type(value) is str and len(value) <= limits[i]:
                 strings.append(value)
                 where.append(i)
-            elif value is not None:
+            elif value is not None:  # (a string to cut: cut before it is scanned)
                 out[i] = self._text_or_failed(value, limits[i])
-        flagged = _flagged(strings, _TEXT_MARKERS, "\n") if strings else set()
+        hits = flagged_text(strings) if strings else set()
         for j, (i, value) in enumerate(zip(where, strings)):
-            if j in flagged:
+            if j in hits:
                 out[i] = self._text_or_failed(value, limits[i])
             else:  # no marker of a free-text rule: redact_text would return it unchanged
                 out[i] = clean_str(value, limits[i])
@@ -245,10 +288,12 @@ class Sanitizer:
             return self.encode_batch(plain, [limit] * len(values))
         if not chunks:
             return []
-        redo = _flagged_json(chunks)
         depth = self._max_depth
-        if max(map(len, chunks)) > limit:
-            redo.update(k for k, data in enumerate(chunks) if len(data) > limit)
+        if max(map(len, chunks)) > limit:  # the exact path cuts these before scanning them
+            long = {k for k, data in enumerate(chunks) if len(data) > limit}
+            redo = self.prefilter.flagged([b"" if k in long else data for k, data in enumerate(chunks)]) | long
+        else:
+            redo = self.prefilter.flagged(chunks)
         brackets = list(map(add, map(bytes.count, chunks, repeat(b"[")), map(bytes.count, chunks, repeat(b"{"))))
         if max(brackets) > depth:
             redo.update(k for k, n in enumerate(brackets) if n > depth)
@@ -269,10 +314,10 @@ class Sanitizer:
             strings = list(filter(None, values))
             if not strings:
                 return list(values)
-            joined = "\n".join(strings)
-            if (joined.isascii() and "\x00" not in joined and max(map(len, strings)) <= limit
-                    and not _flagged(strings, _TEXT_MARKERS, "\n")):
-                return list(values)
+            if max(map(len, strings)) <= limit:
+                joined = "\n".join(strings)
+                if joined.isascii() and "\x00" not in joined and not TEXT_PREFILTER.holds(joined.encode("ascii")):
+                    return list(values)
         return self.text_batch(list(values), [limit] * len(values))
 
     def _encode_or_failed(self, value: Any, limit: int) -> Any:
@@ -301,7 +346,7 @@ class Sanitizer:
         parsed, cleaned and written back as JSON text (AG2 passes tool-call arguments this way)."""
         head = value[:1]
         if (head in ("{", "[") and len(value) <= MAX_JSON_STRING
-                and _maybe_secret(value.encode("utf-8", "replace"))):
+                and self._maybe_secret(value.encode("utf-8", "replace"))):
             try:
                 parsed = json.loads(value)
             except ValueError:
@@ -309,7 +354,7 @@ class Sanitizer:
             else:
                 if isinstance(parsed, (dict, list)):
                     return clean_str(_encode(self._clean_guarded(parsed, limit, depth + 1, set())).decode(), limit)
-        return clean_str(redact_text(value), limit)
+        return redact_cut(value, limit)
 
     def _clean(self, value: Any, limit: int, depth: int, path: set[int]) -> Any:
         if value is None or value is True or value is False:
@@ -381,7 +426,7 @@ class Sanitizer:
                 return self._clean(model_dump(), limit, depth + 1, path)
             except Exception:
                 pass
-        return clean_str(redact_text(_safe_repr(value)), limit)
+        return redact_cut(_safe_repr(value), limit)
 
 
 def _snapshot(read: Any, container: Any) -> Any:
