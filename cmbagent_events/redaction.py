@@ -9,11 +9,12 @@ counts, is not secret). A configured name is matched whole: ``pin`` hides ``{"pi
 ``{"mapping": ...}``.
 
 Free text (message content, error messages, every string of a payload): each shape of ``SHAPES``
-starts at one of its literal markers, found with ``str.find`` (C speed) in an ASCII-lower-cased copy
-of the same length (no character outside ASCII can move positions or switch a rule off); one anchored
-regex match there decides. Every regex is linear: each run in it is bounded, no two runs can share a
-character, and the search for a marker resumes after the end of the previous match, so ``password=``
-repeated a million times costs one pass. Callers scan at most what they store plus ``MARGIN``
+starts at one of its literal markers. All markers are found in one pass (an Aho-Corasick automaton,
+``ahocorasick-rs``, in Rust) over a lower-cased copy of the same length (no character outside ASCII
+can move positions or switch a rule off); one anchored regex match at a marker decides. Every regex
+is linear: each run in it is bounded, no two runs can share a character, and a marker inside the
+previous match of its rule is skipped, so ``password=`` repeated a million times costs one pass
+and one regex match per 1,024 characters. Callers scan at most what they store plus ``MARGIN``
 characters (``redact_text(value, keep)``), so a 50 MB message costs what 10 KB does.
 
 The shapes were written from the token formats that maintained scanners document (gitleaks' rules,
@@ -24,8 +25,12 @@ command-line and URL forms in which any password travels.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Iterable
+from functools import cache
 from typing import NamedTuple
+
+from ahocorasick_rs import AhoCorasick, BytesAhoCorasick, Implementation
 
 REDACTED = "***"
 MARGIN = 1024  # characters past a cut still scanned, so a secret cut in half is still found
@@ -198,9 +203,30 @@ SHAPES: tuple[Shape, ...] = (
            "Square access token and OAuth secret"),
 )
 TEXT_MARKERS = tuple(dict.fromkeys(marker for shape in SHAPES for marker in shape.markers))
-# Literals the writer's batch prefilter searches instead of every word holding them (one search for
-# a dozen *key* names): coarser, so a few more values take the exact path, and far fewer searches.
-PREFILTER_COVERS = ("key", "pass", "auth")
+
+# per marker (as indexed in TEXT_MARKERS): the (regex, boundary) of each shape it starts
+_MARKER_SHAPES = tuple(tuple((shape.regex, shape.boundary) for shape in SHAPES if marker in shape.markers)
+                       for marker in TEXT_MARKERS)
+
+
+@cache
+def _marker_automata() -> tuple[BytesAhoCorasick, AhoCorasick]:
+    """All markers as one DFA, for bytes and for str (built on first use, not at import)."""
+    return (BytesAhoCorasick([marker.encode() for marker in TEXT_MARKERS], implementation=Implementation.DFA),
+            AhoCorasick(list(TEXT_MARKERS), implementation=Implementation.DFA))
+
+
+def find_markers(low: str) -> list[tuple[int, int, int]]:
+    """Every occurrence of every ``TEXT_MARKERS`` entry in ``low`` (folded), overlapping ones
+    included, as (marker index, start, end), ordered by end: one pass, over the UTF-8 of an ASCII
+    text (byte offsets are then character offsets), over the str otherwise (offsets in characters)."""
+    for_bytes, for_str = _marker_automata()
+    if low.isascii():
+        return for_bytes.find_matches_as_indexes(low.encode("ascii"), overlapping=True)
+    try:
+        return for_str.find_matches_as_indexes(low, overlapping=True)
+    except UnicodeEncodeError:  # a lone surrogate: one "?" instead, same length (it holds no marker)
+        return for_str.find_matches_as_indexes(low.encode("utf-8", "replace").decode(), overlapping=True)
 
 
 def secret_spans(value: str) -> list[tuple[int, int]]:
@@ -208,19 +234,30 @@ def secret_spans(value: str) -> list[tuple[int, int]]:
     if len(value) < 8:
         return []
     low = fold(value)
-    spans: list[tuple[int, int]] = []
-    for shape in SHAPES:
-        regex, boundary = shape.regex, shape.boundary
-        for marker in shape.markers:
-            at = low.find(marker)
-            while at != -1:
-                resume = at + 1
-                if not (boundary and at and (low[at - 1].isalnum() or low[at - 1] == "_")):
-                    match = regex.match(value, at)
-                    if match is not None:
-                        spans.append(match.span("secret"))
-                        resume = max(resume, match.end())  # a marker inside this match is decided
-                at = low.find(marker, resume)
+    found = find_markers(low)
+    if not found:
+        return []  # the usual value: one pass, no marker
+    starts: dict[int, list[int]] = {}  # marker index -> its starts, ascending (same length: ends ascend)
+    for index, start, _ in found:
+        bucket = starts.get(index)
+        if bucket is None:
+            starts[index] = [start]
+        else:
+            bucket.append(start)
+    spans: list[tuple[int, int]] = []  # (sorted and merged below: the order rules are tried in is free)
+    for marker, positions in starts.items():
+        for regex, boundary in _MARKER_SHAPES[marker]:
+            i, n = 0, len(positions)
+            while i < n:
+                at = positions[i]
+                i += 1
+                if boundary and at and (low[at - 1].isalnum() or low[at - 1] == "_"):
+                    continue
+                match = regex.match(value, at)
+                if match is not None:
+                    spans.append(match.span("secret"))
+                    if match.end() > at + 1:  # a marker inside this match is decided
+                        i = bisect_left(positions, match.end(), i)
     if len(spans) > 1:
         spans.sort()
         merged = [spans[0]]

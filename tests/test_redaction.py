@@ -110,19 +110,22 @@ def test_the_prefilter_sees_every_marker_and_key_word() -> None:
             assert TEXT_PREFILTER.holds(f"x {variant} y".encode()), variant
             assert clean.prefilter.flagged([b"plain", f'"x {variant} y"'.encode(), b"plain"]) == {1}, variant
     for word in key_words(clean.is_secret_key):
-        assert clean.prefilter.holds(word.replace("_", "-").upper().encode(), clean._key_literals), word
+        for spelled in (word.replace("_", "-").upper(), word.replace("_", " ").title(), word.replace("_", ".")):
+            found = clean.prefilter.found(f"x {spelled} y".encode())
+            assert not clean.prefilter.key_hits.isdisjoint(found), spelled  # a key word: the exact path
+            assert clean.prefilter.flagged([b"plain", f'"x {spelled} y"'.encode(), b"plain"]) == {1}, spelled
 
 
 def test_the_batch_scan_flags_exactly_the_values_the_per_value_check_would() -> None:
-    """Prefilter.flagged searches the whole batch at once (and the reversed text for the vendor
-    prefixes): it must flag a value exactly when that value alone holds a word."""
+    """Prefilter.flagged searches the whole batch at once (one automaton pass, matches not
+    overlapping): it must flag a value exactly when that value alone holds a word."""
     import random
 
     from cmbagent_events.config import CaptureConfig
     from cmbagent_events.writer.encode import Sanitizer
 
     prefilter = Sanitizer(CaptureConfig().secret_keys).prefilter
-    pieces = [*(w.decode() for w in prefilter.literals), *(w.decode() for w in prefilter.tails), 'tokens"', "tokens",
+    pieces = [*(w.decode() for w in prefilter.words), 'tokens"', "tokens",
               "pass", "ke", "a", "s", '"', "x", "-", "g", ":/", "plain words ", "TOKEN", "Api", "_", "hp", "gh", "sk"]
     rng = random.Random(7)
     for _ in range(3_000):

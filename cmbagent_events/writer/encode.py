@@ -20,19 +20,19 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from itertools import accumulate, count, repeat
 from operator import add
 from typing import Any
 
 import msgspec
+from ahocorasick_rs import BytesAhoCorasick, Implementation
 
 from ..redaction import (
     KEY_FRAGMENTS,
     KEY_SUFFIXES,
-    PREFILTER_COVERS,
     REDACTED,
     TEXT_MARKERS,
     SecretKeys,
@@ -60,16 +60,14 @@ _fast_encode = msgspec.json.Encoder(enc_hook=_refuse).encode
 
 # The batch prefilter, generated from redaction.py's rules: what a JSON text must hold for a key
 # rule to apply (each configured name between quotes, each key fragment, each suffix before its
-# closing quote) and the markers of the free-text shapes, as literals (``PREFILTER_COVERS`` stand
-# for the words holding them). A value holding none of them holds nothing any rule could hide and is
-# kept as encoded. Searched over a whole batch at once, in a folded copy (ASCII letters lower-cased,
-# "-", "." and " " read as "_", as key names are read; "tokens" before a quote, the usage counts,
-# blanked): each literal with one ``bytes.find``, except the markers ending in "_" (the vendor
-# prefixes, ~50), found together by one regex over the reversed text, anchored on that "_" (rare
-# once spaces are not folded into it), for about the cost of a few literal searches.
+# closing quote) and the markers of the free-text shapes. A value holding none of them holds nothing
+# any rule could hide and is kept as encoded. Searched over a whole batch at once with one
+# Aho-Corasick automaton (``ahocorasick-rs``: a DFA in Rust, one pass whatever the number of words)
+# in a folded copy: ASCII letters lower-cased, "-" and "." read as "_" (key names also read spaces
+# as "_": their words are searched in both spellings), "tokens" before a quote (the usage counts)
+# blanked.
 _LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_FOLD = bytes.maketrans(_LETTERS + b"-. ", _LETTERS.lower() + b"___")
-_FOLD_SEP = bytes.maketrans(_LETTERS + b"-.", _LETTERS.lower() + b"__")  # spaces kept
+_FOLD = bytes.maketrans(_LETTERS + b"-.", _LETTERS.lower() + b"__")
 _NUL_ESCAPE = b"\\u0000"  # what msgspec writes for NUL; encode() sends it down the exact path
 _STR_OR_NONE = frozenset((str, type(None)))
 FAILED = object()  # encode_batch / text_batch: this value raised; encode it alone to see why
@@ -84,12 +82,13 @@ def _offsets(lengths: Iterable[int]) -> list[int]:
     return list(map(add, accumulate(lengths, initial=0), count()))
 
 
-def _trie(words: list[bytes]) -> bytes:
-    """An alternation of ``words`` grouped by first byte (``re`` tries one group per position)."""
-    groups: dict[bytes, list[bytes]] = {}
-    for word in sorted(words, key=len, reverse=True):
-        groups.setdefault(word[:1], []).append(re.escape(word[1:]))
-    return b"|".join(re.escape(first) + b"(?:" + b"|".join(rest) + b")" for first, rest in sorted(groups.items()))
+def _spellings(word: bytes) -> list[bytes]:
+    """``word`` with each "_" also written as a space (a key name reads spaces as "_")."""
+    first, *rest = word.split(b"_")
+    out = [first]
+    for part in rest:
+        out = [spelled + sep + part for spelled in out for sep in (b"_", b" ")]
+    return out
 
 
 def key_words(keys: SecretKeys) -> set[str]:
@@ -99,56 +98,51 @@ def key_words(keys: SecretKeys) -> set[str]:
 
 
 class Prefilter:
-    """Which chunks of a batch hold any of ``words`` (lower case) once folded: a superset of the
-    chunks in which the rules those words come from could find anything."""
+    """Which chunks of a batch hold any of ``words`` (lower case) once folded, or any spelling of
+    ``keys`` (key words: spaces read as "_"): a superset of the chunks in which the rules those words
+    come from could find anything. ``extra``: more literals, already folded."""
 
-    def __init__(self, words: Iterable[str], extra: tuple[bytes, ...] = ()) -> None:
-        folded = {_fold(word.encode()) for word in words}
-        folded |= {cover.encode() for cover in PREFILTER_COVERS if any(cover.encode() in w for w in folded)}
+    def __init__(self, words: Iterable[str], keys: Iterable[str] = (), extra: tuple[bytes, ...] = ()) -> None:
+        key_spellings = {spelled for key in keys for spelled in _spellings(_fold(key.encode()))}
+        folded = {_fold(word.encode()) for word in words} | key_spellings
+        # a word holding another is found through it (fewer hits to attribute)
         minimal = sorted(w for w in folded if not any(other != w and other in w for other in folded))
-        self.literals = (*(w for w in minimal if not w.endswith(b"_")), *extra)
-        self.tails = tuple(w for w in minimal if w.endswith(b"_"))
-        # in the reversed text, from each "_": a tail word read backwards
-        self.tail_regex = re.compile(b"_(?:" + _trie([w[-2::-1] for w in self.tails]) + b")") if self.tails else None
+        self.words = (*minimal, *extra)
+        # the words a hit of which may be a secret key (each is part of a key word)
+        self.key_hits = frozenset(k for k, w in enumerate(minimal) if any(w in key for key in key_spellings))
+        self._automaton: BytesAhoCorasick | None = None  # built on first use (not at import)
+
+    def _search(self, data: bytes, overlapping: bool = False) -> list[tuple[int, int, int]]:
+        if self._automaton is None:
+            self._automaton = BytesAhoCorasick(self.words, implementation=Implementation.DFA)
+        return self._automaton.find_matches_as_indexes(data, overlapping)
 
     def flagged(self, chunks: list[bytes]) -> set[int]:
-        """Indices of ``chunks`` holding a word: one fold and one search per literal over the whole
-        batch (and one reversed regex search); a chunk once hit is skipped by the rest of a search."""
-        joined = b"\n".join(chunks)  # msgspec escapes newlines, and no word holds one: no hit spans two chunks
-        data = _fold(joined)
-        hit: set[int] = set()
-        starts: list[int] = []
-        for word in self.literals:
-            at = data.find(word)
-            if at == -1:
-                continue  # the usual search: one pass, nothing to attribute
-            starts = starts or _offsets(map(len, chunks))
-            while at != -1:
-                index = bisect_right(starts, at) - 1
-                hit.add(index)
-                at = data.find(word, starts[index + 1])  # the rest of this chunk is decided
-        if self.tail_regex is not None:
-            back = joined.translate(_FOLD_SEP)[::-1]
-            size = len(back)
-            match = self.tail_regex.search(back)
-            while match is not None:
-                starts = starts or _offsets(map(len, chunks))
-                index = bisect_right(starts, size - 1 - match.start()) - 1
-                hit.add(index)
-                match = self.tail_regex.search(back, size - starts[index])  # the rest of this chunk is decided
-        return hit
+        """Indices of ``chunks`` holding a word: one fold and one automaton pass over the whole batch."""
+        matches = self._search(_fold(b"\n".join(chunks)))  # msgspec escapes newlines, and no word holds one
+        if not matches:
+            return set()  # the usual batch: nothing to attribute
+        starts = _offsets(map(len, chunks))
+        # not overlapping: a word hidden by an overlapping hit is in the same chunk, already flagged
+        return {bisect_right(starts, at) - 1 for _, at, _ in matches}
 
-    def holds(self, data: bytes, words: Iterable[bytes] | None = None) -> bool:
-        """Whether ``data`` holds a word (only of ``words``, literals, when given)."""
-        low = _fold(data)
-        if words is not None:
-            return any(word in low for word in words)
-        if any(word in low for word in self.literals):
-            return True
-        return self.tail_regex is not None and self.tail_regex.search(data.translate(_FOLD_SEP)[::-1]) is not None
+    def found(self, data: bytes) -> set[int]:
+        """Indices (in ``words``) of the words ``data`` holds, overlapping ones included."""
+        return {index for index, _, _ in self._search(_fold(data), overlapping=True)}
+
+    def holds(self, data: bytes) -> bool:
+        """Whether ``data`` holds a word."""
+        return bool(self._search(_fold(data)))
 
 
 TEXT_PREFILTER = Prefilter(TEXT_MARKERS)  # where secret_spans could find anything
+
+
+@lru_cache(maxsize=16)
+def json_prefilter(secret_keys: frozenset[str]) -> Prefilter:
+    """The JSON prefilter for the normalized secret key names ``secret_keys`` (built once per set):
+    key words and free-text markers, and the NUL escape."""
+    return Prefilter(TEXT_MARKERS, key_words(SecretKeys(secret_keys)), (_NUL_ESCAPE,))
 
 
 def flagged_text(strings: list[str]) -> set[int]:
@@ -171,12 +165,8 @@ class Sanitizer:
 
     def __init__(self, secret_keys: Iterable[str], max_depth: int = MAX_DEPTH) -> None:
         self.is_secret_key = SecretKeys(secret_keys)  # (key) -> True for api_key, Authorization, Cookie, ...
-        # the batch prefilter's words for JSON: key names and free-text markers, and the NUL escape
-        keys = key_words(self.is_secret_key)
-        self.prefilter = Prefilter({*keys, *TEXT_MARKERS}, (_NUL_ESCAPE,))
-        folded_keys = [_fold(key.encode()) for key in keys]
-        # a hit of one of these literals may be a secret key: the exact path, without looking further
-        self._key_literals = tuple(w for w in self.prefilter.literals if any(w in key for key in folded_keys))
+        # the batch prefilter for JSON: key words and free-text markers, and the NUL escape
+        self.prefilter = json_prefilter(self.is_secret_key.names)
         self._max_depth = max_depth
         self.user_code = True  # False: raise NeedsUserCode instead of calling __repr__ / model_dump
 
@@ -199,9 +189,12 @@ class Sanitizer:
     def _maybe_secret(self, data: bytes) -> bool:
         """Whether ``data`` (JSON text) may hold a secret: a key word sends it down the exact path;
         a free-text marker alone is common ("://", "sk-" in "task-") and is confirmed on the text first."""
-        if self.prefilter.holds(data, self._key_literals):
+        found = self.prefilter.found(data)
+        if not found:
+            return False
+        if not self.prefilter.key_hits.isdisjoint(found):
             return True
-        return TEXT_PREFILTER.holds(data) and bool(secret_spans(data.decode("utf-8", "replace")))
+        return bool(secret_spans(data.decode("utf-8", "replace")))
 
     def encode(self, value: Any, limit: int) -> str | None:
         """``clean`` then JSON-encode; None stays None (SQL NULL).
