@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed-stamp
 PACKAGING := pyproject.toml setup.py
 # Core dependencies, for venvs that install this package with --no-deps (keep in step with pyproject.toml).
 CORE_DEPS := "sqlalchemy[asyncio]>=2,<2.2" "aiosqlite>=0.20" "asyncpg>=0.29" "anyio>=4" "alembic>=1.13" \
-	"msgspec>=0.18" "aiohttp>=3.9,<4"
+	"msgspec>=0.18" "aiohttp>=3.9,<4" "ahocorasick-rs>=1.0.3,<2"
 TEST_DEPS := "pytest>=8" "pytest-asyncio>=0.24"
 
 AG2_DEFAULT := ag2==0.14.0

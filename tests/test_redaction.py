@@ -96,42 +96,40 @@ def test_ordinary_text_is_left_alone() -> None:
         assert redact_text(plain) == plain, plain
 
 
-def test_the_fast_path_prefilter_sees_every_free_text_rule() -> None:
-    """A value the fast path keeps unexamined must hold no marker of any free-text rule."""
-    from cmbagent_events.redaction import _RULES
-    from cmbagent_events.writer.encode import _HINT
+def test_the_prefilter_sees_every_marker_and_key_word() -> None:
+    """A value the batch prefilter keeps unexamined must hold no marker of any free-text shape and no
+    word a key rule could match: the prefilter (generated from redaction.py) must find each of them,
+    in any case, with - . or space as separator."""
+    from cmbagent_events.config import CaptureConfig
+    from cmbagent_events.redaction import TEXT_MARKERS
+    from cmbagent_events.writer.encode import TEXT_PREFILTER, Sanitizer, key_words
 
-    assert all(_HINT.search(rule.marker.encode()) for rule in _RULES), [r.marker for r in _RULES]
-
-
-def test_the_prefilter_trie_matches_what_the_flat_list_of_its_words_matches() -> None:
-    """encode._HINT is HINT_WORDS written as a trie for speed: same matches, in the same places."""
-    import random
-    import re
-
-    from cmbagent_events.writer.encode import _HINT, HINT_WORDS
-
-    flat = re.compile(b"|".join(re.escape(w) for w in HINT_WORDS).replace(b"token", b'token(?!s")'))
-    pieces = [*HINT_WORDS, b'tokens"', b"tokens", b"pass", b"ke", b"a", b"s", b'"', b"x", b"o", b"-", b"g", b"h", b":/"]
-    rng = random.Random(5)
-    for _ in range(20_000):
-        text = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
-        assert [(m.start(), m.group()) for m in _HINT.finditer(text)] == \
-            [(m.start(), m.group()) for m in flat.finditer(text)], text
+    clean = Sanitizer(CaptureConfig().secret_keys)
+    for marker in TEXT_MARKERS:
+        for variant in (marker, marker.upper(), marker.replace("_", "-")):
+            assert TEXT_PREFILTER.holds(f"x {variant} y".encode()), variant
+            assert clean.prefilter.flagged([b"plain", f'"x {variant} y"'.encode(), b"plain"]) == {1}, variant
+    for word in key_words(clean.is_secret_key):
+        for spelled in (word.replace("_", "-").upper(), word.replace("_", " ").title(), word.replace("_", ".")):
+            found = clean.prefilter.found(f"x {spelled} y".encode())
+            assert not clean.prefilter.key_hits.isdisjoint(found), spelled  # a key word: the exact path
+            assert clean.prefilter.flagged([b"plain", f'"x {spelled} y"'.encode(), b"plain"]) == {1}, spelled
 
 
 def test_the_batch_scan_flags_exactly_the_values_the_per_value_check_would() -> None:
-    """encode._flagged_json searches the batch branch by branch: it must flag a value exactly when
-    the trie (or the NUL check) finds something in that value alone."""
+    """Prefilter.flagged searches the whole batch at once (one automaton pass, matches not
+    overlapping): it must flag a value exactly when that value alone holds a word."""
     import random
 
-    from cmbagent_events.writer.encode import _HINT, HINT_WORDS, _flagged_json
+    from cmbagent_events.config import CaptureConfig
+    from cmbagent_events.writer.encode import Sanitizer
 
-    pieces = [*HINT_WORDS, b'tokens"', b"tokens", b"pass", b"ke", b"a", b"s", b'"', b"x", b"-", b"g", b":/",
-              b"\\u0000", b"plain words ", b"TOKEN", b"Api"]
+    prefilter = Sanitizer(CaptureConfig().secret_keys).prefilter
+    pieces = [*(w.decode() for w in prefilter.words), 'tokens"', "tokens",
+              "pass", "ke", "a", "s", '"', "x", "-", "g", ":/", "plain words ", "TOKEN", "Api", "_", "hp", "gh", "sk"]
     rng = random.Random(7)
     for _ in range(3_000):
-        chunks = [b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 4))) for _ in range(rng.randint(1, 12))]
-        expected = {i for i, chunk in enumerate(chunks)
-                    if _HINT.search(chunk.lower()) or b"\\u0000" in chunk.lower()}
-        assert _flagged_json(chunks) == expected, chunks
+        chunks = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 4))).encode()
+                  for _ in range(rng.randint(1, 12))]
+        expected = {i for i, chunk in enumerate(chunks) if prefilter.holds(chunk)}
+        assert prefilter.flagged(chunks) == expected, chunks

@@ -20,16 +20,25 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from itertools import accumulate, count, repeat
 from operator import add
 from typing import Any
 
 import msgspec
+from ahocorasick_rs import BytesAhoCorasick, Implementation
 
-from ..redaction import _RULES, REDACTED, SecretKeys, redact_text, secret_spans
+from ..redaction import (
+    KEY_FRAGMENTS,
+    KEY_SUFFIXES,
+    REDACTED,
+    TEXT_MARKERS,
+    SecretKeys,
+    redact_text,
+    secret_spans,
+)
 from .fit import NeedsUserCode as NeedsUserCode
 from .fit import clean_text
 
@@ -48,94 +57,107 @@ def _refuse(value: Any) -> Any:
 
 
 _fast_encode = msgspec.json.Encoder(enc_hook=_refuse).encode
-# Lower-case fragments of secret key names ("...key" as a JSON key, password, token, ...); usage
-# counts ("tokens", "prompt_tokens") are removed before looking. A hit only sends the value down the
-# exact (slow) path, which checks each key properly; plain substring tests are ~3x faster than a
-# case-insensitive regex on message-sized payloads.
-# One pass over the lower-cased JSON (~2x faster than a scan per fragment): fragments of secret key
-# names, then the markers of the free-text rules (redaction.py). A key fragment sends the value down
-# the exact path; a free-text marker alone is common ("://", "sk-" in "task-") and is confirmed on
-# the JSON text first. "tokens" (usage counts) is not a fragment.
-_KEY_FRAGMENTS = frozenset((b'key"', b"passw", b"passphrase", b"secret", b"auth", b"credential", b"cookie", b"pwd",
-                            b"key_id", b"token"))
-HINT_WORDS = (*sorted(_KEY_FRAGMENTS), b"acces", b"api", b"gh", b"github", b"akia", b"asia", b"bearer", b"basic",
-              b"sk-", b"xox", b"://", b"-----begin")
-# HINT_WORDS as one alternation written as a trie (first letters, then their endings; "token" not
-# before 's"'): `re` tries every branch at every position, so the trie scans 1.1-2.2x faster than
-# the flat list, with the same matches (tests/test_redaction.py compares them). Across a whole batch
-# (_flagged_json) each branch searches on its own instead: a branch starts with a literal, which `re`
-# skips to directly, so the eleven scans together take about half the trie's one.
-_HINT_BRANCHES_SOURCE = (rb'a(?:uth|pi|kia|sia|cces)', rb'b(?:earer|asic)', rb'c(?:redential|ookie)', rb'g(?:h|ithub)',
-                         rb'key(?:"|_id)', rb'p(?:ass(?:w|phrase)|wd)', rb's(?:ecret|k-)', rb'token(?!s")', rb'xox',
-                         rb'://', rb'-----begin')
-_HINT = re.compile(b"|".join(_HINT_BRANCHES_SOURCE))
-_HINT_BRANCHES = tuple(map(re.compile, _HINT_BRANCHES_SOURCE))
-# what the batch scan looks for: each hint branch, and the NUL escape that encode() also sends down the exact path
-_BATCH_SCANS = (*_HINT_BRANCHES, re.compile(re.escape(b"\\u0000")))
 
-
-def _maybe_secret(data: bytes) -> bool:
-    low = data.lower()
-    markers_only = False
-    for match in _HINT.finditer(low):
-        if match.group() in _KEY_FRAGMENTS:
-            return True
-        markers_only = True
-    return markers_only and bool(secret_spans(data.decode("utf-8", "replace")))
-
-
-_TEXT_MARKERS = tuple(dict.fromkeys(rule.marker for rule in _RULES))  # what secret_spans looks for
+# The batch prefilter, generated from redaction.py's rules: what a JSON text must hold for a key
+# rule to apply (each configured name between quotes, each key fragment, each suffix before its
+# closing quote) and the markers of the free-text shapes. A value holding none of them holds nothing
+# any rule could hide and is kept as encoded. Searched over a whole batch at once with one
+# Aho-Corasick automaton (``ahocorasick-rs``: a DFA in Rust, one pass whatever the number of words)
+# in a folded copy: ASCII letters lower-cased, "-" and "." read as "_" (key names also read spaces
+# as "_": their words are searched in both spellings), "tokens" before a quote (the usage counts)
+# blanked.
+_LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_FOLD = bytes.maketrans(_LETTERS + b"-.", _LETTERS.lower() + b"__")
+_NUL_ESCAPE = b"\\u0000"  # what msgspec writes for NUL; encode() sends it down the exact path
 _STR_OR_NONE = frozenset((str, type(None)))
 FAILED = object()  # encode_batch / text_batch: this value raised; encode it alone to see why
 
 
-def _offsets(chunks: list[Any]) -> list[int]:
+def _fold(data: bytes) -> bytes:
+    return data.translate(_FOLD).replace(b'tokens"', b'tok\x00ns"')
+
+
+def _offsets(lengths: Iterable[int]) -> list[int]:
     """Where each chunk starts in ``sep.join(chunks)`` (one-character separator), and the end."""
-    return list(map(add, accumulate(map(len, chunks), initial=0), count()))
+    return list(map(add, accumulate(lengths, initial=0), count()))
 
 
-def _flagged_json(chunks: list[bytes]) -> set[int]:
-    """Indices of encoded values that ``_maybe_secret`` or the NUL check could send down the exact
-    path: one ``lower()`` and one search per hint branch and for the NUL escape over the whole batch
-    instead of per value. A value not flagged holds no hint, so the per-value checks would pass it too."""
-    low = b"\n".join(chunks).lower()  # msgspec escapes newlines: no match spans two values
-    hit: set[int] = set()
-    starts: list[int] | None = None
-    for pattern in _BATCH_SCANS:
-        match = pattern.search(low)
-        if match is None:
-            continue  # the usual scan: one pass, nothing to attribute
-        if starts is None:
-            starts = _offsets(chunks)
-        while match is not None:
-            index = bisect_right(starts, match.start()) - 1
-            hit.add(index)
-            match = pattern.search(low, starts[index + 1])  # the rest of this value is decided
-    return hit
+def _spellings(word: bytes) -> list[bytes]:
+    """``word`` with each "_" also written as a space (a key name reads spaces as "_")."""
+    first, *rest = word.split(b"_")
+    out = [first]
+    for part in rest:
+        out = [spelled + sep + part for spelled in out for sep in (b"_", b" ")]
+    return out
 
 
-def _flagged(chunks: list[Any], markers: tuple[Any, ...], sep: Any) -> set[int]:
-    """Indices of ``chunks`` (all bytes or all str) holding any of ``markers`` once lower-cased:
-    one ``lower()`` and one search per marker over the whole batch, instead of per value. A chunk
-    not flagged holds no marker, so the per-value checks would find nothing in it either.
-    (``"tokens"`` followed by a quote, the usage counts, is no marker, as in ``_maybe_secret``.)"""
-    joined = sep.join(chunks)
-    low = joined.lower()
-    if len(low) != len(joined):  # lower() changed some lengths: offsets would not map back
-        return set(range(len(chunks)))
-    starts = _offsets(chunks)
-    token, quote = "token", 's"'
-    hit: set[int] = set()
-    for marker in markers:
-        at = low.find(marker)
-        while at != -1:
-            index = bisect_right(starts, at) - 1
-            if marker == token and low.startswith(quote, at + 5):
-                at = low.find(marker, at + 1)
-                continue
-            hit.add(index)
-            at = low.find(marker, starts[index + 1])  # the rest of this chunk is decided
-    return hit
+def key_words(keys: SecretKeys) -> set[str]:
+    """What a JSON text must hold for ``keys`` to find a secret key in it."""
+    return {*(f'"{name}"' for name in keys.names), *KEY_FRAGMENTS, *(f'{suffix}"' for suffix in KEY_SUFFIXES),
+            'token"'}
+
+
+class Prefilter:
+    """Which chunks of a batch hold any of ``words`` (lower case) once folded, or any spelling of
+    ``keys`` (key words: spaces read as "_"): a superset of the chunks in which the rules those words
+    come from could find anything. ``extra``: more literals, already folded."""
+
+    def __init__(self, words: Iterable[str], keys: Iterable[str] = (), extra: tuple[bytes, ...] = ()) -> None:
+        key_spellings = {spelled for key in keys for spelled in _spellings(_fold(key.encode()))}
+        folded = {_fold(word.encode()) for word in words} | key_spellings
+        # a word holding another is found through it (fewer hits to attribute)
+        minimal = sorted(w for w in folded if not any(other != w and other in w for other in folded))
+        self.words = (*minimal, *extra)
+        # the words a hit of which may be a secret key (each is part of a key word)
+        self.key_hits = frozenset(k for k, w in enumerate(minimal) if any(w in key for key in key_spellings))
+        self._automaton: BytesAhoCorasick | None = None  # built on first use (not at import)
+
+    def _search(self, data: bytes, overlapping: bool = False) -> list[tuple[int, int, int]]:
+        if self._automaton is None:
+            self._automaton = BytesAhoCorasick(self.words, implementation=Implementation.DFA)
+        return self._automaton.find_matches_as_indexes(data, overlapping)
+
+    def flagged(self, chunks: list[bytes]) -> set[int]:
+        """Indices of ``chunks`` holding a word: one fold and one automaton pass over the whole batch."""
+        matches = self._search(_fold(b"\n".join(chunks)))  # msgspec escapes newlines, and no word holds one
+        if not matches:
+            return set()  # the usual batch: nothing to attribute
+        starts = _offsets(map(len, chunks))
+        # not overlapping: a word hidden by an overlapping hit is in the same chunk, already flagged
+        return {bisect_right(starts, at) - 1 for _, at, _ in matches}
+
+    def found(self, data: bytes) -> set[int]:
+        """Indices (in ``words``) of the words ``data`` holds, overlapping ones included."""
+        return {index for index, _, _ in self._search(_fold(data), overlapping=True)}
+
+    def holds(self, data: bytes) -> bool:
+        """Whether ``data`` holds a word."""
+        return bool(self._search(_fold(data)))
+
+
+TEXT_PREFILTER = Prefilter(TEXT_MARKERS)  # where secret_spans could find anything
+
+
+@lru_cache(maxsize=16)
+def json_prefilter(secret_keys: frozenset[str]) -> Prefilter:
+    """The JSON prefilter for the normalized secret key names ``secret_keys`` (built once per set):
+    key words and free-text markers, and the NUL escape."""
+    return Prefilter(TEXT_MARKERS, key_words(SecretKeys(secret_keys)), (_NUL_ESCAPE,))
+
+
+def flagged_text(strings: list[str]) -> set[int]:
+    """Indices of ``strings`` holding a marker of a free-text shape (searched in their UTF-8)."""
+    if "\n".join(strings).isascii():
+        return TEXT_PREFILTER.flagged([s.encode("ascii") for s in strings])
+    return TEXT_PREFILTER.flagged([s.encode("utf-8", "surrogatepass") for s in strings])
+
+
+def redact_cut(value: str, limit: int) -> str:
+    """Free-text secrets hidden, cut to ``limit`` chars (a marker names the original length), made
+    storable. Only the kept part and ``MARGIN`` more characters are scanned: linear and bounded."""
+    if len(value) <= limit:
+        return clean_text(redact_text(value))
+    return clean_text(f"{redact_text(value, limit)}...[truncated, {len(value)} chars in all]")
 
 
 class Sanitizer:
@@ -143,6 +165,8 @@ class Sanitizer:
 
     def __init__(self, secret_keys: Iterable[str], max_depth: int = MAX_DEPTH) -> None:
         self.is_secret_key = SecretKeys(secret_keys)  # (key) -> True for api_key, Authorization, Cookie, ...
+        # the batch prefilter for JSON: key words and free-text markers, and the NUL escape
+        self.prefilter = json_prefilter(self.is_secret_key.names)
         self._max_depth = max_depth
         self.user_code = True  # False: raise NeedsUserCode instead of calling __repr__ / model_dump
 
@@ -155,12 +179,22 @@ class Sanitizer:
         if value is None:
             return None
         if isinstance(value, str):
-            return clean_str(redact_text(value if type(value) is str else str.__getitem__(value, slice(None))), limit)
+            return redact_cut(value if type(value) is str else str.__getitem__(value, slice(None)), limit)
         if isinstance(value, (dict, list, tuple)):
             return clean_str(_encode(self.clean(value, limit)).decode(), limit)
         if not self.user_code:
             raise NeedsUserCode
-        return clean_str(redact_text(_safe_repr(value)), limit)
+        return redact_cut(_safe_repr(value), limit)
+
+    def _maybe_secret(self, data: bytes) -> bool:
+        """Whether ``data`` (JSON text) may hold a secret: a key word sends it down the exact path;
+        a free-text marker alone is common ("://", "sk-" in "task-") and is confirmed on the text first."""
+        found = self.prefilter.found(data)
+        if not found:
+            return False
+        if not self.prefilter.key_hits.isdisjoint(found):
+            return True
+        return bool(secret_spans(data.decode("utf-8", "replace")))
 
     def encode(self, value: Any, limit: int) -> str | None:
         """``clean`` then JSON-encode; None stays None (SQL NULL).
@@ -179,7 +213,7 @@ class Sanitizer:
         except Exception:
             pass
         else:
-            if (len(data) <= limit and b"\\u0000" not in data and not _maybe_secret(data)
+            if (len(data) <= limit and _NUL_ESCAPE not in data and not self._maybe_secret(data)
                     and data.count(b"[") + data.count(b"{") <= self._max_depth):  # fewer brackets: not too deep
                 return data.decode()
         return _encode(self._clean_guarded(value, limit, 0, set())).decode()
@@ -201,10 +235,12 @@ class Sanitizer:
                 where.append(i)
             except Exception:
                 out[i] = self._encode_or_failed(value, limits[i])
-        flagged = _flagged_json(chunks) if chunks else set()
+        # a value over its limit takes the exact path anyway (cut before it is scanned): not searched here
+        hits = self.prefilter.flagged([b"" if len(data) > limits[i] else data
+                                       for i, data in zip(where, chunks)]) if chunks else set()
         depth = self._max_depth
         for j, (i, data) in enumerate(zip(where, chunks)):
-            if (j in flagged or len(data) > limits[i]
+            if (j in hits or len(data) > limits[i]
                     or (len(data) > depth and data.count(b"[") + data.count(b"{") > depth)):
                 out[i] = self._encode_or_failed(values[i], limits[i])  # the exact path
             else:
@@ -218,14 +254,14 @@ class Sanitizer:
         strings: list[str] = []
         where: list[int] = []
         for i, value in enumerate(values):
-            if type(value) is str:
+            if type(value) is str and len(value) <= limits[i]:
                 strings.append(value)
                 where.append(i)
-            elif value is not None:
+            elif value is not None:  # (a string to cut: cut before it is scanned)
                 out[i] = self._text_or_failed(value, limits[i])
-        flagged = _flagged(strings, _TEXT_MARKERS, "\n") if strings else set()
+        hits = flagged_text(strings) if strings else set()
         for j, (i, value) in enumerate(zip(where, strings)):
-            if j in flagged:
+            if j in hits:
                 out[i] = self._text_or_failed(value, limits[i])
             else:  # no marker of a free-text rule: redact_text would return it unchanged
                 out[i] = clean_str(value, limits[i])
@@ -245,10 +281,12 @@ class Sanitizer:
             return self.encode_batch(plain, [limit] * len(values))
         if not chunks:
             return []
-        redo = _flagged_json(chunks)
         depth = self._max_depth
-        if max(map(len, chunks)) > limit:
-            redo.update(k for k, data in enumerate(chunks) if len(data) > limit)
+        if max(map(len, chunks)) > limit:  # the exact path cuts these before scanning them
+            long = {k for k, data in enumerate(chunks) if len(data) > limit}
+            redo = self.prefilter.flagged([b"" if k in long else data for k, data in enumerate(chunks)]) | long
+        else:
+            redo = self.prefilter.flagged(chunks)
         brackets = list(map(add, map(bytes.count, chunks, repeat(b"[")), map(bytes.count, chunks, repeat(b"{"))))
         if max(brackets) > depth:
             redo.update(k for k, n in enumerate(brackets) if n > depth)
@@ -269,10 +307,10 @@ class Sanitizer:
             strings = list(filter(None, values))
             if not strings:
                 return list(values)
-            joined = "\n".join(strings)
-            if (joined.isascii() and "\x00" not in joined and max(map(len, strings)) <= limit
-                    and not _flagged(strings, _TEXT_MARKERS, "\n")):
-                return list(values)
+            if max(map(len, strings)) <= limit:
+                joined = "\n".join(strings)
+                if joined.isascii() and "\x00" not in joined and not TEXT_PREFILTER.holds(joined.encode("ascii")):
+                    return list(values)
         return self.text_batch(list(values), [limit] * len(values))
 
     def _encode_or_failed(self, value: Any, limit: int) -> Any:
@@ -301,7 +339,7 @@ class Sanitizer:
         parsed, cleaned and written back as JSON text (AG2 passes tool-call arguments this way)."""
         head = value[:1]
         if (head in ("{", "[") and len(value) <= MAX_JSON_STRING
-                and _maybe_secret(value.encode("utf-8", "replace"))):
+                and self._maybe_secret(value.encode("utf-8", "replace"))):
             try:
                 parsed = json.loads(value)
             except ValueError:
@@ -309,7 +347,7 @@ class Sanitizer:
             else:
                 if isinstance(parsed, (dict, list)):
                     return clean_str(_encode(self._clean_guarded(parsed, limit, depth + 1, set())).decode(), limit)
-        return clean_str(redact_text(value), limit)
+        return redact_cut(value, limit)
 
     def _clean(self, value: Any, limit: int, depth: int, path: set[int]) -> Any:
         if value is None or value is True or value is False:
@@ -381,7 +419,7 @@ class Sanitizer:
                 return self._clean(model_dump(), limit, depth + 1, path)
             except Exception:
                 pass
-        return clean_str(redact_text(_safe_repr(value)), limit)
+        return redact_cut(_safe_repr(value), limit)
 
 
 def _snapshot(read: Any, container: Any) -> Any:
