@@ -46,8 +46,10 @@ class EventEmitter:
         config: CaptureConfig | None = None,
         enabled: bool | None = None,
         bus: EventBus | None = None,
+        own_files: frozenset[str] = frozenset(),
     ) -> None:
         self.config = config or CaptureConfig()
+        self.own_files = own_files  # this run's database files: never reported as files a run produced
         self.run_id = run_id
         self.session_id = session_id
         self.enabled = self.config.enabled if enabled is None else enabled

@@ -80,7 +80,7 @@ class RunSession:
             task_description=self.task_description, mode=self.mode, agent=self.agent, model=self.model,
             started_ns=time.time_ns(), meta=meta)
         self.session_id = first_row[Run.session_id]
-        manager = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=sampled)
+        manager = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=sampled, own_files=_own_files(url))
         writer = BatchWriter(manager.bus, sink, cfg, run_id, self.session_id, run_row=first_row)
         writer.prepare = lambda: _remigrate(url, cfg.placement)
         writer.needs_prepare = outage
@@ -158,6 +158,17 @@ async def _off_this_loop(build: Callable[..., T], *args: Any, **kwargs: Any) -> 
         return build(*args, **kwargs, user_code=False)
     except NeedsUserCode:
         return await asyncio.to_thread(build, *args, **kwargs, user_code=True)
+
+
+def _own_files(db: Any) -> frozenset[str]:
+    """The SQLite file and its companions (WAL, shared memory, journal, migration lock), resolved: the
+    writer changes them while the run's code runs, so they are not files the run produced."""
+    if not db.is_sqlite or not db.path:
+        return frozenset()
+    import os
+
+    path = os.path.realpath(os.path.expanduser(db.path))
+    return frozenset(path + suffix for suffix in ("", "-wal", "-shm", "-journal", ".migrate.lock"))
 
 
 def _is_outage(exc: BaseException) -> bool:

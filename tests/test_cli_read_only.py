@@ -93,7 +93,6 @@ def _as_reader(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProce
                           timeout=120, cwd=cwd, env=env)
 
 
-CORE = ("sqlalchemy[asyncio]", "aiosqlite", "asyncpg", "anyio", "alembic", "msgspec", "aiohttp")
 CHECKOUT = Path(__file__).resolve().parent.parent
 
 
@@ -130,8 +129,12 @@ def _reader_site(root: Path) -> Path:
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(CHECKOUT / "migrations", root / "cmbagent_events" / "migrations",
                     ignore=shutil.ignore_patterns("__pycache__"))
+    import tomllib
+
+    with (CHECKOUT / "pyproject.toml").open("rb") as handle:  # the core dependencies, as declared
+        core = tomllib.load(handle)["project"]["dependencies"]
     seen: set[str] = set()
-    for requirement in CORE:
+    for requirement in core:
         _copy_distribution(requirement, root, seen)
     for path in (root, *root.rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)

@@ -62,6 +62,8 @@ def capture_files(captor: EventCaptureManager, agent_name: str | None, before: d
         resolved = Path(path).resolve()
         if root not in resolved.parents:  # symlinked or escaping paths are not the run's files
             continue
+        if str(resolved) in captor.own_files:  # our own database, written meanwhile by the writer thread
+            continue
         captor.capture_file_generation(agent_name or "code_executor", str(resolved), file_type_for(path),
                                        stamp[1], {"created": path not in before, "code_exec_id": parent})
 

@@ -44,8 +44,10 @@ def _code_target(context: Any) -> tuple[EventCaptureManager | None, tuple[str, .
     return usable(get_event_captor()), None
 
 
-def _changed_files(before: dict[str, tuple[int, int]], work_dir: Any) -> list[tuple[str, str, int, bool]]:
-    """(path, file type, size, created) for files the command created or changed under ``work_dir``."""
+def _changed_files(before: dict[str, tuple[int, int]], work_dir: Any,
+                   own_files: frozenset[str] = frozenset()) -> list[tuple[str, str, int, bool]]:
+    """(path, file type, size, created) for files the command created or changed under ``work_dir``
+    (``own_files``: the run's database files, which its writer changes meanwhile, left out)."""
     after = snapshot(work_dir) or {}
     root = Path(str(work_dir)).resolve()
     found = []
@@ -53,7 +55,7 @@ def _changed_files(before: dict[str, tuple[int, int]], work_dir: Any) -> list[tu
         if before.get(path) == stamp or _AG2_SNIPPET.search(os.path.basename(path)):
             continue
         resolved = Path(path).resolve()
-        if root in resolved.parents:  # symlinked or escaping paths are not the run's files
+        if root in resolved.parents and str(resolved) not in own_files:  # symlinked or escaping: not the run's
             found.append((str(resolved), file_type_for(path), stamp[1], path not in before))
     return found
 
@@ -124,7 +126,7 @@ def patch_code(patches: PatchSet, adapter_cls: Any, sandbox_cls: Any) -> None:
             return await exec_original(self, *args, **kwargs)
         result = await exec_original(self, *args, **kwargs)
         try:
-            changed = _changed_files(before, root)
+            changed = _changed_files(before, root, getattr(captor or get_event_captor(), "own_files", frozenset()))
             if pending is not None:
                 pending.extend(changed)  # emitted after the code_exec they belong to
             elif captor is not None and changed:
