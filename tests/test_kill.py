@@ -203,3 +203,62 @@ async def test_the_viewer_shows_a_killed_run_as_abandoned(sqlite_url, tmp_path) 
     finally:
         await server.close()
     assert runs[run_id]["status"] == "abandoned"
+
+
+CHILD_BLOCKED_LONG = """
+import asyncio, sys, time
+from cmbagent_events import CaptureConfig, capture_run
+
+async def main():
+    cfg = CaptureConfig(flush_interval_ms=50)
+    async with capture_run(sys.argv[1], config=cfg, hooks=False, task_description="a long sync step") as run:
+        for i in range(100):
+            run.capture_tool_call("worker", "step", {"i": i}, result=i)
+        print(run.run_id, flush=True)
+        sys.stdin.readline()  # blocked in sync code (a 170 s code block, say) until the test says go on
+        for i in range(100):
+            run.capture_tool_call("worker", "step", {"i": i}, result=i)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_long_blocked_async_body_keeps_its_heartbeat_and_is_never_abandoned(db_url, db_session, tmp_path,
+                                                                                 capsys) -> None:
+    """While the body blocks, the writer (on its own thread) writes the events and stamps the heartbeat:
+    close-orphans with a stale-after above the heartbeat interval leaves the run alone, and it ends
+    completed with exact totals (it had no run row, and after 120 s was closed as abandoned)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from cmbagent_events.writer import BatchWriter
+
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(CHILD_BLOCKED_LONG))
+    child = subprocess.Popen([sys.executable, str(script), db_url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                             env={**os.environ, "CMBAGENT_EVENTS_SPILL_DIR": str(tmp_path / "spill")})
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        run_id = child.stdout.readline().strip()
+
+        async def beating() -> bool:
+            run, stored, _ = await _counts(db_session, run_id)
+            return run is not None and stored == 100 and "heartbeat" in (run.meta or {})
+
+        await until_async(beating, timeout=BatchWriter.HEARTBEAT_S * 4)
+        stale = str(BatchWriter.HEARTBEAT_S * 2)
+        assert await asyncio.to_thread(cli_main, ["close-orphans", "--db", db_url, "--stale-after", stale]) == 0
+        assert run_id not in capsys.readouterr().out  # (other tests' dead runs may be closed meanwhile)
+        assert (await _counts(db_session, run_id))[0].status == "running"
+        child.stdin.write("go on\n")
+        child.stdin.flush()
+        _, stderr = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 0, stderr
+    run, stored, max_seq = await _counts(db_session, run_id)
+    assert run.status == "completed" and stored == run.total_events == max_seq + 1 == 200

@@ -179,3 +179,34 @@ async def test_all_shapes_planted_everywhere_are_hidden_on_both_databases(db_url
     leaked = sorted(name for name, (_, secret) in planted.items() if secret in stored or repr(secret)[1:-1] in stored)
     assert leaked == [], f"{len(leaked)} of {len(planted)} planted secrets stored in clear: {leaked}"
     assert "here: " in stored and "RuntimeError" in stored
+
+
+async def test_a_5_mb_adversarial_message_is_cut_and_scanned_on_the_writers_thread(sqlite_url, config,
+                                                                                     monkeypatch) -> None:
+    """The caller's capture call only queues the message; the cut and the scan run on the writer's thread
+    (asserted by the thread each scan ran on, not by a timing), and what is stored is redacted and cut."""
+    import threading
+
+    from cmbagent_events.writer import encode as encode_module
+
+    threads: set[int] = set()
+    original = encode_module.redact_text
+
+    def watched(value, *args):
+        threads.add(threading.get_ident())
+        return original(value, *args)
+
+    monkeypatch.setattr(encode_module, "redact_text", watched)
+    value = "password=" * (5_000_000 // 9)
+    async with capture_run(sqlite_url, config=config, hooks=False) as run:
+        assert run.capture_message("engineer", "user", value)
+        assert await run.flush(60)
+    assert threads and threading.get_ident() not in threads  # scanned, and never on the caller's thread
+    import sqlite3
+
+    con = sqlite3.connect(sqlite_url.split(":///", 1)[1])
+    try:
+        (content,) = con.execute("SELECT content FROM messages").fetchone()
+    finally:
+        con.close()
+    assert content.startswith("password=***") and len(content) < 200
