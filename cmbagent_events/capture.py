@@ -12,7 +12,17 @@ import asyncio
 import threading
 from typing import TYPE_CHECKING, Any
 
-from .emit import ErrorText, EventEmitter, _meta, _number, _snap, _time_ns, live_managers
+from .emit import (
+    ErrorText,
+    EventEmitter,
+    TracebackText,
+    _meta,
+    _number,
+    _snap,
+    _time_ns,
+    live_managers,
+    mark_recorded,
+)
 from .records import COMPLETE, FILE_ROW, MESSAGE_ROW, EventRecord
 
 if TYPE_CHECKING:
@@ -185,6 +195,27 @@ class EventCaptureManager(EventEmitter):
         try:
             return self._emit("error", "error", error_type if error_type is not None else "runtime_error",
                               agent_name, None, None, error_message, "failed", None, _meta(metadata), None, False)
+        except Exception:
+            self._capture_failed()
+            return None
+
+    def capture_exception(self, agent_name: str | None, error: BaseException, where: str,
+                          metadata: dict[str, Any] | None = None, kind: str | None = None,
+                          error_type: str | None = None) -> str | None:
+        """An ``error`` event for ``error`` with its formatted traceback (``meta.traceback``) and
+        ``meta.where``; one per exception per run: None when this run already recorded it (an inner
+        hook saw it first). ``kind`` prefixes the message (``"Kind: message"``); ``error_type`` (the
+        subtype) defaults to the exception's class name."""
+        if not self.enabled:
+            return None
+        try:
+            if not mark_recorded(error, self.run_id):
+                return None
+            meta = _meta(metadata)
+            meta["where"] = where
+            meta["traceback"] = TracebackText(error)
+            return self.capture_error(agent_name or where, ErrorText.of(kind, error),
+                                      error_type or type(error).__name__, meta)
         except Exception:
             self._capture_failed()
             return None

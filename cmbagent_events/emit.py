@@ -388,6 +388,50 @@ class ErrorText:
         return f"{self.kind}: {message}" if message else self.kind
 
 
+MAX_TRACEBACK_CHARS = 8_000  # a traceback's text kept per error event: its innermost end
+RECORDED_ATTR = "__cmbagent_events_captured__"  # on an exception: the run ids that recorded it
+
+
+def mark_recorded(exc: BaseException, run_id: str) -> bool:
+    """Mark ``exc`` as recorded in run ``run_id``; False when it already was there (an inner hook
+    recorded it, or the same exception passed through another layer): one error event per exception
+    per run. An exception that cannot be marked (``__slots__``) is recorded each time it is seen."""
+    try:
+        runs = getattr(exc, RECORDED_ATTR, None)
+        if type(runs) is set:
+            if run_id in runs:
+                return False
+            runs.add(run_id)
+        else:
+            setattr(exc, RECORDED_ATTR, {run_id})
+    except Exception:
+        pass
+    return True
+
+
+class TracebackText:
+    """An exception's formatted traceback, made text by the writer (reading source lines is I/O and
+    a frame's locals are the caller's: never on the caller's thread); the innermost
+    ``MAX_TRACEBACK_CHARS`` are kept, where the error was raised. Holds the traceback (and so its
+    frames) only until the writer has made it text."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __repr__(self) -> str:
+        import traceback
+
+        try:
+            text = "".join(traceback.format_exception(type(self.error), self.error, self.error.__traceback__))
+        except Exception as exc:
+            return f"<traceback not formatted: {type(exc).__name__}>"
+        if len(text) > MAX_TRACEBACK_CHARS:
+            text = f"...[{len(text) - MAX_TRACEBACK_CHARS} chars of outer frames cut]\n" + text[-MAX_TRACEBACK_CHARS:]
+        return text
+
+
 # -- the managers of this process (fork safety, see captor.py) -----------------------------------
 _live_managers: weakref.WeakSet[EventEmitter] = weakref.WeakSet()
 

@@ -108,8 +108,9 @@ def _describe(event: EventColumns) -> str:
     return f"{kind}/{sub} {event.agent_name or ''} {_preview(inputs)}"
 
 
-def tree_lines(events: Sequence[EventColumns]) -> list[str]:
-    """The events as an indented tree (children under their parent agent call, in seq order)."""
+def tree_lines(events: Sequence[EventColumns], full: bool = False) -> list[str]:
+    """The events as an indented tree (children under their parent agent call, in seq order);
+    ``full``: an error event's traceback printed under it."""
     by_id = {e.id: e for e in events}
     children: dict[str | None, list[EventColumns]] = defaultdict(list)
     for e in sorted(events, key=lambda e: e.seq):
@@ -122,10 +123,20 @@ def tree_lines(events: Sequence[EventColumns]) -> list[str]:
         for i, e in enumerate(kids):
             last = i == len(kids) - 1
             lines.append(f"{prefix}{'└─ ' if last else '├─ '}#{e.seq} {describe(e)}")  # describe: printable
-            walk(e.id, prefix + ("   " if last else "│  "))
+            inner = prefix + ("   " if last else "│  ")
+            if full:
+                lines.extend(f"{inner}   {printable(line)}" for line in traceback_lines(e))
+            walk(e.id, inner)
 
     walk(None, "")
     return lines
+
+
+def traceback_lines(event: EventColumns) -> list[str]:
+    """An error event's stored traceback, line by line (none for other events)."""
+    meta = event.meta if isinstance(event.meta, dict) else {}
+    text = meta.get("traceback") if event.event_type == "error" else None
+    return text.rstrip("\n").splitlines() if isinstance(text, str) else []
 
 
 def _fmt_time(value: datetime | None) -> str:

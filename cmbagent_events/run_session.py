@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from .capture import EventCaptureManager
 from .config import CaptureConfig, ConfigError
-from .emit import ErrorText, plain_dict
+from .emit import plain_dict
 from .errors import DatabaseUnavailable
 from .ids import new_run_id
 from .store.columns import Run
@@ -102,15 +102,12 @@ class RunSession:
             error = None
         if status is None:
             status = "completed" if error is None else "failed"
-        if error is not None:
-            text: Any
-            if isinstance(error, BaseException):
-                kind = "cancelled" if isinstance(error, asyncio.CancelledError) else type(error).__name__
-                text = ErrorText.of(kind, error)
-                meta = {"exception_type": type(error).__qualname__}
-            else:
-                kind, text, meta = "run_error", error, {}
-            manager.capture_error("capture_run", text, kind, meta)
+        if isinstance(error, BaseException):  # one error event per exception: none when a hook recorded it
+            kind = "cancelled" if isinstance(error, asyncio.CancelledError) else type(error).__name__
+            manager.capture_exception("capture_run", error, "capture_run",
+                                      {"exception_type": type(error).__qualname__}, kind=kind, error_type=kind)
+        elif error is not None:
+            manager.capture_error("capture_run", error, "run_error", {})
         writer = manager.writer
         if writer is not None:
             writer.finish = lambda: self._finish_values(manager, status)

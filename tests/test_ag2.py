@@ -608,3 +608,32 @@ def test_agent_llm_config_is_stored_as_a_plain_dict_made_at_first_sight() -> Non
 
     mine = Mine()
     assert plain_config(mine) is mine
+
+
+def _fit_spectrum(data: str) -> str:  # a helper deep inside a reply function: the traceback must name it
+    raise ValueError(f"cannot fit {data!r}: no multipoles")  # RAISED_HERE
+
+
+async def test_an_error_in_a_reply_function_is_one_event_with_its_traceback(db_url, db_session, config) -> None:
+    """The exception crosses the reply hook, generate_reply, the chat and capture_run: it is recorded
+    once (it was recorded by the hook and again by capture_run), with a traceback that names the
+    function's file and line."""
+    analyst = ConversableAgent("analyst", llm_config=False, human_input_mode="NEVER")
+    user = ConversableAgent("user", llm_config=False, human_input_mode="NEVER")
+
+    def reply(recipient, messages=None, sender=None, config=None):
+        return True, _fit_spectrum("cmb_tt_spectrum.csv")
+
+    analyst.register_reply([ConversableAgent, None], reply, position=0)
+    with pytest.raises(ValueError, match="no multipoles"):
+        async with capture_run(db_url, config=config) as run:
+            user.initiate_chat(analyst, message="fit it", max_turns=1)
+    errors = await events_of(db_session, run.run_id, "error")
+    assert len(errors) == 1, [(e.agent_name, e.error_message) for e in errors]
+    traceback_text = errors[0].meta["traceback"]
+    raise_line = next(i for i, line in enumerate(Path(__file__).read_text().splitlines(), 1)
+                      if line.endswith("# RAISED_HERE"))
+    assert f'File "{__file__}", line {raise_line}, in _fit_spectrum' in traceback_text
+    assert traceback_text.rstrip().endswith("ValueError: cannot fit 'cmb_tt_spectrum.csv': no multipoles")
+    assert errors[0].agent_name == "analyst" and errors[0].event_subtype == "ValueError"
+    assert (await db_session.get(WorkflowRun, run.run_id)).status == "failed"

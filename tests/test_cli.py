@@ -241,3 +241,23 @@ async def test_show_of_a_big_run_reads_it_in_pages_and_prints_every_event(sqlite
     assert [int(line.split()[0][1:]) for line in lines] == list(range(5_000))
     assert all(line.startswith("  #") for line in lines if "tool_call" in line)  # nested under its call
     assert max(reads) <= 2_000 and len(reads) == -(-5_000 // 2_000)  # pages of 2,000: never the whole run
+
+
+async def test_show_full_prints_an_errors_traceback(sqlite_url, capsys) -> None:
+    from cmbagent_events import CaptureConfig, capture_run
+
+    def integrate_spectrum() -> None:
+        raise ZeroDivisionError("empty multipole range")
+
+    async with capture_run(sqlite_url, config=CaptureConfig(), hooks=False) as run:
+        try:
+            integrate_spectrum()
+        except ZeroDivisionError as exc:
+            assert run.capture_exception("analyst", exc, "step 2") is not None
+            assert run.capture_exception("analyst", exc, "step 2 again") is None  # one event per exception
+    code, out, _ = await asyncio.to_thread(_run_cli, capsys, "--db", sqlite_url, "show", run.run_id, "--full")
+    assert code == 0
+    assert "error ZeroDivisionError in analyst: empty multipole range" in out
+    assert "Traceback (most recent call last):" in out and "in integrate_spectrum" in out
+    code, out, _ = await asyncio.to_thread(_run_cli, capsys, "--db", sqlite_url, "show", run.run_id)
+    assert code == 0 and "Traceback" not in out

@@ -51,7 +51,7 @@ SHOW_TREE_MAX = 20_000  # events shown as a tree (held whole); a bigger run is s
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from ..render import describe, printable, run_header, tree_lines
+    from ..render import describe, printable, run_header, traceback_lines, tree_lines
 
     async def body(reader) -> int:
         run_id = await resolve_run(reader, args.run_id)
@@ -67,7 +67,10 @@ def cmd_show(args: argparse.Namespace) -> int:
             shown = 0
             async for page in pages(reader, run_id, progress):
                 kept = page[:wanted - shown]
-                print("\n".join(f"{'  ' * (e.depth or 0)}#{e.seq} {describe(e)}" for e in kept))
+                for e in kept:
+                    print(f"{'  ' * (e.depth or 0)}#{e.seq} {describe(e)}")
+                    if args.full:
+                        print("\n".join(f"{'  ' * (e.depth or 0)}   {printable(t)}" for t in traceback_lines(e)))
                 shown += len(kept)
                 if shown >= wanted:
                     break
@@ -78,7 +81,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             if limit is not None and len(events) >= limit:
                 events = events[:limit]
                 break
-        print("\n".join(tree_lines(events)) if events else "(no events)")
+        print("\n".join(tree_lines(events, full=args.full)) if events else "(no events)")
         if limit is not None and run.total_events > len(events):
             print(f"(first {len(events)} of {run.total_events} events: --limit)")
         return EXIT_OK

@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", parents=[common], help="a run's event tree")
     p.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N events (big runs)")
+    p.add_argument("--full", action="store_true", help="also print each error's traceback")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("cost", parents=[common], help="a run's tokens, cost and time per agent, model, step or node")

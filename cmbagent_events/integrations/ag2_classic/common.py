@@ -12,13 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ...capture import EventCaptureManager
-from ...emit import ErrorText
 from ..patching import Gate, apply_patch, gated, restore_patches
 
 log = logging.getLogger("cmbagent_events.ag2")
 
 CALL_ATTR = "_cmbagent_events_call"  # id of the agent's innermost open agent_call
-MARK_ATTR = "__cmbagent_events_captured__"  # set on exceptions already recorded as error events
 
 perf = time.perf_counter
 in_selection: contextvars.ContextVar[bool] = contextvars.ContextVar("cmbagent_events_in_selection", default=False)
@@ -151,23 +149,11 @@ def adopt_hop_parent(captor: EventCaptureManager, agent: Any) -> bool:
 
 
 def record_error(captor: EventCaptureManager, agent_name: str | None, exc: BaseException, where: str) -> None:
-    """An error event for ``exc`` unless an inner hook already recorded this exception."""
+    """An error event for ``exc``, with its traceback, unless this run already recorded it."""
     try:
-        if getattr(exc, MARK_ATTR, False):
-            return
-        mark_recorded(exc)
-        captor.capture_error(agent_name or where, ErrorText.of(None, exc), type(exc).__name__,
-                             {"where": where})
+        captor.capture_exception(agent_name or where, exc, where)
     except Exception:
         log.debug("cmbagent-events: could not record error", exc_info=True)
-
-
-def mark_recorded(exc: BaseException) -> None:
-    """Mark ``exc`` so that outer hooks do not record it again."""
-    try:
-        setattr(exc, MARK_ATTR, True)
-    except (AttributeError, TypeError):
-        pass
 
 
 def record_hop_error(captor: EventCaptureManager, agent: Any, exc: BaseException, where: str) -> None:

@@ -11,13 +11,13 @@ from typing import Any
 
 from ...captor import captor_for, current_captor
 from ...capture import EventCaptureManager
+from ...emit import mark_recorded
 from ..patching import Gate, apply_patch, gated, restore_patches
 from .common import (
     CallHook,
     arg,
     in_selection,
     log,
-    mark_recorded,
     name_of,
     patch,
     patch_call,
@@ -66,7 +66,7 @@ def _record_selection_error(captor: EventCaptureManager, selector: Any, exc: Bas
     """AG2 ends group chats by raising NoEligibleSpeakerError from speaker selection: that is its
     normal stop (e.g. a TerminateTarget), not an error of the run."""
     if type(exc).__name__ == "NoEligibleSpeakerError":
-        mark_recorded(exc)
+        mark_recorded(exc, captor.run_id)  # not an error: no outer layer records it either
         return
     record_error(captor, name_of(selector), exc, where)
 

@@ -6,30 +6,14 @@ import logging
 import weakref
 
 from ...capture import EventCaptureManager
-from ...emit import ErrorText
 
 log = logging.getLogger("cmbagent_events.ag2_v1")
 
 CARRY_KEY = "cmbagent_events.carry"  # context.dependencies key: (run weakref, open-call stack) of the caller
-MARK_ATTR = "__cmbagent_events_captured__"  # set on exceptions already recorded as error events
-
-
-def mark_recorded(exc: BaseException) -> bool:
-    """Mark ``exc`` as recorded; False when it already was (an inner hook recorded it)."""
-    if getattr(exc, MARK_ATTR, False):
-        return False
-    try:
-        setattr(exc, MARK_ATTR, True)
-    except (AttributeError, TypeError):
-        pass
-    return True
-
-
 def record_error(captor: EventCaptureManager, agent_name: str | None, exc: BaseException, where: str) -> None:
+    """An error event for ``exc``, with its traceback, unless this run already recorded it."""
     try:
-        if mark_recorded(exc):
-            captor.capture_error(agent_name or where, ErrorText.of(None, exc), type(exc).__name__,
-                                 {"where": where, "framework": "ag2"})
+        captor.capture_exception(agent_name or where, exc, where, {"framework": "ag2"})
     except Exception:
         log.debug("cmbagent-events: could not record error", exc_info=True)
 

@@ -8,8 +8,7 @@ from typing import Any
 
 from ...captor import get_event_captor
 from ...capture import EventCaptureManager
-from ...emit import ErrorText
-from .common import mark_recorded, usable
+from .common import usable
 
 log = logging.getLogger("cmbagent_events.ag2_v1")
 
@@ -50,10 +49,8 @@ class CaptureHubListener:
         if captor is None or hub is None:
             return
         try:
-            if mark_recorded(exc):
-                captor.capture_error(hub.name_for(agent_id), ErrorText.of(None, exc), type(exc).__name__,
-                                     {"where": "hub_turn", "channel_id": channel_id, "envelope_id": envelope_id,
-                                      "framework": "ag2"})
+            captor.capture_exception(hub.name_for(agent_id), exc, "hub_turn",
+                                     {"channel_id": channel_id, "envelope_id": envelope_id, "framework": "ag2"})
         except Exception:
             log.debug("cmbagent-events: hub turn failure capture failed", exc_info=True)
 

@@ -612,8 +612,12 @@ class RunView {
     if (usage && typeof usage.cost === "number") fields.push(["cost", fmtMoney(usage.cost)]);
     const parts = [el("dl", {}, ...fields.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v ?? "–"))]))];
     if (e.error_message) parts.push(el("strong", {}, "error"), el("pre", {}, e.error_message));
+    const traceback = e.meta && typeof e.meta.traceback === "string" ? e.meta.traceback : null;
+    if (traceback) parts.push(el("strong", {}, "traceback"), el("pre", { class: "traceback" }, traceback));
     for (const key of ["inputs", "outputs", "meta"]) {
-      if (e[key] !== null && e[key] !== undefined) parts.push(el("strong", {}, key), el("pre", {}, JSON.stringify(e[key], null, 2)));
+      let value = e[key];
+      if (key === "meta" && traceback) value = Object.fromEntries(Object.entries(value).filter(([k]) => k !== "traceback"));
+      if (value !== null && value !== undefined) parts.push(el("strong", {}, key), el("pre", {}, JSON.stringify(value, null, 2)));
     }
     $("#detail").replaceChildren(...parts);
   }
