@@ -261,3 +261,31 @@ async def test_show_full_prints_an_errors_traceback(sqlite_url, capsys) -> None:
     assert "Traceback (most recent call last):" in out and "in integrate_spectrum" in out
     code, out, _ = await asyncio.to_thread(_run_cli, capsys, "--db", sqlite_url, "show", run.run_id)
     assert code == 0 and "Traceback" not in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["runs", "--bogus"], "cmbagent-events: unrecognized arguments: --bogus (see cmbagent-events --help)"),
+    (["show"], "cmbagent-events: the following arguments are required: RUN_ID (see cmbagent-events show --help)"),
+    (["cost", "abc", "--by", "planet"], "cmbagent-events: argument --by: invalid choice: 'planet'"),
+    (["nosuchcommand"], "cmbagent-events: argument COMMAND: invalid choice: 'nosuchcommand'"),
+])
+def test_usage_errors_are_one_line_with_a_hint_and_exit_1(argv, message, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    captured = capsys.readouterr()
+    assert exc.value.code == 1 and captured.out == ""
+    assert len(captured.err.splitlines()) == 1 and captured.err.startswith(message)
+    assert "usage:" not in captured.err and "--help)" in captured.err
+
+
+def test_usage_errors_of_the_installed_command(tmp_path: Path) -> None:
+    import subprocess
+
+    script = Path(sys.executable).with_name("cmbagent-events")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "cmbagent_events.cli"]
+    for argv in (["tail", "--nope"], ["diff", "onlyone"], ["demo", "--mode", "nosuchmode"]):
+        done = subprocess.run(command + argv, check=False, capture_output=True, text=True, cwd=tmp_path,
+                              timeout=120)
+        assert done.returncode == 1 and done.stdout == "", (argv, done)
+        assert len(done.stderr.splitlines()) == 1 and "usage:" not in done.stderr, (argv, done.stderr)
+        assert done.stderr.startswith("cmbagent-events") and "--help)" in done.stderr, (argv, done.stderr)

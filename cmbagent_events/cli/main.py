@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
 from ..config import DEFAULT_DB_URL, ConfigError
 from .commands import (
@@ -39,19 +40,39 @@ def _placement(args: argparse.Namespace):
 
 
 # -- parsing ---------------------------------------------------------------------------------------------
+class CliParser(argparse.ArgumentParser):
+    """argparse with the CLI's error shape: one line on stderr with a hint, exit status 1 (not usage + 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_FAIL, f"cmbagent-events: {message} (see {self.prog} --help)\n")
+
+
+def _check_demo_args(demo_args: list[str]) -> None:
+    """The demo's own options, checked with the CLI's error shape before the demo starts (it parses them again)."""
+    from .. import demo  # imported here: the demo pulls in AG2
+
+    demo_parser = getattr(demo, "build_parser", None)
+    if demo_parser is None:  # a stand-in demo module (tests) checks its own arguments
+        return
+    parser = demo_parser()
+    if type(parser) is argparse.ArgumentParser:
+        parser.__class__ = CliParser
+    parser.parse_args(demo_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     db_help = "database URL (default: $CMBAGENT_EVENTS_DB_URL, else sqlite+aiosqlite:///cmbagent_events.db)"
-    parser = argparse.ArgumentParser(prog="cmbagent-events", description="Browse, follow and serve captured AG2 runs.")
+    parser = CliParser(prog="cmbagent-events", description="Browse, follow and serve captured AG2 runs.")
     prefix_help = "our tables' name prefix (default: $CMBAGENT_EVENTS_TABLE_PREFIX, else none)"
     schema_help = "PostgreSQL schema of our tables (default: $CMBAGENT_EVENTS_DB_SCHEMA, else none)"
     parser.add_argument("--db", default=None, help=db_help)
     parser.add_argument("--table-prefix", default=None, help=prefix_help)
     parser.add_argument("--db-schema", default=None, help=schema_help)
-    common = argparse.ArgumentParser(add_help=False)
+    common = CliParser(add_help=False)
     common.add_argument("--db", default=argparse.SUPPRESS, help=db_help)
     common.add_argument("--table-prefix", default=argparse.SUPPRESS, help=prefix_help)
     common.add_argument("--db-schema", default=argparse.SUPPRESS, help=schema_help)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CliParser)
 
     p = sub.add_parser("runs", parents=[common], help="list runs, newest first (duration, tokens, cost)")
     p.add_argument("--limit", type=int, default=50, help="how many runs (default 50)")
@@ -162,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``cmbagent-events``; returns the exit code."""
     parser = build_parser()
     head, demo_args = _split_demo(list(sys.argv[1:] if argv is None else argv))
-    args = parser.parse_args(head)
+    args = parser.parse_args(head)  # a usage error: one line with a hint, exit 1 (CliParser.error)
     if demo_args is not None:
+        _check_demo_args(demo_args)
         args.demo_args = demo_args
     args.db_given = args.db is not None
     if args.db is None:
