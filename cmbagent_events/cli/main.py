@@ -49,7 +49,9 @@ class CliParser(argparse.ArgumentParser):
 
 def _check_demo_args(demo_args: list[str]) -> None:
     """The demo's own options, checked with the CLI's error shape before the demo starts (it parses them again)."""
-    from .. import demo  # imported here: the demo pulls in AG2
+    from importlib import import_module
+
+    demo = import_module("..demo", __package__)  # here, not at load: the demo pulls in AG2
 
     demo_parser = getattr(demo, "build_parser", None)
     if demo_parser is None:  # a stand-in demo module (tests) checks its own arguments
