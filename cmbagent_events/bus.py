@@ -213,7 +213,7 @@ ITEM_BYTES = 32  # a value inside a payload that is neither a string nor a conta
 STR_BYTES = 50  # a string's own header
 DICT_ITEM_BYTES = 40  # a dict's slot per item (entry + index + spare room); a list's or tuple's is 8
 WEIGH_NODES = 4096  # values looked at per record; past them, a container's items are counted by slot only
-SHARED_FROM = 32  # containers with this many items are counted once while queued ...
+SHARED_FROM = 32  # containers with this many items (and every nested one) are counted once while queued ...
 SHARED_STR_FROM = 64  # ... and strings this long (shorter ones cost less to count again than to look up)
 
 
@@ -249,8 +249,10 @@ def forget_added(seen: dict[int, Any]) -> None:
         seen.pop(ident, None)
 
 
-def _weigh(value: Any, seen: dict[int, Any] | None, budget: list[int]) -> int:
-    """A container: its slots, then (within ``budget`` values in all) what it holds, recursively."""
+def _weigh(value: Any, seen: dict[int, Any] | None, budget: list[int], nested: bool = False) -> int:
+    """A container: its slots, then (within ``budget`` values in all) what it holds, recursively. A
+    nested container (AG2's llm_config inside a call's meta, a context's history) is often the same
+    object in every record: counted once, and not walked again."""
     n = len(value)
     if type(value) is dict:
         total = 64 + DICT_ITEM_BYTES * n
@@ -258,7 +260,7 @@ def _weigh(value: Any, seen: dict[int, Any] | None, budget: list[int]) -> int:
     else:
         total = 64 + 8 * n
         items = value
-    if n >= SHARED_FROM and seen is not None:
+    if (nested or n >= SHARED_FROM) and seen is not None:
         if id(value) in seen:
             return 0
         _add(seen, id(value))
@@ -275,7 +277,7 @@ def _weigh(value: Any, seen: dict[int, Any] | None, budget: list[int]) -> int:
                 _add(seen, id(item))
             total += length + STR_BYTES
         elif kind is dict or kind is list or kind is tuple:
-            total += _weigh(item, seen, budget)
+            total += _weigh(item, seen, budget, True)
         elif item is not None:
             total += ITEM_BYTES
     return total
