@@ -261,3 +261,23 @@ def _span_id(span: Any) -> Any:
 
 def _shape(spans: Any) -> list[Any]:
     return sorted((x.span_id, x.parent_span_id, x.name, x.start_ns, x.end_ns, [e[:2] for e in x.events]) for x in spans)
+
+
+async def test_an_exceptions_traceback_is_exported_as_its_stacktrace(sqlite_url) -> None:
+    def solve() -> None:
+        raise ArithmeticError("the chain did not converge")
+
+    async with capture_run(sqlite_url, config=FAST, hooks=False) as run:
+        call = run.capture_agent_call("fitter", "fit it")
+        try:
+            solve()
+        except ArithmeticError as exc:
+            run.capture_exception("fitter", exc, "mcmc")
+        run.capture_agent_response("fitter", "gave up", event_id=call)
+    with otlp_receiver() as rx:
+        assert await asyncio.to_thread(_export, sqlite_url, run.run_id, rx.url) == 0
+    fitter = _by_name(rx.spans)["invoke_agent fitter"]
+    (exception,) = [a for n, _, a in fitter.events if n == "exception"]
+    assert exception["exception.type"] == "ArithmeticError"
+    assert "Traceback (most recent call last)" in exception["exception.stacktrace"]
+    assert "in solve" in exception["exception.stacktrace"]

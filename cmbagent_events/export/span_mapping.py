@@ -184,6 +184,7 @@ def span_event(event: Mapping[str, Any], etype: Any, sub: Any) -> tuple[str, dic
         name = "exception"
         failure = event.get("error_message") or ""
         attrs.update(exception_attributes(failure, sub))
+        put(attrs, "exception.stacktrace", meta.get("traceback"))  # OpenTelemetry's name; Phoenix shows it
     else:
         name = f"{etype}.{sub}" if sub else str(etype)
         put(attrs, "cmbagent.agent_name", event.get("agent_name"))
