@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from cmbagent_events import CaptureConfig, ExecutionEvent, WorkflowRun, capture_run
+from cmbagent_events.testing.waiting import writer_held
 
 
 async def test_producer_faster_than_the_writer_counts_every_drop(db_url, db_session) -> None:
@@ -26,9 +27,10 @@ async def test_producer_faster_than_the_writer_counts_every_drop(db_url, db_sess
                 run.capture_tool_call("fast", "t", i)
 
         threads = [threading.Thread(target=produce) for _ in range(2)]
-        for t in threads:
-            t.start()
-        threads[0].join()  # blocks this loop, so the writer cannot drain meanwhile: drops are certain
+        with writer_held():  # the writer cannot drain meanwhile: drops are certain
+            for t in threads:
+                t.start()
+            threads[0].join()
         await asyncio.to_thread(threads[1].join)  # the writer drains while the other producer finishes
         dropped = run.get_performance_stats()["dropped_events"]
     row = await db_session.get(WorkflowRun, run.run_id)

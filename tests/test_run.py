@@ -54,12 +54,15 @@ async def test_10k_events_from_four_threads_and_the_loop_are_complete_and_gaples
 
 
 async def test_full_queue_drops_are_counted_and_recorded_on_the_run(db_url, db_session) -> None:
-    # 500 events hit a 100-slot queue without an await: the writer (on this loop) cannot drain meanwhile.
+    # 500 events hit a 100-slot queue while the writer (on its own thread) is held: none drains meanwhile.
+    from cmbagent_events.testing.waiting import writer_held
+
     cfg = CaptureConfig(queue_size=100, buffer_size=100, flush_interval_ms=60_000)
     async with capture_run(db_url, config=cfg, hooks=False) as run:
-        ids = [run.capture_handoff("a", "b") for _ in range(500)]
+        with writer_held():
+            ids = [run.capture_handoff("a", "b") for _ in range(500)]
+            stats = run.get_performance_stats()
         assert all(ids)
-        stats = run.get_performance_stats()
         assert stats["dropped_events"] == 400 and stats["queue_depth"] == 100
     row = await _run_row(db_session, run.run_id)
     assert (row.total_events, row.dropped_events, row.status) == (500, 400, "completed")
