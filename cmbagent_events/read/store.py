@@ -20,6 +20,7 @@ from ..errors import RunNotFound
 from ..store.columns import EVENT_COLUMNS, RUN_COLUMNS
 from ..store.models import models_for
 from ..store.placement import Placement
+from ..store.reader import escape_like
 from . import compare, rollup
 from .opening import check_readable, database_for, read_only_engine
 
@@ -47,10 +48,6 @@ def run_dict(row: Any) -> dict[str, Any]:
 def event_dict(row: Any) -> dict[str, Any]:
     """An ``execution_events`` row as a dict of its columns (``id`` included)."""
     return {c: getattr(row, c) for c in EVENT_COLUMNS}
-
-
-def _like_escaped(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 class AsyncStore:
@@ -108,7 +105,7 @@ class AsyncStore:
         if since is not None:
             query = query.where(run.started_at >= self._instant(since))
         if task_contains:
-            query = query.where(run.task_description.ilike(_like_escaped(task_contains), escape="\\"))
+            query = query.where(run.task_description.ilike(f"%{escape_like(task_contains)}%", escape="\\"))
         query = query.order_by(run.started_at.desc(), run.id.desc()).offset(offset)
         if limit is not None:
             query = query.limit(limit)
@@ -132,8 +129,8 @@ class AsyncStore:
         columns = [getattr(run, c) for c in RUN_COLUMNS]
         rows = await self._rows(select(*columns).where(run.id == run_id))
         if not rows:
-            rows = await self._rows(select(*columns).where(run.id.like(run_id.replace("\\", "\\\\").replace(
-                "%", "\\%").replace("_", "\\_") + "%", escape="\\")).limit(2))
+            rows = await self._rows(select(*columns).where(run.id.like(escape_like(run_id) + "%", escape="\\"))
+                                    .limit(2))
         if len(rows) != 1:
             detail = "matches several runs: give more of it" if rows else "is not in this database"
             raise RunNotFound(f"run {run_id!r} {detail} (list them with cmbagent-events runs)")

@@ -19,6 +19,11 @@ from .placement import Placement
 IN_LIST_CHUNK = 500  # ids / seqs per IN (...) clause; well under SQLite's variable limit
 
 
+def escape_like(text: str) -> str:
+    """``text`` with LIKE's wildcards escaped (use with ``escape="\\"``): matched as it is written."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 class RunReader:
     """Runs and events across sessions, read in short sessions on ``engine``, from the tables of
     ``placement`` (default: ``CMBAGENT_EVENTS_TABLE_PREFIX`` / ``CMBAGENT_EVENTS_DB_SCHEMA``)."""
@@ -51,8 +56,7 @@ class RunReader:
         async with self._sessions() as session:
             if await session.get(self._run, prefix) is not None:
                 return prefix
-            escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            query = select(self._run.id).where(self._run.id.like(escaped + "%", escape="\\")).limit(2)
+            query = select(self._run.id).where(self._run.id.like(escape_like(prefix) + "%", escape="\\")).limit(2)
             ids = (await session.scalars(query)).all()
         return ids[0] if len(ids) == 1 else None
 
