@@ -228,22 +228,11 @@ async def test_a_long_blocked_async_body_keeps_its_heartbeat_and_is_never_abando
     """While the body blocks, the writer (on its own thread) writes the events and stamps the heartbeat:
     close-orphans with a stale-after above the heartbeat interval leaves the run alone, and it ends
     completed with exact totals (it had no run row, and after 120 s was closed as abandoned)."""
-    import os
-    import subprocess
-    import sys
-    import textwrap
-
     from cmbagent_events.writer import BatchWriter
 
-    script = tmp_path / "child.py"
-    script.write_text(textwrap.dedent(CHILD_BLOCKED_LONG))
-    child = subprocess.Popen([sys.executable, str(script), db_url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                             env={**os.environ, "CMBAGENT_EVENTS_SPILL_DIR": str(tmp_path / "spill")})
-    assert child.stdin is not None and child.stdout is not None
+    child, run_id = start_child_run(tmp_path, CHILD_BLOCKED_LONG, db_url, stdin=True)
+    assert child.stdin is not None
     try:
-        run_id = child.stdout.readline().strip()
-
         async def beating() -> bool:
             run, stored, _ = await _counts(db_session, run_id)
             return run is not None and stored == 100 and "heartbeat" in (run.meta or {})

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from cmbagent_events import CaptureConfig, ExecutionEvent, capture_run, make_engine
 from cmbagent_events.cli import main as cli_main
 from cmbagent_events.testing import PostgresServer, find_pg_bin
+from cmbagent_events.testing.child_run import start_child_run
 from cmbagent_events.testing.stored import stored_run
 from cmbagent_events.testing.waiting import until
 
@@ -179,21 +180,12 @@ async def test_sigterm_during_an_outage_spills_at_once_and_loses_nothing(own_pg:
     what the process held is in the spill file before the kill (it waited close_timeout_s, 30 s, and lost
     everything), and replay plus close-orphans give exact totals."""
     import json
-    import os
     import signal
-    import subprocess
-    import sys
-    import textwrap
 
     url = own_pg.create_database("sigterm")
-    script = tmp_path / "child.py"
-    script.write_text(textwrap.dedent(CHILD_BLOCKED_IN_OUTAGE))
-    spill = tmp_path / "spill"
-    child = subprocess.Popen([sys.executable, str(script), url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                             env={**os.environ, "CMBAGENT_EVENTS_SPILL_DIR": str(spill)})
+    spill = tmp_path / "spill"  # start_child_run's CMBAGENT_EVENTS_SPILL_DIR
+    child, run_id = start_child_run(tmp_path, CHILD_BLOCKED_IN_OUTAGE, url, stdin=True)
     assert child.stdin is not None and child.stdout is not None
-    run_id = child.stdout.readline().strip()
     await asyncio.to_thread(own_pg.stop)
     child.stdin.write("down\n")
     child.stdin.flush()
@@ -261,20 +253,11 @@ async def test_memory_stays_within_the_byte_bound_through_an_outage_with_nested_
     within the bound plus a fixed margin; 1,000 calls sharing one 400-key context (each holding a copy of its
     top level, ~18 MB in all) are not dropped under a 32 MiB bound (their values were counted once per call)."""
     import json
-    import os
-    import subprocess
-    import sys
-    import textwrap
 
     url = own_pg.create_database("rss")
-    script = tmp_path / "child.py"
-    script.write_text(textwrap.dedent(CHILD_NESTED_OUTAGE))
-    child = subprocess.Popen([sys.executable, str(script), url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                             env={**os.environ, "CMBAGENT_EVENTS_SPILL_DIR": str(tmp_path / "spill")})
+    child, run_id = start_child_run(tmp_path, CHILD_NESTED_OUTAGE, url, stdin=True)
     assert child.stdin is not None and child.stdout is not None
     try:
-        run_id = child.stdout.readline().strip()
         await asyncio.to_thread(own_pg.stop)
         child.stdin.write("down\n")
         child.stdin.flush()
