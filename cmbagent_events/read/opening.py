@@ -55,14 +55,11 @@ async def check_readable(db: Database, placement: Placement) -> str:
         raise DatabaseURLError(f"no database at {db.path!r}: capture a run first (cmbagent-events demo), "
                                "or pass the database URL (--db / CMBAGENT_EVENTS_DB_URL)")
     revision = await stored_revision(db, placement)
-    where = f"tables prefixed {placement.prefix!r}" if placement.prefix else "tables"
-    if placement.schema:
-        where += f" in schema {placement.schema!r}"
     hint = ("check the URL, or where our tables are: a prefix (--table-prefix / CMBAGENT_EVENTS_TABLE_PREFIX) "
             "or a schema (--db-schema / CMBAGENT_EVENTS_DB_SCHEMA)")
     if revision is None:
-        raise NotACaptureDatabase(f"{_shown(db)} holds no cmbagent-events {where} (no {placement.version_table!r}; "
-                                  f"readers never create them): {hint}")
+        raise NotACaptureDatabase(f"{_shown(db)} holds no cmbagent-events tables ({placement.describe()}: no "
+                                  f"{placement.version_table!r}; readers never create them): {hint}")
     if revision not in our_revisions():
         raise NotACaptureDatabase(f"{_shown(db)}: {placement.version_table!r} holds revision {revision!r}, not one "
                                   f"of cmbagent-events' (another application's, or a newer cmbagent-events): {hint}")
@@ -76,9 +73,7 @@ def _is_file(db: Database) -> bool:
 def _shown(db: Database) -> str:
     if db.is_sqlite:
         return f"SQLite file {db.path!r}"
-    import re
-
-    return "database " + repr(re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", db.url))
+    return "database " + repr(parse_db_url(db).render_as_string(hide_password=True))
 
 
 def read_only_engine(db: Database, **kwargs: Any) -> AsyncEngine:
