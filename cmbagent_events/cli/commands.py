@@ -33,10 +33,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         finally:
             await store.aclose()
         if args.json:
-            from ..live.wire import dumps, iso
+            from ..live.wire import dumps, run_dict
 
             for r in runs:
-                print(dumps({**r, "started_at": iso(r["started_at"]), "completed_at": iso(r["completed_at"])}))
+                print(dumps(run_dict(r)))
         elif not runs:
             print("no runs yet" if not (args.status or args.mode or args.since or args.task or args.offset)
                   else "no runs match")

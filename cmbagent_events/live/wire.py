@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 from ..store.columns import EVENT_COLUMNS, UPDATE_FIELDS, Update
@@ -90,23 +89,18 @@ def update_from_row(row: tuple) -> dict[str, Any]:
 
 
 def run_dict(row: RunColumns | Mapping[str, Any]) -> dict[str, Any]:
-    """A run (a model, or a dict of its columns as the read API gives) with what the run list shows:
-    duration, token total and cost (in USD) when known."""
-    run: Any = SimpleNamespace(**row) if isinstance(row, Mapping) else row
-    meta = run.meta if isinstance(run.meta, dict) else {}
-    usage = meta.get("usage")
-    if not isinstance(usage, dict):
-        usage = {}
-    duration = None
-    if run.started_at is not None and run.completed_at is not None:
-        duration = round((run.completed_at - run.started_at).total_seconds(), 3)
-    return {
-        "id": run.id, "session_id": run.session_id, "task_description": run.task_description, "mode": run.mode,
-        "agent": run.agent, "model": run.model, "status": run.status, "started_at": iso(run.started_at),
-        "completed_at": iso(run.completed_at), "duration_s": duration, "total_events": run.total_events,
-        "dropped_events": run.dropped_events, "total_tokens": usage.get("total_tokens"),
-        "cost": usage.get("cost"), "meta": meta,
-    }
+    """A run for the wire: the read API's run dict (its columns, duration, tokens, cost; a model row is
+    made one) with its times in ISO 8601."""
+    if isinstance(row, Mapping):
+        out = dict(row)
+    else:
+        from ..read.store import run_dict as columns_and_totals  # here: no SQLAlchemy on the capture path
+
+        out = columns_and_totals(row)
+    out["started_at"], out["completed_at"] = iso(out["started_at"]), iso(out["completed_at"])
+    if not isinstance(out.get("meta"), dict):
+        out["meta"] = {}
+    return out
 
 
 def dumps(message: dict[str, Any]) -> str:
