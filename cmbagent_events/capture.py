@@ -1,43 +1,310 @@
-"""EventCaptureManager: the seed's capture API, made cheap, thread-safe and non-blocking.
+"""EventCaptureManager: one run's capture object (the seed's API, made cheap, thread-safe and non-blocking).
 
-Each ``capture_*`` call is one ``_emit`` (:mod:`.emit`, the hot path): the event id, ``seq``,
-parent and context assigned, one small record put on the bus. No I/O, no JSON, no datetime: those
-happen in the writer. Capture calls never raise into the caller; a failure inside one is counted
-as a dropped event.
+It holds the run's capture state (seq, the open-call stack of each task or thread, the node/step
+context, per-thread broadcast folds) and every ``capture_*`` call goes through one ``_emit``, the hot
+path: it assigns the event id, the run-wide ``seq``, the parent (the innermost agent call open in the
+*current task or thread*, kept in a ContextVar, not in a shared list), the node/step context and the
+per-node ``execution_order``, builds the one record and puts it on the bus. No I/O, no JSON, no
+datetime: those happen in the writer. Capture calls never raise into the caller; a failure inside
+one is counted as a dropped event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import itertools
+import logging
 import threading
+import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
-from .emit import (
+from .bus import CAPTURE_FAILED, INTERRUPTED, EventBus, accounted
+from .capture_values import (
     ErrorText,
-    EventEmitter,
     TracebackText,
-    _meta,
-    _number,
-    _snap,
-    _time_ns,
-    live_managers,
+    as_number,
+    fresh_meta,
+    is_given,
     mark_recorded,
+    snapshot,
 )
-from .records import COMPLETE, FILE_ROW, MESSAGE_ROW, EventRecord
+from .config import CaptureConfig
+from .ids import event_id_prefix
+from .records import FILE_ROW, INSERT, MESSAGE_ROW, EventRecord, completion
 
 if TYPE_CHECKING:
     from .live.subscribers import Subscription
+    from .writer import BatchWriter
 
 __all__ = ["EventCaptureManager", "live_managers"]
 
+log = logging.getLogger("cmbagent_events")
 
-class EventCaptureManager(EventEmitter):
-    """Captures one run's events onto a bounded bus drained by a background writer.
+_time_ns = time.time_ns
+_perf_ns = time.perf_counter_ns
+PERF_SAMPLE_MASK = 63  # time one capture call in 64 for avg_capture_time_us
 
-    Normally created by :func:`cmbagent_events.capture_run`; every method is synchronous, safe from
-    any thread, never blocks and never raises, and returns the new event id (or None when capture
-    is disabled, the event type is switched off, or the run was sampled out).
+
+class EventCaptureManager:
+    """Captures one run's events onto a bounded bus drained by a background writer (see the module doc).
+
+    Normally created by :func:`cmbagent_events.capture_run` (which hands it its bus, writer and OTLP
+    forwarder); every ``capture_*`` method is synchronous, safe from any thread, never blocks and never
+    raises, and returns the new event id (or None when capture is disabled, the event type is
+    switched off, or the run was sampled out).
     """
+
+    def __init__(
+        self,
+        run_id: str,
+        session_id: str = "default",
+        *,
+        config: CaptureConfig | None = None,
+        enabled: bool | None = None,
+        bus: EventBus | None = None,
+        writer: BatchWriter | None = None,
+        otlp_forwarder: Any = None,
+        own_files: frozenset[str] = frozenset(),
+    ) -> None:
+        self.config = config or CaptureConfig()
+        self.own_files = own_files  # this run's database files: never reported as files a run produced
+        self.run_id = run_id
+        self.session_id = session_id
+        self.enabled = self.config.enabled if enabled is None else enabled
+        self.bus = bus if bus is not None else EventBus(self.config.queue_size, self.config.buffer_size,
+                                                        self.config.queue_max_bytes)
+        self.writer = writer  # None: nothing is written (capture off, or a bare manager in tests)
+        self.otlp_forwarder = otlp_forwarder  # export.otlp.OtlpForwarder when CMBAGENT_EVENTS_OTLP_ENDPOINT is set
+        self.current_node_id: str | None = None
+        self.current_step_id: str | None = None
+        self._prefix = event_id_prefix(run_id)
+        # atomic under the GIL: gapless, unique seq. Drawn with ``for seq in self._seqs: break`` on the
+        # hot path: no call, so no Ctrl-C / SIGTERM can land between the draw and its store (see bus.accounted)
+        self._seqs = itertools.count()
+        self._next_seq = self._seqs.__next__
+        self._issued = 0  # one past the last seq handed out (stats and execution_order base)
+        self._node_base = 0  # seq at which the current node started
+        self._stack: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+            f"cmbagent_events_stack_{run_id}", default=()
+        )
+        self._stack_get = self._stack.get
+        self._put = self.bus.put
+        self._open_calls: dict[str, tuple[int, Any]] = {}  # open agent_call id -> (start ns, agent name)
+        self._track = self.config.track_perf
+        self._capture_ns = 0
+        self._capture_count = 0
+        self._failure_logged = False
+        self.lost_completions = 0  # agent-call completions that could not be queued (not events: no seq)
+        self._closed = False
+        _live_managers.add(self)
+        # what integrations attach to agents to remember their run across threads
+        self.ref: weakref.ref[Any] = weakref.ref(self)  # Any: the manager subclass
+        self._seen: set[int] = set()  # ids of objects first_sight() has seen
+        self._usage_lock = threading.Lock()
+        self.usage: dict[str, float] = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
+                                         "cost": 0.0}  # summed over llm_call events, stored on the run
+        cfg = self.config
+        self._fold = cfg.broadcasts == "fold"
+        self._folds: dict[int, list[Any]] = {}  # thread id -> [message, sender, recipients, record fields]
+        self._fold_lock = threading.Lock()
+        self._on = {
+            "agent_call": cfg.capture_agent_calls,
+            "tool_call": cfg.capture_tool_calls,
+            "code_exec": cfg.capture_code_exec,
+            "file_gen": cfg.capture_file_gen,
+            "handoff": cfg.capture_handoffs,
+            "message": cfg.capture_messages,
+        }
+
+    # -- context ---------------------------------------------------------------------------
+    def set_context(self, node_id: str | None = None, step_id: str | None = None) -> None:
+        """Set the DAG node / workflow step that following events belong to.
+
+        A new ``node_id`` restarts ``execution_order`` at 0, as in the seed. An empty value (None,
+        ``""``, 0) leaves the current one. Any other object is kept as given: the writer turns it into
+        text (its ``__str__``/``__repr__`` run there, never on the caller's thread or event loop).
+        """
+        try:
+            if self._folds:
+                self._flush_fold(threading.get_ident())
+            if is_given(node_id):
+                self.current_node_id = node_id
+                self._node_base = self._issued
+            if is_given(step_id):
+                self.current_step_id = step_id
+        except Exception:  # never raised into the caller
+            self._log_failure()
+
+    @property
+    def execution_order(self) -> int:
+        """Events captured since the current node started (the next event's execution_order)."""
+        return self._issued - self._node_base
+
+    def open_call_agent(self, event_id: str | None) -> Any:
+        """The agent name of an open agent call (None when it is not open)."""
+        opened = self._open_calls.get(event_id) if event_id else None
+        return opened[1] if opened else None
+
+    def current_parent(self) -> str | None:
+        """Id of the innermost agent call open in this task/thread, if any."""
+        stack = self._stack.get()
+        return stack[-1] if stack else None
+
+    def event_stack(self) -> tuple[str, ...]:
+        """The open agent calls of this task/thread, outermost first."""
+        return self._stack.get()
+
+    def adopt_stack(self, stack: tuple[str, ...]) -> None:
+        """Make ``stack`` the open-call stack of the current task/thread.
+
+        Integrations call this when work hops to a thread that lost the contextvars (AG2's
+        ``run_in_executor`` and background threads), so nesting survives the hop.
+        """
+        self._stack.set(stack)
+
+    # -- the seam for integrations ---------------------------------------------------------------
+    def captures(self, kind: str) -> bool:
+        """Whether events of ``kind`` ("agent_call", "file_gen", ...) are captured (capture on and
+        the kind not switched off in the config); lets integrations skip work for switched-off kinds."""
+        return self.enabled and self._on.get(kind, True)
+
+    def first_sight(self, obj: Any) -> bool:
+        """True the first time this run sees ``obj`` (by identity), e.g. to record an agent's
+        configuration once per run rather than on every call."""
+        key = id(obj)
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
+
+    def abandon_after_fork(self) -> None:
+        """In a forked child: stop capturing and let go of the parent's writer and queue (its
+        queued records are the parent's to write)."""
+        self.enabled = False
+        self._closed = True
+        self.writer = None
+        self.bus.set_waker(None)
+        self.bus.discard()
+
+    # -- the hot path ----------------------------------------------------------------------------
+    def _emit(self, kind_key: str, event_type: str, subtype: str | None, agent: Any, *, inputs: Any = None,
+              outputs: Any = None, error: str | ErrorText | None = None, status: str = "completed",
+              duration_ms: float | None = None, meta: Any = None, extra: Any = None, push: bool = False,
+              at: tuple[int, str | None, int] | None = None) -> str | None:
+        """Queue one event (the only place an event's record is built); its id, or None.
+
+        ``push``: the event is an agent call that stays open (later events nest under it until it
+        completes). ``at``: (time ns, parent id, depth) taken earlier, for a folded broadcast.
+        """
+        # Hot path: ~0.5 us. Bound methods are cached on the instance and only one event in
+        # PERF_SAMPLE_MASK + 1 (64) is timed, so tracking costs ~nothing.
+        if not self.enabled or not self._on.get(kind_key, True):
+            return None
+        if self._folds:  # a broadcast of this thread being folded is complete: it goes first
+            self._flush_fold(threading.get_ident())
+        seq = -1
+        try:
+            for seq in self._seqs:  # noqa: B007 (seq = next(self._seqs) with no call: see __init__)
+                break
+            timed = self._track and not seq & PERF_SAMPLE_MASK
+            if timed:
+                t0 = _perf_ns()
+            self._issued = seq + 1
+            stack = self._stack_get()
+            eid = self._prefix + str(seq).zfill(9)  # fixed width: ids sort by seq, B-tree appends
+            if at is None:
+                now, parent, depth = _time_ns(), stack[-1] if stack else None, len(stack)
+            else:
+                now, parent, depth = at
+            self._put(EventRecord(
+                INSERT, eid, seq, now, event_type, subtype, agent, parent, depth, self.current_node_id,
+                self.current_step_id, seq - self._node_base, inputs, outputs, error, status, duration_ms, meta, extra,
+            ))
+            seq = -1  # queued: from here on, nothing to account for
+            if push:
+                self._stack.set((*stack, eid))
+                self._open_calls[eid] = (now, agent)
+            if timed:
+                self._capture_ns += _perf_ns() - t0
+                self._capture_count += 1
+        except Exception as exc:  # never into the caller; counted so the loss shows on the run
+            if seq >= 0 and not accounted(exc, seq):
+                self.bus.count_dropped(1, CAPTURE_FAILED)
+            self._log_failure()
+            return None
+        except BaseException as exc:  # Ctrl-C / SIGTERM landed mid-call: the event is lost, counted, and it unwinds
+            if seq >= 0 and not accounted(exc, seq):  # unless the bus had queued or counted it already
+                self.bus.count_dropped(1, INTERRUPTED)
+            raise
+        return eid
+
+    def _capture_failed(self) -> None:
+        """A capture call failed before its event was queued (arguments it could not even read): the
+        event's seq is used up and counted as dropped, so the gap in seq says where it was."""
+        try:
+            if self.enabled:
+                self._issued = self._next_seq() + 1
+                self.bus.count_dropped(1, CAPTURE_FAILED)
+            self._log_failure()
+        except Exception:  # nothing may reach the caller
+            pass
+
+    def _log_failure(self) -> None:
+        if not self._failure_logged:  # once per run: a hostile value repeated 10,000 times is one story
+            self._failure_logged = True
+            log.exception("cmbagent-events: a capture call failed (counted as dropped; logged once per run)")
+
+
+    # -- broadcast folding (see EventCaptureManager.capture_relay) --------------------------------
+    def _fold_relay(self, sender: str | None, recipient: str | None, content: Any, metadata: Any,
+                    message: Any) -> None:
+        """Add this relay to the broadcast folded on this thread, or start a new one (the previous
+        one, of another message or sender, is recorded first)."""
+        thread = threading.get_ident()
+        with self._fold_lock:
+            pending = self._folds.get(thread)
+            if pending is not None and pending[0] is message and pending[1] == sender:
+                pending[2].append(recipient)
+                return
+        if pending is not None:
+            self._flush_fold(thread)
+        stack = self._stack_get()
+        recipients = [recipient]
+        meta = {"broadcast": True, **fresh_meta(metadata), "recipients": recipients}
+        self._folds[thread] = [message, sender, recipients, _time_ns(), stack[-1] if stack else None, len(stack),
+                               {"sender": sender, "content": snapshot(content)}, meta]
+
+    def extend_fold(self, sender: str | None, recipient: str | None, message: Any) -> bool:
+        """The fast path of :meth:`capture_relay` for integrations: True when this relay of
+        ``message`` by ``sender`` joined the broadcast being folded on this thread (nothing more to
+        capture); False when ``capture_relay`` must be called. Never raises."""
+        if not self._folds:
+            return False
+        try:
+            with self._fold_lock:
+                pending = self._folds.get(threading.get_ident())
+                if pending is not None and pending[0] is message and pending[1] == sender:
+                    pending[2].append(recipient)
+                    return True
+        except Exception:
+            self._log_failure()
+        return False
+
+    def _flush_fold(self, thread: int) -> None:
+        """Record the folded broadcast pending on ``thread`` (if any) as one event."""
+        with self._fold_lock:
+            pending = self._folds.pop(thread, None)
+        if pending is None:
+            return
+        _message, sender, _recipients, started, parent, depth, inputs, meta = pending
+        self._emit("message", "agent_call", "message", sender, inputs=inputs, meta=meta, at=(started, parent, depth))
+
+    def _flush_folds(self) -> None:
+        """Record every pending folded broadcast (before a flush barrier or the close)."""
+        for thread in list(self._folds):
+            self._flush_fold(thread)
 
     # -- the seed's API -------------------------------------------------------------------------
     def capture_agent_call(self, agent_name: str, message: Any, context: dict[str, Any] | None = None,
@@ -45,8 +312,8 @@ class EventCaptureManager(EventEmitter):
         """An agent starts working on ``message``: one row, status ``running`` until its response."""
         try:
             return self._emit("agent_call", "agent_call", "start", agent_name,
-                              (_snap(message), _snap(context)), None, None, "running", None,
-                              _meta(metadata), None, True)
+                              inputs=(snapshot(message), snapshot(context)), status="running",
+                              meta=fresh_meta(metadata), push=True)
         except Exception:
             self._capture_failed()
             return None
@@ -57,8 +324,8 @@ class EventCaptureManager(EventEmitter):
         try:
             if event_id is not None:
                 return self.finish_agent_call(event_id, response=response, metadata=metadata)
-            return self._emit("agent_call", "agent_call", "complete", agent_name, None, {"response": _snap(response)},
-                              None, "completed", None, _meta(metadata), None, False)
+            return self._emit("agent_call", "agent_call", "complete", agent_name,
+                              outputs={"response": snapshot(response)}, meta=fresh_meta(metadata))
         except Exception:
             self._capture_failed()
             return None
@@ -89,9 +356,8 @@ class EventCaptureManager(EventEmitter):
                 subtype, status = "error", "failed"
                 err = error if isinstance(error, str) else ErrorText.of(type(error).__name__, error)
             # outputs {"response": ...} is built by the writer (see records.INPUT_FIELDS)
-            self._put(EventRecord(COMPLETE, event_id, -1, now, None, subtype, None, None, 0, None, None, 0,
-                                  None, _snap(response), err, status, duration,
-                                  _meta(metadata) if metadata is not None else None, None))
+            self._put(completion(event_id, now, subtype, snapshot(response), err, status, duration,
+                                 fresh_meta(metadata) if metadata is not None else None))
         except Exception:  # a completion is not an event (no seq): counted apart, never raised
             self.lost_completions += 1
             self._log_failure()
@@ -102,11 +368,12 @@ class EventCaptureManager(EventEmitter):
                           metadata: dict[str, Any] | None = None) -> str | None:
         """A tool/function invocation (with its result when known)."""
         try:
-            meta = _meta(metadata)
+            meta = fresh_meta(metadata)
             failed = meta.get("success") is False
-            return self._emit("tool_call", "tool_call", "execute", agent_name, (tool_name, _snap(arguments)),
-                              {"result": _snap(result)} if result is not None else None,
-                              None, "failed" if failed else "completed", meta.get("duration_ms"), meta, None, False)
+            return self._emit("tool_call", "tool_call", "execute", agent_name, inputs=(tool_name, snapshot(arguments)),
+                              outputs={"result": snapshot(result)} if result is not None else None,
+                              status="failed" if failed else "completed", duration_ms=meta.get("duration_ms"),
+                              meta=meta)
         except Exception:
             self._capture_failed()
             return None
@@ -116,14 +383,14 @@ class EventCaptureManager(EventEmitter):
                                metadata: dict[str, Any] | None = None) -> str | None:
         """A code block run: subtype ``complete`` on exit code 0, else ``error``."""
         try:
-            meta = _meta(metadata)
+            meta = fresh_meta(metadata)
             meta["language"] = language
             meta["exit_code"] = exit_code
             meta["code_length"] = str.__len__(code) if isinstance(code, str) else None
             ok = type(exit_code) is int and exit_code == 0
-            return self._emit("code_exec", "code_exec", "complete" if ok else "error", agent_name, (code,),
-                              {"result": _snap(result)}, None, "completed" if ok else "failed", duration_ms, meta,
-                              None, False)
+            return self._emit("code_exec", "code_exec", "complete" if ok else "error", agent_name, inputs=(code,),
+                              outputs={"result": snapshot(result)}, status="completed" if ok else "failed",
+                              duration_ms=duration_ms, meta=meta)
         except Exception:
             self._capture_failed()
             return None
@@ -132,10 +399,9 @@ class EventCaptureManager(EventEmitter):
                                 size_bytes: int | None = None, metadata: dict[str, Any] | None = None) -> str | None:
         """A file produced by the run; also written as a ``files`` row linked to the event."""
         try:
-            meta = {"size_bytes": size_bytes, **_meta(metadata)}
-            return self._emit("file_gen", "file_gen", "create", agent_name, (file_path, file_type), None, None,
-                              "completed", None, meta,
-                              (FILE_ROW, file_path, file_type, size_bytes), False)
+            meta = {"size_bytes": size_bytes, **fresh_meta(metadata)}
+            return self._emit("file_gen", "file_gen", "create", agent_name, inputs=(file_path, file_type), meta=meta,
+                              extra=(FILE_ROW, file_path, file_type, size_bytes))
         except Exception:
             self._capture_failed()
             return None
@@ -144,9 +410,9 @@ class EventCaptureManager(EventEmitter):
                         reason: str | None = None) -> str | None:
         """Control passes from one agent to another (speaker selection, group-pattern transition)."""
         try:
-            return self._emit("handoff", "handoff", "transfer", from_agent, (from_agent, to_agent, _snap(context)),
-                              None, None, "completed", None, {"reason": reason} if reason is not None else {}, None,
-                              False)
+            return self._emit("handoff", "handoff", "transfer", from_agent,
+                              inputs=(from_agent, to_agent, snapshot(context)),
+                              meta={"reason": reason} if reason is not None else {})
         except Exception:
             self._capture_failed()
             return None
@@ -157,9 +423,9 @@ class EventCaptureManager(EventEmitter):
         # inputs {"sender", "recipient", "content"} and meta {"tokens"} are built by the writer from
         # the message row: messages are the most frequent event, so no dicts on their hot path.
         try:
-            return self._emit("message", "agent_call", "message", recipient, None, None, None, "completed",
-                              None, _meta(metadata) if metadata is not None else None,
-                              (MESSAGE_ROW, sender, recipient, _snap(content), tokens), False)
+            return self._emit("message", "agent_call", "message", recipient,
+                              meta=fresh_meta(metadata) if metadata is not None else None,
+                              extra=(MESSAGE_ROW, sender, recipient, snapshot(content), tokens))
         except Exception:
             self._capture_failed()
             return None
@@ -179,10 +445,10 @@ class EventCaptureManager(EventEmitter):
         """
         try:
             if message is None or not self._fold:
-                meta = {"broadcast": True, **_meta(metadata)}
+                meta = {"broadcast": True, **fresh_meta(metadata)}
                 return self._emit("message", "agent_call", "message", recipient,
-                                  {"sender": sender, "recipient": recipient, "content": _snap(content)}, None, None,
-                                  "completed", None, meta, None, False)
+                                  inputs={"sender": sender, "recipient": recipient, "content": snapshot(content)},
+                                  meta=meta)
             if self.enabled and self._on["message"]:
                 self._fold_relay(sender, recipient, content, metadata, message)
         except Exception:
@@ -194,7 +460,7 @@ class EventCaptureManager(EventEmitter):
         """An error anywhere in the run (always captured while capture is on)."""
         try:
             return self._emit("error", "error", error_type if error_type is not None else "runtime_error",
-                              agent_name, None, None, error_message, "failed", None, _meta(metadata), None, False)
+                              agent_name, error=error_message, status="failed", meta=fresh_meta(metadata))
         except Exception:
             self._capture_failed()
             return None
@@ -211,7 +477,7 @@ class EventCaptureManager(EventEmitter):
         try:
             if not mark_recorded(error, self.run_id):
                 return None
-            meta = _meta(metadata)
+            meta = fresh_meta(metadata)
             meta["where"] = where
             meta["traceback"] = TracebackText(error)
             return self.capture_error(agent_name or where, ErrorText.of(kind, error),
@@ -228,8 +494,8 @@ class EventCaptureManager(EventEmitter):
             return None
         try:
             # counts and cost as numbers (an API may hand over "12" or a Decimal); anything else counts 0
-            prompt_tokens, completion_tokens = _number(prompt_tokens), _number(completion_tokens)
-            total_tokens, cost = _number(total_tokens), _number(cost)
+            prompt_tokens, completion_tokens = as_number(prompt_tokens), as_number(completion_tokens)
+            total_tokens, cost = as_number(total_tokens), as_number(cost)
             if total_tokens is None and (prompt_tokens is not None or completion_tokens is not None):
                 total_tokens = (prompt_tokens or 0) + (completion_tokens or 0)
             with self._usage_lock:
@@ -239,9 +505,9 @@ class EventCaptureManager(EventEmitter):
                 totals["completion_tokens"] += completion_tokens or 0
                 totals["total_tokens"] += total_tokens or 0
                 totals["cost"] += cost or 0.0
-            return self._emit("llm_call", "llm_call", "complete", agent_name, (model,),
-                              (prompt_tokens, completion_tokens, total_tokens, cost), None, "completed", duration_ms,
-                              _meta(metadata) or {"model": model}, None, False)
+            return self._emit("llm_call", "llm_call", "complete", agent_name, inputs=(model,),
+                              outputs=(prompt_tokens, completion_tokens, total_tokens, cost), duration_ms=duration_ms,
+                              meta=fresh_meta(metadata) or {"model": model})
         except Exception:
             self._capture_failed()
             return None
@@ -252,8 +518,8 @@ class EventCaptureManager(EventEmitter):
         """Any other event type (e.g. ``llm_call`` with tokens and cost); nested like the rest."""
         try:
             return self._emit(event_type if type(event_type) is str else "custom", event_type, event_subtype,
-                              agent_name, _snap(inputs), _snap(outputs), None, status, duration_ms, _meta(metadata),
-                              None, False)
+                              agent_name, inputs=snapshot(inputs), outputs=snapshot(outputs), status=status,
+                              duration_ms=duration_ms, meta=fresh_meta(metadata))
         except Exception:
             self._capture_failed()
             return None
@@ -360,3 +626,12 @@ class EventCaptureManager(EventEmitter):
 
         writer = self.writer if self.enabled else None
         return subscribe(writer, self._issued, maxsize)
+
+
+# -- the managers of this process (fork safety, see captor.py) -----------------------------------
+_live_managers: weakref.WeakSet[EventCaptureManager] = weakref.WeakSet()
+
+
+def live_managers() -> list[EventCaptureManager]:
+    """The managers alive in this process."""
+    return list(_live_managers)

@@ -56,7 +56,7 @@ class CaptureConfig:
     broadcasts: str = "fold"  # a manager's relay of one message to N members: "fold" (one event) or "each"
     secret_keys: tuple[str, ...] = DEFAULT_SECRET_KEYS  # see redaction.py for the rules beyond these names
     otlp_endpoint: str | None = None  # also send each run live as OTLP spans here (needs the [otel] extra)
-    handle_sigterm: bool = True  # SIGTERM drains open runs (signals.py); False leaves SIGTERM alone
+    handle_sigterm: bool = True  # SIGTERM drains open runs (run/signals.py); False leaves SIGTERM alone
 
     def __post_init__(self) -> None:
         if self.broadcasts not in BROADCAST_MODES:

@@ -50,11 +50,18 @@ class EventRecord(msgspec.Struct, gc=False, array_like=True):
     execution_order: int
     inputs: Any
     outputs: Any
-    error_message: Any  # str, or an emit.ErrorText the writer makes text (an exception's own __str__ off the loop)
+    error_message: Any  # str, or a capture_values.ErrorText the writer makes text (its __str__ off the loop)
     status: str | None
     duration_ms: float | None
     meta: Any
     extra: Any  # (MESSAGE_ROW, sender, recipient, content, tokens) | (FILE_ROW, path, type, size) | barrier future
+
+
+def completion(event_id: str, t_ns: int, subtype: str, response: Any, error: Any, status: str,
+               duration_ms: float | None, meta: Any) -> EventRecord:
+    """The completion of the open agent call ``event_id`` (no seq: it is not an event of its own)."""
+    return EventRecord(COMPLETE, event_id, -1, t_ns, None, subtype, None, None, 0, None, None, 0,
+                       None, response, error, status, duration_ms, meta, None)
 
 
 def barrier(future: Any) -> EventRecord:

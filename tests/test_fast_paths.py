@@ -73,7 +73,7 @@ async def test_sqlite_thread_returns_errors_and_keeps_serving(tmp_path: Path) ->
 
 
 async def test_postgres_connection_kept_for_the_next_run_on_the_loop(pg_url: str, config: CaptureConfig) -> None:
-    from cmbagent_events.run_handles import writer_loop
+    from cmbagent_events.run.loop_thread import writer_loop
     from cmbagent_events.store.schema import asyncpg_dsn, parse_db_url
 
     dsn = asyncpg_dsn(parse_db_url(pg_url))

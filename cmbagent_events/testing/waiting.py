@@ -22,7 +22,7 @@ def writer_held(timeout: float = 120.0) -> Iterator[None]:
     """The process's writer loop (every run's writer) held by a blocking call until the block ends:
     records queue up and nothing is written meanwhile, as when the writer lived on a busy caller's
     loop. For tests that need a full queue for certain."""
-    from ..run_handles import writer_loop
+    from ..run.loop_thread import writer_loop
 
     gate, entered = threading.Event(), threading.Event()
 

@@ -60,20 +60,26 @@ class BatchWriter(CommitListeners, Fallbacks):
     RETRY_MAX_DELAY_S = 2.0
 
     def __init__(self, bus: EventBus, sink: Sink, config: CaptureConfig, run_id: str, session_id: str,
-                 run_row: tuple[Any, ...] | None = None) -> None:
+                 run_row: tuple[Any, ...] | None = None, *,
+                 prepare: Callable[[], Awaitable[None]] | None = None, needs_prepare: bool = False,
+                 final_values: Callable[[], FinishValues] | None = None) -> None:
+        """``prepare``: what makes the database ready before connecting (migrate the schema), run first
+        when ``needs_prepare`` (entry met an outage) and again for a SQLite file that replaced ours.
+        ``final_values``: the run row's closing values, asked for when the last batch is built."""
         super().__init__()
         self._bus = bus
         self._sink = sink
         self._sink_open = False
         self._run_row = run_row  # inserted at once (and with the first batch if that failed)
         self._first_run_row = run_row  # kept: a replaced SQLite file needs it again
-        self.prepare: Callable[[], Awaitable[None]] | None = None  # e.g. migrate the schema before connecting
-        self.needs_prepare = False  # set when entry could not migrate (outage) or the file was replaced
+        self.prepare = prepare
+        self.needs_prepare = needs_prepare  # entry could not migrate (outage), or the file was replaced
         self._pending = 0  # events in the batch being built or written (what a writer error would lose)
         self._error_logged = False
         self._events_in_file = 0  # events committed into the current SQLite file (lost if it is replaced)
         self._last_beat = 0.0  # time.monotonic() of the last heartbeat written
-        self.finish: Callable[[], FinishValues] | None = None
+        self._final_values = final_values
+        self.finish: Callable[[], FinishValues] | None = None  # final_values once the close started, until written
         self._in_flight = 0  # records taken from the bus but not yet committed
         self._in_hand: Batch | None = None  # the encoded batch _commit is trying to write
         self.reconnects = 0
@@ -138,6 +144,7 @@ class BatchWriter(CommitListeners, Fallbacks):
             self._stop_listeners()
             return True
         self._closing = True
+        self.finish = self._final_values
         self._closing_since = time.monotonic()
         self.wake()
         drained = True

@@ -11,7 +11,7 @@ from typing import Any
 
 from ...captor import captor_for, current_captor
 from ...capture import EventCaptureManager
-from ...emit import mark_recorded
+from ...capture_values import mark_recorded
 from ..patching import Gate, apply_patch, gated, restore_patches
 from .common import (
     CallHook,

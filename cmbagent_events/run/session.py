@@ -16,19 +16,20 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .capture import EventCaptureManager
-from .config import CaptureConfig, ConfigError
-from .emit import plain_dict
-from .errors import DatabaseUnavailable
-from .ids import new_run_id
-from .store.columns import Run
-from .store.orphans import process_identity
-from .store.schema import forget_migrated, migrate, resolve_db
-from .store.sink import open_sink
-from .writer import BatchWriter, FinishValues
-from .writer.encode import Sanitizer
-from .writer.fit import RUN_WIDTHS, NeedsUserCode, fit_text
-from .writer.rows import run_row
+from ..bus import EventBus
+from ..capture import EventCaptureManager
+from ..capture_values import plain_dict
+from ..config import CaptureConfig, ConfigError
+from ..errors import DatabaseUnavailable
+from ..ids import new_run_id
+from ..store.columns import Run
+from ..store.orphans import process_identity
+from ..store.schema import forget_migrated, migrate, resolve_db
+from ..store.sink import open_sink
+from ..writer import BatchWriter, FinishValues
+from ..writer.encode import Sanitizer
+from ..writer.fit import RUN_WIDTHS, NeedsUserCode, fit_text
+from ..writer.rows import run_row
 
 log = logging.getLogger("cmbagent_events")
 T = TypeVar("T")
@@ -37,11 +38,12 @@ T = TypeVar("T")
 class RunSession:
     """Start and finish of one run; both halves run on the loop that owns the writer."""
 
-    def __init__(self, db_url: str | None, *, task_description: str, mode: str, agent: str | None,
-                 model: str | None, session_id: str, config: CaptureConfig | None,
-                 meta: dict[str, Any] | None) -> None:
+    def __init__(self, db_url: str | None, *, task_description: str = "", mode: str = "one_shot",
+                 agent: str | None = None, model: str | None = None, session_id: str = "default",
+                 config: CaptureConfig | None = None, hooks: bool = True, meta: dict[str, Any] | None = None) -> None:
         self.config = config or CaptureConfig.from_env()
         self.db_url = db_url or self.config.db_url
+        self.hooks = hooks  # install the AG2 hooks while the run is open
         self.task_description = task_description
         self.mode = mode
         self.agent = agent
@@ -50,6 +52,7 @@ class RunSession:
         self.meta = plain_dict(meta) if isinstance(meta, dict) else ({} if meta is None else {"meta": meta})
         self.manager: EventCaptureManager | None = None
         self.forwarder: Any = None  # export.otlp.OtlpForwarder when CMBAGENT_EVENTS_OTLP_ENDPOINT is set
+        self.status: str | None = None  # the final status, set by finish() (None: closed by run.aclose(): completed)
 
     async def start(self) -> EventCaptureManager:
         cfg = self.config
@@ -80,13 +83,14 @@ class RunSession:
             task_description=self.task_description, mode=self.mode, agent=self.agent, model=self.model,
             started_ns=time.time_ns(), meta=meta)
         self.session_id = first_row[Run.session_id]
-        manager = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=sampled, own_files=_own_files(url))
-        writer = BatchWriter(manager.bus, sink, cfg, run_id, self.session_id, run_row=first_row)
-        writer.prepare = lambda: _remigrate(url, cfg.placement)
-        writer.needs_prepare = outage
-        manager.writer = writer
+        bus = EventBus(cfg.queue_size, cfg.buffer_size, cfg.queue_max_bytes)
+        writer = BatchWriter(bus, sink, cfg, run_id, self.session_id, run_row=first_row,
+                             prepare=lambda: _remigrate(url, cfg.placement), needs_prepare=outage,
+                             final_values=self._final_values)
         if cfg.otlp_endpoint and sampled:
-            self.forwarder = manager.otlp_forwarder = _otlp_forwarder(cfg.otlp_endpoint, run_id, writer)
+            self.forwarder = _otlp_forwarder(cfg.otlp_endpoint, run_id, writer)
+        manager = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=sampled, bus=bus, writer=writer,
+                                      otlp_forwarder=self.forwarder, own_files=_own_files(url))
         writer.start()
         self.manager = manager
         return manager
@@ -108,9 +112,7 @@ class RunSession:
                                       {"exception_type": type(error).__qualname__}, kind=kind, error_type=kind)
         elif error is not None:
             manager.capture_error("capture_run", error, "run_error", {})
-        writer = manager.writer
-        if writer is not None:
-            writer.finish = lambda: self._finish_values(manager, status)
+        self.status = status  # the final row's, read by _final_values when the writer builds the last batch
         try:
             await manager.aclose()
         except Exception:
@@ -118,9 +120,10 @@ class RunSession:
         if self.forwarder is not None:  # the writer has stopped: send the last spans (bounded wait)
             await asyncio.to_thread(self.forwarder.close, OTLP_CLOSE_TIMEOUT_S)
 
-    @staticmethod
-    def _finish_values(manager: EventCaptureManager, status: str) -> FinishValues:
+    def _final_values(self) -> FinishValues:
         """The run row's closing values, taken when the last batch is built (so the counts are final)."""
+        manager = self.manager
+        assert manager is not None  # the writer exists only once the manager does
         stats = manager.get_performance_stats()
         patch = Sanitizer(()).encode({"capture": {
             "batches_written": stats["batches_written"],
@@ -129,7 +132,7 @@ class RunSession:
             "last_error": stats["last_error"],
             "lost_completions": stats["lost_completions"],
         }, "usage": dict(manager.usage), "drops": stats["drops"]}, 2000)
-        return status, time.time_ns(), stats["total_events"], stats["dropped_events"], patch
+        return self.status or "completed", time.time_ns(), stats["total_events"], stats["dropped_events"], patch
 
 
 OTLP_CLOSE_TIMEOUT_S = 10.0  # longest a run's exit waits for its last spans to reach the OTLP endpoint
@@ -138,7 +141,7 @@ OTLP_CLOSE_TIMEOUT_S = 10.0  # longest a run's exit waits for its last spans to 
 def _otlp_forwarder(endpoint: str, run_id: str, writer: BatchWriter) -> Any:
     """Live OTLP forwarding of the run (see export/otlp.py), fed by the writer's commits."""
     try:
-        from .export.otlp import OtlpForwarder, make_exporter
+        from ..export.otlp import OtlpForwarder, make_exporter
     except ImportError as exc:
         raise ConfigError("CMBAGENT_EVENTS_OTLP_ENDPOINT is set but the [otel] extra is not installed: "
                           f"pip install 'cmbagent-events[otel]' ({exc})") from None
@@ -195,25 +198,3 @@ async def _remigrate(url: Any, placement: Any) -> None:
 def _is_clean_exit(error: BaseException) -> bool:
     """``sys.exit()`` / ``sys.exit(0)`` inside a run ends it normally."""
     return isinstance(error, SystemExit) and error.code in (0, None)
-
-
-def install_run_hooks() -> Callable[[], None] | None:
-    """Install the AG2 hooks for the duration of a run (reference counted across runs): classic AG2
-    (``autogen``) and AG2 1.x (``ag2`` >= 1), whichever are installed; both when both are."""
-    from .integrations import ag2_classic, flavours
-
-    # Without classic AG2 this says once (INFO) that none was found, and whether AG2 1.x is there.
-    releases = [ag2_classic.acquire_hooks()]
-    if flavours.v1_installed():
-        from .integrations import ag2_v1
-
-        releases.append(ag2_v1.acquire_hooks())
-    held = [r for r in releases if r is not None]
-    if not held:  # no AG2: capture still works through the manual API
-        return None
-
-    def release() -> None:
-        for r in reversed(held):
-            r()
-
-    return release

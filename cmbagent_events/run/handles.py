@@ -1,30 +1,25 @@
 """The handle of an open run: ``finish()`` once, from the run's loop or any other (or thread).
 
-Every run's writer lives on the process's writer loop (:func:`writer_loop`: one event loop on a
-daemon thread, started by the first run), never on the caller's loop: a body that blocks (sync AG2
-code inside ``async with capture_run``, a long ``time.sleep``) delays neither the run row, nor the
-batches, nor the heartbeat. One loop for every run keeps what it holds across runs (PostgreSQL
-connections with their prepared statements). A run still open when the interpreter exits is closed
-``failed`` after what it captured is drained; then the loop stops. A forked child starts its own.
+The run's start and finish run on the process's writer loop (:mod:`.loop_thread`). A run still open
+when the interpreter exits is closed ``failed`` after what it captured is drained; then the loop
+stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable
 
+from ..capture import EventCaptureManager
 from . import signals
-from .capture import EventCaptureManager
-from .run_session import RunSession
+from .loop_thread import LoopThread, stop_writer_loop
+from .session import RunSession
 
 log = logging.getLogger("cmbagent_events")
-T = TypeVar("T")
 
 
 _open_runs: dict[int, tuple[RunSession, LoopThread]] = {}
@@ -43,10 +38,7 @@ def _close_open_runs() -> None:
                             timeout=session.config.close_timeout_s + 5.0)
         except Exception:
             log.exception("cmbagent-events: could not close an open run at exit")
-    with _shared_lock:
-        writer, _shared[:] = (_shared[0] if _shared else None), []
-    if writer is not None:
-        writer.stop()
+    stop_writer_loop()
 
 
 class InterpreterExit(Exception):
@@ -54,65 +46,17 @@ class InterpreterExit(Exception):
 
 
 atexit.register(_close_open_runs)
-_shared: list[LoopThread] = []  # the process's writer loop, once a run started it
-_shared_lock = threading.Lock()
-
-
-def writer_loop() -> LoopThread:
-    """The process's writer loop (started on first use; again in a forked child)."""
-    with _shared_lock:
-        if not _shared:
-            _shared.append(LoopThread())
-        return _shared[0]
 
 
 def _forget_after_fork() -> None:
-    """A forked child has no writer thread (only its parent's loop object, mid-use): it starts its own,
-    and never closes its parent's runs at its exit."""
-    global _shared_lock, _open_lock
-    _shared.clear()
-    _shared_lock, _open_lock = threading.Lock(), threading.Lock()
+    """A forked child never closes its parent's runs at its exit."""
+    global _open_lock
+    _open_lock = threading.Lock()
     _open_runs.clear()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_after_fork)
-
-
-class LoopThread:
-    """An event loop on a daemon thread: a run's writer's home."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="cmbagent-events-loop", daemon=True)
-        self._stop_lock = threading.Lock()
-        self._stopped = False
-        self._thread.start()
-
-    def run(self, coro: Awaitable[T], timeout: float | None = None) -> T:
-        """``coro`` on this loop, waited for here (a thread that is not this loop's)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
-
-    async def call(self, coro: Awaitable[T]) -> T:
-        """``coro`` on this loop, awaited from another loop, which goes on meanwhile. Cancelling the
-        caller does not cancel ``coro`` (a drain, once started, is not cut short)."""
-        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
-        return await asyncio.shield(asyncio.wrap_future(future))
-
-    def stop(self) -> None:
-        """Stop the loop and join its thread (idempotent; from any thread but this loop's)."""
-        with self._stop_lock:
-            if self._stopped:
-                return
-            self._stopped = True
-        try:  # as asyncio.run does: lets what the loop holds (kept PostgreSQL connections) close
-            self.run(self.loop.shutdown_asyncgens(), timeout=5.0)
-        except Exception:
-            pass
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=5.0)
-        if not self._thread.is_alive():
-            self.loop.close()
 
 
 FINAL_STATUSES = ("completed", "failed", "abandoned")

@@ -17,29 +17,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
+from ..captor import set_event_captor
+from ..capture import EventCaptureManager
+from ..config import CaptureConfig
 from . import signals
-from .captor import set_event_captor
-from .capture import EventCaptureManager
-from .config import CaptureConfig
-from .run_handles import RunHandle, SyncRunHandle, track_run, writer_loop
-from .run_session import RunSession, install_run_hooks
+from .handles import RunHandle, SyncRunHandle, track_run
+from .hooks import install_run_hooks
+from .loop_thread import writer_loop
+from .session import RunSession
 
-__all__ = ["RunHandle", "SyncRunHandle", "capture_run", "capture_run_sync", "start_run", "start_run_sync"]
+__all__ = ["RunHandle", "RunOptions", "SyncRunHandle", "capture_run", "capture_run_sync", "start_run",
+           "start_run_sync"]
+
+
+class RunOptions(TypedDict, total=False):
+    """The keyword arguments every way of opening a run takes (see :func:`capture_run`)."""
+
+    task_description: str  # stored on the run row ("")
+    mode: str  # "one_shot", "planning_and_control", ... ("one_shot")
+    agent: str | None  # the run's main agent, if one
+    model: str | None  # the run's main model, if one
+    session_id: str  # groups runs of one session ("default")
+    config: CaptureConfig | None  # None: CaptureConfig.from_env()
+    hooks: bool  # install the AG2 hooks while the run is open (True)
+    meta: dict[str, Any] | None  # stored on the run row, secrets redacted
 
 
 async def start_run(
     db_url: str | None = None,
-    *,
-    task_description: str = "",
-    mode: str = "one_shot",
-    agent: str | None = None,
-    model: str | None = None,
-    session_id: str = "default",
-    config: CaptureConfig | None = None,
-    hooks: bool = True,
-    meta: dict[str, Any] | None = None,
+    **options: Unpack[RunOptions],
 ) -> RunHandle:
     """Open a captured run without a context manager; close it with ``await handle.finish(...)``.
 
@@ -49,12 +57,11 @@ async def start_run(
     Raises:
         DatabaseURLError, ConfigError: for a URL or configuration that cannot work.
     """
-    session = RunSession(db_url, task_description=task_description, mode=mode, agent=agent, model=model,
-                          session_id=session_id, config=config, meta=meta)
+    session = RunSession(db_url, **options)
     loop_thread = writer_loop()  # the writer's loop: never this one, which the body may block
     manager = await loop_thread.call(session.start())
     restore = set_event_captor(manager)
-    release = install_run_hooks() if hooks and manager.enabled else None
+    release = install_run_hooks() if session.hooks and manager.enabled else None
     track_run(session, loop_thread)
     if session.config.handle_sigterm:
         signals.watch(id(session), manager, asyncio.current_task())  # SIGTERM cancels this task, as Ctrl-C would
@@ -63,24 +70,15 @@ async def start_run(
 
 def start_run_sync(
     db_url: str | None = None,
-    *,
-    task_description: str = "",
-    mode: str = "one_shot",
-    agent: str | None = None,
-    model: str | None = None,
-    session_id: str = "default",
-    config: CaptureConfig | None = None,
-    hooks: bool = True,
-    meta: dict[str, Any] | None = None,
+    **options: Unpack[RunOptions],
 ) -> SyncRunHandle:
     """:func:`start_run` for synchronous code; ``handle.finish(...)`` closes the run;
     ``handle.run.flush_sync()`` is the barrier."""
-    session = RunSession(db_url, task_description=task_description, mode=mode, agent=agent, model=model,
-                          session_id=session_id, config=config, meta=meta)
+    session = RunSession(db_url, **options)
     loop_thread = writer_loop()
     manager = loop_thread.run(session.start())
     restore = set_event_captor(manager)
-    release = install_run_hooks() if hooks and manager.enabled else None
+    release = install_run_hooks() if session.hooks and manager.enabled else None
     track_run(session, loop_thread)
     if session.config.handle_sigterm:
         signals.watch(id(session), manager)
@@ -90,15 +88,7 @@ def start_run_sync(
 @contextlib.asynccontextmanager
 async def capture_run(
     db_url: str | None = None,
-    *,
-    task_description: str = "",
-    mode: str = "one_shot",
-    agent: str | None = None,
-    model: str | None = None,
-    session_id: str = "default",
-    config: CaptureConfig | None = None,
-    hooks: bool = True,
-    meta: dict[str, Any] | None = None,
+    **options: Unpack[RunOptions],
 ) -> AsyncIterator[EventCaptureManager]:
     """Capture one run: ``async with capture_run(...) as run: ...``.
 
@@ -113,8 +103,7 @@ async def capture_run(
     Raises:
         DatabaseURLError, ConfigError: at entry, for a URL or configuration that cannot work.
     """
-    handle = await start_run(db_url, task_description=task_description, mode=mode, agent=agent, model=model,
-                             session_id=session_id, config=config, hooks=hooks, meta=meta)
+    handle = await start_run(db_url, **options)
     error: BaseException | None = None
     try:
         yield handle.run
@@ -130,22 +119,13 @@ async def capture_run(
 @contextlib.contextmanager
 def capture_run_sync(
     db_url: str | None = None,
-    *,
-    task_description: str = "",
-    mode: str = "one_shot",
-    agent: str | None = None,
-    model: str | None = None,
-    session_id: str = "default",
-    config: CaptureConfig | None = None,
-    hooks: bool = True,
-    meta: dict[str, Any] | None = None,
+    **options: Unpack[RunOptions],
 ) -> Iterator[EventCaptureManager]:
     """:func:`capture_run` for synchronous code.
 
     Use ``run.flush_sync()`` inside the block where async code would ``await run.flush()``.
     """
-    handle = start_run_sync(db_url, task_description=task_description, mode=mode, agent=agent, model=model,
-                            session_id=session_id, config=config, hooks=hooks, meta=meta)
+    handle = start_run_sync(db_url, **options)
     error: BaseException | None = None
     try:
         yield handle.run

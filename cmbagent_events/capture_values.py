@@ -1,0 +1,146 @@
+"""Values as of capture time: what a capture call keeps of its arguments, cheaply, on the caller's thread.
+
+Shallow copies (the caller goes on changing its dicts and lists), numbers that can be summed, and
+exceptions and tracebacks wrapped so that the writer makes them text later, never the caller
+(an exception's own ``__str__`` is user code; formatting a traceback reads source files).
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+
+# -- arguments as of capture time ----------------------------------------------------------------
+def snapshot(value: Any) -> Any:
+    """A shallow copy of a dict or list (C-level, ~0.1-2 us): the caller may keep changing it after
+    capture (AG2 appends to message lists); the stored value is its top level as captured. Deeper
+    levels are read later by the writer (a deep copy on the hot path costs too much)."""
+    kind = type(value)
+    if kind is dict:
+        return dict.copy(value)
+    if kind is list:
+        return list.copy(value)
+    return value
+
+
+def fresh_meta(metadata: Any) -> dict[str, Any]:
+    """Metadata as a fresh dict: None -> {}, a dict (or subclass) copied without calling its
+    overrides, anything else kept under ``"metadata"``."""
+    if metadata is None:
+        return {}
+    if type(metadata) is dict:
+        return dict.copy(metadata)
+    if isinstance(metadata, dict):
+        return plain_dict(metadata)
+    return {"metadata": metadata}
+
+
+def plain_dict(mapping: dict[Any, Any]) -> dict[Any, Any]:
+    """A plain copy of a dict subclass, read through ``dict``'s own C methods: ``dict.copy`` calls a
+    subclass's ``keys()`` when it overrides ``__iter__``, and either may raise or be slow."""
+    return dict(dict.items(mapping))
+
+
+def is_given(value: Any) -> bool:
+    """Whether a context value was given (not None, "" or 0), told without calling its own methods
+    (a str subclass's ``__len__``, an object's ``__bool__``): any other object counts as given."""
+    if value is None:
+        return False
+    if isinstance(value, str):
+        return str.__len__(value) > 0
+    if isinstance(value, int):
+        return int.__bool__(value)
+    if isinstance(value, float):
+        return float.__bool__(value)
+    return True
+
+
+def as_number(value: Any) -> int | float | None:
+    """``value`` as an int or finite float, or None (a count or cost the run can sum)."""
+    if value is None or value is True or value is False:
+        return None
+    if type(value) is int or type(value) is float:
+        return value if value == value and abs(value) < 1e18 else None
+    try:
+        number = float(str.__getitem__(value, slice(None)) if isinstance(value, str) else value)
+    except Exception:
+        return None
+    if number != number or abs(number) >= 1e18:
+        return None
+    return int(number) if number.is_integer() else number
+
+
+class ErrorText:
+    """An exception as ``"Kind: message"`` (``kind`` None: the message, else the type's name) for an
+    error event, made text by the writer (on its worker thread when user code must run): an
+    exception's own ``__str__`` may be slow or raise, and must not run on the caller's loop."""
+
+    __slots__ = ("error", "kind")
+
+    def __init__(self, kind: str | None, error: BaseException) -> None:
+        self.kind = kind
+        self.error = error
+
+    @classmethod
+    def of(cls, kind: str | None, error: BaseException) -> str | ErrorText:
+        """The text now when no user code makes it (a built-in ``__str__`` over plain arguments), else
+        an ``ErrorText`` for the writer."""
+        args = BaseException.__dict__["args"].__get__(error)  # not a subclass's own `args`
+        if (not isinstance(type(error).__str__, types.FunctionType)
+                and all(arg is None or type(arg) in (str, int, float, bool) for arg in args)):
+            return repr(cls(kind, error))
+        return cls(kind, error)
+
+    def __repr__(self) -> str:
+        try:
+            message = str(self.error)
+        except Exception as exc:
+            message = f"<str() failed: {type(exc).__name__}>"
+        if self.kind is None:
+            return message or type(self.error).__name__
+        return f"{self.kind}: {message}" if message else self.kind
+
+
+MAX_TRACEBACK_CHARS = 8_000  # a traceback's text kept per error event: its innermost end
+RECORDED_ATTR = "__cmbagent_events_captured__"  # on an exception: the run ids that recorded it
+
+
+def mark_recorded(exc: BaseException, run_id: str) -> bool:
+    """Mark ``exc`` as recorded in run ``run_id``; False when it already was there (an inner hook
+    recorded it, or the same exception passed through another layer): one error event per exception
+    per run. An exception that cannot be marked (``__slots__``) is recorded each time it is seen."""
+    try:
+        runs = getattr(exc, RECORDED_ATTR, None)
+        if type(runs) is set:
+            if run_id in runs:
+                return False
+            runs.add(run_id)
+        else:
+            setattr(exc, RECORDED_ATTR, {run_id})
+    except Exception:
+        pass
+    return True
+
+
+class TracebackText:
+    """An exception's formatted traceback, made text by the writer (reading source lines is I/O and
+    a frame's locals are the caller's: never on the caller's thread); the innermost
+    ``MAX_TRACEBACK_CHARS`` are kept, where the error was raised. Holds the traceback (and so its
+    frames) only until the writer has made it text."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __repr__(self) -> str:
+        import traceback
+
+        try:
+            text = "".join(traceback.format_exception(type(self.error), self.error, self.error.__traceback__))
+        except Exception as exc:
+            return f"<traceback not formatted: {type(exc).__name__}>"
+        if len(text) > MAX_TRACEBACK_CHARS:
+            text = f"...[{len(text) - MAX_TRACEBACK_CHARS} chars of outer frames cut]\n" + text[-MAX_TRACEBACK_CHARS:]
+        return text
