@@ -158,12 +158,12 @@ def sqlite_schema_ceiling(path: str, n: int, batch: int, reps: int) -> float:
     """Raw sqlite3 executemany of the writer's own rows into the real (migrated) ``execution_events``,
     one commit per batch, with the writer's PRAGMAs: what the schema's indexes leave for any writer."""
     from cmbagent_events.store.sink import SqliteSink
-    from cmbagent_events.store.sqlite_thread import _PRAGMAS
+    from cmbagent_events.store.sqlite_thread import PRAGMAS
 
     sink = SqliteSink(path)
     rows = writer_rows(n, sink)
     db = sqlite3.connect(path, isolation_level=None)
-    db.executescript(_PRAGMAS)
+    db.executescript(PRAGMAS)
     rates = []
     for rep in range(reps):
         mine = _unique(rows, rep)
@@ -267,7 +267,7 @@ async def run_micro(quick: bool, pg_url: str | None) -> dict[str, Any]:
         results["schema_ceiling_events_per_s"] = {"sqlite": {
             str(b): sqlite_schema_ceiling(f"{tmp}/micro.db", n_write, b, reps) for b in batches}}
         if pg_url:
-            from cmbagent_events.store.schema import asyncpg_dsn, parse_db_url
+            from cmbagent_events.store.database import asyncpg_dsn, parse_db_url
 
             dsn = asyncpg_dsn(parse_db_url(pg_url))
             results["ceiling_events_per_s"]["postgresql"] = {

@@ -71,8 +71,8 @@ async def _add_runs(url: str, template_id: str, count: int) -> None:
     """``count`` copies of the template run's row, with new ids and start times."""
     from sqlalchemy import insert, select
 
+    from cmbagent_events.store.database import make_engine
     from cmbagent_events.store.models import WorkflowRun
-    from cmbagent_events.store.schema import make_engine
 
     engine = make_engine(url)
     try:

@@ -18,7 +18,8 @@ from autogen import ConversableAgent, GroupChat, GroupChatManager
 from autogen.coding import LocalCommandLineCodeExecutor
 from autogen.io.base import IOStream
 
-from cmbagent_events.testing.scripted_client import Script, register_scripted_client, scripted_llm_config
+from cmbagent_events.testing.script import Script
+from cmbagent_events.testing.scripted_client import register_scripted_client, scripted_llm_config
 
 logging.getLogger("autogen.oai.client").setLevel(logging.WARNING)
 

@@ -14,17 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 from .captor import get_event_captor, set_event_captor
 from .capture import EventCaptureManager
-from .config import CaptureConfig, ConfigError
+from .config import CaptureConfig
+from .errors import ConfigError, DatabaseURLError, SchemaConflictError
 from .run import RunHandle, SyncRunHandle, capture_run, capture_run_sync, start_run, start_run_sync
-from .store.schema import DatabaseURLError, SchemaConflictError, migrate
+from .store.schema import migrate
 
 if TYPE_CHECKING:
     from .callbacks import PlanInfo, StepInfo, StepStatus, WorkflowCallbacks, create_callbacks_with_event_capture
     from .integrations.ag2_classic import HooksReport, hooks_report, install_ag2_hooks, uninstall_ag2_hooks
+    from .store.database import make_engine
     from .store.models import ExecutionEvent, File, Message, WorkflowRun
     from .store.placement import Placement
     from .store.repositories import EventRepository, WorkflowRepository
-    from .store.schema import make_engine
 
 __version__ = "0.1.0"
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
 
-from .workflow_capture import WorkflowCapture as WorkflowCapture  # re-exported: its first home
+from .workflow_capture import WorkflowCapture
 from .workflow_capture import field_of as field_of
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .errors import ConfigError as ConfigError  # re-exported: its historical home
+from .errors import ConfigError
 from .redaction import DEFAULT_SECRET_KEYS
 
 if TYPE_CHECKING:

@@ -26,6 +26,10 @@ class NotACaptureDatabase(DatabaseURLError):
     """The database exists but holds no cmbagent-events tables (a reader never creates them)."""
 
 
+class SchemaConflictError(DatabaseURLError):
+    """The database holds tables (or an Alembic history) of another application under our names."""
+
+
 class StoreError(CaptureError):
     """A database operation failed (the driver's exception is the ``__cause__``)."""
 
@@ -36,6 +40,11 @@ class DatabaseUnavailable(StoreError):
 
 class BatchRejected(StoreError):
     """The database refused this batch for its content (constraint, type, size)."""
+
+
+class DatabaseFileReplaced(StoreError):
+    """The SQLite file was deleted or replaced while the run wrote to it: what the old file took
+    (this batch included) is gone with it. The writer counts that and starts a new file."""
 
 
 class ServeError(CaptureError, ValueError):

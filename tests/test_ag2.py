@@ -56,10 +56,8 @@ from cmbagent_events import (  # noqa: E402
     uninstall_ag2_hooks,
 )
 from cmbagent_events.integrations import ag2_classic as hooks  # noqa: E402
+from cmbagent_events.testing.script import Script, ScriptExhaustedError, ToolCall  # noqa: E402
 from cmbagent_events.testing.scripted_client import (  # noqa: E402
-    Script,
-    ScriptExhaustedError,
-    ToolCall,
     register_scripted_client,
     scripted_llm_config,
     scripted_speaker_selection,

@@ -69,9 +69,7 @@ def test_settings_are_checked_against_each_other() -> None:
 
 def test_every_error_the_package_raises_on_purpose_is_a_capture_error() -> None:
     from cmbagent_events import errors
-    from cmbagent_events.live.feed import RunNotFound
-    from cmbagent_events.live.security import ServeError
-    from cmbagent_events.store import DatabaseURLError
+    from cmbagent_events.errors import DatabaseURLError, RunNotFound, ServeError
 
     for cls in (ConfigError, DatabaseURLError, ServeError, RunNotFound, errors.DatabaseUnavailable,
                 errors.BatchRejected):

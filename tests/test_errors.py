@@ -9,7 +9,8 @@ import pytest
 
 from cmbagent_events.errors import BatchRejected, CaptureError, DatabaseUnavailable, DatabaseURLError
 from cmbagent_events.store.columns import Event, make_row
-from cmbagent_events.store.schema import migrate, parse_db_url
+from cmbagent_events.store.database import parse_db_url
+from cmbagent_events.store.schema import migrate
 from cmbagent_events.store.sink import Batch, open_sink
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from cmbagent_events import CaptureConfig, capture_run
+from cmbagent_events.errors import DatabaseFileReplaced
 from cmbagent_events.store import pg_connections
-from cmbagent_events.store.sqlite_thread import DatabaseFileReplaced, sqlite_thread
+from cmbagent_events.store.sqlite_thread import sqlite_thread
 from cmbagent_events.writer.encode import FAILED, Sanitizer
 
 
@@ -74,7 +75,7 @@ async def test_sqlite_thread_returns_errors_and_keeps_serving(tmp_path: Path) ->
 
 async def test_postgres_connection_kept_for_the_next_run_on_the_loop(pg_url: str, config: CaptureConfig) -> None:
     from cmbagent_events.run.loop_thread import writer_loop
-    from cmbagent_events.store.schema import asyncpg_dsn, parse_db_url
+    from cmbagent_events.store.database import asyncpg_dsn, parse_db_url
 
     dsn = asyncpg_dsn(parse_db_url(pg_url))
     kept = []
@@ -87,7 +88,7 @@ async def test_postgres_connection_kept_for_the_next_run_on_the_loop(pg_url: str
 
 
 async def test_postgres_connection_that_failed_is_not_kept(pg_url: str) -> None:
-    from cmbagent_events.store.schema import asyncpg_dsn, parse_db_url
+    from cmbagent_events.store.database import asyncpg_dsn, parse_db_url
 
     dsn = asyncpg_dsn(parse_db_url(pg_url))
     conn = await pg_connections.acquire(dsn)
@@ -101,7 +102,7 @@ async def test_postgres_connection_that_failed_is_not_kept(pg_url: str) -> None:
 
 
 def test_postgres_connections_closed_when_the_loop_shuts_down(pg_url: str) -> None:
-    from cmbagent_events.store.schema import asyncpg_dsn, parse_db_url
+    from cmbagent_events.store.database import asyncpg_dsn, parse_db_url
 
     dsn = asyncpg_dsn(parse_db_url(pg_url))
     kept = []

@@ -14,14 +14,15 @@ import pytest
 
 from cmbagent_events import CaptureConfig, capture_run, make_engine
 from cmbagent_events.cli import main
-from cmbagent_events.config import ConfigError
+from cmbagent_events.errors import ConfigError
 from cmbagent_events.export.otlp import (
     OtlpForwarder,
     export_stored_run,
     make_exporter,
     traces_url,
 )
-from cmbagent_events.export.spans import RunInfo, TraceBuilder
+from cmbagent_events.export.span_mapping import RunInfo
+from cmbagent_events.export.spans import TraceBuilder
 from cmbagent_events.store.reader import RunReader
 from cmbagent_events.testing.otlp_receiver import (
     OtlpReceiver,

@@ -24,7 +24,8 @@ import pytest
 from cmbagent_events import demo
 from cmbagent_events.cli import main
 from cmbagent_events.export.otlp import make_exporter
-from cmbagent_events.export.spans import RunInfo, TraceBuilder
+from cmbagent_events.export.span_mapping import RunInfo
+from cmbagent_events.export.spans import TraceBuilder
 
 pytestmark = pytest.mark.phoenix
 

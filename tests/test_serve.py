@@ -9,7 +9,8 @@ import aiohttp
 import pytest
 
 from cmbagent_events import CaptureConfig, WorkflowRun, capture_run
-from cmbagent_events.live.security import ServeError, check_bind, is_loopback
+from cmbagent_events.errors import ServeError
+from cmbagent_events.live.security import check_bind, is_loopback
 from cmbagent_events.live.server import STATE, start_server
 
 FAST = CaptureConfig(buffer_size=20, flush_interval_ms=10)

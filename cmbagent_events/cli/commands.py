@@ -233,7 +233,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from ..store.schema import migrate, parse_db_url
+    from ..store.database import parse_db_url
+    from ..store.schema import migrate
 
     url = parse_db_url(args.db)
     shown = url.render_as_string(hide_password=True)
@@ -288,7 +289,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..live.security import ServeError
+    from ..errors import ServeError
     from ..live.server import serve_forever
 
     try:

@@ -7,7 +7,8 @@ import os
 import sys
 from typing import NoReturn
 
-from ..config import DEFAULT_DB_URL, ConfigError
+from ..config import DEFAULT_DB_URL
+from ..errors import ConfigError
 from .commands import (
     cmd_close_orphans,
     cmd_cost,

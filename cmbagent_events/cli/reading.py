@@ -47,8 +47,9 @@ async def open_reader(args: argparse.Namespace):
     """A RunReader on ``args.db`` and ``args.placement``; refuses a missing SQLite file and a database
     that holds no cmbagent-events tables (never creating them there); an older schema of ours is upgraded."""
     from ..read.opening import check_readable
+    from ..store.database import make_engine, resolve_db
     from ..store.reader import RunReader
-    from ..store.schema import HEAD_REVISION, make_engine, migrate, resolve_db
+    from ..store.schema import HEAD_REVISION, migrate
 
     db = resolve_db(args.db)
     if db.is_sqlite and not Path(db.path or "").expanduser().exists():
@@ -123,7 +124,7 @@ async def pages(reader, run_id: str, progress: Progress, size: int = 2000) -> As
 
 def make_notifier(db_url: str, poll: float):
     from ..live.notify import PgNotifier, PollNotifier
-    from ..store.schema import resolve_db
+    from ..store.database import resolve_db
 
     db = resolve_db(db_url)
     return PollNotifier(poll) if db.is_sqlite else PgNotifier(db.dsn or "")

@@ -17,9 +17,9 @@ import json
 from pathlib import Path
 
 from ..capture import EventCaptureManager
-from ..config import CaptureConfig, ConfigError
+from ..config import CaptureConfig
+from ..errors import ConfigError, DatabaseURLError
 from ..run import capture_run
-from ..store import DatabaseURLError
 from .models import PLANCK_2018, SPECTRUM_FILE, get_planck_parameters, spectrum_code
 from .report import Outcome
 

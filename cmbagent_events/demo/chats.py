@@ -24,9 +24,7 @@ from autogen.agentchat.group import (
 from autogen.agentchat.group.patterns import DefaultPattern
 from autogen.coding import LocalCommandLineCodeExecutor
 
-from ..testing.scripted_client import (
-    ToolCall,
-)
+from ..testing.script import ToolCall
 from .models import (
     PLANCK_2018,
     SPECTRUM_FILE,

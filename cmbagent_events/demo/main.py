@@ -11,10 +11,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import CaptureConfig, ConfigError
+from ..config import CaptureConfig
+from ..errors import ConfigError, DatabaseURLError
 from ..integrations import flavours
-from ..store import DatabaseURLError
-from ..store.schema import check_writable
+from ..store.database import check_writable
 from .models import (
     MODES,
     Models,

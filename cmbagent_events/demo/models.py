@@ -8,11 +8,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..testing.scripted_client import (
-    Script,
-    register_scripted_client,
-    scripted_llm_config,
-)
+from ..testing.script import Script
+from ..testing.scripted_client import register_scripted_client, scripted_llm_config
 
 MODES = ("planning_and_control", "one_shot")
 SPECTRUM_FILE = "cmb_tt_spectrum.csv"

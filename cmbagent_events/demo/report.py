@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from ..render import run_header, tree_lines
-from ..store import EventRepository, WorkflowRepository, make_engine
+from ..store.database import make_engine
+from ..store.repositories import EventRepository, WorkflowRepository
 
 
 @dataclasses.dataclass

@@ -20,9 +20,9 @@ from ..callbacks import (
     create_callbacks_with_event_capture,
 )
 from ..capture import EventCaptureManager
-from ..config import CaptureConfig, ConfigError
+from ..config import CaptureConfig
+from ..errors import ConfigError, DatabaseURLError
 from ..run import capture_run
-from ..store import DatabaseURLError
 from .chats import (
     handoff_chat,
     parameter_chat,
@@ -34,7 +34,7 @@ from .models import (
     Models,
     NullIOStream,
 )
-from .report import Outcome, report_lines  # noqa: F401 - report_lines re-exported (was defined here)
+from .report import Outcome
 
 
 # -- the workflows ------------------------------------------------------------------------------------

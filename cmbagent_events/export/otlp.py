@@ -32,10 +32,11 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ..errors import CaptureError
-from ..live.wire import _decode, event_from_row, update_from_row
+from ..live.wire import decode_json, event_from_row, update_from_row
 from ..store.columns import EVENT_COLUMNS, RUN_COLUMNS, RunFinish
 from ..store.sink import Batch
-from .spans import RunInfo, TraceBuilder
+from .span_mapping import RunInfo
+from .spans import TraceBuilder
 
 if TYPE_CHECKING:
     from ..store.reader import RunReader
@@ -283,8 +284,8 @@ class OtlpForwarder:
 
     def _finish(self) -> list[ReadableSpan]:
         run = dict(self._run)
-        meta = _decode(run.get("meta"))
-        patch = _decode(run.pop("meta_patch", None))
+        meta = decode_json(run.get("meta"))
+        patch = decode_json(run.pop("meta_patch", None))
         if isinstance(meta, dict) and isinstance(patch, dict):
             meta = {**meta, **patch}
         run["meta"] = meta if meta is not None else patch

@@ -35,7 +35,7 @@ from typing import Any
 
 from ..config import CaptureConfig
 from ..run import SyncRunHandle, start_run_sync
-from ..store.schema import parse_db_url
+from ..store.database import parse_db_url
 from ..workflow_capture import WorkflowCapture, field_of
 
 log = logging.getLogger("cmbagent_events.mars")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from ..errors import RunNotFound as RunNotFound  # re-exported: its historical home
+from ..errors import RunNotFound
 from ..store.models import EventColumns, RunColumns
 from ..store.reader import RunReader
 from .notify import Notifier, PollNotifier

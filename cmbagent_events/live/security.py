@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..errors import ServeError as ServeError  # re-exported: its historical home
+from ..errors import ServeError
 
 TOKEN_COOKIE = "cmbagent_events_token"
 MIN_TOKEN_CHARS = 16

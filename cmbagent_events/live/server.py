@@ -39,9 +39,10 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ..errors import RunNotFound
 from ..read import rollup
 from ..read.store import AsyncStore
+from ..store.database import make_engine, parse_db_url, resolve_db
 from ..store.placement import Placement
 from ..store.reader import RunReader
-from ..store.schema import make_engine, migrate, parse_db_url, resolve_db
+from ..store.schema import migrate
 from .feed import FeedItem, RunFeed
 from .notify import Notifier, PgNotifier, PollNotifier
 from .ordering import DEFAULT_GAP_TIMEOUT_S

@@ -38,7 +38,8 @@ def iso(value: Any) -> str | None:
     return value.astimezone(UTC).isoformat()
 
 
-def _decode(value: Any) -> Any:
+def decode_json(value: Any) -> Any:
+    """A JSON column's value as Python (a driver hands over text or bytes; text that is not JSON stays text)."""
     if isinstance(value, (str, bytes)):
         try:
             return json.loads(value)
@@ -67,7 +68,7 @@ def event_from_row(row: tuple) -> dict[str, Any]:
     """An event from a committed writer row (``EVENT_COLUMNS`` order, JSON columns encoded)."""
     out = dict(zip(EVENT_COLUMNS, row))
     for c in _JSON_COLUMNS:
-        out[c] = _decode(out[c])
+        out[c] = decode_json(out[c])
     for c in _TIME_COLUMNS:
         out[c] = iso(out[c])
     return out
@@ -80,8 +81,8 @@ def update_from_row(row: tuple) -> dict[str, Any]:
     """
     out = dict(zip(UPDATE_FIELDS, row))
     out["id"] = row[Update.id]
-    out["outputs"] = _decode(out["outputs"])
-    out["meta"] = _decode(out["meta"]) or {}
+    out["outputs"] = decode_json(out["outputs"])
+    out["meta"] = decode_json(out["meta"]) or {}
     out["completed_at"] = iso(out["completed_at"])
     if out["error_message"] is None:
         del out["error_message"]

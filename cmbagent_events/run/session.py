@@ -19,16 +19,17 @@ from typing import Any, TypeVar
 from ..bus import EventBus
 from ..capture import EventCaptureManager
 from ..capture_values import plain_dict
-from ..config import CaptureConfig, ConfigError
-from ..errors import DatabaseUnavailable
+from ..config import CaptureConfig
+from ..errors import ConfigError, DatabaseUnavailable
 from ..ids import new_run_id
-from ..store.columns import Run
+from ..store.columns import RUN_WIDTHS, Run
+from ..store.database import resolve_db
 from ..store.orphans import process_identity
-from ..store.schema import forget_migrated, migrate, resolve_db
+from ..store.schema import forget_migrated, migrate
 from ..store.sink import open_sink
 from ..writer import BatchWriter, FinishValues
 from ..writer.encode import Sanitizer
-from ..writer.fit import RUN_WIDTHS, NeedsUserCode, fit_text
+from ..writer.fit import NeedsUserCode, fit_text
 from ..writer.rows import run_row
 
 log = logging.getLogger("cmbagent_events")

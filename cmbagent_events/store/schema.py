@@ -3,7 +3,7 @@
 ``capture_run``'s entry goes through here on every run, so this module imports nothing heavy at
 load: :func:`migrate` first asks the database for our stored revision with the raw driver; only
 when it is not :data:`HEAD_REVISION` are Alembic and SQLAlchemy imported and the upgrade run.
-URLs and reading engines live in database.py (re-exported here, their first home).
+URLs and reading engines live in database.py.
 """
 
 from __future__ import annotations
@@ -14,20 +14,16 @@ import weakref
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ..errors import DatabaseURLError as DatabaseURLError  # re-exported: its historical home
-from .database import POSTGRES_DRIVERS as POSTGRES_DRIVERS
-from .database import SQLITE_DRIVERS as SQLITE_DRIVERS
-from .database import Database as Database
-from .database import asyncpg_dsn as asyncpg_dsn
-from .database import check_placement as check_placement
-from .database import check_writable as check_writable
-from .database import immutable_uri
-from .database import is_sqlite as is_sqlite
-from .database import make_engine as make_engine
-from .database import parse_db_url as parse_db_url
-from .database import read_only_place as read_only_place
-from .database import resolve_db as resolve_db
-from .database import sqlite_path as sqlite_path
+from ..errors import DatabaseURLError, SchemaConflictError
+from .database import (
+    Database,
+    check_placement,
+    immutable_uri,
+    make_engine,
+    read_only_place,
+    resolve_db,
+    sqlite_path,
+)
 from .placement import Placement
 
 if TYPE_CHECKING:
@@ -47,10 +43,6 @@ _locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, Pla
 # on one loop or on two threads) break each other (KeyError 'script'). One at a time per process.
 _alembic_loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 _alembic_thread_lock = threading.Lock()
-
-
-class SchemaConflictError(DatabaseURLError):
-    """The database holds tables (or an Alembic history) of another application under our names."""
 
 
 def migrations_dir() -> Path:

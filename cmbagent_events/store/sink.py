@@ -27,12 +27,11 @@ from itertools import chain, repeat
 from operator import floordiv, mod, truediv
 from typing import Any, Protocol
 
-from ..errors import BatchRejected, DatabaseUnavailable, StoreError
+from ..errors import BatchRejected, DatabaseFileReplaced, DatabaseUnavailable, StoreError
 from . import pg_connections
 from .columns import EVENT_COLUMNS, FILE_COLUMNS, MESSAGE_COLUMNS, RUN_COLUMNS, Event, RunFinish
+from .database import Database, check_placement, resolve_db, sqlite_path
 from .placement import DEFAULT_PLACEMENT, Placement
-from .schema import Database, check_placement, resolve_db, sqlite_path
-from .sqlite_thread import DatabaseFileReplaced as DatabaseFileReplaced
 from .sqlite_thread import sqlite_thread
 
 
@@ -80,15 +79,13 @@ _SQLITE_UNAVAILABLE = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sql
 
 
 def sqlite_error(exc: Exception) -> StoreError:
-    """The typed error for an exception from aiosqlite/sqlite3 (raise it ``from exc``)."""
+    """The typed error for an exception from sqlite3 (raise it ``from exc``)."""
     if isinstance(exc, StoreError):
         return exc
     unavailable = isinstance(exc, OSError)
     if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)
         unavailable = code is not None and code & 0xFF in _SQLITE_UNAVAILABLE
-    elif isinstance(exc, ValueError):  # aiosqlite reports its dead connection thread only this way
-        unavailable = "closed" in str(exc).lower() or "no active connection" in str(exc).lower()
     return (DatabaseUnavailable if unavailable else BatchRejected)(f"SQLite: {exc!r}")
 
 
@@ -195,7 +192,7 @@ class SqliteSink:
     async def write(self, batch: Batch) -> None:
         try:
             await self._db.call(self._write, batch)  # one thread hop for the whole transaction
-        except (DatabaseFileReplaced, StoreError):
+        except StoreError:  # DatabaseFileReplaced included
             raise
         except Exception as exc:
             raise sqlite_error(exc) from exc

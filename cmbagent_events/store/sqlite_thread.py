@@ -26,14 +26,12 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..errors import DatabaseFileReplaced
+
 T = TypeVar("T")
 
 
-class DatabaseFileReplaced(Exception):
-    """The SQLite file was deleted or replaced while the run wrote to it: what the old file took
-    (this batch included) is gone with it. The writer counts that and starts a new file."""
-
-_PRAGMAS = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;"
+PRAGMAS = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;"
 
 _NONE_KEY = (type(None), sqlite3.PrepareProtocol)
 _NO_ADAPTATION: dict[None, None] = {}
@@ -107,7 +105,7 @@ class SqliteThread:
         if self._conn is None:
             conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
             try:
-                conn.executescript(_PRAGMAS)
+                conn.executescript(PRAGMAS)
             except BaseException:
                 conn.close()
                 raise

@@ -50,11 +50,8 @@ from typing import Any, ClassVar
 
 from .script import (
     ANY_AGENT,
-    Reply,
     Script,
     ScriptedCall,
-    ScriptExhaustedError,
-    ToolCall,
     count_tokens,
     get_script,
 )
@@ -68,18 +65,9 @@ from .scripted_response import (
 )
 
 __all__ = [
-    "ANY_AGENT",
     "SCRIPTED_MODEL",
-    "Reply",
-    "Script",
-    "ScriptExhaustedError",
-    "ScriptedCall",
     "ScriptedModelClient",
-    "ScriptedResponse",
-    "ToolCall",
     "apply_scripted_speaker_selection",
-    "count_tokens",
-    "get_script",
     "register_scripted_client",
     "scripted_llm_config",
     "scripted_speaker_selection",

@@ -11,8 +11,8 @@ async def stored_run(db_url: str, run_id: str) -> tuple[Any, list[int]]:
     from sqlalchemy import select
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
+    from ..store.database import make_engine
     from ..store.models import ExecutionEvent, WorkflowRun
-    from ..store.schema import make_engine
 
     engine = make_engine(db_url)
     try:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .scripted_client import Script, ToolCall, register_scripted_client, scripted_llm_config
+from .script import Script, ToolCall
+from .scripted_client import register_scripted_client, scripted_llm_config
 
 
 def add(a: int, b: int) -> int:

@@ -38,9 +38,9 @@ from typing import Any
 
 from ..bus import ENCODE_FAILED, NOT_WRITTEN, REFUSED, USER_CODE_TIMEOUT, WRITER_ERROR, EventBus
 from ..config import CaptureConfig
-from ..errors import DatabaseUnavailable
+from ..errors import DatabaseFileReplaced, DatabaseUnavailable
 from ..records import BARRIER, EventRecord, barrier
-from ..store.sink import Batch, DatabaseFileReplaced, Sink
+from ..store.sink import Batch, Sink
 from .fallbacks import Fallbacks, FinishValues, resolve
 from .faults import is_disk_full, split_batch
 from .fit import UserCodeTimeout

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ..store.columns import Event, FileRow, MessageRow, Run, RunFinish, Update
+from ..store.database import resolve_db
 from ..store.placement import Placement
-from ..store.schema import migrate, resolve_db
+from ..store.schema import migrate
 from ..store.sink import Batch, Sink, open_sink
 
 DEFAULT_SPILL_DIR = "cmbagent_events_spill"
