@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ..config import DEFAULT_DB_URL
 from ..errors import ConfigError
@@ -76,7 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--table-prefix", default=argparse.SUPPRESS, help=prefix_help)
     common.add_argument("--db-schema", default=argparse.SUPPRESS, help=schema_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CliParser)
+    _add_read_commands(sub, common)
+    _add_live_commands(sub, common)
+    _add_store_commands(sub, common)
+    return parser
 
+
+def _add_read_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """runs, show, cost, diff: answers from what is stored."""
     p = sub.add_parser("runs", parents=[common], help="list runs, newest first (duration, tokens, cost)")
     p.add_argument("--limit", type=int, default=50, help="how many runs (default 50)")
     p.add_argument("--offset", type=int, default=0, help="skip this many of the newest runs (paging)")
@@ -109,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "null when the runs did the same)")
     p.set_defaults(func=cmd_diff)
 
+
+def _add_live_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """tail, export, demo, serve: following, sending and showing runs."""
     p = sub.add_parser("tail", parents=[common], help="follow a run live (the latest when RUN_ID is omitted)")
     p.add_argument("run_id", metavar="RUN_ID", nargs="?", help="run id or prefix (default: the latest run)")
     p.add_argument("-n", "--lines", type=int, default=20, help="stored events to show first (default 20)")
@@ -132,6 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "receiver, e.g. Phoenix at capacity, answers 503 until it has caught up)")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("demo", help="run the offline AG2 demo and print its trace (arguments go to the demo)",
+                       add_help=False)
+    p.set_defaults(func=cmd_demo, demo_args=[])
+
+    p = sub.add_parser("serve", parents=[common], help="the live web viewer (HTTP + WebSocket)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; any other needs --token)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--token", default=os.environ.get("CMBAGENT_EVENTS_SERVE_TOKEN"),
+                   help="secret clients must present (default $CMBAGENT_EVENTS_SERVE_TOKEN); "
+                        "required when --host is not loopback")
+    p.add_argument("--poll", type=float, default=0.25, help="SQLite polling interval in seconds (default 0.25)")
+    p.set_defaults(func=cmd_serve)
+
+
+def _add_store_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """migrate, replay (spill files), close-orphans: looking after the database."""
     p = sub.add_parser("migrate", parents=[common], help="create or upgrade the schema")
     p.set_defaults(func=cmd_migrate)
 
@@ -147,21 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 120); on this host a run whose process is gone is closed at once")
     p.add_argument("--dry-run", action="store_true", help="only list what would be closed")
     p.set_defaults(func=cmd_close_orphans)
-
-    p = sub.add_parser("demo", help="run the offline AG2 demo and print its trace (arguments go to the demo)",
-                       add_help=False)
-    p.set_defaults(func=cmd_demo, demo_args=[])
-
-    p = sub.add_parser("serve", parents=[common], help="the live web viewer (HTTP + WebSocket)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1; any other needs --token)")
-    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
-    p.add_argument("--token", default=os.environ.get("CMBAGENT_EVENTS_SERVE_TOKEN"),
-                   help="secret clients must present (default $CMBAGENT_EVENTS_SERVE_TOKEN); "
-                        "required when --host is not loopback")
-    p.add_argument("--poll", type=float, default=0.25, help="SQLite polling interval in seconds (default 0.25)")
-    p.set_defaults(func=cmd_serve)
-    return parser
 
 
 _GLOBAL_OPTIONS = ("--db", "--table-prefix", "--db-schema")
