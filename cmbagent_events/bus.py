@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .records import EventRecord
+from .records import LLM_ROW, EventRecord
 
 # Causes of loss, as counted on the run (``meta.drops``)
 QUEUE_FULL = "queue full"
@@ -237,6 +237,9 @@ def estimate_size(record: EventRecord, seen: dict[int, Any] | None = None) -> in
                 size += _weigh(value, seen, budget)
             elif value is not None:
                 size += ITEM_BYTES
+        extra = record.extra
+        if type(extra) is tuple and len(extra) == 2 and extra[0] == LLM_ROW:  # a model call's whole request
+            size += extra[1].weight
     except Exception:  # a dict another thread changes meanwhile: an estimate, never an error
         pass
     return size

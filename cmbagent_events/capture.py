@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .bus import CAPTURE_FAILED, INTERRUPTED, EventBus, accounted
 from .capture_values import (
     ErrorText,
+    LlmExchange,
     TracebackText,
     as_number,
     fresh_meta,
@@ -32,7 +33,7 @@ from .capture_values import (
 )
 from .config import CaptureConfig
 from .ids import event_id_prefix
-from .records import FILE_ROW, INSERT, MESSAGE_ROW, EventRecord, completion
+from .records import COST_SOURCES, FILE_ROW, INSERT, LLM_ROW, MESSAGE_ROW, EventRecord, completion
 
 if TYPE_CHECKING:
     from .live.subscribers import Subscription
@@ -107,6 +108,7 @@ class EventCaptureManager:
                                          "cost": 0.0}  # summed over llm_call events, stored on the run
         cfg = self.config
         self._fold = cfg.broadcasts == "fold"
+        self._llm_messages = cfg.capture_llm_messages
         self._folds: dict[int, list[Any]] = {}  # thread id -> [message, sender, recipients, record fields]
         self._fold_lock = threading.Lock()
         self._on = {
@@ -488,16 +490,29 @@ class EventCaptureManager:
 
     def capture_llm_call(self, agent_name: str | None, model: str | None, prompt_tokens: float | None,
                          completion_tokens: float | None, total_tokens: float | None = None, cost: float | None = None,
-                         duration_ms: float | None = None, metadata: dict[str, Any] | None = None) -> str | None:
-        """One model call with its token usage and cost; the run's totals (``usage``) are summed here."""
+                         duration_ms: float | None = None, metadata: dict[str, Any] | None = None, *,
+                         request: dict[str, Any] | None = None, response: Any = None,
+                         cached_tokens: float | None = None, reasoning_tokens: float | None = None,
+                         cost_source: str | None = None) -> str | None:
+        """One model call with its token usage and cost; the run's totals (``usage``) are summed here.
+
+        ``request``: the parameters the client was called with (``messages``, ``tools``, ``model``,
+        ``temperature``, ...) and ``response``: what it returned (e.g. an OpenAI ``ChatCompletion``);
+        both are stored whole in ``llm_calls`` (``CMBAGENT_CAPTURE_LLM_MESSAGES``), each distinct message
+        once per run. ``cost_source``: ``reported`` (by the API or the caller), ``ag2_price_table``
+        (computed by AG2) or ``unknown``; by default ``reported`` when a cost is given.
+        """
         if not self.enabled:
             return None
         try:
             # counts and cost as numbers (an API may hand over "12" or a Decimal); anything else counts 0
             prompt_tokens, completion_tokens = as_number(prompt_tokens), as_number(completion_tokens)
             total_tokens, cost = as_number(total_tokens), as_number(cost)
+            cached_tokens, reasoning_tokens = as_number(cached_tokens), as_number(reasoning_tokens)
             if total_tokens is None and (prompt_tokens is not None or completion_tokens is not None):
                 total_tokens = (prompt_tokens or 0) + (completion_tokens or 0)
+            if cost_source not in COST_SOURCES:
+                cost_source = "unknown" if cost is None else "reported"
             with self._usage_lock:
                 totals = self.usage
                 totals["calls"] += 1
@@ -505,9 +520,17 @@ class EventCaptureManager:
                 totals["completion_tokens"] += completion_tokens or 0
                 totals["total_tokens"] += total_tokens or 0
                 totals["cost"] += cost or 0.0
+                if cached_tokens:
+                    totals["cached_tokens"] = totals.get("cached_tokens", 0) + cached_tokens
+                if reasoning_tokens:
+                    totals["reasoning_tokens"] = totals.get("reasoning_tokens", 0) + reasoning_tokens
+            exchange = None
+            if self._llm_messages and (request is not None or response is not None):
+                exchange = (LLM_ROW, LlmExchange(request, response))
             return self._emit("llm_call", "llm_call", "complete", agent_name, inputs=(model,),
-                              outputs=(prompt_tokens, completion_tokens, total_tokens, cost), duration_ms=duration_ms,
-                              meta=fresh_meta(metadata) or {"model": model})
+                              outputs=(prompt_tokens, completion_tokens, total_tokens, cost, cached_tokens,
+                                       reasoning_tokens, cost_source),
+                              duration_ms=duration_ms, meta=fresh_meta(metadata) or {"model": model}, extra=exchange)
         except Exception:
             self._capture_failed()
             return None

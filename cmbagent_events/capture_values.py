@@ -144,3 +144,49 @@ class TracebackText:
         if len(text) > MAX_TRACEBACK_CHARS:
             text = f"...[{len(text) - MAX_TRACEBACK_CHARS} chars of outer frames cut]\n" + text[-MAX_TRACEBACK_CHARS:]
         return text
+
+
+class LlmExchange:
+    """A model call's request and response as captured, for the writer to store whole (llm_calls).
+
+    The request's message list and each message dict are copied (AG2 goes on changing them: the
+    stored request is the one sent); tools and the other parameters are kept by reference (copied at
+    their top level); the response is kept as the client returned it, for the writer to dump to JSON.
+    ``weight``: the bytes its message contents hold, for the queue's byte bound (bus.estimate_size).
+    """
+
+    __slots__ = ("messages", "model", "params", "response", "tools", "weight")
+
+    def __init__(self, request: Any, response: Any) -> None:
+        messages: Any = None
+        model: Any = None
+        tools: Any = None
+        params: dict[str, Any] = {}
+        weight = 0
+        if isinstance(request, dict):
+            for key, value in dict.items(request):
+                if key == "messages":
+                    messages = value
+                elif key == "tools":
+                    tools = snapshot(value)
+                elif key == "model":
+                    model = value
+                else:
+                    params[key] = value
+        if type(messages) is list:
+            copied = []
+            for message in messages:
+                if type(message) is dict:
+                    content = message.get("content")
+                    if type(content) is str:
+                        weight += len(content)
+                    copied.append(dict.copy(message))
+                else:
+                    copied.append(message)
+            messages = copied
+        self.messages = messages
+        self.model = model
+        self.tools = tools
+        self.params = params
+        self.response = response
+        self.weight = weight + 64 * (len(messages) if type(messages) is list else 0)

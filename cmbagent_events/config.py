@@ -57,6 +57,8 @@ class CaptureConfig:
     secret_keys: tuple[str, ...] = DEFAULT_SECRET_KEYS  # see redaction.py for the rules beyond these names
     otlp_endpoint: str | None = None  # also send each run live as OTLP spans here (needs the [otel] extra)
     handle_sigterm: bool = True  # SIGTERM drains open runs (run/signals.py); False leaves SIGTERM alone
+    capture_llm_messages: bool = True  # model calls stored with their whole request and response (llm_calls)
+    max_llm_message_size: int = 1_000_000  # bytes kept of one stored model message; beyond: cut, not replayable
 
     def __post_init__(self) -> None:
         if self.broadcasts not in BROADCAST_MODES:
@@ -68,6 +70,7 @@ class CaptureConfig:
         _check_range("CMBAGENT_EVENT_QUEUE_SIZE", self.queue_size, 1, 1 << 30)
         _check_range("CMBAGENT_EVENT_QUEUE_MAX_BYTES", self.queue_max_bytes, 1, 1 << 50)
         _check_range("CMBAGENT_EVENT_FLUSH_INTERVAL_MS", self.flush_interval_ms, 1, 3_600_000)
+        _check_range("CMBAGENT_EVENT_MAX_LLM_MESSAGE_SIZE", self.max_llm_message_size, 1024, 1 << 30)
         if not 0.0 <= self.sample_rate <= 1.0:
             raise ConfigError(f"CMBAGENT_EVENT_SAMPLE_RATE must be between 0.0 and 1.0, got {self.sample_rate!r}")
         if self.close_timeout_s <= 0:
@@ -127,6 +130,8 @@ class CaptureConfig:
             db_schema=environ.get("CMBAGENT_EVENTS_DB_SCHEMA", "").strip() or None,
             otlp_endpoint=_raw(environ, "CMBAGENT_EVENTS_OTLP_ENDPOINT"),
             handle_sigterm=_bool(environ, "CMBAGENT_EVENTS_HANDLE_SIGTERM", d.handle_sigterm),
+            capture_llm_messages=_bool(environ, "CMBAGENT_CAPTURE_LLM_MESSAGES", d.capture_llm_messages),
+            max_llm_message_size=_int(environ, "CMBAGENT_EVENT_MAX_LLM_MESSAGE_SIZE", d.max_llm_message_size),
         )
 
     def replace(self, **changes: Any) -> CaptureConfig:

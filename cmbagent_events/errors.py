@@ -55,6 +55,10 @@ class RunNotFound(CaptureError, LookupError):
     """No run with that id in the database."""
 
 
+class EventNotFound(CaptureError, LookupError):
+    """No event with that id in the database (or not of the kind asked for)."""
+
+
 def one_line(exc: BaseException) -> str:
     """What went wrong, in one line with a hint, for a command-line user (never a traceback).
 

@@ -26,11 +26,24 @@ INPUT_FIELDS: dict[str, tuple[str, ...]] = {
     "handoff": ("from_agent", "to_agent", "context"),
     "llm_call": ("model",),
 }
-USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost")  # llm_call outputs["usage"]
+# llm_call outputs: a tuple of USAGE_FIELDS then the cost's source, named by usage_outputs() in the writer
+USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "cached_tokens", "reasoning_tokens")
+COST_SOURCES = ("reported", "ag2_price_table", "unknown")  # where an llm_call's cost comes from
 
 # ``extra`` tags for companion rows
 MESSAGE_ROW = "message"
 FILE_ROW = "file"
+LLM_ROW = "llm"  # (LLM_ROW, capture_values.LlmExchange): the call's llm_calls row and its new llm_contents rows
+
+
+def usage_outputs(values: tuple[Any, ...]) -> dict[str, Any]:
+    """An llm_call's outputs from its captured tuple: ``{"usage": {...}, "cost_source": ...}``; cached and
+    reasoning tokens only where the API reported them."""
+    usage = dict(zip(USAGE_FIELDS[:4], values))
+    for name, value in zip(USAGE_FIELDS[4:], values[4:6]):
+        if value is not None:
+            usage[name] = value
+    return {"usage": usage, "cost_source": values[6] if len(values) > 6 else "unknown"}
 
 
 class EventRecord(msgspec.Struct, gc=False, array_like=True):

@@ -16,12 +16,12 @@ from typing import Any
 from sqlalchemy import select, type_coerce
 from sqlalchemy.types import Text
 
-from ..errors import RunNotFound
+from ..errors import EventNotFound, RunNotFound
 from ..store.columns import EVENT_COLUMNS, RUN_COLUMNS
 from ..store.models import models_for
 from ..store.placement import Placement
 from ..store.reader import escape_like
-from . import compare, rollup
+from . import compare, llm_calls, rollup
 from .opening import check_readable, database_for, read_only_engine
 
 PAGE = 2000  # events per query when streaming a run
@@ -63,6 +63,8 @@ class AsyncStore:
         self._run: Any = models.WorkflowRun
         self._event: Any = models.ExecutionEvent
         self._file: Any = models.File
+        self._llm_call: Any = models.LlmCall
+        self._llm_content: Any = models.LlmContent
         self._engine: Any = None
         self.revision: str | None = None
 
@@ -141,6 +143,44 @@ class AsyncStore:
         return str((await self.run(run_id))["id"])
 
     # -- events ----------------------------------------------------------------------------------------
+    async def event(self, event_id: str) -> dict[str, Any]:
+        """One event by its id.
+
+        Raises:
+            EventNotFound: no event with that id.
+        """
+        event = self._event
+        rows = await self._rows(select(*(getattr(event, c) for c in EVENT_COLUMNS)).where(event.id == event_id))
+        if not rows:
+            raise EventNotFound(f"event {event_id!r} is not in this database (a run's events: cmbagent-events show)")
+        return event_dict(rows[0])
+
+    async def llm_call(self, event_id: str) -> dict[str, Any]:
+        """A model call whole: ``{"request": {"model", "messages", "tools", "params"}, "response", "usage",
+        "cost", "cost_source", "replayable", "note", ...}``, messages and tools in the OpenAI chat format,
+        the response as the client returned it (e.g. a ``ChatCompletion``'s JSON). A call stored without
+        them (an older run, or ``CMBAGENT_CAPTURE_LLM_MESSAGES=false``) has ``messages`` and ``response``
+        None and says so in ``note``.
+
+        Raises:
+            EventNotFound: no event with that id, or it is not an ``llm_call``.
+        """
+        found = await self.event(event_id)
+        if found["event_type"] != "llm_call":
+            raise EventNotFound(f"event {event_id!r} is a {found['event_type']} event, not an llm_call")
+        if not llm_calls.has_llm_tables(self.revision):
+            return llm_calls.assemble(found, None, {})
+        call_table, content = self._llm_call, self._llm_content
+        calls = await self._rows(select(call_table).where(call_table.event_id == event_id))
+        call = calls[0] if calls else None
+        bodies: dict[str, str] = {}
+        refs = llm_calls.references(call) if call is not None else []
+        for start in range(0, len(refs), 500):  # bounded IN lists
+            chunk = refs[start:start + 500]
+            query = select(content.hash, content.body).where(content.run_id == found["run_id"], content.hash.in_(chunk))
+            bodies.update((h, body) for h, body in await self._rows(query))
+        return llm_calls.assemble(found, call, bodies)
+
     def _event_query(self, run_id: str, event_type: str | None, agent: str | None, status: str | None) -> Any:
         event = self._event
         query = select(*(getattr(event, c) for c in EVENT_COLUMNS)).where(event.run_id == run_id)

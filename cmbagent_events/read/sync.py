@@ -86,6 +86,14 @@ class Store:
             yield from batch
             after = batch[-1]["seq"]
 
+    def event(self, event_id: str) -> dict[str, Any]:
+        """One event by its id (raises ``EventNotFound``)."""
+        return self._call(self._async.event, event_id)
+
+    def llm_call(self, event_id: str) -> dict[str, Any]:
+        """A model call whole: request, response, usage, cost and its source (see :meth:`AsyncStore.llm_call`)."""
+        return self._call(self._async.llm_call, event_id)
+
     def tree(self, run_id: str) -> list[dict[str, Any]]:
         """The run's events nested under ``children``; the roots."""
         return self._call(self._async.tree, run_id)

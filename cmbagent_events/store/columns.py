@@ -73,6 +73,31 @@ class FileRow(_Columns):
     created_at = auto()
 
 
+class LlmCallRow(_Columns):
+    """An ``llm_calls`` row: one model call's request and response, by reference to ``llm_contents``."""
+
+    event_id = auto()
+    run_id = auto()
+    model = auto()
+    messages = auto()  # JSON list of the request's message hashes, in order
+    tools = auto()  # hash of the tools offered (JSON list), or None
+    params = auto()  # JSON object: the call's other parameters (temperature, response_format, ...)
+    response = auto()  # hash of the response as the client returned it (its JSON), or None
+    replayable = auto()  # 1 when the call can be served again whole; 0 when not (see note)
+    note = auto()  # why not replayable (a message cut at the size bound, no response, ...), or None
+
+
+class LlmContentRow(_Columns):
+    """An ``llm_contents`` row: one distinct message, tool list or response of a run, stored once."""
+
+    run_id = auto()
+    hash = auto()
+    kind = auto()  # "message" | "tools" | "response"
+    body = auto()  # canonical JSON (redacted)
+    size = auto()  # bytes of the JSON before any cut
+    cut = auto()  # 1 when body was cut at CMBAGENT_EVENT_MAX_LLM_MESSAGE_SIZE
+
+
 class Run(_Columns):
     """A ``workflow_runs`` row (inserted with a run's first batch)."""
 
@@ -136,6 +161,8 @@ EVENT_COLUMNS = names(Event)
 MESSAGE_COLUMNS = names(MessageRow)
 FILE_COLUMNS = names(FileRow)
 RUN_COLUMNS = names(Run)
+LLM_CALL_COLUMNS = names(LlmCallRow)
+LLM_CONTENT_COLUMNS = names(LlmContentRow)
 UPDATE_FIELDS = names(Update)[:-1]  # the fields an UPDATE sets; the id follows them
 RUN_FINISH_FIELDS = names(RunFinish)[:-1]
 
@@ -147,6 +174,8 @@ EVENT_WIDTHS = {"id": 64, "run_id": 64, "session_id": 128, "node_id": 256, "step
 RUN_WIDTHS = {"id": 64, "session_id": 128, "mode": 64, "agent": 256, "model": 256, "status": 32}
 MESSAGE_WIDTHS = {**_IDS, "sender": 256, "recipient": 256}
 FILE_WIDTHS = {**_IDS, "file_type": 64}
+LLM_CALL_WIDTHS = {"event_id": 64, "run_id": 64, "model": 256, "tools": 64, "response": 64}
+LLM_CONTENT_WIDTHS = {"run_id": 64, "hash": 64, "kind": 16}
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
 FILE_INTS = {"size_bytes": INT64}  # every other integer column is a 32-bit INTEGER

@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 models of the four tables (names and columns fixed: docs/architecture.md, "Tables").
+"""SQLAlchemy 2 models of the six tables (names and columns fixed: docs/architecture.md, "Tables").
 
 The columns are declared once, on mixins, and mapped by one loop: to the default table names
 (``WorkflowRun``, ``ExecutionEvent``, ``Message``, ``File``) and, through :func:`models_for`, for any
@@ -97,6 +97,31 @@ class FileColumns:
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class LlmCallColumns:
+    """A model call's request and response, by reference to ``llm_contents`` (one row per llm_call event)."""
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(String(256))
+    messages: Mapped[Any] = mapped_column(JSON)
+    tools: Mapped[str | None] = mapped_column(String(64))
+    params: Mapped[Any] = mapped_column(JSON)
+    response: Mapped[str | None] = mapped_column(String(64))
+    replayable: Mapped[int] = mapped_column(Integer, default=0)
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class LlmContentColumns:
+    """One distinct message, tool list or response of a run, stored once (content-addressed)."""
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    body: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    cut: Mapped[int] = mapped_column(Integer, default=0)
+
+
 # Index names spelled out (not index=True) so a schema never leaks into them.
 INDEXES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "workflow_runs": (("session_id", ("session_id",)), ("started_at", ("started_at",))),
@@ -104,6 +129,8 @@ INDEXES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
                          ("run_type", ("run_id", "event_type"))),
     "messages": (("run_id", ("run_id",)), ("event_id", ("event_id",))),
     "files": (("run_id", ("run_id",)), ("event_id", ("event_id",))),
+    "llm_calls": (("run_id", ("run_id",)),),
+    "llm_contents": (),
 }
 
 
@@ -120,17 +147,20 @@ class Models(NamedTuple):
     ExecutionEvent: type[EventColumns]
     Message: type[MessageColumns]
     File: type[FileColumns]
+    LlmCall: type[LlmCallColumns]
+    LlmContent: type[LlmContentColumns]
 
 
 # (class name, columns, table), in Models' order.
 _TABLES: tuple[tuple[str, type, str], ...] = (
     ("WorkflowRun", RunColumns, "workflow_runs"), ("ExecutionEvent", EventColumns, "execution_events"),
     ("Message", MessageColumns, "messages"), ("File", FileColumns, "files"),
+    ("LlmCall", LlmCallColumns, "llm_calls"), ("LlmContent", LlmContentColumns, "llm_contents"),
 )
 
 
 def _mapped_classes(placement: Placement, base: type[DeclarativeBase]) -> Models:
-    """The four tables of ``placement`` mapped on ``base``: the columns mixin, its table name and indexes."""
+    """The tables of ``placement`` mapped on ``base``: the columns mixin, its table name and indexes."""
     classes = [type(name, (columns, base), {"__tablename__": placement.table(table),
                                             "__table_args__": _table_args(placement, table), "__module__": __name__})
                for name, columns, table in _TABLES]
@@ -143,6 +173,8 @@ WorkflowRun = _DEFAULT_MODELS.WorkflowRun
 ExecutionEvent = _DEFAULT_MODELS.ExecutionEvent
 Message = _DEFAULT_MODELS.Message
 File = _DEFAULT_MODELS.File
+LlmCall = _DEFAULT_MODELS.LlmCall
+LlmContent = _DEFAULT_MODELS.LlmContent
 
 
 @functools.cache

@@ -24,7 +24,7 @@ PREFIX_VAR = "CMBAGENT_EVENTS_TABLE_PREFIX"
 SCHEMA_VAR = "CMBAGENT_EVENTS_DB_SCHEMA"
 MAX_PREFIX = 32  # keeps our longest name (an index, 28 characters) within PostgreSQL's 63
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*\Z")  # lowercase: the same name quoted or not, on both databases
-TABLES = ("workflow_runs", "execution_events", "messages", "files")
+TABLES = ("workflow_runs", "execution_events", "messages", "files", "llm_calls", "llm_contents")
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from .database import (
     resolve_db,
     sqlite_path,
 )
-from .placement import Placement
+from .placement import TABLES, Placement
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 MIGRATIONS_PACKAGE = "cmbagent_events.migrations"  # the repo's migrations/, mapped into the package
 # The newest migration (migrations/versions). A new migration must update it: a test compares it
 # with Alembic's head. Stored revision == HEAD_REVISION means: nothing to migrate, skip Alembic.
-HEAD_REVISION = "0002_read_indexes"
+HEAD_REVISION = "0003_llm_calls"
 PG_MIGRATION_LOCK = 727274061  # pg_advisory_xact_lock key serialising migrators across processes
 
 
@@ -237,8 +237,7 @@ def _check_conflicts(sync_conn: Any, placement: Placement, our_revisions: set[st
                 f"table {placement.version_table!r}{where} holds Alembic revisions of another application "
                 f"({', '.join(sorted(foreign))}), not ours: {hint}")
         return
-    taken = [placement.table(t) for t in ("workflow_runs", "execution_events", "messages", "files")
-             if placement.table(t) in existing]
+    taken = [placement.table(t) for t in TABLES if placement.table(t) in existing]
     if taken:
         raise SchemaConflictError(
             f"table(s) {', '.join(taken)}{where} already exist and were not created by cmbagent-events "

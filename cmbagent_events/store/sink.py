@@ -29,7 +29,16 @@ from typing import Any, Protocol
 
 from ..errors import BatchRejected, DatabaseFileReplaced, DatabaseUnavailable, StoreError
 from . import pg_connections
-from .columns import EVENT_COLUMNS, FILE_COLUMNS, MESSAGE_COLUMNS, RUN_COLUMNS, Event, RunFinish
+from .columns import (
+    EVENT_COLUMNS,
+    FILE_COLUMNS,
+    LLM_CALL_COLUMNS,
+    LLM_CONTENT_COLUMNS,
+    MESSAGE_COLUMNS,
+    RUN_COLUMNS,
+    Event,
+    RunFinish,
+)
 from .database import Database, check_placement, resolve_db, sqlite_path
 from .placement import DEFAULT_PLACEMENT, Placement
 from .sqlite_thread import sqlite_thread
@@ -50,6 +59,8 @@ class Batch:
     # message rows stay lists until the writer has encoded their contents (in one pass per batch)
     messages: list[tuple[Any, ...] | list[Any]] = field(default_factory=list)
     files: list[tuple[Any, ...]] = field(default_factory=list)
+    llm_calls: list[tuple[Any, ...]] = field(default_factory=list)  # columns.LlmCallRow rows
+    llm_contents: list[tuple[Any, ...]] = field(default_factory=list)  # columns.LlmContentRow rows, new to the run
     run_insert: tuple[Any, ...] | None = None
     run_finish: tuple[Any, ...] | None = None
     heartbeat: tuple[Any, ...] | None = None  # (meta patch JSON, run id): the run's sign of life (close-orphans)
@@ -143,6 +154,11 @@ class SqliteSink:
         self._insert_messages = _insert(placement.qualified("messages"), MESSAGE_COLUMNS, "?")
         self._insert_files = _insert(placement.qualified("files"), FILE_COLUMNS, "?")
         self._insert_run = _insert(runs, RUN_COLUMNS, "?")
+        # a spill file written again, or a retried batch, meets its own rows: kept once
+        self._insert_llm_calls = _insert(placement.qualified("llm_calls"), LLM_CALL_COLUMNS, "?").replace(
+            "INSERT", "INSERT OR IGNORE", 1)
+        self._insert_llm_contents = _insert(placement.qualified("llm_contents"), LLM_CONTENT_COLUMNS, "?").replace(
+            "INSERT", "INSERT OR IGNORE", 1)
         # json_patch(x, NULL) is NULL, so a completion without metadata keeps the start's meta.
         self._update_event = (
             f"UPDATE {events} SET event_subtype = ?, status = ?, outputs = ?, "
@@ -212,6 +228,10 @@ class SqliteSink:
                 self._insert_rows(db, self._insert_messages, batch.messages)
             if batch.files:
                 db.executemany(self._insert_files, batch.files)
+            if batch.llm_contents:
+                db.executemany(self._insert_llm_contents, batch.llm_contents)
+            if batch.llm_calls:
+                db.executemany(self._insert_llm_calls, batch.llm_calls)
             if batch.run_finish is not None:
                 db.execute(self._finish_run, batch.run_finish)
             if batch.heartbeat is not None:
@@ -260,6 +280,11 @@ class PostgresSink:
                                                      for t in ("execution_events", "messages", "files"))
         events, runs = placement.qualified("execution_events"), placement.qualified("workflow_runs")
         self._insert_run = _insert(runs, RUN_COLUMNS, "$")
+        # a spill file written again, or a retried batch, meets its own rows: kept once
+        self._insert_llm_calls = _insert(placement.qualified("llm_calls"), LLM_CALL_COLUMNS, "$") + \
+            " ON CONFLICT DO NOTHING"
+        self._insert_llm_contents = _insert(placement.qualified("llm_contents"), LLM_CONTENT_COLUMNS, "$") + \
+            " ON CONFLICT DO NOTHING"
         self._update_event = (
             f"UPDATE {events} SET event_subtype = $1, status = $2, outputs = $3::json, "
             "error_message = COALESCE($4, error_message), completed_at = $5, duration_ms = $6, "
@@ -312,6 +337,10 @@ class PostgresSink:
             if batch.files:
                 await conn.copy_records_to_table(self._files, records=batch.files, columns=FILE_COLUMNS,
                                                  schema_name=self._schema)
+            if batch.llm_contents:
+                await conn.executemany(self._insert_llm_contents, batch.llm_contents)
+            if batch.llm_calls:
+                await conn.executemany(self._insert_llm_calls, batch.llm_calls)
             note: dict[str, Any] = {}
             if batch.events:
                 note = {"run_id": batch.events[0][Event.run_id],

@@ -1,0 +1,140 @@
+"""Model calls stored whole: a captured :class:`~cmbagent_events.capture_values.LlmExchange` becomes
+one ``llm_calls`` row and the ``llm_contents`` rows its run has not stored yet.
+
+A group chat re-sends its whole history with every call, so a request is stored as the list of its
+messages' hashes and each distinct message once per run (content-addressed): the stored bytes grow
+with the run's distinct messages, not with the square of its length. A message is stored as the
+writer stores every value (secrets redacted, NUL-free JSON) within ``max_llm_message_size``; a
+longer one is cut, marked, and makes its call not replayable (``note`` says why).
+
+Work per call is mostly lookups: a message already seen in this run is recognised by the digest of
+its raw JSON (msgspec, in C) before any redaction runs; only new messages are cleaned and hashed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from ..capture_values import LlmExchange
+from ..store.columns import LlmCallRow, LlmContentRow, make_row
+
+HASH_CHARS = 32  # hex characters of a content's BLAKE2b digest (128 bits)
+RAW_MEMORY = 200_000  # raw digests remembered per run (then forgotten: only the cost of a re-clean)
+
+_raw_json = msgspec.json.Encoder().encode
+
+
+def content_hash(body: str) -> str:
+    """The key of a stored content: its stored JSON's BLAKE2b digest (replay hashes a live request's
+    messages the same way, after the same redaction and bounds)."""
+    return hashlib.blake2b(body.encode("utf-8", "surrogatepass"), digest_size=HASH_CHARS // 2).hexdigest()
+
+
+class LlmRows:
+    """Builds one run's llm rows (one instance per writer; not thread-safe: the writer's own)."""
+
+    def __init__(self, run_id: str, encode: Callable[[Any, int], str | None], max_message_size: int,
+                 max_params_size: int) -> None:
+        """``encode(value, limit)``: the writer's JSON encoding (redaction, NUL escapes, strings cut
+        at ``limit`` characters with a marker)."""
+        self._run_id = run_id
+        self._encode = encode
+        self._max_message = max_message_size
+        self._max_params = max_params_size
+        self._stored: set[str] = set()  # hashes of this run's contents written (or in the batch being built)
+        self._raw: dict[bytes, tuple[str, bool]] = {}  # raw JSON digest -> (stored hash, cut)
+
+    def forget_batch(self, contents: list[tuple[Any, ...]]) -> None:
+        """A batch that was not written (dropped, refused): its contents are new again."""
+        for row in contents:
+            self._stored.discard(row[LlmContentRow.hash])
+        self._raw.clear()
+
+    def add(self, event_id: str, model: Any, exchange: LlmExchange,
+            calls: list[tuple[Any, ...]], contents: list[tuple[Any, ...]]) -> None:
+        """Append the call's ``llm_calls`` row to ``calls`` and its new contents to ``contents``."""
+        notes: list[str] = []
+        refs: list[str] = []
+        messages = exchange.messages
+        if type(messages) is list:
+            for message in messages:
+                ref, cut = self._content(message, "message", contents)
+                refs.append(ref)
+                if cut:
+                    notes.append(f"message {len(refs) - 1} cut at {self._max_message} bytes")
+        elif messages is not None:
+            notes.append("messages not a list")
+        else:
+            notes.append("no messages recorded")
+        tools = None
+        if exchange.tools is not None:
+            tools, cut = self._content(exchange.tools, "tools", contents)
+            if cut:
+                notes.append("tools cut")
+        response = None
+        dumped = _dump(exchange.response)
+        if dumped is None:
+            notes.append("no response recorded" if exchange.response is None else "response not serialisable")
+        else:
+            response, cut = self._content(dumped, "response", contents)
+            if cut:
+                notes.append("response cut")
+        params = self._encode(exchange.params, self._max_params) if exchange.params else None
+        calls.append(make_row(
+            LlmCallRow, event_id=event_id, run_id=self._run_id, model=_model(exchange.model, model),
+            messages=json.dumps(refs), tools=tools, params=params, response=response,
+            replayable=0 if notes else 1, note="; ".join(notes) or None))
+
+    def _content(self, value: Any, kind: str, contents: list[tuple[Any, ...]]) -> tuple[str, bool]:
+        """The hash of ``value`` as stored, storing it when this run has not yet; and whether it was cut."""
+        try:
+            raw = _raw_json(value)
+        except Exception:  # not plain JSON (an object): cleaned each time, never remembered
+            raw = None
+        if raw is not None:
+            key = hashlib.blake2b(raw, digest_size=16).digest()
+            known = self._raw.get(key)
+            if known is not None and known[0] in self._stored:
+                return known
+        body = self._encode(value, self._max_message) or "null"
+        size = len(raw) if raw is not None else len(body)
+        cut = size > self._max_message
+        digest = content_hash(body)
+        if raw is not None:
+            if len(self._raw) >= RAW_MEMORY:
+                self._raw.clear()
+            self._raw[key] = (digest, cut)
+        if digest not in self._stored:
+            self._stored.add(digest)
+            contents.append(make_row(LlmContentRow, run_id=self._run_id, hash=digest, kind=kind, body=body,
+                                     size=size, cut=int(cut)))
+        return digest, cut
+
+
+def _model(requested: Any, reported: Any) -> str | None:
+    """The model the request named, else the one the event names (what the response said)."""
+    for model in (requested, reported):
+        if type(model) is str and model:
+            return model[:256]
+    return None
+
+
+def _dump(response: Any) -> Any:
+    """The response as JSON-ready data: a pydantic model's ``model_dump()`` (OpenAI's ``ChatCompletion``),
+    a dict as it is; None when there is none or it cannot be dumped."""
+    if response is None:
+        return None
+    if isinstance(response, (dict, list)):
+        return response
+    dump = getattr(response, "model_dump", None)
+    if dump is None:
+        return None
+    try:
+        return dump()
+    except Exception:
+        return None
