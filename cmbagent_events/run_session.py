@@ -122,13 +122,13 @@ class RunSession:
     def _finish_values(manager: EventCaptureManager, status: str) -> FinishValues:
         """The run row's closing values, taken when the last batch is built (so the counts are final)."""
         stats = manager.get_performance_stats()
-        patch = Sanitizer(()).encode({"capture": {
+        patch = Sanitizer(()).encode_column([{"capture": {
             "batches_written": stats["batches_written"],
             "queue_high_water": stats["queue_high_water"],
             "avg_capture_time_us": round(stats["avg_capture_time_us"], 3),
             "last_error": stats["last_error"],
             "lost_completions": stats["lost_completions"],
-        }, "usage": dict(manager.usage), "drops": stats["drops"]}, 2000)
+        }, "usage": dict(manager.usage), "drops": stats["drops"]}], 2000)[0]
         return status, time.time_ns(), stats["total_events"], stats["dropped_events"], patch
 
 
