@@ -16,7 +16,8 @@ import pytest
 from cmbagent_events import CaptureConfig, capture_run
 from cmbagent_events.store import pg_connections
 from cmbagent_events.store.sqlite_thread import DatabaseFileReplaced, sqlite_thread
-from cmbagent_events.writer.encode import Failed, NeedsUserCode, Sanitizer
+from cmbagent_events.writer.encode import Failed, Sanitizer
+from cmbagent_events.writer.fit import NeedsUserCode
 
 
 def _count(path: Path, sql: str) -> int:

@@ -14,6 +14,9 @@ Rules (docs/architecture.md, "Payloads"):
 - NUL bytes and unencodable surrogates are replaced, so PostgreSQL and UTF-8 encoders accept them;
 - bytes are stored base64-encoded;
 - recursion and very deep nesting end in a marker instead of a crash.
+
+One API, a column at a time (:meth:`Sanitizer.encode_column`, :meth:`Sanitizer.text_column`): the
+usual column is checked as a whole in C, and only the values the checks flag take the exact path.
 """
 
 from __future__ import annotations
@@ -30,17 +33,8 @@ from typing import Any
 import msgspec
 from ahocorasick_rs import BytesAhoCorasick, Implementation
 
-from ..redaction import (
-    KEY_FRAGMENTS,
-    KEY_SUFFIXES,
-    REDACTED,
-    TEXT_MARKERS,
-    SecretKeys,
-    redact_text,
-    secret_spans,
-)
-from .fit import NeedsUserCode as NeedsUserCode
-from .fit import clean_text
+from ..redaction import REDACTED, TEXT_MARKERS, SecretKeys, key_words, redact_text, secret_spans
+from .fit import NeedsUserCode, clean_text
 
 MAX_DEPTH = 32
 MAX_ITEMS = 10_000  # elements kept per container; the rest are summarised by a marker
@@ -58,17 +52,14 @@ def _refuse(value: Any) -> Any:
 
 _fast_encode = msgspec.json.Encoder(enc_hook=_refuse).encode
 
-# The batch prefilter, generated from redaction.py's rules: what a JSON text must hold for a key
-# rule to apply (each configured name between quotes, each key fragment, each suffix before its
-# closing quote) and the markers of the free-text shapes. A value holding none of them holds nothing
-# any rule could hide and is kept as encoded. Searched over a whole batch at once with one
-# Aho-Corasick automaton (``ahocorasick-rs``: a DFA in Rust, one pass whatever the number of words)
-# in a folded copy: ASCII letters lower-cased, "-" and "." read as "_" (key names also read spaces
-# as "_": their words are searched in both spellings), "tokens" before a quote (the usage counts)
-# blanked.
+# The prefilter: a column's JSON texts are searched at once, with one Aho-Corasick automaton
+# (``ahocorasick-rs``, a DFA in Rust), for the words redaction.py's rules start from (key_words, the
+# free-text markers) and the NUL escape; a value holding none of them is kept as msgspec encoded it.
+# The search runs over a folded copy: ASCII letters lower-cased, "-" and "." read as "_" (key words
+# are also searched with spaces for "_"), "tokens" before a quote (the usage counts) blanked.
 _LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _FOLD = bytes.maketrans(_LETTERS + b"-.", _LETTERS.lower() + b"__")
-_NUL_ESCAPE = b"\\u0000"  # what msgspec writes for NUL; encode() sends it down the exact path
+_NUL_ESCAPE = b"\\u0000"  # what msgspec writes for NUL: a value holding it takes the exact path
 _STR_OR_NONE = frozenset((str, type(None)))
 
 
@@ -88,12 +79,6 @@ def _spellings(word: bytes) -> list[bytes]:
     for part in rest:
         out = [spelled + sep + part for spelled in out for sep in (b"_", b" ")]
     return out
-
-
-def key_words(keys: SecretKeys) -> set[str]:
-    """What a JSON text must hold for ``keys`` to find a secret key in it."""
-    return {*(f'"{name}"' for name in keys.names), *KEY_FRAGMENTS, *(f'{suffix}"' for suffix in KEY_SUFFIXES),
-            'token"'}
 
 
 class Prefilter:
@@ -141,7 +126,7 @@ TEXT_PREFILTER = Prefilter(TEXT_MARKERS)  # where secret_spans could find anythi
 def json_prefilter(secret_keys: frozenset[str]) -> Prefilter:
     """The JSON prefilter for the normalized secret key names ``secret_keys`` (built once per set):
     key words and free-text markers, and the NUL escape."""
-    return Prefilter(TEXT_MARKERS, key_words(SecretKeys(secret_keys)), (_NUL_ESCAPE,))
+    return Prefilter(TEXT_MARKERS, key_words(secret_keys), (_NUL_ESCAPE,))
 
 
 def flagged_text(strings: list[str]) -> set[int]:

@@ -31,13 +31,14 @@ from ..config import CaptureConfig
 from ..records import COMPLETE, FILE_ROW, INPUT_FIELDS, INSERT, MESSAGE_ROW, USAGE_FIELDS, EventRecord
 from ..store.columns import Event, FileRow, MessageRow, Run, RunFinish, Update, make_row
 from ..store.sink import Batch
-from .encode import Failed, NeedsUserCode, Sanitizer
+from .encode import Failed, Sanitizer
 from .fit import (
     EVENT_WIDTHS,
     FILE_INTS,
     FILE_WIDTHS,
     MESSAGE_WIDTHS,
     RUN_WIDTHS,
+    NeedsUserCode,
     UserCodeTimeout,
     fit_float,
     fit_float_column,
