@@ -52,7 +52,6 @@ log = logging.getLogger("cmbagent_events.writer")
 class BatchWriter(CommitListeners, Fallbacks):
     """Drains one run's :class:`EventBus` into a :class:`Sink`; start it on the loop that owns the sink."""
 
-    RETRY_ATTEMPTS = 5
     HEARTBEAT_S = 15.0  # how often a run shows it is alive (meta.heartbeat), with a batch or alone
     IDLE_AFTER = 5  # quiet flush intervals before the writer sleeps until the next record or heartbeat
     RETRY_FIRST_DELAY_S = 0.05
