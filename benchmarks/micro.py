@@ -145,9 +145,9 @@ def writer_rows(n: int, sink: Any) -> list[tuple[Any, ...]]:
     records = [EventRecord(INSERT, f"ceiling-{i:09d}", i, now + i * 1000, "tool_call", "execute", "engineer", None,
                            0, None, None, i, ("tool", {"i": i}), {"result": i}, None, "completed", None, {}, None)
                for i in range(n)]
-    built = RowBuilder(CaptureConfig(), "ceiling-run", "default", sink.timestamp, None, sink.timestamps).build(records)
-    assert built is not None
-    return list(built[0].events)
+    built = RowBuilder(CaptureConfig(), "ceiling-run", "default", sink.timestamp, sink.timestamps).build(records)
+    assert not built.waiting
+    return list(built.batch().events)
 
 
 def _unique(rows: list[tuple[Any, ...]], rep: int) -> list[tuple[Any, ...]]:
@@ -238,7 +238,7 @@ def redaction_ns_per_event(n: int, reps: int) -> dict[str, float]:
         return statistics.median(timings)
 
     def safe(value: Any) -> Any:
-        return sanitizer.encode(value, 10_000)
+        return sanitizer.encode_column([value], 10_000)[0]
 
     baseline = per_event(plain, raw)
     ordinary = per_event(plain, safe)

@@ -1,12 +1,12 @@
 """Finding secrets: by key name, and in free text. What counts as a secret is written here once:
-``KEY_FRAGMENTS`` / ``KEY_SUFFIXES`` / ``DEFAULT_SECRET_KEYS`` for key names, ``SHAPES`` for free text;
-the writer's batch prefilter (writer/encode.py) is generated from them.
+``SECRET_WORDS`` (the words, and where each counts) and ``DEFAULT_SECRET_KEYS`` (the configurable
+whole key names) for key names and assignments, ``SHAPES`` for free text; the writer's batch
+prefilter (writer/encode.py) is generated from them (:func:`key_words`, ``TEXT_MARKERS``).
 
 Key names: a key is secret when, its ASCII letters lower-cased and ``-``, ``.`` and spaces read as
 ``_``, it is one of the configured names (``CaptureConfig.secret_keys``), contains one of
-``KEY_FRAGMENTS``, ends with one of ``KEY_SUFFIXES``, or ends with ``token`` (``tokens``, the usage
-counts, is not secret). A configured name is matched whole: ``pin`` hides ``{"pin": ...}``, not
-``{"mapping": ...}``.
+``KEY_FRAGMENTS`` or ends with one of ``KEY_SUFFIXES`` (``token``: ``tokens``, the usage counts, is
+not secret). A configured name is matched whole: ``pin`` hides ``{"pin": ...}``, not ``{"mapping": ...}``.
 
 Free text (message content, error messages, every string of a payload): each shape of ``SHAPES``
 starts at one of its literal markers. All markers are found in one pass (an Aho-Corasick automaton,
@@ -36,10 +36,23 @@ REDACTED = "***"
 MARGIN = 1024  # characters past a cut still scanned, so a secret cut in half is still found
 
 # -- key names ------------------------------------------------------------------------------------
-KEY_FRAGMENTS = ("password", "passwd", "passphrase", "secret", "credential", "api_key", "apikey", "private_key",
-                 "privatekey", "access_key", "accesskey", "account_key", "accountkey", "subscription_key",
-                 "auth_key", "authkey", "cookie", "authoriz")
-KEY_SUFFIXES = ("_pwd", "_auth", "_key_id")
+FRAGMENT = 1  # a key name holding the word is secret
+SUFFIX = 2  # a key name ending with the word is secret
+ASSIGNED = 4  # in free text, ``word = value`` / ``word: value`` hides the value (the "assignment" shape)
+
+# Every secret word and where it counts: a new word is one line here.
+SECRET_WORDS: dict[str, int] = {
+    "password": FRAGMENT | ASSIGNED, "passwd": FRAGMENT | ASSIGNED, "passphrase": FRAGMENT | ASSIGNED,
+    "secret": FRAGMENT | ASSIGNED, "credential": FRAGMENT, "api_key": FRAGMENT | ASSIGNED,
+    "apikey": FRAGMENT | ASSIGNED, "private_key": FRAGMENT | ASSIGNED, "privatekey": FRAGMENT | ASSIGNED,
+    "access_key": FRAGMENT | ASSIGNED, "accesskey": FRAGMENT | ASSIGNED, "account_key": FRAGMENT,
+    "accountkey": FRAGMENT, "subscription_key": FRAGMENT | ASSIGNED, "auth_key": FRAGMENT | ASSIGNED,
+    "authkey": FRAGMENT, "cookie": FRAGMENT, "authoriz": FRAGMENT,
+    "_pwd": SUFFIX, "_auth": SUFFIX, "_key_id": SUFFIX, "token": SUFFIX,
+    "pwd": ASSIGNED, "access_token": ASSIGNED, "auth_token": ASSIGNED, "sessionid": ASSIGNED,
+}
+KEY_FRAGMENTS = tuple(word for word, where in SECRET_WORDS.items() if where & FRAGMENT)
+KEY_SUFFIXES = tuple(word for word, where in SECRET_WORDS.items() if where & SUFFIX)
 
 # Matched whole. ``session_id`` is not here: AG2, MARS and CMBAgent use it for a conversation's
 # identifier (and so do we, in our own column); ``sessionid`` (the web framework cookie) is.
@@ -48,7 +61,6 @@ DEFAULT_SECRET_KEYS = ("api_key", "apikey", "password", "passwd", "pwd", "passph
                        "private_key", "access_key", "secret_key", "aws_secret_access_key", "session_token",
                        "sig", "jwt", "dsn", "pin", "otp", "sessionid", "ocp_apim_subscription_key", "x_auth_key")
 
-_LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
 
 
 def fold(value: str) -> str:
@@ -75,11 +87,17 @@ class SecretKeys:
         if hit is None:
             norm = normalize_key(key)
             hit = (norm in self.names or norm.endswith(KEY_SUFFIXES)
-                   or any(fragment in norm for fragment in KEY_FRAGMENTS)
-                   or (norm.endswith("token") and len(norm) > 5))
+                   or any(fragment in norm for fragment in KEY_FRAGMENTS))
             if len(self._cache) < 65_536:
                 self._cache[key] = hit
         return hit
+
+
+def key_words(names: Iterable[str]) -> set[str]:
+    """What a JSON text must hold for a key rule to find a secret key in it, with ``names`` (the
+    normalized configured names): each name between quotes, each fragment, each suffix before its
+    closing quote (the writer's prefilter is built from these)."""
+    return {*(f'"{name}"' for name in names), *KEY_FRAGMENTS, *(f'{suffix}"' for suffix in KEY_SUFFIXES)}
 
 
 # -- free text ------------------------------------------------------------------------------------
@@ -102,9 +120,9 @@ _B64URL = r"[A-Za-z0-9_\-]"
 _SEP = r"""["']?\s{0,8}[=:]\s{0,8}["']?"""  # between a key word and its value: = or :, quotes, spaces
 _VALUE = r"""[^\s,;&'"<>]{1,1024}"""  # an assigned value: up to a separator, a quote or a space
 # words whose assigned value is secret, with an optional _suffix (secret_key, password_hash)
-_ASSIGN_WORDS = ("password", "passwd", "pwd", "passphrase", "secret", "api_key", "apikey", "api-key", "access_key",
-                 "access-key", "accesskey", "access_token", "auth_token", "private_key", "private-key", "privatekey",
-                 "subscription-key", "subscription_key", "auth-key", "auth_key", "sessionid")
+# the assigned words, each "_" also written "-" (Ocp-Apim-Subscription-Key, X-Auth-Key)
+_ASSIGN_WORDS = tuple(dict.fromkeys(spelled for word, where in SECRET_WORDS.items() if where & ASSIGNED
+                                    for spelled in (word, word.replace("_", "-"))))
 _CLI_WORDS = ("--password", "--passwd", "--passphrase", "--pass", "--token", "--api-key", "--api_key", "--secret",
               "--client-secret", "--auth-token", "--access-token")
 _GITLAB = ("pat", "ptt", "dt", "rt", "soat", "cbt", "imt", "ft", "oas", "agent")

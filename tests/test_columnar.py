@@ -1,13 +1,16 @@
-"""The writer's column-by-column batch path (writer/columnar.py) gives the per-record path's rows,
-value for value, and leaves every batch it cannot do alone to the per-record path."""
+"""The writer's one row path (writer/rows.py): records to rows column by column, every record a row
+in its seq (or an UPDATE), every value storable, bounded and redacted; values only the caller's own
+code can describe wait for the worker thread, and become markers when it gives up."""
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
 from cmbagent_events import CaptureConfig
 from cmbagent_events.records import COMPLETE, FILE_ROW, INPUT_FIELDS, INSERT, MESSAGE_ROW, EventRecord
+from cmbagent_events.store.columns import EVENT_WIDTHS, Event, MessageRow, Update, names
 from cmbagent_events.store.sink import Batch
 from cmbagent_events.writer.rows import RowBuilder
 
@@ -28,7 +31,7 @@ def _value(rng: random.Random, depth: int = 0) -> Any:
     if r < 0.75:
         keys = ["a", "api_key", "tokens", "content", "Authorization", "b", "c", "d"]
         if rng.random() < 0.03:
-            keys.append(3)  # a key only str() can name: the caller's code, so the per-record path's
+            keys.append(3)  # a key only str() can name: the caller's code, so it waits for the worker
         return {rng.choice(keys): _value(rng, depth + 1) for _ in range(rng.randint(0, 3))}
     return [_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
 
@@ -83,58 +86,117 @@ def _builder() -> RowBuilder:
     return RowBuilder(config, "run-id", "session", lambda t_ns: f"t{t_ns}")
 
 
-def _per_record(builder: RowBuilder, records: list[EventRecord]) -> Batch:
-    batch: Batch = Batch()
-    open_rows: dict[str, list[Any]] = {}
-    for record in records:
-        builder.add(batch, open_rows, record)
-    builder.encode(batch)
-    return batch
+def _batch(builder: RowBuilder, records: list[EventRecord]) -> Batch:
+    """What the writer does: build on its loop, user code on a worker (here: inline), assemble."""
+    built = builder.build(records)
+    if built.waiting:
+        built.fill(built.run_user_code(CaptureConfig().secret_keys))
+    return built.batch()
 
 
-def test_columns_give_the_per_record_rows() -> None:
+def _json_or_none(value: Any) -> None:
+    assert value is None or type(value) is str
+    if value is not None:
+        json.loads(value)
+
+
+def test_every_record_becomes_one_bounded_redacted_row_in_its_seq() -> None:
     rng = random.Random(11)
-    built_count = 0
+    waited = 0
     for _ in range(400):
         records = _records(rng, rng.randint(1, 30))
-        built = _builder().build(records)
-        reference = _per_record(_builder(), records)
-        if built is None:
-            continue
-        built_count += 1
-        batch, events = built
-        assert batch.events == reference.events
-        assert batch.updates == reference.updates
-        assert batch.messages == reference.messages
-        assert batch.files == reference.files
-        assert events == sum(1 for r in records if r.kind == INSERT)
-    assert built_count > 200  # the column path really took most batches
+        builder = _builder()
+        built = builder.build(records)
+        waited += bool(built.waiting)
+        batch = _batch(builder, records) if built.waiting else built.batch()
+        inserts = [r for r in records if r.kind == INSERT]
+        assert [row[Event.seq] for row in batch.events] == [r.seq for r in inserts]
+        assert built.events == len(inserts)
+        started = {r.id for r in inserts if r.status == "running"}
+        merged, updates = [], []
+        for r in records:
+            if r.kind == COMPLETE:
+                (merged if r.id in started else updates).append(r.id)
+                started.discard(r.id)
+        assert [u[Update.id] for u in batch.updates] == updates
+        assert len(batch.messages) == sum(1 for r in inserts if r.extra and r.extra[0] == MESSAGE_ROW)
+        assert len(batch.files) == sum(1 for r in inserts if r.extra and r.extra[0] == FILE_ROW)
+        stored = repr([batch.events, batch.updates, batch.messages, batch.files])
+        assert "Failed" not in stored and "s3cret" not in stored and "sk-abcdef" not in stored
+        assert "hunter22" not in stored
+        for row in batch.events:
+            assert type(row) is tuple and len(row) == len(names(Event))
+            for column in (Event.inputs, Event.outputs, Event.meta):
+                _json_or_none(row[column])
+            for column, name in ((Event.node_id, "node_id"), (Event.agent_name, "agent_name"),
+                                 (Event.event_type, "event_type"), (Event.status, "status")):
+                assert row[column] is None or len(row[column]) <= EVENT_WIDTHS[name]
+            assert row[Event.event_type]  # never empty: "unknown"
+            assert row[Event.duration_ms] is None or type(row[Event.duration_ms]) is float
+        if merged:  # the completed agent calls are their start's row
+            rows = {row[Event.id]: row for row in batch.events}
+            assert all(rows[m][Event.completed_at] is not None for m in merged)
+    assert waited > 5  # int keys (str() is the caller's code) really went to the worker
 
 
-def test_plain_batches_take_the_column_path_and_redact() -> None:
+def test_plain_batches_need_no_user_code_and_redact() -> None:
     records = [EventRecord(INSERT, f"e{i}", i, 1_700_000_000_000_000_000, "tool_call", "execute", "engineer", None, 0,
                            None, None, i, ("search", {"q": f"query {i}", "api_key": "sk-abcdefghijklmnopqrstu"}),
                            {"result": i}, None, "completed", 2.5, {}, None) for i in range(50)]
     built = _builder().build(records)
-    assert built is not None
-    batch, events = built
-    assert events == 50 and len(batch.events) == 50
-    assert all(type(row) is tuple for row in batch.events)
+    assert built.events == 50 and not built.waiting
+    batch = built.batch()
+    assert len(batch.events) == 50 and all(type(row) is tuple for row in batch.events)
     assert '"api_key":"***"' in batch.events[0][12] and "sk-abcdef" not in batch.events[0][12]
+    assert json.loads(batch.events[0][12]) == {"tool_name": "search", "arguments": {"q": "query 0", "api_key": "***"}}
 
 
-def test_values_needing_the_callers_code_go_the_per_record_way() -> None:
-    class Opaque:
-        def __repr__(self) -> str:
-            return "opaque"
+class Opaque:
+    calls = 0
 
+    def __repr__(self) -> str:
+        Opaque.calls += 1
+        return "opaque"
+
+
+def _opaque_records() -> list[EventRecord]:
+    return [EventRecord(INSERT, "e0", 0, 1_700_000_000_000_000_000, "tool_call", None, Opaque(), None, 0, None, None,
+                        0, ("t", Opaque()), None, None, "completed", None, {}, None),
+            EventRecord(INSERT, "e1", 1, 1_700_000_000_000_000_000, "message", None, "a", None, 0, None, None, 1,
+                        None, None, None, "completed", None, {}, (MESSAGE_ROW, "a", Opaque(), Opaque(), 3)),
+            EventRecord(COMPLETE, "earlier", -1, 1_700_000_000_000_000_000, None, "complete", None, None, 0, None,
+                        None, 0, None, Opaque(), None, "completed", 1.0, None, None)]
+
+
+def test_values_needing_the_callers_code_wait_for_the_worker() -> None:
+    Opaque.calls = 0
     builder = _builder()
-    before = builder.placeholders
-    record = EventRecord(INSERT, "e0", 0, 1_700_000_000_000_000_000, "tool_call", None, "a", None, 0, None, None,
-                         0, ("t", Opaque()), None, None, "completed", None, {}, None)
-    assert builder.build([record]) is None  # __repr__ is the caller's code: never on the loop's fast path
-    assert builder.placeholders == before
-    assert "opaque" in _per_record(builder, [record]).events[0][12]
+    built = builder.build(_opaque_records())
+    assert Opaque.calls == 0 and len(built.waiting) == 6  # never on the writer's loop
+    built.fill(built.run_user_code(CaptureConfig().secret_keys))
+    batch = built.batch()
+    assert Opaque.calls == 7 and builder.placeholders == 0  # (e1 holds two in its inputs)
+    assert batch.events[0][Event.agent_name] == "opaque" and "opaque" in batch.events[0][Event.inputs]
+    assert batch.messages[0][MessageRow.recipient] == "opaque" and batch.messages[0][MessageRow.content] == "opaque"
+    assert json.loads(batch.updates[0][Update.outputs]) == {"response": "opaque"}
+
+
+def test_values_given_up_on_become_placeholders_naming_why() -> None:
+    from cmbagent_events.writer.fit import UserCodeTimeout
+
+    Opaque.calls = 0
+    builder = _builder()
+    built = builder.build(_opaque_records())
+    built.give_up(UserCodeTimeout("too slow"))
+    batch = built.batch()
+    assert Opaque.calls == 0 and builder.placeholders == 4
+    event = batch.events[0]
+    assert event[Event.agent_name] is None and event[Event.seq] == 0
+    assert "UserCodeTimeout" in event[Event.inputs] and "UserCodeTimeout" in event[Event.meta]
+    message = batch.messages[0]
+    assert message[MessageRow.recipient] is None and "UserCodeTimeout" in message[MessageRow.content]
+    assert "UserCodeTimeout" in batch.updates[0][Update.outputs]
+    assert [row[Event.seq] for row in batch.events] == [0, 1]
 
 
 def test_sinks_batch_timestamps_equal_their_one_by_one_timestamps() -> None:

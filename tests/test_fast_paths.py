@@ -17,7 +17,8 @@ from cmbagent_events import CaptureConfig, capture_run
 from cmbagent_events.errors import DatabaseFileReplaced
 from cmbagent_events.store import pg_connections
 from cmbagent_events.store.sqlite_thread import sqlite_thread
-from cmbagent_events.writer.encode import FAILED, Sanitizer
+from cmbagent_events.writer.encode import Failed, Sanitizer
+from cmbagent_events.writer.fit import NeedsUserCode
 
 
 def _count(path: Path, sql: str) -> int:
@@ -138,29 +139,34 @@ def _value(rng: random.Random, depth: int = 0) -> object:
     return [_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
 
 
-def test_batch_encoding_equals_value_by_value() -> None:
+def test_column_encoding_equals_value_by_value() -> None:
+    """One secret scan over a whole column gives each value what it gets alone."""
     sanitizer = Sanitizer(("api_key", "my_field"))
     rng = random.Random(13)
     for _ in range(2000):
         values = [_value(rng) for _ in range(rng.randint(1, 12))]
-        limits = [rng.choice([10, 40, 1000]) for _ in values]
-        assert sanitizer.encode_batch(values, limits) == [sanitizer.encode(v, n) for v, n in zip(values, limits)]
+        limit = rng.choice([10, 40, 1000])
+        alone = [sanitizer.encode_column([v], limit, user_code=True)[0] for v in values]
+        assert sanitizer.encode_column(values, limit, user_code=True) == alone
         texts = [_text(rng) if rng.random() < 0.8 else _value(rng) for _ in values]
-        assert sanitizer.text_batch(texts, limits) == [sanitizer.text(v, n) for v, n in zip(texts, limits)]
+        alone = [sanitizer.text_column([v], limit, user_code=True)[0] for v in texts]
+        assert sanitizer.text_column(texts, limit, user_code=True) == alone
 
 
-def test_batch_encoding_redacts_and_marks_failures() -> None:
+def test_column_encoding_redacts_and_marks_what_needs_user_code() -> None:
     class Hostile:
         def __repr__(self) -> str:
             raise RuntimeError("no")
 
     sanitizer = Sanitizer(())
-    out = sanitizer.encode_batch([{"api_key": "sk-live"}, {"tokens": 3}, None, {}], [100] * 4)
+    out = sanitizer.encode_column([{"api_key": "sk-live"}, {"tokens": 3}, None, {}], 100)
     assert out == ['{"api_key":"***"}', '{"tokens":3}', None, "{}"]
-    texts = sanitizer.text_batch(["use sk-abcdefghijklmnopqrstu now", "plain", None], [100] * 3)
+    texts = sanitizer.text_column(["use sk-abcdefghijklmnopqrstu now", "plain", None], 100)
     assert texts == ["use sk-*** now", "plain", None]
-    assert "no" not in str(sanitizer.text_batch([Hostile()], [100]))
-    assert FAILED not in sanitizer.encode_batch([Hostile()], [100])  # stored as a marker, never lost
+    waiting = sanitizer.encode_column([{"x": Hostile()}, "plain"], 100)  # user code off: not called
+    assert type(waiting[0]) is Failed and type(waiting[0].error) is NeedsUserCode and waiting[1] == '"plain"'
+    assert "no" not in str(sanitizer.text_column([Hostile()], 100, user_code=True))
+    assert type(sanitizer.encode_column([Hostile()], 100, user_code=True)[0]) is str  # a marker, never lost
 
 
 # -- multi-row INSERTs on SQLite --------------------------------------------------------------------

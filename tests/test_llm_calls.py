@@ -7,7 +7,6 @@ response it returned; AG2's own flavours are covered in test_ag2.py and tests/ag
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +16,8 @@ from cmbagent_events.errors import EventNotFound
 from cmbagent_events.read import open_async_store, open_store
 
 FAST = CaptureConfig(buffer_size=50, flush_interval_ms=20)
-TOOLS = [{"type": "function", "function": {"name": "camb", "description": "power spectrum",
-                                           "parameters": {"type": "object", "properties": {"lmax": {"type": "integer"}}}}}]
+LMAX = {"type": "object", "properties": {"lmax": {"type": "integer"}}}
+TOOLS = [{"type": "function", "function": {"name": "camb", "description": "power spectrum", "parameters": LMAX}}]
 
 
 def _response(n: int, text: str) -> dict[str, Any]:
@@ -126,7 +125,8 @@ async def test_cost_source_defaults(sqlite_url: str) -> None:
     assert all("cached_tokens" not in e["outputs"]["usage"] for e in events)
 
 
-async def test_a_message_that_is_not_json_is_stored_as_text(tmp_path: Path, sqlite_url: str) -> None:
+async def test_a_message_that_is_not_json_is_marked_and_not_replayable(sqlite_url: str) -> None:
+    """A value only its own ``__repr__`` describes is not run on the writer's thread: a marker is stored."""
     class Image:
         def __repr__(self) -> str:
             return "<Image 64x64>"
@@ -137,4 +137,5 @@ async def test_a_message_that_is_not_json_is_stored_as_text(tmp_path: Path, sqli
             response=_response(1, "a galaxy"))
     with open_store(sqlite_url) as store:
         call = store.llm_call(event)
-    assert call["request"]["messages"][0]["content"][0]["image"] == "<Image 64x64>"
+    assert call["request"]["messages"][0] == "<not storable: dict>" and not call["replayable"]
+    assert call["note"] == "message 0 not storable as JSON" and call["response"] == _response(1, "a galaxy")

@@ -22,7 +22,7 @@ def test_secrets_are_redacted_at_any_depth_but_token_counts_are_not() -> None:
     value = {"llm_config": {"config_list": [{"model": "gpt-4", "api_key": "sk-live"}], "OPENAI_API_KEY": "sk-2"},
              "headers": {"Authorization": "Bearer x"}, "password": "hunter2", "access_token": "t",
              "usage": {"prompt_tokens": 5, "total_tokens": 9}, "tokens": 3}
-    out = sanitizer().clean(value, 1000)
+    out = json.loads(sanitizer().encode_column([value], 1000)[0])
     assert out["llm_config"]["config_list"][0] == {"model": "gpt-4", "api_key": REDACTED}
     assert out["llm_config"]["OPENAI_API_KEY"] == REDACTED
     assert out["headers"]["Authorization"] == REDACTED and out["password"] == REDACTED
@@ -46,8 +46,9 @@ def test_non_json_values_become_repr_and_recursion_is_cut() -> None:
     for _ in range(100):
         cursor.append([])
         cursor = cursor[0]
-    encoded = sanitizer().encode({"thing": Thing(), "broken": Broken(), "loop": loop, "set": {1}, "deep": deep,
-                                  "big": 1 << 80, "nan": float("nan"), 3: "int key", "b": b"\xff\x00ab"}, 1000)
+    encoded = sanitizer().encode_column([{"thing": Thing(), "broken": Broken(), "loop": loop, "set": {1}, "deep": deep,
+                                          "big": 1 << 80, "nan": float("nan"), 3: "int key", "b": b"\xff\x00ab"}],
+                                        1000, user_code=True)[0]
     out = json.loads(encoded)
     assert out["thing"] == "<Thing>"
     assert out["broken"].startswith("<unrepresentable Broken")

@@ -101,15 +101,15 @@ def test_the_prefilter_sees_every_marker_and_key_word() -> None:
     word a key rule could match: the prefilter (generated from redaction.py) must find each of them,
     in any case, with - . or space as separator."""
     from cmbagent_events.config import CaptureConfig
-    from cmbagent_events.redaction import TEXT_MARKERS
-    from cmbagent_events.writer.encode import TEXT_PREFILTER, Sanitizer, key_words
+    from cmbagent_events.redaction import TEXT_MARKERS, key_words
+    from cmbagent_events.writer.encode import TEXT_PREFILTER, Sanitizer
 
     clean = Sanitizer(CaptureConfig().secret_keys)
     for marker in TEXT_MARKERS:
         for variant in (marker, marker.upper(), marker.replace("_", "-")):
             assert TEXT_PREFILTER.holds(f"x {variant} y".encode()), variant
             assert clean.prefilter.flagged([b"plain", f'"x {variant} y"'.encode(), b"plain"]) == {1}, variant
-    for word in key_words(clean.is_secret_key):
+    for word in key_words(clean.is_secret_key.names):
         for spelled in (word.replace("_", "-").upper(), word.replace("_", " ").title(), word.replace("_", ".")):
             found = clean.prefilter.found(f"x {spelled} y".encode())
             assert not clean.prefilter.key_hits.isdisjoint(found), spelled  # a key word: the exact path
@@ -133,3 +133,22 @@ def test_the_batch_scan_flags_exactly_the_values_the_per_value_check_would() -> 
                   for _ in range(rng.randint(1, 12))]
         expected = {i for i, chunk in enumerate(chunks) if prefilter.holds(chunk)}
         assert prefilter.flagged(chunks) == expected, chunks
+
+
+def test_every_secret_word_counts_where_the_one_table_says() -> None:
+    """SECRET_WORDS is the one list: each word hides a key holding it (or ending with it) through
+    the writer's generated prefilter, and an assignment of it in free text, with no other edit."""
+    import json
+
+    from cmbagent_events.redaction import ASSIGNED, FRAGMENT, SECRET_WORDS, SUFFIX, SecretKeys
+    from cmbagent_events.writer.encode import Sanitizer
+
+    keys, clean = SecretKeys(()), Sanitizer(())  # no configured names: the words alone
+    for word, where in SECRET_WORDS.items():
+        if where & (FRAGMENT | SUFFIX):
+            key = f"x{word}" if where & SUFFIX else f"My-{word.upper()}-value"
+            assert keys(key), key
+            assert json.loads(clean.encode_column([{key: "v4lue", "plain": 1}], 1000)[0]) == {key: "***", "plain": 1}
+        if where & ASSIGNED:
+            for spelled in {word, word.replace("_", "-")}:
+                assert redact_text(f"use {spelled.upper()}=hunter2x now") == f"use {spelled.upper()}=*** now", spelled

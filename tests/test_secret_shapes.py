@@ -119,9 +119,9 @@ def test_default_key_names_are_hidden_and_near_misses_are_not() -> None:
                  "pinned", "otp_enabled", "spin"):
         assert not keys(name), name
     clean = Sanitizer(CaptureConfig().secret_keys)
-    out = json.loads(clean.encode({"sig": "s1gPlanted", "jwt": "j", "dsn": "d", "pin": "1234", "otp": "9",
-                                   "sessionid": "abc", "Ocp-Apim-Subscription-Key": "k", "X-Auth-Key": "x",
-                                   "session_id": "default", "mapping": "m"}, 10_000))
+    out = json.loads(clean.encode_column([{"sig": "s1gPlanted", "jwt": "j", "dsn": "d", "pin": "1234", "otp": "9",
+                                           "sessionid": "abc", "Ocp-Apim-Subscription-Key": "k", "X-Auth-Key": "x",
+                                           "session_id": "default", "mapping": "m"}], 10_000)[0])
     assert out.pop("session_id") == "default" and out.pop("mapping") == "m"
     assert set(out.values()) == {"***"}
 

@@ -26,15 +26,15 @@ async def test_an_unexpected_writer_error_is_logged_once_counted_and_the_writer_
         db_url: str, caplog: pytest.LogCaptureFixture) -> None:
     async with capture_run(db_url, config=SMALL, hooks=False) as run:
         rows = run.writer._rows  # type: ignore[union-attr]
-        encode = rows.encode
+        build = rows.build
         failures = [RuntimeError("a bug in the writer"), RuntimeError("and another")]
 
-        def broken_twice(batch: Any, **kwargs: Any) -> int:  # a fault no per-row guard expects
+        def broken_twice(records: Any) -> Any:  # a fault no per-row guard expects
             if failures:
                 raise failures.pop(0)
-            return encode(batch, **kwargs)
+            return build(records)
 
-        rows.encode = broken_twice  # type: ignore[method-assign]
+        rows.build = broken_twice  # type: ignore[method-assign]
         with caplog.at_level(logging.ERROR, logger="cmbagent_events"):
             for i in range(10):
                 run.capture_tool_call("a", "t", {"i": i})

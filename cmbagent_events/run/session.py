@@ -126,13 +126,13 @@ class RunSession:
         manager = self.manager
         assert manager is not None  # the writer exists only once the manager does
         stats = manager.get_performance_stats()
-        patch = Sanitizer(()).encode({"capture": {
+        patch = Sanitizer(()).encode_column([{"capture": {
             "batches_written": stats["batches_written"],
             "queue_high_water": stats["queue_high_water"],
             "avg_capture_time_us": round(stats["avg_capture_time_us"], 3),
             "last_error": stats["last_error"],
             "lost_completions": stats["lost_completions"],
-        }, "usage": dict(manager.usage), "drops": stats["drops"]}, 2000)
+        }, "usage": dict(manager.usage), "drops": stats["drops"]}], 2000)[0]
         return self.status or "completed", time.time_ns(), stats["total_events"], stats["dropped_events"], patch
 
 

@@ -4,7 +4,7 @@
 - :mod:`.listeners`: commit listeners (live subscribers see each committed batch);
 - :mod:`.faults`: a full disk and refused rows (the batch split until only they are left out);
 - :mod:`.fallbacks`: spill files (at the close, on a full disk) and a replaced SQLite file;
-- :mod:`.rows` and :mod:`.columnar`: row building from records, tied to ``store/columns.py``;
+- :mod:`.rows`: rows from records, column by column, tied to ``store/columns.py``;
 - :mod:`.encode`: safe, bounded JSON of captured values (truncation, redaction);
 - :mod:`.spill`: spill files for rows the database never took, and their replay.
 """

@@ -14,6 +14,9 @@ Rules (docs/architecture.md, "Payloads"):
 - NUL bytes and unencodable surrogates are replaced, so PostgreSQL and UTF-8 encoders accept them;
 - bytes are stored base64-encoded;
 - recursion and very deep nesting end in a marker instead of a crash.
+
+One API, a column at a time (:meth:`Sanitizer.encode_column`, :meth:`Sanitizer.text_column`): the
+usual column is checked as a whole in C, and only the values the checks flag take the exact path.
 """
 
 from __future__ import annotations
@@ -30,17 +33,8 @@ from typing import Any
 import msgspec
 from ahocorasick_rs import BytesAhoCorasick, Implementation
 
-from ..redaction import (
-    KEY_FRAGMENTS,
-    KEY_SUFFIXES,
-    REDACTED,
-    TEXT_MARKERS,
-    SecretKeys,
-    redact_text,
-    secret_spans,
-)
-from .fit import NeedsUserCode as NeedsUserCode
-from .fit import clean_text
+from ..redaction import REDACTED, TEXT_MARKERS, SecretKeys, key_words, redact_text, secret_spans
+from .fit import NeedsUserCode, clean_text
 
 MAX_DEPTH = 32
 MAX_ITEMS = 10_000  # elements kept per container; the rest are summarised by a marker
@@ -58,19 +52,15 @@ def _refuse(value: Any) -> Any:
 
 _fast_encode = msgspec.json.Encoder(enc_hook=_refuse).encode
 
-# The batch prefilter, generated from redaction.py's rules: what a JSON text must hold for a key
-# rule to apply (each configured name between quotes, each key fragment, each suffix before its
-# closing quote) and the markers of the free-text shapes. A value holding none of them holds nothing
-# any rule could hide and is kept as encoded. Searched over a whole batch at once with one
-# Aho-Corasick automaton (``ahocorasick-rs``: a DFA in Rust, one pass whatever the number of words)
-# in a folded copy: ASCII letters lower-cased, "-" and "." read as "_" (key names also read spaces
-# as "_": their words are searched in both spellings), "tokens" before a quote (the usage counts)
-# blanked.
+# The prefilter: a column's JSON texts are searched at once, with one Aho-Corasick automaton
+# (``ahocorasick-rs``, a DFA in Rust), for the words redaction.py's rules start from (key_words, the
+# free-text markers) and the NUL escape; a value holding none of them is kept as msgspec encoded it.
+# The search runs over a folded copy: ASCII letters lower-cased, "-" and "." read as "_" (key words
+# are also searched with spaces for "_"), "tokens" before a quote (the usage counts) blanked.
 _LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _FOLD = bytes.maketrans(_LETTERS + b"-.", _LETTERS.lower() + b"__")
-_NUL_ESCAPE = b"\\u0000"  # what msgspec writes for NUL; encode() sends it down the exact path
+_NUL_ESCAPE = b"\\u0000"  # what msgspec writes for NUL: a value holding it takes the exact path
 _STR_OR_NONE = frozenset((str, type(None)))
-FAILED = object()  # encode_batch / text_batch: this value raised; encode it alone to see why
 
 
 def _fold(data: bytes) -> bytes:
@@ -89,12 +79,6 @@ def _spellings(word: bytes) -> list[bytes]:
     for part in rest:
         out = [spelled + sep + part for spelled in out for sep in (b"_", b" ")]
     return out
-
-
-def key_words(keys: SecretKeys) -> set[str]:
-    """What a JSON text must hold for ``keys`` to find a secret key in it."""
-    return {*(f'"{name}"' for name in keys.names), *KEY_FRAGMENTS, *(f'{suffix}"' for suffix in KEY_SUFFIXES),
-            'token"'}
 
 
 class Prefilter:
@@ -142,7 +126,7 @@ TEXT_PREFILTER = Prefilter(TEXT_MARKERS)  # where secret_spans could find anythi
 def json_prefilter(secret_keys: frozenset[str]) -> Prefilter:
     """The JSON prefilter for the normalized secret key names ``secret_keys`` (built once per set):
     key words and free-text markers, and the NUL escape."""
-    return Prefilter(TEXT_MARKERS, key_words(SecretKeys(secret_keys)), (_NUL_ESCAPE,))
+    return Prefilter(TEXT_MARKERS, key_words(secret_keys), (_NUL_ESCAPE,))
 
 
 def flagged_text(strings: list[str]) -> set[int]:
@@ -160,29 +144,117 @@ def redact_cut(value: str, limit: int) -> str:
     return clean_text(f"{redact_text(value, limit)}...[truncated, {len(value)} chars in all]")
 
 
+class Failed:
+    """A column's value that could not be encoded, and why: ``error`` is :class:`NeedsUserCode` when
+    only the caller's own code (``__repr__``, ``model_dump``) can describe it and user code was off."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 class Sanitizer:
-    """Makes values storable; one per writer (it caches the secret-key decision per key)."""
+    """Makes values storable, a column at a time; one per writer (it caches the secret-key decision
+    per key). Not shared across threads: the writer's worker thread makes its own."""
 
     def __init__(self, secret_keys: Iterable[str], max_depth: int = MAX_DEPTH) -> None:
         self.is_secret_key = SecretKeys(secret_keys)  # (key) -> True for api_key, Authorization, Cookie, ...
-        # the batch prefilter for JSON: key words and free-text markers, and the NUL escape
         self.prefilter = json_prefilter(self.is_secret_key.names)
         self._max_depth = max_depth
-        self.user_code = True  # False: raise NeedsUserCode instead of calling __repr__ / model_dump
+        self._user_code = False  # per column call: False raises NeedsUserCode instead of calling __repr__
 
-    def clean(self, value: Any, limit: int) -> Any:
-        """A JSON-safe copy of ``value`` following the module rules."""
-        return self._clean_guarded(value, limit, 0, set())
+    def encode_column(self, values: list[Any] | tuple[Any, ...], limit: int,
+                      exact: Callable[[Any], Any] | None = None, *, user_code: bool = False) -> list[Any]:
+        """Each value as bounded, redacted JSON text (None stays None: SQL NULL); a value that could
+        not be encoded is a :class:`Failed`.
 
-    def text(self, value: Any, limit: int) -> str | None:
-        """A bounded, NUL-free string for plain text columns (message content, error messages)."""
+        The usual column costs a few C calls: every value encoded by msgspec in one ``map``, one
+        secret scan over the whole column (:class:`Prefilter`), one length and one bracket count per
+        value. A value msgspec refuses, or that the scan flags, or longer than ``limit`` (cut before
+        it is scanned), or nested deeper than ``MAX_DEPTH`` takes the exact path (``_clean``), given
+        ``exact(value)`` when set (the plain value of one msgspec encodes alike: a Struct's dict)."""
+        self._user_code = user_code
+        refused: set[int] = set()
+        try:
+            chunks = list(map(_fast_encode, values))
+        except Exception:  # a value msgspec refuses (not a JSON type): the others stay on the fast path
+            chunks = []
+            for k, value in enumerate(values):
+                try:
+                    chunks.append(_fast_encode(value))
+                except Exception:
+                    chunks.append(b"")
+                    refused.add(k)
+        if not chunks:
+            return []
+        if max(map(len, chunks)) > limit:
+            long = {k for k, data in enumerate(chunks) if len(data) > limit}
+            redo = self.prefilter.flagged([b"" if k in long else data for k, data in enumerate(chunks)]) | long
+        else:
+            redo = self.prefilter.flagged(chunks)
+        redo |= refused
+        depth = self._max_depth
+        brackets = list(map(add, map(bytes.count, chunks, repeat(b"[")), map(bytes.count, chunks, repeat(b"{"))))
+        if max(brackets) > depth:  # fewer brackets than the limit: cannot be too deep
+            redo.update(k for k, n in enumerate(brackets) if n > depth)
+        out: list[Any] = list(map(bytes.decode, chunks))
+        if b"null" in chunks:  # None is SQL NULL (a NaN, also "null" here, stays JSON null)
+            for k, value in enumerate(values):
+                if value is None:
+                    out[k] = None
+        for k in redo:
+            out[k] = self._encode_exact(values[k] if exact is None else exact(values[k]), limit)
+        return out
+
+    def text_column(self, values: list[Any] | tuple[Any, ...], limit: int, *, user_code: bool = False) -> list[Any]:
+        """Each value as bounded, NUL-free, redacted text for a plain text column (message content,
+        error messages; None stays None); a value that could not be made text is a :class:`Failed`.
+        A column of short ASCII strings with no free-text secret marker (the usual one) is checked as
+        a whole and returned as it is; otherwise its short strings get one secret scan together."""
+        self._user_code = user_code
+        if set(map(type, values)) <= _STR_OR_NONE:
+            strings = list(filter(None, values))
+            if not strings:
+                return list(values)
+            if max(map(len, strings)) <= limit:
+                joined = "\n".join(strings)
+                if joined.isascii() and "\x00" not in joined and not TEXT_PREFILTER.holds(joined.encode("ascii")):
+                    return list(values)
+        out: list[Any] = [None] * len(values)
+        strings, where = [], []
+        for i, value in enumerate(values):
+            if type(value) is str and len(value) <= limit:
+                strings.append(value)
+                where.append(i)
+            elif value is not None:  # (a string to cut: cut before it is scanned)
+                out[i] = self._text_exact(value, limit)
+        hits = flagged_text(strings) if strings else set()
+        for j, (i, value) in enumerate(zip(where, strings)):
+            # no marker of a free-text shape: redact_text would return it unchanged
+            out[i] = self._text_exact(value, limit) if j in hits else clean_str(value, limit)
+        return out
+
+    def _encode_exact(self, value: Any, limit: int) -> Any:
+        try:
+            return _encode(self._clean_guarded(value, limit, 0, set())).decode()
+        except (Exception, NeedsUserCode) as exc:
+            return Failed(exc)
+
+    def _text_exact(self, value: Any, limit: int) -> Any:
+        try:
+            return self._text(value, limit)
+        except (Exception, NeedsUserCode) as exc:
+            return Failed(exc)
+
+    def _text(self, value: Any, limit: int) -> str | None:
         if value is None:
             return None
         if isinstance(value, str):
             return redact_cut(value if type(value) is str else str.__getitem__(value, slice(None)), limit)
         if isinstance(value, (dict, list, tuple)):
-            return clean_str(_encode(self.clean(value, limit)).decode(), limit)
-        if not self.user_code:
+            return clean_str(_encode(self._clean_guarded(value, limit, 0, set())).decode(), limit)
+        if not self._user_code:
             raise NeedsUserCode
         return redact_cut(_safe_repr(value), limit)
 
@@ -195,135 +267,6 @@ class Sanitizer:
         if not self.prefilter.key_hits.isdisjoint(found):
             return True
         return bool(secret_spans(data.decode("utf-8", "replace")))
-
-    def encode(self, value: Any, limit: int) -> str | None:
-        """``clean`` then JSON-encode; None stays None (SQL NULL).
-
-        Fast path: encode directly in C (msgspec) and keep the result when it provably needs no
-        cleaning: short enough that no string can exceed ``limit``, no NUL, no key that could be
-        a secret, too few brackets to nest deeper than the limit. Anything else (or anything
-        msgspec refuses) takes the exact path.
-        """
-        if value is None:
-            return None
-        if type(value) is dict and not value:
-            return "{}"
-        try:
-            data = _fast_encode(value)
-        except Exception:
-            pass
-        else:
-            if (len(data) <= limit and _NUL_ESCAPE not in data and not self._maybe_secret(data)
-                    and data.count(b"[") + data.count(b"{") <= self._max_depth):  # fewer brackets: not too deep
-                return data.decode()
-        return _encode(self._clean_guarded(value, limit, 0, set())).decode()
-
-    def encode_batch(self, values: list[Any], limits: list[int]) -> list[Any]:
-        """``[encode(v, limit) ...]`` for a whole batch, with one secret scan for all of it (same
-        results). A value whose encoding raised comes back as ``FAILED``."""
-        out: list[Any] = [None] * len(values)
-        chunks: list[bytes] = []
-        where: list[int] = []
-        for i, value in enumerate(values):
-            if value is None:
-                continue
-            if type(value) is dict and not value:
-                out[i] = "{}"
-                continue
-            try:
-                chunks.append(_fast_encode(value))
-                where.append(i)
-            except Exception:
-                out[i] = self._encode_or_failed(value, limits[i])
-        # a value over its limit takes the exact path anyway (cut before it is scanned): not searched here
-        hits = self.prefilter.flagged([b"" if len(data) > limits[i] else data
-                                       for i, data in zip(where, chunks)]) if chunks else set()
-        depth = self._max_depth
-        for j, (i, data) in enumerate(zip(where, chunks)):
-            if (j in hits or len(data) > limits[i]
-                    or (len(data) > depth and data.count(b"[") + data.count(b"{") > depth)):
-                out[i] = self._encode_or_failed(values[i], limits[i])  # the exact path
-            else:
-                out[i] = data.decode()
-        return out
-
-    def text_batch(self, values: list[Any], limits: list[int]) -> list[Any]:
-        """``[text(v, limit) ...]`` for a whole batch, with one free-text secret scan for all of its
-        plain strings (same results). A value whose conversion raised comes back as ``FAILED``."""
-        out: list[Any] = [None] * len(values)
-        strings: list[str] = []
-        where: list[int] = []
-        for i, value in enumerate(values):
-            if type(value) is str and len(value) <= limits[i]:
-                strings.append(value)
-                where.append(i)
-            elif value is not None:  # (a string to cut: cut before it is scanned)
-                out[i] = self._text_or_failed(value, limits[i])
-        hits = flagged_text(strings) if strings else set()
-        for j, (i, value) in enumerate(zip(where, strings)):
-            if j in hits:
-                out[i] = self._text_or_failed(value, limits[i])
-            else:  # no marker of a free-text rule: redact_text would return it unchanged
-                out[i] = clean_str(value, limits[i])
-        return out
-
-    def encode_column(self, values: list[Any] | tuple[Any, ...], limit: int,
-                      exact: Callable[[Any], Any] | None = None) -> list[Any]:
-        """``encode_batch(values, [limit] * n)`` for one column, the usual one done in C: every value
-        encoded in one ``map``, one secret scan, one length and one bracket count per value; only the
-        values flagged there take the exact path, given ``exact(value)`` when ``exact`` is set (the
-        plain value of one that msgspec encodes alike, e.g. a Struct for a dict). ``FAILED`` marks a
-        value whose encoding raised."""
-        try:
-            chunks = list(map(_fast_encode, values))
-        except Exception:  # a value msgspec cannot encode alone: value by value
-            plain = list(map(exact, values)) if exact is not None else list(values)
-            return self.encode_batch(plain, [limit] * len(values))
-        if not chunks:
-            return []
-        depth = self._max_depth
-        if max(map(len, chunks)) > limit:  # the exact path cuts these before scanning them
-            long = {k for k, data in enumerate(chunks) if len(data) > limit}
-            redo = self.prefilter.flagged([b"" if k in long else data for k, data in enumerate(chunks)]) | long
-        else:
-            redo = self.prefilter.flagged(chunks)
-        brackets = list(map(add, map(bytes.count, chunks, repeat(b"[")), map(bytes.count, chunks, repeat(b"{"))))
-        if max(brackets) > depth:
-            redo.update(k for k, n in enumerate(brackets) if n > depth)
-        out: list[Any] = list(map(bytes.decode, chunks))
-        if b"null" in chunks:  # None is SQL NULL (a NaN, also "null" here, stays JSON null as in encode)
-            for k, value in enumerate(values):
-                if value is None:
-                    out[k] = None
-        for k in redo:
-            out[k] = self._encode_or_failed(values[k] if exact is None else exact(values[k]), limit)
-        return out
-
-    def text_column(self, values: list[Any] | tuple[Any, ...], limit: int) -> list[Any]:
-        """``text_batch(values, [limit] * n)`` for one column; a column of plain strings (and None)
-        with no free-text secret marker, no NUL, nothing to cut and nothing outside ASCII (the usual
-        one) is checked as a whole and returned as it is."""
-        if set(map(type, values)) <= _STR_OR_NONE:
-            strings = list(filter(None, values))
-            if not strings:
-                return list(values)
-            if max(map(len, strings)) <= limit:
-                joined = "\n".join(strings)
-                if joined.isascii() and "\x00" not in joined and not TEXT_PREFILTER.holds(joined.encode("ascii")):
-                    return list(values)
-        return self.text_batch(list(values), [limit] * len(values))
-
-    def _encode_or_failed(self, value: Any, limit: int) -> Any:
-        try:
-            return self.encode(value, limit)
-        except (Exception, NeedsUserCode):  # the row's own call raises it again, where it is handled
-            return FAILED
-
-    def _text_or_failed(self, value: Any, limit: int) -> Any:
-        try:
-            return self.text(value, limit)
-        except (Exception, NeedsUserCode):
-            return FAILED
 
     def _clean_guarded(self, value: Any, limit: int, depth: int, path: set[int]) -> Any:
         """``_clean``, with a value that cannot be read replaced by a marker naming why."""
@@ -372,7 +315,7 @@ class Sanitizer:
                 if i >= MAX_ITEMS:
                     out["<truncated>"] = f"{len(items) - MAX_ITEMS} more items"
                     break
-                key = clean_str(k if type(k) is str else self.text(k, 256) or "None", 256)
+                key = clean_str(k if type(k) is str else self._text(k, 256) or "None", 256)
                 out[key] = (REDACTED if (v is not None and self.is_secret_key(key))
                             else self._clean_guarded(v, limit, depth + 1, path))
             if "value" in out and out["value"] is not None:  # {"name": "Authorization", "value": ...}
@@ -411,7 +354,7 @@ class Sanitizer:
             return self._clean(int.__index__(value), limit, depth, path)
         if isinstance(value, float):
             return self._clean(float.__float__(value), limit, depth, path)
-        if not self.user_code:  # repr / model_dump are the caller's code: not on the caller's loop
+        if not self._user_code:  # repr / model_dump are the caller's code: not on the writer's loop
             raise NeedsUserCode
         model_dump = getattr(value, "model_dump", None)  # pydantic models, e.g. AG2 events
         if callable(model_dump):

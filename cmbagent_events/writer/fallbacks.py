@@ -16,7 +16,7 @@ from ..bus import ENCODE_FAILED, FILE_REPLACED, NOT_WRITTEN, REFUSED, EventBus
 from ..records import BARRIER
 from ..store.sink import Batch
 from .fit import UserCodeTimeout
-from .rows import OpenRows, RowBuilder
+from .rows import Built, RowBuilder
 from .spill import write_spill
 
 log = logging.getLogger("cmbagent_events.writer")
@@ -51,26 +51,26 @@ class Fallbacks:
         elif self._in_flight:  # taken from the queue and not yet in a batch: cannot be recovered
             self._bus.count_dropped(self._in_flight, NOT_WRITTEN)
         self._in_flight = 0
-        rest = Batch()
-        open_rows: OpenRows = {}
+        records = []
         for record in self._bus.take(len(self._bus) + 1):
             if record.kind == BARRIER:
                 resolve(record.extra, False)
-                continue
-            try:
-                self._rows.add(rest, open_rows, record)
-            except Exception:
-                if record.seq >= 0:
-                    self._bus.count_dropped(1, ENCODE_FAILED)
+            else:
+                records.append(record)
+        try:
+            built = self._rows.build(records)
+        except Exception:  # a bug in the builder: counted, the rest still spilled
+            self._bus.count_dropped(sum(1 for r in records if r.seq >= 0), ENCODE_FAILED)
+            built = Built(0)
+        # no user code at the close: a value only its own __repr__ describes is a marker here
+        built.give_up(UserCodeTimeout("user code not run at the close"))
+        rest = built.batch()
         if self._run_row is not None and (in_hand is None or in_hand.run_insert is None):
             rest.run_insert = self._run_row
         count = sum(len(b) for b in batches) + len(rest)
         try:
             if self.finish is not None:  # the close, with drops final and spilled rows not counted lost
                 rest.run_finish = self._rows.finish_row(*self.finish())
-            # no user code at the close: a value only its own __repr__ describes is a marker here
-            self._rows.encode(rest, user_code=False, give_up=UserCodeTimeout("user code not run at the close"))
-            count = sum(len(b) for b in batches) + len(rest)  # with the records add() put aside
             batches.append(rest)
             path = write_spill(self._run_id, batches)
         except Exception as exc:

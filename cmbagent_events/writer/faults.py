@@ -7,7 +7,7 @@ import errno
 import sqlite3
 
 from ..errors import StoreError
-from ..store.columns import Event, FileRow, MessageRow
+from ..store.columns import Event, FileRow, LlmCallRow, MessageRow
 from ..store.sink import Batch
 
 
@@ -40,9 +40,11 @@ def split_batch(batch: Batch) -> list[Batch]:
     for part in halves:
         events = [r for kind, r in part if kind == "e"]
         ids = {r[Event.id] for r in events}
+        calls = [c for c in batch.llm_calls if c[LlmCallRow.event_id] in ids]
         pieces.append(Batch(events=events, updates=[r for kind, r in part if kind == "u"],
                             messages=[m for m in batch.messages if m[MessageRow.event_id] in ids],
-                            files=[f for f in batch.files if f[FileRow.event_id] in ids]))
+                            files=[f for f in batch.files if f[FileRow.event_id] in ids],
+                            llm_calls=calls, llm_contents=batch.llm_contents if calls else []))  # kept once: ignored
     if batch.run_finish is not None:
         pieces.append(Batch(run_finish=batch.run_finish))
     return pieces

@@ -62,10 +62,11 @@ def cut(value: str, width: int) -> str:
 
 
 class NeedsUserCode(BaseException):
-    """Raised (only while user code is off: ``Sanitizer.user_code`` / ``fit_text(user_code=False)``)
+    """Raised (only while user code is off: the sanitizer's ``user_code=False`` / ``fit_text(user_code=False)``)
     where turning a value into text would call the caller's own code (``__repr__``, ``model_dump``):
-    the writer then builds that row on a worker thread, so a slow ``__repr__`` never stalls the
-    caller's event loop. A BaseException: no ``except Exception`` on the way may turn it into a marker."""
+    the writer then makes that value text on a worker thread (writer/rows.py: the value's cell waits),
+    so a slow ``__repr__`` never stalls the writer's loop. A BaseException: no ``except Exception``
+    on the way may turn it into a marker."""
 
 
 class UserCodeTimeout(Exception):

@@ -38,16 +38,16 @@ def content_hash(body: str) -> str:
 class LlmRows:
     """Builds one run's llm rows (one instance per writer; not thread-safe: the writer's own)."""
 
-    def __init__(self, run_id: str, encode: Callable[[Any, int], str | None], max_message_size: int,
+    def __init__(self, run_id: str, encode: Callable[[Any, int], Any], max_message_size: int,
                  max_params_size: int) -> None:
         """``encode(value, limit)``: the writer's JSON encoding (redaction, NUL escapes, strings cut
-        at ``limit`` characters with a marker)."""
+        at ``limit`` characters with a marker); anything but a str back means it could not."""
         self._run_id = run_id
         self._encode = encode
         self._max_message = max_message_size
         self._max_params = max_params_size
         self._stored: set[str] = set()  # hashes of this run's contents written (or in the batch being built)
-        self._raw: dict[bytes, tuple[str, bool]] = {}  # raw JSON digest -> (stored hash, cut)
+        self._raw: dict[bytes, tuple[str, str | None]] = {}  # raw JSON digest -> (stored hash, problem)
 
     def forget_batch(self, contents: list[tuple[Any, ...]]) -> None:
         """A batch that was not written (dropped, refused): its contents are new again."""
@@ -55,65 +55,68 @@ class LlmRows:
             self._stored.discard(row[LlmContentRow.hash])
         self._raw.clear()
 
-    def add(self, event_id: str, model: Any, exchange: LlmExchange,
+    def add(self, event_id: str | None, model: Any, exchange: LlmExchange,
             calls: list[tuple[Any, ...]], contents: list[tuple[Any, ...]]) -> None:
         """Append the call's ``llm_calls`` row to ``calls`` and its new contents to ``contents``."""
         notes: list[str] = []
         refs: list[str] = []
         messages = exchange.messages
         if type(messages) is list:
-            for message in messages:
-                ref, cut = self._content(message, "message", contents)
+            for n, message in enumerate(messages):
+                ref, problem = self._content(message, "message", contents)
                 refs.append(ref)
-                if cut:
-                    notes.append(f"message {len(refs) - 1} cut at {self._max_message} bytes")
-        elif messages is not None:
-            notes.append("messages not a list")
+                if problem:
+                    notes.append(f"message {n} {problem}")
         else:
-            notes.append("no messages recorded")
+            notes.append("no messages recorded" if messages is None else "messages not a list")
         tools = None
         if exchange.tools is not None:
-            tools, cut = self._content(exchange.tools, "tools", contents)
-            if cut:
-                notes.append("tools cut")
+            tools, problem = self._content(exchange.tools, "tools", contents)
+            if problem:
+                notes.append(f"tools {problem}")
         response = None
         dumped = _dump(exchange.response)
         if dumped is None:
             notes.append("no response recorded" if exchange.response is None else "response not serialisable")
         else:
-            response, cut = self._content(dumped, "response", contents)
-            if cut:
-                notes.append("response cut")
+            response, problem = self._content(dumped, "response", contents)
+            if problem:
+                notes.append(f"response {problem}")
         params = self._encode(exchange.params, self._max_params) if exchange.params else None
         calls.append(make_row(
             LlmCallRow, event_id=event_id, run_id=self._run_id, model=_model(exchange.model, model),
-            messages=json.dumps(refs), tools=tools, params=params, response=response,
-            replayable=0 if notes else 1, note="; ".join(notes) or None))
+            messages=json.dumps(refs), tools=tools, params=params if isinstance(params, str) else None,
+            response=response, replayable=0 if notes else 1, note="; ".join(notes) or None))
 
-    def _content(self, value: Any, kind: str, contents: list[tuple[Any, ...]]) -> tuple[str, bool]:
-        """The hash of ``value`` as stored, storing it when this run has not yet; and whether it was cut."""
+    def _content(self, value: Any, kind: str, contents: list[tuple[Any, ...]]) -> tuple[str, str | None]:
+        """The hash of ``value`` as stored, storing it when this run has not yet; and what stops it being
+        served again as it was (cut, not storable as JSON), if anything."""
         try:
             raw = _raw_json(value)
         except Exception:  # not plain JSON (an object): cleaned each time, never remembered
             raw = None
-        if raw is not None:
-            key = hashlib.blake2b(raw, digest_size=16).digest()
-            known = self._raw.get(key)
-            if known is not None and known[0] in self._stored:
-                return known
-        body = self._encode(value, self._max_message) or "null"
+        key = hashlib.blake2b(raw, digest_size=16).digest() if raw is not None else b""
+        known = self._raw.get(key) if raw is not None else None
+        if known is not None and known[0] in self._stored:
+            return known
+        body = self._encode(value, self._max_message)
+        problem = None
+        if not isinstance(body, str):  # only the value's own code could describe it: a marker
+            body = json.dumps(f"<not storable: {type(value).__name__}>")
+            problem = "not storable as JSON"
         size = len(raw) if raw is not None else len(body)
-        cut = size > self._max_message
+        if problem is None and size > self._max_message:
+            problem = f"cut at {self._max_message} bytes"
         digest = content_hash(body)
         if raw is not None:
             if len(self._raw) >= RAW_MEMORY:
                 self._raw.clear()
-            self._raw[key] = (digest, cut)
+            self._raw[key] = (digest, problem)
         if digest not in self._stored:
             self._stored.add(digest)
             contents.append(make_row(LlmContentRow, run_id=self._run_id, hash=digest, kind=kind, body=body,
-                                     size=size, cut=int(cut)))
-        return digest, cut
+                                     size=size, cut=int(problem is not None and problem.startswith("cut"))))
+        return digest, problem
 
 
 def _model(requested: Any, reported: Any) -> str | None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -36,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ..bus import ENCODE_FAILED, NOT_WRITTEN, REFUSED, USER_CODE_TIMEOUT, WRITER_ERROR, EventBus
+from ..bus import NOT_WRITTEN, REFUSED, WRITER_ERROR, EventBus
 from ..config import CaptureConfig
 from ..errors import DatabaseFileReplaced, DatabaseUnavailable
 from ..records import BARRIER, EventRecord, barrier
@@ -45,7 +44,7 @@ from .fallbacks import Fallbacks, FinishValues, resolve
 from .faults import is_disk_full, split_batch
 from .fit import UserCodeTimeout
 from .listeners import CommitListeners
-from .rows import OpenRows, RowBuilder
+from .rows import Built, RowBuilder
 
 log = logging.getLogger("cmbagent_events.writer")
 
@@ -53,7 +52,6 @@ log = logging.getLogger("cmbagent_events.writer")
 class BatchWriter(CommitListeners, Fallbacks):
     """Drains one run's :class:`EventBus` into a :class:`Sink`; start it on the loop that owns the sink."""
 
-    RETRY_ATTEMPTS = 5
     HEARTBEAT_S = 15.0  # how often a run shows it is alive (meta.heartbeat), with a batch or alone
     IDLE_AFTER = 5  # quiet flush intervals before the writer sleeps until the next record or heartbeat
     RETRY_FIRST_DELAY_S = 0.05
@@ -87,8 +85,7 @@ class BatchWriter(CommitListeners, Fallbacks):
         self.spill_path: str | None = None
         self._config = config
         self._run_id = run_id
-        self._rows = RowBuilder(config, run_id, session_id, sink.timestamp, bus.count_dropped,
-                                getattr(sink, "timestamps", None))
+        self._rows = RowBuilder(config, run_id, session_id, sink.timestamp, getattr(sink, "timestamps", None))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread_id = 0
         self._wake_event: asyncio.Event | None = None
@@ -282,33 +279,24 @@ class BatchWriter(CommitListeners, Fallbacks):
         start = 0
         for i, record in enumerate(records):
             if record.kind == BARRIER:
-                await self._commit(self._rows_of(records[start:i]))
+                await self._commit(await self._rows_of(records[start:i]))
                 resolve(record.extra, True)
                 start = i + 1
-        await self._commit(self._rows_of(records[start:] if start else records), final=final)
+        await self._commit(await self._rows_of(records[start:] if start else records), final=final)
         self._in_flight = 0
 
-    def _rows_of(self, records: list[EventRecord]) -> Batch:
-        """The batch of ``records`` (no barrier among them): column by column when it can be (see
-        columnar.py), else record by record, each under its own guard."""
-        built = self._rows.build(records)
-        if built is not None:
-            batch, events = built
-            self._pending += events
-            return batch
-        batch = Batch()
-        open_rows: OpenRows = {}
-        for record in records:
-            try:
-                self._rows.add(batch, open_rows, record)
-            except Exception as exc:  # a record we could not even make a row of: count it, keep going
-                if record.seq >= 0:  # an event (a completion has no seq: not an event of its own)
-                    self._bus.count_dropped(1, ENCODE_FAILED)
-                self.last_error = f"event {record.id!r} not storable: {exc!r}"
-            else:
-                if record.seq >= 0:
-                    self._pending += 1
-        return batch
+    async def _rows_of(self, records: list[EventRecord]) -> Batch:
+        """The batch of ``records`` (no barrier among them), column by column (see rows.py); values
+        only the caller's own code can describe made text on a worker thread first."""
+        try:
+            built = self._rows.build(records)
+        except Exception:  # a bug in the builder: its events are lost, and counted by _drain's catch-all
+            self._pending += sum(1 for r in records if r.seq >= 0)
+            raise
+        self._pending += built.events
+        if built.waiting:
+            await self._run_user_code(built)
+        return built.batch()
 
     async def _commit(self, batch: Batch, final: bool = False) -> None:
         """Write ``batch`` in one transaction, with the run row's insert (first) or close (``final``)."""
@@ -316,29 +304,24 @@ class BatchWriter(CommitListeners, Fallbacks):
             batch.run_insert = self._run_row
         if final and self.finish is not None:
             batch.run_finish = self._rows.finish_row(*self.finish())
-        if batch.is_empty() and not self._rows.waiting:  # (records put aside by add() are rows to be)
+        if batch.is_empty():
             return
         if time.monotonic() - self._last_beat >= self.HEARTBEAT_S and batch.run_finish is None:
             batch.heartbeat = self._heartbeat()  # rides along: no transaction of its own
-        if self._rows.encode(batch, user_code=False):
-            batch = await self._encode_with_user_code(batch)
         await self._write(batch)
         self._pending = 0
 
-    async def _encode_with_user_code(self, batch: Batch) -> Batch:
-        """Rows holding objects only their own ``__repr__`` / ``model_dump`` can describe, encoded on a
+    async def _run_user_code(self, built: Built) -> None:
+        """The batch's values only their own ``__repr__`` / ``model_dump`` can describe, made text on a
         daemon thread of their own (never this loop, never a thread the interpreter's exit waits for),
-        within ``user_code_timeout_s``. Past it the thread is left to itself with its own copy of the
-        batch, and here the values still waiting become markers naming the timeout: the run goes on and
-        closes, however long (or forever) that code takes."""
-        work = dataclasses.replace(batch, events=list(batch.events), messages=list(batch.messages),
-                                   files=list(batch.files), updates=list(batch.updates))
-        set_aside = self._rows.waiting_events  # records add() put aside: the thread's encode takes them
-        future: concurrent.futures.Future[int] = concurrent.futures.Future()
+        within ``user_code_timeout_s``. Past it the thread is left to itself (its results are never
+        stored) and the values become markers naming the timeout: the run goes on and closes, however
+        long (or forever) that code takes."""
+        future: concurrent.futures.Future[list[Any]] = concurrent.futures.Future()
 
-        def encode() -> None:
+        def run() -> None:
             try:
-                result = self._rows.encode(work)
+                result = built.run_user_code(self._config.secret_keys)
             except BaseException as exc:
                 with contextlib.suppress(concurrent.futures.InvalidStateError):
                     future.set_exception(exc)
@@ -347,20 +330,20 @@ class BatchWriter(CommitListeners, Fallbacks):
                     future.set_result(result)
 
         try:
-            threading.Thread(target=encode, name="cmbagent-events-user-code", daemon=True).start()
+            threading.Thread(target=run, name="cmbagent-events-user-code", daemon=True).start()
         except RuntimeError:  # no new threads at interpreter exit: markers rather than a wait
             future.set_exception(UserCodeTimeout("no thread for user code at interpreter exit"))
         try:
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self._config.user_code_timeout_s)
-            return work
-        except (TimeoutError, UserCodeTimeout):
-            reason = UserCodeTimeout(f"user code did not return within {self._config.user_code_timeout_s:g}s")
+            values = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)),
+                                            self._config.user_code_timeout_s)
+        except (TimeoutError, UserCodeTimeout) as exc:
+            reason = exc if isinstance(exc, UserCodeTimeout) else UserCodeTimeout(
+                f"user code did not return within {self._config.user_code_timeout_s:g}s")
             self.last_error = repr(reason)
             log.error("cmbagent-events: %s; those values are stored as markers", reason)
-            self._rows.encode(batch, user_code=False, give_up=reason)
-            if set_aside:
-                self._bus.count_dropped(set_aside, USER_CODE_TIMEOUT)
-            return batch
+            built.give_up(reason)
+        else:
+            built.fill(values)
 
     def _give_up_on_outage(self) -> bool:
         """Spill instead of retrying: once SIGTERM came (``terminating``), or when the close has waited

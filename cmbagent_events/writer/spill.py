@@ -56,6 +56,7 @@ def write_spill(run_id: str, batches: Iterable[Batch]) -> Path | None:
         lines.append(json.dumps({
             "run_insert": batch.run_insert, "events": batch.events, "updates": batch.updates,
             "messages": batch.messages, "files": batch.files, "run_finish": batch.run_finish,
+            "llm_calls": batch.llm_calls, "llm_contents": batch.llm_contents,
         }, default=_json_default))
     if not lines:
         return None
@@ -100,6 +101,8 @@ def read_spill(path: Path, sink: Sink) -> list[Batch]:
                 updates=[_timestamps(r, _UPDATE_TS, sink) for r in data.get("updates", [])],
                 messages=[_timestamps(r, _MESSAGE_TS, sink) for r in data.get("messages", [])],
                 files=[_timestamps(r, _FILE_TS, sink) for r in data.get("files", [])],
+                llm_calls=[tuple(r) for r in data.get("llm_calls", [])],
+                llm_contents=[tuple(r) for r in data.get("llm_contents", [])],
                 run_insert=_optional(data.get("run_insert"), _RUN_TS, sink),
                 run_finish=_optional(data.get("run_finish"), _FINISH_TS, sink),
             ))
