@@ -1,5 +1,5 @@
-"""Reference-counted class patches: installed while a run (or an explicit install) holds them, then
-removed without ever removing anyone else's. Shared by the AG2 integrations.
+"""Reference-counted patches, the one way every integration hooks a library: installed while a run
+(or an explicit install) holds them, then removed without ever removing anyone else's.
 
 Other libraries patch the same AG2 methods (AgentOps and OpenInference with ``wrapt``, others with
 plain wrappers), before or after us, and remove their patches in any order. So:
@@ -11,9 +11,10 @@ plain wrappers), before or after us, and remove their patches in any order. So:
   ``__wrapped__``, which ``functools.wraps`` and ``wrapt`` set) and switches it back on instead of
   stacking a second one; otherwise it wraps whatever is outermost now.
 
-Gates are opt-in: a replacement carries one when made with :func:`gated` (or when the wrapper
-generator attaches it). A replacement without a gate that another library wrapped stays active
-after removal (logged), since nothing else can take it out of their chain.
+Every hook is made by one generator, :func:`wrap_call` (a :class:`CallHook`'s ``start``/``end``
+around the call, guarded so a hook's own failure never reaches the host), and so carries a gate.
+A replacement set through :meth:`PatchSet.patch` without a gate that another library wrapped
+stays active after removal (logged), since nothing else can take it out of their chain.
 """
 
 from __future__ import annotations
