@@ -56,6 +56,7 @@ from cmbagent_events import (  # noqa: E402
     uninstall_ag2_hooks,
 )
 from cmbagent_events.integrations import ag2_classic as hooks  # noqa: E402
+from cmbagent_events.integrations.patching import CallHook, PatchSet  # noqa: E402
 from cmbagent_events.testing.script import Script, ScriptExhaustedError, ToolCall  # noqa: E402
 from cmbagent_events.testing.scripted_client import (  # noqa: E402
     register_scripted_client,
@@ -294,10 +295,9 @@ async def test_auto_speaker_selection_inner_chat_is_marked(db_url, db_session, c
     assert len(turns) == len(chat.messages)
 
 
-async def test_group_pattern_transition_reasons(db_url, db_session, config) -> None:
-    """Every handoff with its reason, the same on every classic flavour: the fork sends no
-    transition events, so there the reasons are inferred from group state."""
-    from autogen.agentchat import initiate_group_chat
+def support_pattern() -> Any:
+    """A group pattern whose handoffs take every transition kind: OnCondition, ReplyResult,
+    OnContextCondition, AfterWork (the chat ends through a TerminateTarget)."""
     from autogen.agentchat.group.patterns import DefaultPattern
 
     script = Script({"triage": [ToolCall("transfer_to_tech_1")],
@@ -331,8 +331,16 @@ async def test_group_pattern_transition_reasons(db_url, db_session, config) -> N
     pattern = DefaultPattern(initial_agent=triage, agents=[triage, tech, general, closer], user_agent=user,
                              context_variables=ContextVariables(data={"solved": False}),
                              group_after_work=TerminateTarget())
+    return pattern
+
+
+async def test_group_pattern_transition_reasons(db_url, db_session, config) -> None:
+    """Every handoff with its reason, the same on every classic flavour: the fork sends no
+    transition events, so there the reasons are inferred from group state."""
+    from autogen.agentchat import initiate_group_chat
+
     async with capture_run(db_url, config=config) as run:
-        initiate_group_chat(pattern=pattern, messages="My wifi is down", max_rounds=12)
+        initiate_group_chat(pattern=support_pattern(), messages="My wifi is down", max_rounds=12)
     events = await events_of(db_session, run.run_id)
     handoffs = [(h.inputs["from_agent"], h.inputs["to_agent"], h.meta["reason"],
                  (h.inputs.get("context") or {}).get("transition")) for h in events if h.event_type == "handoff"]
@@ -351,6 +359,96 @@ async def test_group_pattern_transition_reasons(db_url, db_session, config) -> N
     # the chat ends through a TerminateTarget, which AG2 signals with NoEligibleSpeakerError: not an error
     assert [e for e in events if e.event_type == "error"] == []
     assert (await db_session.get(WorkflowRun, run.run_id)).status == "completed"
+
+
+async def test_inferred_transition_hooks_are_gated_and_pass_through_without_a_run(db_url, config) -> None:
+    """The hooks that infer transitions (installed on AG2 that sends none: the fork) are gated like
+    every hook, and do nothing while no run captures the agents; with a run open the same hooks
+    infer (so this test can fail). Installed here on their own, on whichever classic AG2 this is."""
+    from autogen.agentchat import initiate_group_chat
+    from autogen.agentchat.group import group_utils
+    from autogen.agentchat.group.group_tool_executor import GroupToolExecutor
+
+    from cmbagent_events.integrations.ag2_classic.groupchat import take_transition
+    from cmbagent_events.integrations.ag2_classic.inferred_transitions import patch_inferred_transitions
+    from cmbagent_events.integrations.patching import gate_of
+
+    uninstall_ag2_hooks()
+    points = ((group_utils, "determine_next_agent"), (group_utils, "_run_oncontextconditions"),
+              (GroupToolExecutor, "_generate_group_tool_reply"))
+    originals = [owner.__dict__[name] for owner, name in points]
+    patches = PatchSet("inferred transitions", lambda p: patch_inferred_transitions(p, group_utils, GroupToolExecutor))
+    assert patches.install()
+    try:
+        assert sorted(patches.points()) == ["GroupToolExecutor._generate_group_tool_reply",
+                                            "group_utils._run_oncontextconditions", "group_utils.determine_next_agent"]
+        for owner, name in points:
+            assert gate_of(owner.__dict__[name]) is not None, name
+        take_transition()
+        initiate_group_chat(pattern=support_pattern(), messages="My wifi is down", max_rounds=12)
+        assert take_transition() is None  # no run: every inferred-transition hook passed straight through
+        async with capture_run(db_url, config=config, hooks=False):
+            initiate_group_chat(pattern=support_pattern(), messages="My wifi is down", max_rounds=12)
+        assert take_transition() is not None  # a run open: the same hooks inferred the transitions
+    finally:
+        patches.uninstall()
+    assert [owner.__dict__[name] for owner, name in points] == originals
+
+
+class BrokenHook(CallHook):
+    """A hook whose own code fails: in ``start``, or (``at="end"``) after the call."""
+
+    def __init__(self, at: str) -> None:
+        self.at = at
+        self.ends = 0
+
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.at == "start":
+            raise RuntimeError("broken hook start")
+        return args[0]
+
+    def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
+        self.ends += 1
+        raise RuntimeError("broken hook end")
+
+
+@pytest.mark.parametrize("at", ["start", "end"])
+def test_a_hooks_own_failure_never_reaches_ag2(at: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A hook that raises (our bug, a flavour we did not foresee) on real AG2 methods: the chat goes on
+    exactly as without it, AG2's own exceptions pass through unchanged, and the failure is logged at
+    DEBUG with its traceback."""
+    from cmbagent_events.testing.tool_chat import adding_pair
+
+    def chat() -> list[Any]:
+        user, assistant = adding_pair(2, 3)
+        return [(m.get("role"), m.get("content")) for m in
+                user.initiate_chat(assistant, message="What is 2+3?", max_turns=3).chat_history]
+
+    uninstall_ag2_hooks()
+    expected = chat()
+    hook = BrokenHook(at)
+    patches = PatchSet("broken", lambda p: [p.patch_call(ConversableAgent, name, hook)
+                                            for name in ("generate_reply", "send", "execute_function")])
+    assert patches.install()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="cmbagent_events"):
+            assert chat() == expected
+            failure = ValueError("AG2's own")
+            agent = ConversableAgent("raiser", llm_config=False, human_input_mode="NEVER")
+
+            def raising_reply(*args: Any, **kwargs: Any) -> Any:
+                raise failure
+
+            agent.register_reply([ConversableAgent, None], raising_reply, position=0)
+            with pytest.raises(ValueError) as raised:
+                agent.generate_reply(messages=[{"role": "user", "content": "hi"}])
+            assert raised.value is failure
+    finally:
+        patches.uninstall()
+    assert (hook.ends > 0) == (at == "end")
+    logged = [r for r in caplog.records if r.getMessage() == f"cmbagent-events: hook {at} failed"]
+    assert logged and logged[0].levelno == logging.DEBUG and logged[0].exc_info is not None
+    assert str(logged[0].exc_info[1]) == f"broken hook {at}"
 
 
 async def test_model_error_is_recorded_once_and_reraised_unchanged(db_url, db_session, config) -> None:

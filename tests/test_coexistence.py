@@ -32,8 +32,7 @@ from cmbagent_events import (  # noqa: E402
     make_engine,
     uninstall_ag2_hooks,
 )
-from cmbagent_events.integrations.ag2_classic import common  # noqa: E402
-from cmbagent_events.integrations.patching import MISSING  # noqa: E402
+from cmbagent_events.integrations.patching import MISSING, CallHook, wrap_call  # noqa: E402
 from cmbagent_events.testing.foreign_patch import ForeignPatch  # noqa: E402
 from cmbagent_events.testing.tool_chat import adding_pair  # noqa: E402
 
@@ -154,8 +153,8 @@ def peer_active(peer: Peer) -> bool:
 
 def our_wrappers(owner: type, attr: str) -> int:
     """How many wrappers of ours are in the attribute's chain (followed through __wrapped__)."""
-    ours = {common.wrap_call(lambda self: None, common.CallHook(), "x").__code__,
-            common.wrap_call(_async_probe, common.CallHook(), "x").__code__}
+    ours = {wrap_call(lambda self: None, CallHook(), "x").__code__,
+            wrap_call(_async_probe, CallHook(), "x").__code__}
     node, count = owner.__dict__.get(attr), 0
     for _ in range(64):
         if node is None:

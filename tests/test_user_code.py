@@ -105,15 +105,13 @@ async def test_user_code_of_odd_values_never_runs_on_the_callers_thread(db_url, 
 async def test_an_agent_error_is_made_text_off_the_callers_thread(db_url, db_session, config) -> None:
     """What the AG2 hooks record when an agent's call raises (an error event, the call closed as
     failed): the exception's own __str__ runs on the writer's worker thread, never the caller's."""
-    from cmbagent_events.integrations.ag2_classic.common import record_error
-
     CALLED.clear()
     caller = threading.get_ident()
     async with capture_run(db_url, config=config, hooks=False) as run:
         call = run.capture_agent_call("engineer", "go")
-        record_error(run, "engineer", Failure(), "generate_reply")
+        run.capture_exception("engineer", Failure(), "generate_reply")
         run.finish_agent_call(call, error=Failure())
-        record_error(run, "engineer", ValueError("plain text"), "generate_reply")  # no user code: text at once
+        run.capture_exception("engineer", ValueError("plain text"), "generate_reply")  # no user code: text at once
         assert await run.flush(30)
     assert [thread for tag, thread in CALLED if tag == "exception"], "the exceptions were never made text"
     assert {thread for _, thread in CALLED} & {caller} == set(), "user code ran on the caller's thread"

@@ -1,5 +1,5 @@
-"""Reference-counted class patches: installed while a run (or an explicit install) holds them, then
-removed without ever removing anyone else's. Shared by the AG2 integrations.
+"""Reference-counted patches, the one way every integration hooks a library: installed while a run
+(or an explicit install) holds them, then removed without ever removing anyone else's.
 
 Other libraries patch the same AG2 methods (AgentOps and OpenInference with ``wrapt``, others with
 plain wrappers), before or after us, and remove their patches in any order. So:
@@ -11,17 +11,22 @@ plain wrappers), before or after us, and remove their patches in any order. So:
   ``__wrapped__``, which ``functools.wraps`` and ``wrapt`` set) and switches it back on instead of
   stacking a second one; otherwise it wraps whatever is outermost now.
 
-Gates are opt-in: a replacement carries one when made with :func:`gated` (or when the wrapper
-generator attaches it). A replacement without a gate that another library wrapped stays active
-after removal (logged), since nothing else can take it out of their chain.
+Every hook is made by one generator, :func:`wrap_call` (a :class:`CallHook`'s ``start``/``end``
+around the call, guarded so a hook's own failure never reaches the host), and so carries a gate.
+A replacement set through :meth:`PatchSet.patch` without a gate that another library wrapped
+stays active after removal (logged), since nothing else can take it out of their chain.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from .guard import Guard
 
 log = logging.getLogger("cmbagent_events")
 
@@ -137,21 +142,44 @@ def _sweep_dormant() -> None:
                 del _dormant[key]
 
 
-class PatchSet:
-    """The patches of one integration. ``install(patches)`` applies them via :meth:`patch`."""
+class DidNotEnable(Exception):  # Sentry's name for the same thing
+    """The library an integration hooks is not installed (or not usable): said once, at INFO."""
 
-    def __init__(self, label: str, install: Callable[[PatchSet], None]) -> None:
+
+class PatchSet:
+    """The patches of one integration (one per AG2 flavour), installed by ``install(patches)`` through
+    :meth:`patch` / :meth:`patch_call`, held explicitly (:meth:`install`) or per run (:meth:`acquire`,
+    reference counted), and removed exactly (:func:`restore_patches`)."""
+
+    def __init__(self, label: str, install: Callable[[PatchSet], None], logger: logging.Logger = log) -> None:
         self.label = label
+        self.log = logger  # where what it found is said (the flavour's logger)
         self._install = install
         self._lock = threading.RLock()
         self._patches: list[tuple[Any, str, Any, Any]] = []  # (owner, attribute, original or MISSING, ours)
         self._refcount = 0
         self._explicit = False
+        self._said: set[str] = set()  # messages already logged in this process
+        self.unavailable: list[str] = []  # patch points the installed library lacks: their events are not captured
+        self.failure: str | None = None  # why the last installation did not happen, else None
+        self.on_restore: list[Callable[[], None]] = []  # run (then forgotten) after the patches are undone
 
-    def patch(self, owner: type, name: str, replacement: Any) -> None:
+    def patch(self, owner: Any, name: str, replacement: Any) -> None:
         """Set ``owner.name`` to ``replacement``, remembering what to restore (see :func:`apply_patch`)."""
         with self._lock:
             apply_patch(self._patches, owner, name, replacement)
+
+    def patch_call(self, owner: Any, name: str, hook: CallHook) -> None:
+        """Hook ``owner.name`` with :func:`wrap_call` (a staticmethod stays one); a method this version
+        of the library lacks is noted in :attr:`unavailable`, never an AttributeError."""
+        original = getattr(owner, name, None)
+        if original is None:
+            self.unavailable.append(point_name(owner, name))
+            return
+        wrapper = wrap_call(original, hook, name)
+        if isinstance(inspect.getattr_static(owner, name, None), staticmethod):
+            wrapper = staticmethod(wrapper)
+        self.patch(owner, name, wrapper)
 
     @property
     def installed(self) -> bool:
@@ -159,22 +187,41 @@ class PatchSet:
 
     def points(self) -> list[str]:
         """What is patched now, as ``Class.method``."""
-        return [f"{owner.__name__}.{name}" for owner, name, _, _ in self._patches]
+        return [point_name(owner, name) for owner, name, _, _ in self._patches]
 
     def restore(self) -> None:
         """Undo every patch (idempotent)."""
         with self._lock:
             restore_patches(self._patches)
+            while self.on_restore:
+                self.on_restore.pop()()
+
+    def say_once(self, message: str, level: int = logging.INFO, exc_info: bool = False) -> None:
+        """Log ``message`` unless this patch set already did in this process."""
+        if message not in self._said:
+            self._said.add(message)
+            self.log.log(level, "%s", message, exc_info=exc_info)
 
     def _ensure(self) -> bool:
         if self._patches:
             return True
+        self.unavailable.clear()
         try:
             self._install(self)
-        except Exception:
+        except DidNotEnable as exc:
             self.restore()
-            log.exception("cmbagent-events: could not install the %s hooks", self.label)
+            self.failure = str(exc)
+            self.say_once(self.failure)
             return False
+        except Exception as exc:
+            self.restore()
+            self.failure = f"cmbagent-events: could not install the {self.label} hooks: {exc!r}"
+            self.say_once(self.failure, logging.WARNING, exc_info=True)
+            return False
+        except BaseException:  # interrupted halfway: nothing of ours stays behind
+            self.restore()
+            raise
+        self.failure = None
         return True
 
     def install(self) -> bool:
@@ -211,3 +258,90 @@ class PatchSet:
                     self.restore()
 
         return release
+
+
+def point_name(owner: Any, name: str) -> str:
+    """``Class.method`` (``module.function`` for a module, ``Class.method`` for an instance)."""
+    label = getattr(owner, "__name__", None)
+    if not isinstance(label, str):
+        label = type(owner).__name__
+    return f"{label.rsplit('.', 1)[-1]}.{name}"
+
+
+# -- the one way to hook a call ---------------------------------------------------------------------
+class CallHook:
+    """What a wrapper does around one call: ``start(args, kwargs)`` before it (``args`` as the
+    wrapper got them: a method's receiver first) returns its state, or None to call the original
+    uncaptured; ``end(state, result, error, where)`` after it, with the result or the exception
+    (re-raised unchanged after ``end``). Neither may change the result; ``start`` may add to
+    ``kwargs`` only where a hook exists for that (AG2 1.x's middleware). Both are guarded by the
+    generator: their failures never reach the host."""
+
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return None
+
+    def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
+        pass
+
+
+HOOK_START = Guard("hook start")
+HOOK_END = Guard("hook end")
+
+
+def wrap_call(original: Callable[..., Any], hook: CallHook, where: str) -> Callable[..., Any]:
+    """A gated wrapper of ``original`` (sync or async, chosen by what ``original`` is) running ``hook``.
+
+    ``functools.wraps`` keeps the original's ``__name__`` (AG2 0.14 pairs sync and async reply
+    functions by name) and sets ``__wrapped__`` (other libraries find the original through it).
+    The gate is off once another library has wrapped ours and we were removed: a pass-through.
+    The async wrapper only ever awaits the async original. The ``try`` blocks are inline, not
+    :class:`Guard` blocks: this runs on every hooked call (see guard.py for the costs).
+    """
+    gate = Gate()
+    start, end = hook.start, hook.end
+    if inspect.iscoroutinefunction(original):
+        @functools.wraps(original)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                state = start(args, kwargs) if gate.on else None
+            except Exception:
+                HOOK_START.swallow()
+                state = None
+            if state is None:
+                return await original(*args, **kwargs)
+            try:
+                result = await original(*args, **kwargs)
+            except BaseException as exc:
+                _end(end, state, None, exc, where)
+                raise
+            _end(end, state, result, None, where)
+            return result
+
+        return gated(async_wrapper, gate)
+
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            state = start(args, kwargs) if gate.on else None
+        except Exception:
+            HOOK_START.swallow()
+            state = None
+        if state is None:
+            return original(*args, **kwargs)
+        try:
+            result = original(*args, **kwargs)
+        except BaseException as exc:
+            _end(end, state, None, exc, where)
+            raise
+        _end(end, state, result, None, where)
+        return result
+
+    return gated(wrapper, gate)
+
+
+def _end(end: Callable[[Any, Any, BaseException | None, str], None], state: Any, result: Any,
+         error: BaseException | None, where: str) -> None:
+    try:
+        end(state, result, error, where)
+    except Exception:
+        HOOK_END.swallow()

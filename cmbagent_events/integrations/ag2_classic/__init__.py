@@ -24,15 +24,14 @@ The hooks only patch classes (methods AG2 looks up at call time, so agents built
 installation are covered), keep ``functools.wraps`` names (0.14 pairs sync/async reply functions
 by ``__name__``), never change arguments or results, and never raise into AG2: a capture failure is
 swallowed and counted by the manager. Errors AG2 raises are captured once (innermost) and
-re-raised unchanged. Every wrapper comes from one generator (``common.wrap_call``); installing
-and removing them is install.py's.
+re-raised unchanged. Every wrapper comes from one generator (``integrations/patching.wrap_call``,
+gated); installing and removing them is install.py's, through the patch set every flavour uses.
 
 Thread hops: contextvars do not cross ``run()``, ``run_in_executor`` or ``_run_async_in_thread``.
 Each agent remembers (weakly) the run it was last seen in, so work on AG2's own threads lands in
 the right run; the agent's open call is adopted as parent where the hop lost the nesting.
 """
 
-from .code import FILE_TYPES, file_type_for
 from .install import (
     HooksReport,
     acquire_hooks,
@@ -42,5 +41,5 @@ from .install import (
     uninstall_ag2_hooks,
 )
 
-__all__ = ["FILE_TYPES", "HooksReport", "acquire_hooks", "file_type_for", "hooks_installed", "hooks_report",
-           "install_ag2_hooks", "uninstall_ag2_hooks"]
+__all__ = ["HooksReport", "acquire_hooks", "hooks_installed", "hooks_report", "install_ag2_hooks",
+           "uninstall_ag2_hooks"]

@@ -8,19 +8,8 @@ from typing import Any
 
 from ...captor import captor_for
 from ...capture import EventCaptureManager
-from .common import (
-    CALL_ATTR,
-    CallHook,
-    adopt_hop_parent,
-    arg,
-    in_selection,
-    log,
-    name_of,
-    patch_pair,
-    perf,
-    record_error,
-    record_hop_error,
-)
+from ..patching import CallHook, PatchSet
+from .common import CALL_ATTR, adopt_hop_parent, arg, in_selection, name_of, patch_pair, perf, record_hop_error
 
 
 def last_message(agent: Any, messages: Any, sender: Any) -> Any:
@@ -63,13 +52,14 @@ def plain_config(config: Any) -> Any:
 class GenerateReplyHook(CallHook):
     """One agent_call row per reply, open while the agent works (its children nest under it)."""
 
-    def start(self, obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        obj = args[0]
         captor = captor_for(obj)
         if captor is None:
             return None
         n = len(args)
-        messages = args[0] if n else kwargs.get("messages")
-        sender = args[1] if n > 1 else kwargs.get("sender")
+        messages = args[1] if n > 1 else kwargs.get("messages")
+        sender = args[2] if n > 2 else kwargs.get("sender")
         meta: dict[str, Any] = {"sender": name_of(sender)}
         if in_selection.get():
             meta["speaker_selection"] = True
@@ -91,7 +81,7 @@ class GenerateReplyHook(CallHook):
         if event_id is None:
             return
         if error is not None:
-            record_error(captor, agent.name, error, "generate_reply")
+            captor.capture_exception(agent.name, error, "generate_reply")
             captor.finish_agent_call(event_id, error=error)
         else:
             captor.finish_agent_call(event_id, response=result)
@@ -113,14 +103,15 @@ class SendHook(CallHook):
             hit = self._manager_types[cls] = issubclass(cls, self._manager_cls)
         return hit
 
-    def start(self, obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        obj = args[0]
         captor = captor_for(obj)
         if captor is None:
             return None
         n = len(args)
-        message = args[0] if n else kwargs.get("message")
-        recipient = args[1] if n > 1 else kwargs.get("recipient")
-        request_reply = args[2] if n > 2 else kwargs.get("request_reply")
+        message = args[1] if n > 1 else kwargs.get("message")
+        recipient = args[2] if n > 2 else kwargs.get("recipient")
+        request_reply = args[3] if n > 3 else kwargs.get("request_reply")
         if (request_reply is False and self._is_manager(type(obj))
                 and captor.extend_fold(obj.name, name_of(recipient), message)):
             return captor, obj  # one more member of a broadcast already being folded: nothing else to do
@@ -129,67 +120,62 @@ class SendHook(CallHook):
 
     def _capture(self, captor: EventCaptureManager, sender: Any, message: Any, recipient: Any,
                  request_reply: Any) -> None:
-        try:
-            if isinstance(message, dict):
-                content = message.get("content")
-                if content is None or message.get("tool_calls") or message.get("tool_responses"):
-                    content = {k: v for k, v in message.items()
-                               if k in ("content", "tool_calls", "tool_responses", "function_call", "name", "role")}
-            else:
-                content = message
-            meta = {"speaker_selection": True} if in_selection.get() else None
-            if request_reply is False and self._is_manager(type(sender)):
-                # a manager broadcast: the same message object goes to each member in turn (folded by default)
-                captor.capture_relay(sender.name, name_of(recipient), content, meta, message=message)
-            else:
-                captor.capture_message(sender.name, name_of(recipient), content, None, meta)
-        except Exception:
-            log.debug("cmbagent-events: send capture failed", exc_info=True)
+        if isinstance(message, dict):
+            content = message.get("content")
+            if content is None or message.get("tool_calls") or message.get("tool_responses"):
+                content = {k: v for k, v in message.items()
+                           if k in ("content", "tool_calls", "tool_responses", "function_call", "name", "role")}
+        else:
+            content = message
+        meta = {"speaker_selection": True} if in_selection.get() else None
+        if request_reply is False and self._is_manager(type(sender)):
+            # a manager broadcast: the same message object goes to each member in turn (folded by default)
+            captor.capture_relay(sender.name, name_of(recipient), content, meta, message=message)
+        else:
+            captor.capture_message(sender.name, name_of(recipient), content, None, meta)
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
         if error is not None:
             captor, sender = state
-            record_error(captor, sender.name, error, where)
+            captor.capture_exception(sender.name, error, where)
 
 
 # -- tools ----------------------------------------------------------------------------------------
 class ExecuteFunctionHook(CallHook):
     """A tool_call row per function the agent executes, with its arguments and result."""
 
-    def start(self, obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        obj = args[0]
         captor = captor_for(obj)
         if captor is None:
             return None
-        return captor, obj, arg(args, kwargs, 0, "func_call"), arg(args, kwargs, 1, "call_id"), perf()
+        return captor, obj, arg(args, kwargs, 1, "func_call"), arg(args, kwargs, 2, "call_id"), perf()
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
         captor, agent, func_call, call_id, started = state
         if error is not None:
             record_hop_error(captor, agent, error, where)
             return
-        try:
-            name = func_call.get("name") if isinstance(func_call, dict) else None
-            arguments = func_call.get("arguments") if isinstance(func_call, dict) else func_call
-            if isinstance(arguments, str):
-                try:
-                    arguments = json.loads(arguments)
-                except ValueError:
-                    pass  # stored as the raw string the model produced
-            ok, value = result if isinstance(result, tuple) and len(result) == 2 else (None, result)
-            content = value.get("content") if isinstance(value, dict) else value
-            meta = {"success": bool(ok), "call_id": call_id, "duration_ms": (perf() - started) * 1000.0}
-            if in_selection.get():
-                meta["speaker_selection"] = True
-            adopted = adopt_hop_parent(captor, agent)
-            captor.capture_tool_call(agent.name, name, arguments, result=content, metadata=meta)
-            if adopted:
-                captor.adopt_stack(())
-        except Exception:
-            log.debug("cmbagent-events: tool capture failed", exc_info=True)
+        name = func_call.get("name") if isinstance(func_call, dict) else None
+        arguments = func_call.get("arguments") if isinstance(func_call, dict) else func_call
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except ValueError:
+                pass  # stored as the raw string the model produced
+        ok, value = result if isinstance(result, tuple) and len(result) == 2 else (None, result)
+        content = value.get("content") if isinstance(value, dict) else value
+        meta = {"success": bool(ok), "call_id": call_id, "duration_ms": (perf() - started) * 1000.0}
+        if in_selection.get():
+            meta["speaker_selection"] = True
+        adopted = adopt_hop_parent(captor, agent)
+        captor.capture_tool_call(agent.name, name, arguments, result=content, metadata=meta)
+        if adopted:
+            captor.adopt_stack(())
 
 
-def patch_agents(agent_cls: type, manager_cls: type) -> None:
+def patch_agents(patches: PatchSet, agent_cls: type, manager_cls: type) -> None:
     """Hook ``ConversableAgent``'s replies, sends and tool executions (sync and async)."""
-    patch_pair(agent_cls, "generate_reply", GenerateReplyHook())
-    patch_pair(agent_cls, "send", SendHook(manager_cls))
-    patch_pair(agent_cls, "execute_function", ExecuteFunctionHook())
+    patch_pair(patches, agent_cls, "generate_reply", GenerateReplyHook())
+    patch_pair(patches, agent_cls, "send", SendHook(manager_cls))
+    patch_pair(patches, agent_cls, "execute_function", ExecuteFunctionHook())

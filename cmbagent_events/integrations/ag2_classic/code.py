@@ -9,44 +9,9 @@ from typing import Any
 
 from ...captor import captor_for
 from ...capture import EventCaptureManager
-from .common import CallHook, log, patch_call, perf, point_name, record_error, unavailable
-
-MAX_SCAN_ENTRIES = 5000  # work_dir entries compared before/after code execution
-
-FILE_TYPES = {
-    ".png": "plot", ".jpg": "plot", ".jpeg": "plot", ".svg": "plot", ".pdf": "plot", ".gif": "plot",
-    ".py": "code", ".sh": "code", ".ipynb": "code", ".r": "code", ".jl": "code",
-    ".csv": "data", ".json": "data", ".txt": "data", ".dat": "data", ".npy": "data", ".npz": "data",
-    ".fits": "data", ".h5": "data", ".hdf5": "data", ".parquet": "data", ".tsv": "data", ".yaml": "data",
-    ".md": "text", ".log": "log", ".tex": "text",
-}
-
-
-def file_type_for(path: str) -> str:
-    return FILE_TYPES.get(os.path.splitext(path)[1].lower(), "other")
-
-
-def snapshot(work_dir: Any) -> dict[str, tuple[int, int]] | None:
-    """(mtime_ns, size) of the files under ``work_dir`` (bounded); None when there is no work_dir."""
-    if work_dir is None:
-        return None
-    root = str(work_dir)
-    if not os.path.isdir(root):
-        return {}
-    seen: dict[str, tuple[int, int]] = {}
-    stack = [root]
-    while stack and len(seen) < MAX_SCAN_ENTRIES:
-        try:
-            with os.scandir(stack.pop()) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                    elif entry.is_file(follow_symlinks=False):
-                        st = entry.stat(follow_symlinks=False)
-                        seen[entry.path] = (st.st_mtime_ns, st.st_size)
-        except OSError:
-            continue
-    return seen
+from ..files import file_type_for, snapshot
+from ..patching import CallHook, PatchSet, point_name
+from .common import perf
 
 
 def capture_files(captor: EventCaptureManager, agent_name: str | None, before: dict[str, tuple[int, int]] | None,
@@ -88,63 +53,59 @@ def _code_of(code_blocks: Any) -> tuple[str, str]:
 class ExecuteCodeBlocksHook(CallHook):
     """New-style executors: the code_exec belongs to the agent whose open call runs the code."""
 
-    def start(self, obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         captor = captor_for(None)
         if captor is None:
             return None
+        obj = args[0]
         agent_name = captor.open_call_agent(captor.current_parent())
         work_dir = getattr(obj, "work_dir", None)
-        code_blocks = args[0] if args else kwargs.get("code_blocks")
+        code_blocks = args[1] if len(args) > 1 else kwargs.get("code_blocks")
         return captor, obj, agent_name, work_dir, code_blocks, _before(captor, work_dir), perf()
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
         captor, executor, agent_name, work_dir, code_blocks, before, started = state
         if error is not None:
-            record_error(captor, agent_name, error, where)
+            captor.capture_exception(agent_name, error, where)
             return
-        try:
-            code, language = _code_of(code_blocks)
-            event_id = captor.capture_code_execution(
-                agent_name or "code_executor", code, language, getattr(result, "output", None),
-                getattr(result, "exit_code", None), (perf() - started) * 1000.0,
-                {"executor": type(executor).__name__, "code_file": getattr(result, "code_file", None),
-                 "blocks": len(code_blocks) if hasattr(code_blocks, "__len__") else None})
-            capture_files(captor, agent_name, before, work_dir, event_id)
-        except Exception:
-            log.debug("cmbagent-events: code capture failed", exc_info=True)
+        code, language = _code_of(code_blocks)
+        event_id = captor.capture_code_execution(
+            agent_name or "code_executor", code, language, getattr(result, "output", None),
+            getattr(result, "exit_code", None), (perf() - started) * 1000.0,
+            {"executor": type(executor).__name__, "code_file": getattr(result, "code_file", None),
+             "blocks": len(code_blocks) if hasattr(code_blocks, "__len__") else None})
+        capture_files(captor, agent_name, before, work_dir, event_id)
 
 
 class RunCodeHook(CallHook):
     """The legacy ``ConversableAgent.run_code`` path."""
 
-    def start(self, obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        obj = args[0]
         captor = captor_for(obj)
         if captor is None:
             return None
         config = getattr(obj, "_code_execution_config", None)
         work_dir = kwargs.get("work_dir") or (config.get("work_dir") if isinstance(config, dict) else None)
-        code = args[0] if args else kwargs.get("code")
+        code = args[1] if len(args) > 1 else kwargs.get("code")
         return captor, obj, code, kwargs.get("lang"), work_dir, _before(captor, work_dir), perf()
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
         captor, agent, code, lang, work_dir, before, started = state
         if error is not None:
-            record_error(captor, agent.name, error, where)
+            captor.capture_exception(agent.name, error, where)
             return
-        try:
-            exit_code, logs = (result[0], result[1]) if isinstance(result, tuple) else (None, result)
-            event_id = captor.capture_code_execution(agent.name, code, lang or "python", logs, exit_code,
-                                                     (perf() - started) * 1000.0, {"executor": "legacy run_code"})
-            capture_files(captor, agent.name, before, work_dir, event_id)
-        except Exception:
-            log.debug("cmbagent-events: run_code capture failed", exc_info=True)
+        exit_code, logs = (result[0], result[1]) if isinstance(result, tuple) else (None, result)
+        event_id = captor.capture_code_execution(agent.name, code, lang or "python", logs, exit_code,
+                                                 (perf() - started) * 1000.0, {"executor": "legacy run_code"})
+        capture_files(captor, agent.name, before, work_dir, event_id)
 
 
-def patch_code(agent_cls: type, executor_classes: list[type]) -> None:
+def patch_code(patches: PatchSet, agent_cls: type, executor_classes: list[type]) -> None:
     """Hook the legacy ``run_code`` and each executor class that defines ``execute_code_blocks``."""
-    patch_call(agent_cls, "run_code", RunCodeHook())
+    patches.patch_call(agent_cls, "run_code", RunCodeHook())
     for executor_cls in executor_classes:
         if "execute_code_blocks" in executor_cls.__dict__:
-            patch_call(executor_cls, "execute_code_blocks", ExecuteCodeBlocksHook())
+            patches.patch_call(executor_cls, "execute_code_blocks", ExecuteCodeBlocksHook())
         else:
-            unavailable.append(point_name(executor_cls, "execute_code_blocks"))
+            patches.unavailable.append(point_name(executor_cls, "execute_code_blocks"))

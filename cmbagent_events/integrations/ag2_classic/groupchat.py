@@ -4,28 +4,14 @@ IOStream), and the binding of agents to the run before AG2 starts threads of its
 
 from __future__ import annotations
 
-import functools
 import threading
-import weakref
 from typing import Any
 
 from ...captor import captor_for, current_captor
 from ...capture import EventCaptureManager
 from ...capture_values import mark_recorded
-from ..patching import Gate, apply_patch, gated, restore_patches
-from .common import (
-    CallHook,
-    arg,
-    in_selection,
-    log,
-    name_of,
-    patch,
-    patch_call,
-    patch_pair,
-    point_name,
-    record_error,
-    unavailable,
-)
+from ..patching import GATE_ATTR, CallHook, PatchSet, point_name, wrap_call
+from .common import arg, in_selection, name_of, patch_pair
 
 TRANSITION_REASONS = {
     "on_condition_l_l_m_transition": "OnCondition",
@@ -37,9 +23,6 @@ TRANSITION_REASONS = {
 }
 
 _pending_transition = threading.local()  # .value: (reason, source, target) awaiting its speaker change
-_streams: weakref.WeakSet[Any] = weakref.WeakSet()  # IOStream instances whose send is instrumented
-_stream_patches: list[tuple[Any, str, Any, Any]] = []  # their ``send`` patches (integrations/patching.py)
-_SEND_FLAG = "_cmbagent_events_send"
 
 
 # -- speaker changes --------------------------------------------------------------------------------
@@ -48,18 +31,21 @@ def _method_name(groupchat: Any) -> str:
     return method if isinstance(method, str) else getattr(method, "__name__", type(method).__name__)
 
 
+def take_transition() -> tuple[str, str, str | None] | None:
+    """This thread's transition awaiting its speaker change, as (reason, source, target), forgotten."""
+    pending: tuple[str, str, str | None] | None = getattr(_pending_transition, "value", None)
+    _pending_transition.value = None
+    return pending
+
+
 def _capture_speaker_change(captor: EventCaptureManager, groupchat: Any, last: Any, chosen: Any) -> None:
-    try:
-        pending = getattr(_pending_transition, "value", None)
-        _pending_transition.value = None
-        context: dict[str, Any] = {"method": _method_name(groupchat)}
-        reason = "speaker_selection"
-        if pending is not None:
-            reason, source, target = pending
-            context["transition"] = {"source": source, "target": target}
-        captor.capture_handoff(name_of(last), name_of(chosen), context, reason)
-    except Exception:
-        log.debug("cmbagent-events: speaker capture failed", exc_info=True)
+    pending = take_transition()
+    context: dict[str, Any] = {"method": _method_name(groupchat)}
+    reason = "speaker_selection"
+    if pending is not None:
+        reason, source, target = pending
+        context["transition"] = {"source": source, "target": target}
+    captor.capture_handoff(name_of(last), name_of(chosen), context, reason)
 
 
 def _record_selection_error(captor: EventCaptureManager, selector: Any, exc: BaseException, where: str) -> None:
@@ -68,18 +54,18 @@ def _record_selection_error(captor: EventCaptureManager, selector: Any, exc: Bas
     if type(exc).__name__ == "NoEligibleSpeakerError":
         mark_recorded(exc, captor.run_id)  # not an error: no outer layer records it either
         return
-    record_error(captor, name_of(selector), exc, where)
+    captor.capture_exception(name_of(selector), exc, where)
 
 
 class SelectSpeakerHook(CallHook):
     """A handoff per speaker change; events inside the selection are marked ``speaker_selection``."""
 
-    def start(self, obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        last_speaker, selector = arg(args, kwargs, 0, "last_speaker"), arg(args, kwargs, 1, "selector")
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        last_speaker, selector = arg(args, kwargs, 1, "last_speaker"), arg(args, kwargs, 2, "selector")
         captor = captor_for(selector)
         if captor is None:
             return None
-        return captor, obj, last_speaker, selector, in_selection.set(True)
+        return captor, args[0], last_speaker, selector, in_selection.set(True)
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
         captor, groupchat, last_speaker, selector, token = state
@@ -107,106 +93,87 @@ def remember_transition(reason: str, source: Any, target: Any) -> None:
     _pending_transition.value = (reason, name_of(source) or str(source), target_name(target))
 
 
-def _transition_seen(message: Any) -> None:
-    """A transition event AG2 sent on its IOStream (ag2 0.10+; see inferred_transitions.py for AG2 without them)."""
-    reason = TRANSITION_REASONS.get(getattr(message, "type", None))  # type: ignore[arg-type]
-    if reason is None:
-        return
-    try:
-        event = getattr(message, "content", message)
-        remember_transition(reason, getattr(event, "source_agent", None), getattr(event, "transition_target", None))
-    except Exception:
-        log.debug("cmbagent-events: transition capture failed", exc_info=True)
+class TransitionSeenHook(CallHook):
+    """An IOStream's ``send``: a transition event AG2 sent (ag2 0.10+; see inferred_transitions.py for
+    AG2 without them) becomes the reason of this thread's next speaker change."""
+
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        message = args[0] if args else kwargs.get("message")
+        reason = TRANSITION_REASONS.get(getattr(message, "type", None))  # type: ignore[arg-type]
+        if reason is not None:
+            event = getattr(message, "content", message)
+            remember_transition(reason, getattr(event, "source_agent", None),
+                                getattr(event, "transition_target", None))
+        return None  # nothing to do after the send
 
 
-def _instrument_stream(stream: Any) -> None:
-    if getattr(stream, _SEND_FLAG, False):  # cheap check: get_default() runs on every AG2 print
-        return
-    original_send = stream.send
-    gate = Gate()
-
-    def send(message: Any, *args: Any, **kwargs: Any) -> Any:
-        if gate.on:
-            _transition_seen(message)
-        return original_send(message, *args, **kwargs)
-
-    try:
-        apply_patch(_stream_patches, stream, "send", gated(send, gate))
-        setattr(stream, _SEND_FLAG, True)
-        _streams.add(stream)
-    except (AttributeError, TypeError):  # slots or frozen stream: transitions from it are not seen
-        pass
+def _instrumented(stream: Any) -> bool:
+    """A wrapper of ours is (or wraps) the stream's own ``send``; cheap, as ``get_default()`` runs
+    on every AG2 print (a wrapper's ``__dict__`` carries our gate; ``functools.wraps`` copies it)."""
+    send = getattr(stream, "__dict__", {}).get("send")
+    return send is not None and getattr(send, GATE_ATTR, None) is not None
 
 
-def restore_streams() -> None:
-    """Take the instrumentation off every stream handed out while the hooks were in place (where
-    another library wrapped our ``send``, ours only stops looking)."""
-    restore_patches(_stream_patches)
-    for stream in list(_streams):
-        try:
-            delattr(stream, _SEND_FLAG)
-        except AttributeError:
-            pass
-    _streams.clear()
+class GetDefaultHook(CallHook):
+    """``IOStream.get_default()``: each stream AG2 hands out gets its ``send`` instrumented once. These
+    instance patches have a patch set of their own, restored with the class patches (``on_restore``):
+    they come and go with the streams, and must never make the class patches look installed."""
 
+    def __init__(self, patches: PatchSet) -> None:
+        self._streams = PatchSet("AG2 IOStream.send", lambda _: None)
+        patches.on_restore.append(self._streams.restore)
+        self._seen = TransitionSeenHook()
 
-def _patch_iostream(io_cls: type) -> None:
-    original = getattr(io_cls, "get_default")  # noqa: B009 - the function (a staticmethod read through the class), or whoever wraps it
-    gate = Gate()
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return True
 
-    @functools.wraps(original)
-    def get_default(*args: Any, **kwargs: Any) -> Any:
-        stream = original(*args, **kwargs)
-        if gate.on and not getattr(stream, _SEND_FLAG, False):  # AG2 calls this on every print
+    def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
+        if error is None and not _instrumented(result):
             try:
-                _instrument_stream(stream)
-            except Exception:
+                self._streams.patch(result, "send", wrap_call(result.send, self._seen, "send"))
+            except (AttributeError, TypeError):  # slots or frozen stream: transitions from it are not seen
                 pass
-        return stream
-
-    patch(io_cls, "get_default", staticmethod(gated(get_default, gate)))
 
 
 # -- thread hops: bind agents to the run before AG2 starts its own threads ---------------------------
 class BindRunHook(CallHook):
     """``run`` / ``a_run``: bind the agent and its recipient to the context's run; capture nothing."""
 
-    def start(self, obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if current_captor() is not None:
-            captor_for(obj)
-            recipient = arg(args, kwargs, 0, "recipient")
+            captor_for(args[0])
+            recipient = arg(args, kwargs, 1, "recipient")
             if recipient is not None:
                 captor_for(recipient)
         return None  # the original is called as is
 
 
-def _patch_pattern(cls: type) -> None:
-    original = cls.__init__  # type: ignore[misc]
-    gate = Gate()
+class PatternHook(CallHook):
+    """``Pattern.__init__``: bind the pattern's agents to the context's run before AG2 starts threads."""
 
-    @functools.wraps(original)
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        if gate.on and current_captor() is not None:
-            for agent in [*(getattr(self, "agents", []) or []), getattr(self, "user_agent", None)]:
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return args[0] if current_captor() is not None else None
+
+    def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
+        if error is None:
+            for agent in [*(getattr(state, "agents", []) or []), getattr(state, "user_agent", None)]:
                 if agent is not None:
                     captor_for(agent)
 
-    patch(cls, "__init__", gated(__init__, gate))
 
-
-def patch_groupchat(agent_cls: type, groupchat_cls: type, io_cls: type | None, pattern_cls: type | None) -> None:
+def patch_groupchat(patches: PatchSet, agent_cls: type, groupchat_cls: type, io_cls: type | None,
+                    pattern_cls: type | None) -> None:
     """Hook speaker selection, the IOStream transitions (``io_cls`` None: AG2 sends none),
     ``run``/``a_run`` and group patterns."""
-    patch_pair(groupchat_cls, "select_speaker", SelectSpeakerHook())
+    patch_pair(patches, groupchat_cls, "select_speaker", SelectSpeakerHook())
     if io_cls is not None:
-        _patch_iostream(io_cls)
+        patches.patch_call(io_cls, "get_default", GetDefaultHook(patches))
     for name in ("run", "a_run"):
         if name in agent_cls.__dict__:
-            patch_call(agent_cls, name, BindRunHook())
+            patches.patch_call(agent_cls, name, BindRunHook())
         else:
-            unavailable.append(point_name(agent_cls, name))
+            patches.unavailable.append(point_name(agent_cls, name))
     if pattern_cls is not None:
-        _patch_pattern(pattern_cls)
+        patches.patch_call(pattern_cls, "__init__", PatternHook())
     else:
-        unavailable.append("Pattern.__init__")
+        patches.unavailable.append("Pattern.__init__")

@@ -14,17 +14,18 @@ silently, so they are inferred from the state AG2 leaves behind, with the reason
 The reason is remembered for this thread's next speaker change, as the IOStream path does.
 ``_run_oncontextconditions`` is looked up when an agent joins a group and the executor's reply
 function when the executor is built, so the wrappers stay registered on such agents after the
-hooks are removed: they then only pass through.
+hooks are removed: they then only pass through (gated, as every hook); they also pass through
+while no run captures the agent.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 from typing import Any
 
 from ...captor import captor_for
-from .common import log, patch
+from ..patching import CallHook, PatchSet
+from .common import arg
 from .groupchat import remember_transition
 
 PATCH_POINTS = ("group_utils.determine_next_agent", "group_utils._run_oncontextconditions",
@@ -48,44 +49,38 @@ def _is_on_condition_call(message: dict[str, Any], source: Any, target: Any) -> 
     return any(c.llm_function_name in called and c.target is target for c in conditions)
 
 
-def _patch_tool_reply(executor_cls: type) -> None:
-    original = executor_cls._generate_group_tool_reply  # type: ignore[attr-defined]
+class ToolReplyHook(CallHook):
+    """``GroupToolExecutor._generate_group_tool_reply(self, agent, messages, sender, config)``: a tool's
+    return set the executor's next target: OnCondition or ReplyResult."""
 
-    @functools.wraps(original)
-    def _generate_group_tool_reply(self: Any, agent: Any, messages: Any = None, sender: Any = None,
-                                   config: Any = None) -> Any:
-        result = original(self, agent, messages, sender, config)
-        try:
-            target = getattr(self, "_group_next_target", None)
-            if target is not None and captor_for(self) is not None:
-                history = messages if messages is not None else agent._oai_messages[sender]
-                message = history[-1]
-                source_name = message.get("name")
-                groupchat = getattr(getattr(self, "_group_manager", None), "groupchat", None)
-                source = groupchat.agent_by_name(source_name) if groupchat is not None and source_name else None
-                reason = "OnCondition" if _is_on_condition_call(message, source, target) else "ReplyResult"
-                remember_transition(reason, source if source is not None else source_name, target)
-        except Exception:
-            log.debug("cmbagent-events: tool transition inference failed", exc_info=True)
-        return result
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if captor_for(args[0]) is None:
+            return None
+        return args[0], arg(args, kwargs, 1, "agent"), arg(args, kwargs, 2, "messages"), arg(args, kwargs, 3, "sender")
 
-    patch(executor_cls, "_generate_group_tool_reply", _generate_group_tool_reply)
+    def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
+        executor, agent, messages, sender = state
+        target = getattr(executor, "_group_next_target", None)
+        if error is not None or target is None:
+            return
+        history = messages if messages is not None else agent._oai_messages[sender]
+        message = history[-1]
+        source_name = message.get("name")
+        groupchat = getattr(getattr(executor, "_group_manager", None), "groupchat", None)
+        source = groupchat.agent_by_name(source_name) if groupchat is not None and source_name else None
+        reason = "OnCondition" if _is_on_condition_call(message, source, target) else "ReplyResult"
+        remember_transition(reason, source if source is not None else source_name, target)
 
 
-def _patch_context_conditions(group_utils: Any) -> None:
-    original = group_utils._run_oncontextconditions
+class ContextConditionsHook(CallHook):
+    """``group_utils._run_oncontextconditions(agent, ...)``: a context condition answered."""
 
-    @functools.wraps(original)
-    def _run_oncontextconditions(agent: Any, *args: Any, **kwargs: Any) -> Any:
-        result = original(agent, *args, **kwargs)
-        try:
-            if result and result[0] and captor_for(agent) is not None:
-                remember_transition("OnContextCondition", agent, _next_target_of(agent))
-        except Exception:
-            log.debug("cmbagent-events: context transition inference failed", exc_info=True)
-        return result
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return args[0] if captor_for(args[0]) is not None else None
 
-    patch(group_utils, "_run_oncontextconditions", _run_oncontextconditions)
+    def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
+        if error is None and result and result[0]:
+            remember_transition("OnContextCondition", state, _next_target_of(state))
 
 
 def _after_work_source(call: inspect.BoundArguments, had_target: bool) -> Any:
@@ -110,32 +105,28 @@ def _after_work_source(call: inspect.BoundArguments, had_target: bool) -> Any:
     return speaker if speaker is not None and speaker.handoffs.after_work is not None else None
 
 
-def _patch_determine_next_agent(group_utils: Any) -> None:
-    original = group_utils.determine_next_agent
-    signature = inspect.signature(original)
+class DetermineNextAgentHook(CallHook):
+    """``group_utils.determine_next_agent(...)``: the speaker's own after-work decided who is next."""
 
-    @functools.wraps(original)
-    def determine_next_agent(*args: Any, **kwargs: Any) -> Any:
-        try:
-            call = signature.bind(*args, **kwargs)
-            had_target = call.arguments["tool_executor"].has_next_target()
-        except Exception:
-            return original(*args, **kwargs)
-        result = original(*args, **kwargs)
-        try:
-            if result is not None and captor_for(call.arguments["last_speaker"]) is not None:
-                source = _after_work_source(call, had_target)
-                if source is not None:
-                    remember_transition("AfterWork", source, source.handoffs.after_work)
-        except Exception:
-            log.debug("cmbagent-events: after-work inference failed", exc_info=True)
-        return result
+    def __init__(self, function: Any) -> None:
+        self._signature = inspect.signature(function)
 
-    patch(group_utils, "determine_next_agent", determine_next_agent)
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        call = self._signature.bind(*args, **kwargs)
+        if captor_for(call.arguments["last_speaker"]) is None:
+            return None
+        return call, call.arguments["tool_executor"].has_next_target()
+
+    def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
+        call, had_target = state
+        if error is None and result is not None:
+            source = _after_work_source(call, had_target)
+            if source is not None:
+                remember_transition("AfterWork", source, source.handoffs.after_work)
 
 
-def patch_inferred_transitions(group_utils: Any, executor_cls: type) -> None:
+def patch_inferred_transitions(patches: PatchSet, group_utils: Any, executor_cls: type) -> None:
     """Infer the transitions of an AG2 that sends no transition events (see the module docstring)."""
-    _patch_determine_next_agent(group_utils)
-    _patch_context_conditions(group_utils)
-    _patch_tool_reply(executor_cls)
+    patches.patch_call(group_utils, "determine_next_agent", DetermineNextAgentHook(group_utils.determine_next_agent))
+    patches.patch_call(group_utils, "_run_oncontextconditions", ContextConditionsHook())
+    patches.patch_call(executor_cls, "_generate_group_tool_reply", ToolReplyHook())

@@ -1,6 +1,7 @@
 """Installing and removing the classic AG2 hooks: explicitly (``install_ag2_hooks``) or per run,
-reference counted (``acquire_hooks``, used by ``capture_run``). AG2 is imported only here, when
-hooks are installed, never when cmbagent_events is imported.
+reference counted (``acquire_hooks``, used by ``capture_run``), through the patch set every flavour
+uses (integrations/patching.py). AG2 is imported only here, when hooks are installed, never when
+cmbagent_events is imported.
 
 Classic AG2 (``import autogen``) comes from one of several distributions that install the same
 ``autogen/`` files: ``ag2`` 0.10.3-0.14, ``autogen`` 0.14.x, CMBAgent's fork ``cmbagent-autogen``
@@ -18,26 +19,19 @@ import functools
 import importlib.metadata
 import importlib.util
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import flavours
+from ..patching import DidNotEnable, PatchSet
 from .agents import patch_agents
 from .code import patch_code
-from .common import log, patches, point_name, unavailable, unpatch_all
-from .groupchat import patch_groupchat, restore_streams
+from .groupchat import patch_groupchat
 from .inferred_transitions import patch_inferred_transitions
 from .llm import patch_llm
 
 CLASSIC_DISTRIBUTIONS = ("ag2", "autogen", "cmbagent-autogen", "pyautogen")  # each installs autogen/
 TRANSITION_EVENTS_MODULE = "autogen.agentchat.group.events.transition_events"
-
-_lock = threading.RLock()
-_explicit = False  # installed by install_ag2_hooks(), not only by capture_run
-_refcount = 0
-_said: set[str] = set()  # messages already logged once in this process
-_last: HooksReport | None = None  # what the last installation attempt found
 
 
 @dataclass(frozen=True)
@@ -118,151 +112,121 @@ def _no_classic_ag2() -> HooksReport:
     return HooksReport(None, None, (), (), "none", message)
 
 
-def _say_once(message: str, level: int = logging.INFO) -> None:
-    if message not in _said:
-        _said.add(message)
-        log.log(level, "%s", message)
+class ClassicPatches(PatchSet):
+    """The classic AG2 patch set, with what its last installation found (for :func:`hooks_report`)."""
+
+    def __init__(self) -> None:
+        super().__init__("AG2", lambda _: self._patch_all(), logging.getLogger("cmbagent_events.ag2"))
+        self.found: tuple[str, str, str] | None = None  # (distribution, version, transitions)
+
+    def report(self) -> HooksReport:
+        """The last installation's report (patch points: those installed now), never raises."""
+        if self.found is None:
+            if self.failure is not None:
+                return HooksReport(None, None, (), (), "none", self.failure)
+            return _found_report()
+        distribution, version, transitions = self.found
+        installed = tuple(self.points())
+        return HooksReport(distribution, version, installed, tuple(self.unavailable), transitions,
+                           _summary(distribution, version, installed, self.unavailable, transitions))
+
+    def _patch_all(self) -> None:
+        self.found = None
+        self.found = install_classic(self)
+        self.say_once(self.report().message)
 
 
-def _install() -> HooksReport:
-    """Patch every hook point the installed classic AG2 has; raises ImportError without one."""
-    from autogen import ConversableAgent, GroupChat, GroupChatManager, OpenAIWrapper
+def _summary(distribution: str, version: str, installed: tuple[str, ...], unavailable: list[str],
+             transitions: str) -> str:
+    return (f"cmbagent-events: AG2 hooks on {distribution} {version}: {len(installed)} patch points installed, "
+            f"transitions {transitions}; unavailable on this flavour: {', '.join(unavailable) or 'none'}")
+
+
+def _found_report() -> HooksReport:
+    """The flavour found, without patching anything (the hooks were never installed)."""
+    try:
+        if not flavours.classic_installed():
+            return _no_classic_ag2()
+        distribution, version = _classic_distribution()
+        transitions = "events" if _has_module(TRANSITION_EVENTS_MODULE) else "inferred"
+        return HooksReport(distribution, version, (), (), transitions,
+                           f"cmbagent-events: {distribution} {version} found; AG2 hooks not installed yet")
+    except Exception as exc:
+        return HooksReport(None, None, (), (), "none", f"cmbagent-events: classic AG2 unusable: {exc!r}")
+
+
+def install_classic(patches: PatchSet) -> tuple[str, str, str]:
+    """Patch every hook point the installed classic AG2 has (an explicit list, in this order) and
+    return what was found: (distribution, version, how transitions are learnt). Raises DidNotEnable
+    without classic AG2."""
+    if not flavours.classic_installed():
+        raise DidNotEnable(_no_classic_ag2().message)
+    from autogen import ConversableAgent, GroupChat, GroupChatManager, OpenAIWrapper, coding
 
     distribution, version = _classic_distribution()
-    unavailable.clear()
+    executors = [cls for cls in (getattr(coding, name, None) for name in
+                                 ("LocalCommandLineCodeExecutor", "DockerCommandLineCodeExecutor"))
+                 if cls is not None]
+    pattern_cls: type | None = None
     try:
-        from autogen import coding
+        from autogen.agentchat.group.patterns import pattern as pattern_module
 
-        executors = [cls for cls in (getattr(coding, name, None) for name in
-                                     ("LocalCommandLineCodeExecutor", "DockerCommandLineCodeExecutor"))
-                     if cls is not None]
-        pattern_cls: type | None = None
-        try:
-            from autogen.agentchat.group.patterns import pattern as pattern_module
+        pattern_cls = pattern_module.Pattern
+    except ImportError:
+        pass  # AG2 without group patterns
+    io_cls: type | None = None
+    transitions = "none"
+    if _has_module(TRANSITION_EVENTS_MODULE):
+        from autogen.io.base import IOStream
 
-            pattern_cls = pattern_module.Pattern
-        except ImportError:
-            pass  # AG2 without group patterns
-        io_cls: type | None = None
-        transitions = "none"
-        if _has_module(TRANSITION_EVENTS_MODULE):
-            from autogen.io.base import IOStream
-
-            io_cls = IOStream
-            transitions = "events"
-        patch_agents(ConversableAgent, GroupChatManager)
-        patch_code(ConversableAgent, executors)
-        patch_llm(OpenAIWrapper)
-        patch_groupchat(ConversableAgent, GroupChat, io_cls, pattern_cls)
-        if io_cls is None:
-            unavailable.append("IOStream.get_default (sends no transition events: inferred from group state)")
-            try:
-                from autogen.agentchat.group import group_utils
-                from autogen.agentchat.group.group_tool_executor import GroupToolExecutor
-            except ImportError:
-                pass  # AG2 without group patterns: no transitions to learn
-            else:
-                patch_inferred_transitions(group_utils, GroupToolExecutor)
-                transitions = "inferred"
-    except BaseException:
-        _uninstall()
-        raise
-    installed = tuple(point_name(owner, name) for owner, name, _, _ in patches)
-    message = (f"cmbagent-events: AG2 hooks on {distribution} {version}: {len(installed)} patch points installed, "
-               f"transitions {transitions}; unavailable on this flavour: {', '.join(unavailable) or 'none'}")
-    return HooksReport(distribution, version, installed, tuple(unavailable), transitions, message)
+        io_cls = IOStream
+        transitions = "events"
+    patch_agents(patches, ConversableAgent, GroupChatManager)
+    patch_code(patches, ConversableAgent, executors)
+    patch_llm(patches, OpenAIWrapper)
+    patch_groupchat(patches, ConversableAgent, GroupChat, io_cls, pattern_cls)
+    if io_cls is None:
+        patches.unavailable.append("IOStream.get_default (sends no transition events: inferred from group state)")
+        transitions = _patch_inferred(patches)
+    return distribution, version, transitions
 
 
-def _install_once() -> bool:
-    """Install unless installed; True when the hooks are in place. Logs what it found once."""
-    global _last
-    if patches:
-        return True
-    if not flavours.classic_installed():
-        _last = _no_classic_ag2()
-        _say_once(_last.message)
-        return False
+def _patch_inferred(patches: PatchSet) -> str:
+    """Hook what transitions are inferred from; how transitions are learnt (``inferred`` or ``none``)."""
     try:
-        _last = _install()
-    except Exception as exc:
-        _last = HooksReport(None, None, (), (), "none", f"cmbagent-events: could not install AG2 hooks: {exc!r}")
-        if _last.message not in _said:
-            _said.add(_last.message)
-            log.warning("%s", _last.message, exc_info=True)
-        return False
-    _say_once(_last.message)
-    return True
+        from autogen.agentchat.group import group_utils
+        from autogen.agentchat.group.group_tool_executor import GroupToolExecutor
+    except ImportError:
+        return "none"  # AG2 without group patterns: no transitions to learn
+    patch_inferred_transitions(patches, group_utils, GroupToolExecutor)
+    return "inferred"
+
+
+PATCHES = ClassicPatches()
 
 
 def hooks_report() -> HooksReport:
     """The classic AG2 flavour found (distribution, version), the patch points installed now and
     those unavailable on it (known once the hooks have been installed: ``install_ag2_hooks()`` or
     a ``capture_run``), and how transitions are learnt. Never raises."""
-    with _lock:
-        report = _last
-        if report is None:  # never installed: name the flavour without patching anything
-            try:
-                if not flavours.classic_installed():
-                    return _no_classic_ag2()
-                distribution, version = _classic_distribution()
-                transitions = "events" if _has_module(TRANSITION_EVENTS_MODULE) else "inferred"
-                return HooksReport(distribution, version, (), (), transitions,
-                                   f"cmbagent-events: {distribution} {version} found; AG2 hooks not installed yet")
-            except Exception as exc:
-                return HooksReport(None, None, (), (), "none", f"cmbagent-events: classic AG2 unusable: {exc!r}")
-        if patches:
-            return report
-        return HooksReport(report.distribution, report.version, (), report.unavailable, report.transitions,
-                           report.message)
-
-
-def _uninstall() -> None:
-    unpatch_all()
-    restore_streams()
+    return PATCHES.report()
 
 
 def install_ag2_hooks() -> bool:
     """Patch AG2 so every run's events are captured (idempotent). True when the hooks are in place."""
-    global _explicit
-    with _lock:
-        if not _install_once():
-            return False
-        _explicit = True
-        return True
+    return PATCHES.install()
 
 
 def uninstall_ag2_hooks() -> None:
     """Restore every AG2 method exactly as it was (idempotent)."""
-    global _explicit, _refcount
-    with _lock:
-        _explicit = False
-        _refcount = 0
-        _uninstall()
+    PATCHES.uninstall()
 
 
 def hooks_installed() -> bool:
-    return bool(patches)
+    return PATCHES.installed
 
 
 def acquire_hooks() -> Callable[[], None] | None:
     """Install the hooks for one run; the returned callable releases them (the last release uninstalls,
     unless :func:`install_ag2_hooks` was called explicitly)."""
-    global _refcount
-    with _lock:
-        if not _install_once():
-            return None
-        _refcount += 1
-    released = False
-
-    def release() -> None:
-        global _refcount
-        nonlocal released
-        with _lock:
-            if released:
-                return
-            released = True
-            _refcount = max(0, _refcount - 1)
-            if _refcount == 0 and not _explicit:
-                _uninstall()
-
-    return release
+    return PATCHES.acquire()

@@ -8,8 +8,6 @@ snippet to ag2_<32 hex>.<ext> in the work dir and removes it after: not the run'
 from __future__ import annotations
 
 import contextvars
-import functools
-import logging
 import os
 import re
 import time
@@ -18,14 +16,9 @@ from typing import Any
 
 from ...captor import get_event_captor
 from ...capture import EventCaptureManager
-from ..ag2_classic.code import (  # flavour-neutral file helpers (no autogen import)
-    file_type_for,
-    snapshot,
-)
-from ..patching import Gate, PatchSet, gated
-from .common import CARRY_KEY, record_error, usable
-
-log = logging.getLogger("cmbagent_events.ag2_v1")
+from ..files import file_type_for, snapshot
+from ..patching import CallHook, PatchSet
+from .common import CARRY_KEY, usable
 
 _perf = time.perf_counter
 _AG2_SNIPPET = re.compile(r"ag2_[0-9a-f]{32}\.\w+$")
@@ -67,15 +60,14 @@ def _emit_files(captor: EventCaptureManager, agent_name: str | None, files: list
                                        {"created": created, "code_exec_id": code_exec_id, "framework": "ag2"})
 
 
-def patch_code(patches: PatchSet, adapter_cls: Any, sandbox_cls: Any) -> None:
-    run_original = adapter_cls.run
+class CodeRunHook(CallHook):
+    """``CodeAdapter.run(self, code, language, *, context=None)``: a code_exec row, nested where the
+    calling turn was; the files its sandbox commands change are collected meanwhile (ExecHook)."""
 
-    run_gate = Gate()
-
-    async def run(self: Any, code: Any, language: Any, *, context: Any = None) -> Any:
-        captor, stack = _code_target(context) if run_gate.on else (None, None)
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        captor, stack = _code_target(kwargs.get("context"))
         if captor is None:
-            return await run_original(self, code, language, context=context)
+            return None
         files: list[tuple[str, str, int, bool]] = []
         token = _pending_files.set(files)
         previous = None
@@ -83,57 +75,50 @@ def patch_code(patches: PatchSet, adapter_cls: Any, sandbox_cls: Any) -> None:
             previous = captor.event_stack()
             captor.adopt_stack(stack)
         agent_name = captor.open_call_agent(captor.current_parent())
-        started = _perf()
+        code = args[1] if len(args) > 1 else kwargs.get("code")
+        language = args[2] if len(args) > 2 else kwargs.get("language")
+        return captor, type(args[0]).__name__, code, language, files, token, previous, agent_name, _perf()
+
+    def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
+        captor, executor, code, language, files, token, previous, agent_name, started = state
+        _pending_files.reset(token)
         try:
-            result = await run_original(self, code, language, context=context)
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                record_error(captor, agent_name, exc, "code_run")
-            raise
-        else:
-            try:
+            if isinstance(error, Exception):
+                captor.capture_exception(agent_name, error, "code_run", {"framework": "ag2"})
+            elif error is None:
                 event_id = captor.capture_code_execution(
                     agent_name or "code_executor", code, str(language), getattr(result, "output", None),
                     getattr(result, "exit_code", None), (_perf() - started) * 1000.0,
-                    {"executor": type(self).__name__, "framework": "ag2"})
+                    {"executor": executor, "framework": "ag2"})
                 _emit_files(captor, agent_name, files, event_id)
-            except Exception:
-                log.debug("cmbagent-events: code capture failed", exc_info=True)
-            return result
         finally:
-            _pending_files.reset(token)
             if previous is not None:
                 captor.adopt_stack(previous)
 
-    functools.update_wrapper(run, run_original)
-    patches.patch(adapter_cls, "run", gated(run, run_gate))
 
-    exec_original = sandbox_cls.exec
+class ExecHook(CallHook):
+    """``LocalSandbox.exec``: files a command creates or changes in the sandbox's work dir, emitted
+    after the code_exec they belong to (inside a code run) or on their own (a command run directly)."""
 
-    exec_gate = Gate()
-
-    async def exec_(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not exec_gate.on:  # removed while another library's patch covered ours: a pass-through
-            return await exec_original(self, *args, **kwargs)
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         captor = usable(get_event_captor())
         pending = _pending_files.get()
         if (captor is None and pending is None) or (captor is not None and not captor.captures("file_gen")):
-            return await exec_original(self, *args, **kwargs)
-        try:
-            root = self.host_workdir
-            before = snapshot(root) or {}
-        except (OSError, AttributeError):
-            return await exec_original(self, *args, **kwargs)
-        result = await exec_original(self, *args, **kwargs)
-        try:
-            changed = _changed_files(before, root, getattr(captor or get_event_captor(), "own_files", frozenset()))
-            if pending is not None:
-                pending.extend(changed)  # emitted after the code_exec they belong to
-            elif captor is not None and changed:
-                _emit_files(captor, captor.open_call_agent(captor.current_parent()), changed, None)
-        except Exception:
-            log.debug("cmbagent-events: file capture failed", exc_info=True)
-        return result
+            return None
+        root = args[0].host_workdir
+        return captor, pending, root, snapshot(root) or {}
 
-    functools.update_wrapper(exec_, exec_original)
-    patches.patch(sandbox_cls, "exec", gated(exec_, exec_gate))
+    def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
+        captor, pending, root, before = state
+        if error is not None:
+            return
+        changed = _changed_files(before, root, getattr(captor or get_event_captor(), "own_files", frozenset()))
+        if pending is not None:
+            pending.extend(changed)  # emitted after the code_exec they belong to
+        elif captor is not None and changed:
+            _emit_files(captor, captor.open_call_agent(captor.current_parent()), changed, None)
+
+
+def patch_code(patches: PatchSet, adapter_cls: Any, sandbox_cls: Any) -> None:
+    patches.patch_call(adapter_cls, "run", CodeRunHook())
+    patches.patch_call(sandbox_cls, "exec", ExecHook())

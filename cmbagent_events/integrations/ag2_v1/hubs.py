@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import weakref
 from typing import Any
 
 from ...captor import get_event_captor
 from ...capture import EventCaptureManager
+from ..guard import Guard
 from .common import usable
 
-log = logging.getLogger("cmbagent_events.ag2_v1")
+ENVELOPE = Guard("hub envelope capture")
+TURN_FAILED = Guard("hub turn failure capture")
 
 _SUBSTANTIVE = ("ag2.msg.text", "ag2.packet")
 
@@ -32,27 +33,35 @@ class CaptureHubListener:
         return usable(get_event_captor())
 
     async def on_envelope_posted(self, envelope: Any, metadata: Any) -> None:
+        self.envelope_posted(envelope, metadata)
+
+    async def on_turn_failed(self, channel_id: str, agent_id: str, envelope_id: str, exc: BaseException) -> None:
+        self.turn_failed(channel_id, agent_id, envelope_id, exc)
+
+    def seen(self, method_name: str, *args: Any) -> None:
+        """The hub called ``method_name`` (``on_envelope_posted`` / ``on_turn_failed``) on its listeners
+        (the hooks' way in: synchronous, nothing here awaits)."""
+        if method_name == "on_envelope_posted":
+            self.envelope_posted(*args)
+        elif method_name == "on_turn_failed":
+            self.turn_failed(*args)
+
+    @ENVELOPE
+    def envelope_posted(self, envelope: Any, metadata: Any) -> None:
         if envelope.event_type not in _SUBSTANTIVE:
             return
         captor = self._captor()
         hub = self._hub()
-        if captor is None or hub is None:
-            return
-        try:
+        if captor is not None and hub is not None:
             _capture_envelope(captor, hub, envelope)
-        except Exception:
-            log.debug("cmbagent-events: hub envelope capture failed", exc_info=True)
 
-    async def on_turn_failed(self, channel_id: str, agent_id: str, envelope_id: str, exc: BaseException) -> None:
+    @TURN_FAILED
+    def turn_failed(self, channel_id: str, agent_id: str, envelope_id: str, exc: BaseException) -> None:
         captor = self._captor()
         hub = self._hub()
-        if captor is None or hub is None:
-            return
-        try:
+        if captor is not None and hub is not None:
             captor.capture_exception(hub.name_for(agent_id), exc, "hub_turn",
                                      {"channel_id": channel_id, "envelope_id": envelope_id, "framework": "ag2"})
-        except Exception:
-            log.debug("cmbagent-events: hub turn failure capture failed", exc_info=True)
 
 
 def _capture_envelope(captor: EventCaptureManager, hub: Any, envelope: Any) -> None:

@@ -2,82 +2,67 @@
 
 from __future__ import annotations
 
-import functools
-import logging
 import weakref
 from collections.abc import Callable
 from typing import Any
 
-from ..patching import Gate, PatchSet, gated
+from ..patching import CallHook, PatchSet
 from .code import patch_code
 from .hubs import CaptureHubListener
 from .middleware import CaptureMiddlewareFactory
-
-log = logging.getLogger("cmbagent_events.ag2_v1")
-
-_hub_listeners: weakref.WeakKeyDictionary[Any, CaptureHubListener] = weakref.WeakKeyDictionary()
 
 
 def _carries_capture(factories: Any) -> bool:
     return any(isinstance(f, CaptureMiddlewareFactory) for f in factories)
 
 
-def _patch_agent(patches: PatchSet, agent_cls: Any) -> None:
-    original = agent_cls._drive_scope
+class DriveScopeHook(CallHook):
+    """``Agent._drive_scope(self, event, *, additional_middleware=(), ...)``: every turn gets our
+    middleware, unless the agent or the call already carries one (``capture_middleware()``). The one
+    hook that adds to the call's arguments, which is how AG2 1.x takes middleware for one turn."""
 
-    gate = Gate()
-
-    def _drive_scope(self: Any, event: Any, *, additional_middleware: Any = (), **kwargs: Any) -> Any:
-        if not gate.on:  # removed while another library's patch covered ours: a pass-through
-            return original(self, event, additional_middleware=additional_middleware, **kwargs)
-        try:
-            if not _carries_capture(self._middleware) and not _carries_capture(additional_middleware):
-                additional_middleware = (CaptureMiddlewareFactory(agent=self), *additional_middleware)
-        except Exception:
-            log.debug("cmbagent-events: could not add the capture middleware", exc_info=True)
-        return original(self, event, additional_middleware=additional_middleware, **kwargs)
-
-    functools.update_wrapper(_drive_scope, original)
-    patches.patch(agent_cls, "_drive_scope", gated(_drive_scope, gate))
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        extra = kwargs.get("additional_middleware", ())
+        if not _carries_capture(args[0]._middleware) and not _carries_capture(extra):
+            kwargs["additional_middleware"] = (CaptureMiddlewareFactory(agent=args[0]), *extra)
+        return None  # nothing to do after the call
 
 
-def _listener_for(hub: Any) -> CaptureHubListener:
-    listener = _hub_listeners.get(hub)
-    if listener is None:
-        listener = _hub_listeners[hub] = CaptureHubListener(hub)
-    return listener
+class FanOutHook(CallHook):
+    """``Hub._fan_out(self, method_name, *args)``: after the hub's own listeners, ours (one per hub),
+    unless the user registered one."""
 
+    def __init__(self) -> None:
+        self._listeners: weakref.WeakKeyDictionary[Any, CaptureHubListener] = weakref.WeakKeyDictionary()
 
-def _patch_hub(patches: PatchSet, hub_cls: Any) -> None:
-    original = hub_cls._fan_out
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        hub = args[0]
+        if args[1] not in ("on_envelope_posted", "on_turn_failed"):
+            return None
+        if any(isinstance(listener, CaptureHubListener) for listener in hub._listeners):
+            return None  # the user registered one: it runs anyway
+        return args
 
-    gate = Gate()
-
-    async def _fan_out(self: Any, method_name: str, *args: Any) -> None:
-        await original(self, method_name, *args)
-        if not gate.on or method_name not in ("on_envelope_posted", "on_turn_failed"):
+    def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
+        if error is not None:
             return
-        if any(isinstance(listener, CaptureHubListener) for listener in self._listeners):
-            return  # the user registered one: it already ran
-        try:
-            await getattr(_listener_for(self), method_name)(*args)
-        except Exception:
-            log.debug("cmbagent-events: hub capture failed", exc_info=True)
-
-    functools.update_wrapper(_fan_out, original)
-    patches.patch(hub_cls, "_fan_out", gated(_fan_out, gate))
+        hub, method_name, *rest = state
+        listener = self._listeners.get(hub)
+        if listener is None:
+            listener = self._listeners[hub] = CaptureHubListener(hub)
+        listener.seen(method_name, *rest)
 
 
 def _install(patches: PatchSet) -> None:
     from ag2.agent import Agent
 
-    _patch_agent(patches, Agent)
+    patches.patch_call(Agent, "_drive_scope", DriveScopeHook())
     try:  # imported here (~0.3 s, once per process) so that hubs made later in the run are covered too
         from ag2.network.hub.core import Hub
     except ImportError:  # an AG2 1.x without the network package
         pass
     else:
-        _patch_hub(patches, Hub)
+        patches.patch_call(Hub, "_fan_out", FanOutHook())
     try:
         from ag2.tools.sandbox.adapter.code import CodeAdapter
         from ag2.tools.sandbox.local import LocalSandbox
