@@ -94,6 +94,77 @@ def test_live_and_store_import_nothing_upstream() -> None:
             assert not [t for t in targets if t.startswith(upstream)], name
 
 
+def _top_level_names(path: Path) -> tuple[set[str], set[str]]:
+    """Names a module defines at its top level, and names it imports there."""
+    defined: set[str] = set()
+    imported: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, ast.Assign):
+            defined.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            defined.add(node.target.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            imported.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
+    return defined, imported - defined
+
+
+def _imported_names(path: Path, modules: dict[str, Path]) -> list[tuple[int, str, str]]:
+    """(line, module, name) of every ``from <package module> import name`` in ``path`` (a package
+    file, a test or a benchmark), submodules left out."""
+    in_package = path.is_relative_to(PACKAGE)
+    name = _module_name(path) if in_package else ""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = node.module or ""
+        if node.level:
+            anchor = package.split(".")
+            base = ".".join(anchor[: len(anchor) - (node.level - 1)] + ([base] if base else []))
+        if base in modules:
+            found += [(node.lineno, base, a.name) for a in node.names if f"{base}.{a.name}" not in modules]
+    return found
+
+
+def _import_offences() -> list[str]:
+    """Private names imported from another module, and names imported from a module that only
+    re-exports them (a package's ``__init__`` may: it is that package's public face)."""
+    modules = _modules()
+    tops = {name: _top_level_names(path) for name, path in modules.items()}
+    root = PACKAGE.parent
+    files = [*modules.values(), *(root / "tests").rglob("*.py"), *(root / "benchmarks").rglob("*.py")]
+    offences = []
+    for path in files:
+        for line, module, name in _imported_names(path, modules):
+            where = f"{path.relative_to(root)}:{line}: {module}.{name}"
+            if name.startswith("_") and not name.startswith("__"):
+                offences.append(where + " is private")
+            elif modules[module].name != "__init__.py" and name in tops[module][1]:
+                offences.append(where + " is only re-exported there: import it from its home")
+    return offences
+
+
+def test_no_private_names_or_re_exports_imported_across_modules() -> None:
+    offences = _import_offences()
+    assert not offences, "\n".join(offences)
+
+
+def test_the_import_checker_sees_private_names_and_re_exports(tmp_path: Path) -> None:
+    modules = _modules()
+    probe = tmp_path / "probe.py"
+    probe.write_text("from cmbagent_events.capture import _time_ns\n"
+                     "from cmbagent_events.run.session import EventCaptureManager\n"
+                     "from cmbagent_events.capture import EventCaptureManager\n", encoding="utf-8")
+    found = [(module, name) for _, module, name in _imported_names(probe, modules)]
+    assert found == [("cmbagent_events.capture", "_time_ns"), ("cmbagent_events.run.session", "EventCaptureManager"),
+                     ("cmbagent_events.capture", "EventCaptureManager")]
+    session_imports = _top_level_names(modules["cmbagent_events.run.session"])[1]
+    assert "EventCaptureManager" in session_imports
+
+
 def test_importing_the_package_loads_no_ag2() -> None:
     code = ("import sys, cmbagent_events, cmbagent_events.cli, cmbagent_events.integrations.ag2_classic; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('autogen', 'ag2')))")

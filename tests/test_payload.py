@@ -6,7 +6,8 @@ import base64
 import json
 
 from cmbagent_events.config import CaptureConfig
-from cmbagent_events.writer.encode import REDACTED, Sanitizer, clean_str
+from cmbagent_events.redaction import REDACTED
+from cmbagent_events.writer.encode import Sanitizer, clean_str
 
 
 def sanitizer() -> Sanitizer:

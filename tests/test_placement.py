@@ -33,7 +33,7 @@ from cmbagent_events.store.models import models_for
 from cmbagent_events.store.reader import RunReader
 from cmbagent_events.store.schema import HEAD_REVISION, migrations_dir
 
-OURS = ("workflow_runs", "execution_events", "messages", "files")
+OURS = ("workflow_runs", "execution_events", "messages", "files", "llm_calls", "llm_contents")
 FAST = CaptureConfig(buffer_size=10, flush_interval_ms=10)
 
 
@@ -217,6 +217,8 @@ def test_models_for_a_placement_name_tables_and_indexes_like_the_migration() -> 
                                    "ix_ce_execution_events_run_type"],
         "ev.ce_messages": ["ix_ce_messages_event_id", "ix_ce_messages_run_id"],
         "ev.ce_files": ["ix_ce_files_event_id", "ix_ce_files_run_id"],
+        "ev.ce_llm_calls": ["ix_ce_llm_calls_run_id"],
+        "ev.ce_llm_contents": [],
     }
     assert models_for(Placement("ce_", "ev")) is models  # built once
 

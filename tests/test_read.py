@@ -254,13 +254,17 @@ async def test_a_database_at_the_first_schema_reads_and_upgrades(tmp_path: Path)
     engine.dispose()
     with open_store(url) as store:
         assert store.run(run_id)["total_events"] > 0 and store.cost(run_id)
+        llm = store.events(run_id, event_type="llm_call")[0]
+        assert store.llm_call(llm["id"])["note"] == "request and response not recorded"  # no llm tables yet
     forget_migrated(url)
     await _run(url)  # a capture migrates the file to the head
     engine = create_engine(f"sqlite:///{path}")
     with engine.connect() as conn:
         indexes = {i["name"] for i in inspect(conn).get_indexes("execution_events")}
         version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        tables = set(inspect(conn).get_table_names())
     engine.dispose()
     assert version == HEAD_REVISION and "ix_execution_events_run_type" in indexes
+    assert {"llm_calls", "llm_contents"} <= tables
     with open_store(url) as store:
         assert len(store.runs(limit=None)) == 2

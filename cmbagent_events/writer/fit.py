@@ -12,13 +12,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..store.columns import EVENT_WIDTHS, FILE_INTS, FILE_WIDTHS, INT32, MESSAGE_WIDTHS, RUN_WIDTHS
+from ..store.columns import INT32
 
 FLOAT_MAX = 1e300
-__all__ = ["EVENT_WIDTHS", "FILE_INTS", "FILE_WIDTHS", "INT32", "MESSAGE_WIDTHS", "RUN_WIDTHS", "NeedsUserCode",
-           "UserCodeTimeout",
-           "as_text", "clean_text", "cut", "fit_float", "fit_float_column", "fit_int", "fit_int_column", "fit_text",
-           "fit_text_column"]
+__all__ = ["NeedsUserCode", "UserCodeTimeout", "as_text", "clean_text", "cut", "fit_float", "fit_float_column",
+           "fit_int", "fit_int_column", "fit_text", "fit_text_column"]
 
 
 def as_text(value: Any) -> str:

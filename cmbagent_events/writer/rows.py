@@ -29,15 +29,23 @@ from msgspec.structs import asdict, astuple
 
 from ..config import CaptureConfig
 from ..records import COMPLETE, FILE_ROW, INPUT_FIELDS, INSERT, LLM_ROW, MESSAGE_ROW, EventRecord, usage_outputs
-from ..store.columns import Event, FileRow, MessageRow, Run, RunFinish, Update, make_row
-from ..store.sink import Batch
-from .encode import Failed, Sanitizer
-from .fit import (
+from ..store.columns import (
     EVENT_WIDTHS,
     FILE_INTS,
     FILE_WIDTHS,
     MESSAGE_WIDTHS,
     RUN_WIDTHS,
+    Event,
+    FileRow,
+    MessageRow,
+    Run,
+    RunFinish,
+    Update,
+    make_row,
+)
+from ..store.sink import Batch
+from .encode import Failed, Sanitizer
+from .fit import (
     NeedsUserCode,
     UserCodeTimeout,
     fit_float,
