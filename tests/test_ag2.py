@@ -57,6 +57,7 @@ from cmbagent_events import (  # noqa: E402
 )
 from cmbagent_events.integrations import ag2_classic as hooks  # noqa: E402
 from cmbagent_events.integrations.patching import CallHook, PatchSet  # noqa: E402
+from cmbagent_events.read import open_async_store  # noqa: E402
 from cmbagent_events.testing.script import Script, ScriptExhaustedError, ToolCall  # noqa: E402
 from cmbagent_events.testing.scripted_client import (  # noqa: E402
     register_scripted_client,
@@ -157,6 +158,25 @@ async def test_two_agent_tool_chat_is_captured_exactly(db_url, db_session, confi
     assert row.meta["usage"]["total_tokens"] == usage["total_tokens"]
     assert row.meta["usage"]["cost"] == pytest.approx(usage["cost"])
     assert row.total_events == len(events) and row.dropped_events == 0
+    await _llm_calls_as_sent(db_url, llm, script)
+
+
+async def _llm_calls_as_sent(db_url: str, llm: list[ExecutionEvent], script: Script) -> None:
+    """Each stored model call is the request the client received and the response it returned."""
+    async with open_async_store(db_url) as store:
+        stored = [await store.llm_call(e.id) for e in llm]
+    served = script.calls
+    assert len(stored) == len(served)
+    for call, sent in zip(stored, served):
+        assert call["request"]["messages"] == sent.params["messages"]  # as sent: AG2 changed its dicts since
+        assert call["request"]["tools"] == sent.params.get("tools")
+        assert call["request"]["model"] == sent.params["model"] and call["replayable"]
+        message = call["response"]["choices"][0]["message"]
+        if isinstance(sent.reply, str):
+            assert message["content"] == sent.reply
+        else:
+            assert [t["function"]["name"] for t in message["tool_calls"]] == [c.name for c in sent.reply]
+        assert call["cost"] == pytest.approx(sent.cost) and call["cost_source"] == "ag2_price_table"
 
 
 async def test_async_chat_with_tool_is_captured_and_nested_across_the_executor_hop(db_url, db_session, config) -> None:

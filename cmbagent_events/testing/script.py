@@ -55,6 +55,7 @@ class ScriptedCall:
     completion_tokens: int
     cost: float
     reply: str | tuple[ToolCall, ...]
+    params: dict[str, Any] | None = None  # the request as the client received it (a deep copy), tests compare
 
 
 _REGISTRY: dict[str, Script] = {}

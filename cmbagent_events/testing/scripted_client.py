@@ -40,6 +40,7 @@ Gotchas (AG2 behaviour, not ours):
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import itertools
@@ -142,7 +143,8 @@ class ScriptedModelClient:
                                     for t in tool_calls)
             finish_reason = "tool_calls"
         cost = (prompt_tokens * self.price[0] + completion_tokens * self.price[1]) / 1000
-        self.script._record(ScriptedCall(self.agent_name, prompt_tokens, completion_tokens, cost, reply))
+        self.script._record(ScriptedCall(self.agent_name, prompt_tokens, completion_tokens, cost, reply,
+                                         copy.deepcopy(params)))
         return ScriptedResponse(
             id=f"scripted-{next(self._response_ids)}",
             model=self.model,
