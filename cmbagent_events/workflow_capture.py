@@ -6,6 +6,7 @@ integration; it reads CMBAgent's and MARS's ``StepInfo`` / ``PlanInfo`` (and loo
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from enum import Enum
@@ -13,6 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .capture import EventCaptureManager
+
+
+def handled_exception(error: Any) -> BaseException | None:
+    """The exception being handled on this thread when it is the one ``error`` describes (MARS and
+    CMBAgent report a failure from inside their ``except`` block, as ``str(exc)``): its traceback is
+    then the failure's. None when none is being handled, or it says something else."""
+    exc = sys.exc_info()[1]
+    if not isinstance(exc, Exception):
+        return None
+    try:
+        return exc if str(exc) in str(error) else None
+    except Exception:  # an exception whose __str__ fails: not the one described
+        return None
 
 
 def field_of(obj: Any, *names: str) -> Any:
@@ -114,7 +128,11 @@ class WorkflowCapture:
         meta["execution_time"] = field_of(info, "execution_time")
         opened = self._take(number)
         agent = opened[1] if opened else self._agent(info)
-        self.captor.capture_error(agent, error, "step_failure", meta)  # nested under the step's call
+        raised = handled_exception(error)
+        if raised is None:
+            self.captor.capture_error(agent, error, "step_failure", meta)  # nested under the step's call
+        else:  # with its traceback; once per exception (a hook may have recorded it already)
+            self.captor.capture_exception(agent, raised, "step", meta, error_type="step_failure")
         if opened is not None:
             self.captor.finish_agent_call(opened[0], error=error, metadata=meta)
 
@@ -148,7 +166,12 @@ class WorkflowCapture:
                                   total_time * 1000.0 if isinstance(total_time, (int, float)) else None)
 
     def workflow_failed(self, error: str, step_number: int | None = None) -> None:
-        self.captor.capture_error("workflow", str(error), "workflow_failure", {"step_number": step_number})
+        raised = handled_exception(error)
+        if raised is None:
+            self.captor.capture_error("workflow", str(error), "workflow_failure", {"step_number": step_number})
+        else:  # with its traceback; once per exception (a hook may have recorded it already)
+            self.captor.capture_exception("workflow", raised, "workflow", {"step_number": step_number},
+                                          error_type="workflow_failure")
         self.close_open_steps(f"workflow failed during step {{}}: {error}")
 
     def close_open_steps(self, reason: str) -> None:

@@ -77,6 +77,30 @@ def test_failure_closes_the_run_failed_with_one_error_and_phase_failures_do_not(
         == [("phase_failure", "phase broke"), ("workflow_failure", "out of budget")]
 
 
+def _fit_spectrum(lmax: int) -> None:
+    raise ValueError(f"ell out of range: {lmax}")
+
+
+def test_a_failure_reported_from_an_except_block_carries_its_traceback(tmp_path: Path, config) -> None:
+    """MARS reports a failure as ``str(exc)`` from inside its ``except``: the error event keeps where it was raised."""
+    db = tmp_path / "events.db"
+    capture = MarsRunCapture(f"sqlite+aiosqlite:///{db}", config=config, hooks=False)
+    on = capture.handlers()
+    on["on_workflow_start"]("task", {})
+    on["on_step_start"](SimpleNamespace(step_number=1, agent="engineer"))
+    try:
+        _fit_spectrum(5000)
+    except ValueError as exc:
+        on["on_step_failed"](SimpleNamespace(step_number=1, error=str(exc)))
+        on["on_workflow_failed"](str(exc), 1)  # the same exception: recorded once
+    errors = _rows(db, "SELECT event_subtype, agent_name, error_message, json_extract(meta, '$.traceback') "
+                       "FROM execution_events WHERE event_type = 'error'")
+    ((subtype, agent, message, trace),) = errors
+    assert (subtype, agent, message) == ("step_failure", "engineer", "ell out of range: 5000")
+    assert "_fit_spectrum" in trace and "test_mars_capture.py" in trace and "ValueError" in trace
+    assert _rows(db, "SELECT status FROM workflow_runs") == [("failed",)]
+
+
 def test_bad_url_fails_at_creation_and_missing_mars_is_named(tmp_path: Path) -> None:
     with pytest.raises(DatabaseURLError):
         MarsRunCapture("mysql://nowhere/db")

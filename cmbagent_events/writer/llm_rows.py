@@ -61,6 +61,8 @@ class LlmRows:
         notes: list[str] = []
         refs: list[str] = []
         messages = exchange.messages
+        if messages is not None and type(messages) is not list:
+            messages = _dump(messages)  # a rendering left to the writer (AG2 1.x's history), made now
         if type(messages) is list:
             for n, message in enumerate(messages):
                 ref, problem = self._content(message, "message", contents)

@@ -26,6 +26,7 @@ from cmbagent_events import (
     capture_run_sync,
 )
 from cmbagent_events.integrations import ag2_v1
+from cmbagent_events.read import open_async_store
 from cmbagent_events.render import describe
 
 pytestmark = pytest.mark.ag2_v1
@@ -97,6 +98,17 @@ async def test_tool_call_is_captured_exactly(db_url, db_session, config) -> None
     row = await db_session.get(WorkflowRun, run.run_id)
     assert row.meta["usage"]["calls"] == 2 and row.meta["usage"]["total_tokens"] == 16
     assert_gapless(events, row)
+    async with open_async_store(db_url) as store:
+        asked, answered = await store.llm_call(first.id), await store.llm_call(second.id)
+    assert [m["role"] for m in asked["request"]["messages"]] == ["user"]
+    assert asked["request"]["messages"][0]["content"] == "What is 2+3?"
+    (wanted,) = asked["response"]["choices"][0]["message"]["tool_calls"]
+    assert wanted["function"] == {"name": "add", "arguments": '{"a": 2, "b": 3}'}
+    sent = answered["request"]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool"] and sent[1]["tool_calls"] == [wanted]
+    assert sent[2]["tool_call_id"] == wanted["id"] and "5" in sent[2]["content"]
+    assert answered["response"]["choices"][0]["message"]["content"] == "It is 5." and answered["replayable"]
+    assert answered["cost_source"] == "unknown" and answered["usage"]["total_tokens"] == 16
 
 
 async def test_multi_turn_conversation_on_one_stream(db_url, db_session, config) -> None:

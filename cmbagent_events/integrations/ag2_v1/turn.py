@@ -16,7 +16,16 @@ from ag2.middleware import BaseMiddleware
 from ...capture import EventCaptureManager
 from ..guard import Guard
 from .common import CARRY_KEY, Carry
-from .values import config_summary, response_value, result_value, text_of, tokens, tool_arguments
+from .values import (
+    ChatCompletionOf,
+    SentMessages,
+    config_summary,
+    response_value,
+    result_value,
+    text_of,
+    tokens,
+    tool_arguments,
+)
 
 perf = time.perf_counter
 FRAMEWORK = {"framework": "ag2"}  # the meta of every AG2 1.x error event (copied by capture_exception)
@@ -130,11 +139,11 @@ class CaptureMiddleware(BaseMiddleware):
                 if previous is not None:
                     self.captor.adopt_stack(previous)
             raise
-        self._llm_event(response, started)
+        self._llm_event(events, context, response, started)
         return response
 
     @LLM
-    def _llm_event(self, response: Any, started: float) -> None:
+    def _llm_event(self, events: Any, context: Any, response: Any, started: float) -> None:
         duration = (perf() - started) * 1000.0
         usage = response.usage
         model = response.model
@@ -146,9 +155,13 @@ class CaptureMiddleware(BaseMiddleware):
             meta["tool_calls"] = [c.name for c in calls]
         cost = (response.metadata or {}).get("cost")
         previous = self._enter()
+        reported = isinstance(cost, (int, float)) and not isinstance(cost, bool)
         self.captor.capture_llm_call(
             self.agent_name, model, tokens(usage.prompt_tokens), tokens(usage.completion_tokens),
-            tokens(usage.total_tokens), cost if isinstance(cost, (int, float)) else None, duration, meta)
+            tokens(usage.total_tokens), cost if reported else None, duration, meta,
+            request={"model": model, "messages": SentMessages(events, getattr(context, "prompt", ()))},
+            response=ChatCompletionOf(response), cached_tokens=tokens(usage.cache_read_input_tokens),
+            reasoning_tokens=tokens(usage.thinking_tokens), cost_source="reported" if reported else "unknown")
         if previous is not None:
             self.captor.adopt_stack(previous)
 

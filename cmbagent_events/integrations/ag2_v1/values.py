@@ -69,3 +69,45 @@ def config_summary(config: Any) -> dict[str, Any]:
             continue
         summary[attr] = value if isinstance(value, str) else str(value)
     return summary
+
+
+class SentMessages:
+    """The history an ``on_llm_call`` sent, as OpenAI-style chat messages, made by the writer
+    (``model_dump``), not on the caller's loop: the system prompt first, then AG2's own rendering of
+    its events (its telemetry's, the one its OpenTelemetry spans carry). AG2's events are immutable;
+    the list is copied here."""
+
+    __slots__ = ("events", "prompt")
+
+    def __init__(self, events: Any, prompt: Any) -> None:
+        self.events = tuple(events)
+        self.prompt = tuple(prompt) if isinstance(prompt, (list, tuple)) else ()
+
+    def model_dump(self) -> list[dict[str, Any]]:
+        from ag2.middleware.builtin import telemetry
+
+        system = [{"role": "system", "content": text} for text in self.prompt if isinstance(text, str)]
+        return system + telemetry._build_input_messages(self.events, None)
+
+
+class ChatCompletionOf:
+    """A ModelResponse as an OpenAI ``ChatCompletion``'s JSON (``model_dump``, by the writer)."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+
+    def model_dump(self) -> dict[str, Any]:
+        from ag2.middleware.builtin import telemetry
+
+        response = self.response
+        usage = response.usage
+        return {
+            "id": response.response_id, "object": "chat.completion", "model": response.model,
+            "provider": response.provider,
+            "choices": [{"index": 0, "message": telemetry._response_message(response),
+                         "finish_reason": response.finish_reason}],
+            "usage": {"prompt_tokens": tokens(usage.prompt_tokens),
+                      "completion_tokens": tokens(usage.completion_tokens), "total_tokens": tokens(usage.total_tokens)},
+        }
