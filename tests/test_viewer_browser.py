@@ -228,3 +228,64 @@ async def test_viewer_finds_things_and_compares_two_runs(browser, sqlite_url) ->
     finally:
         await page.close()
         await server.close()
+
+
+def _fit(lmax: int) -> None:
+    raise ValueError(f"ell out of range: {lmax}")
+
+
+async def test_viewer_shows_a_model_calls_conversation_and_an_errors_traceback(browser, sqlite_url) -> None:
+    cfg = CaptureConfig(buffer_size=10, flush_interval_ms=20)
+    long_plan = "Plan: " + "derive the lensing potential, " * 40
+    messages = [{"role": "system", "content": "You are a careful cosmologist."},
+                {"role": "user", "content": long_plan, "name": "planner"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "camb", "arguments": '{"lmax": 2500}'}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "C_ell computed"}]
+    response = {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o",
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "The fit converged: chi2 = 1.02"}}],
+                "usage": {"prompt_tokens": 120, "completion_tokens": 9, "total_tokens": 129}}
+    async with capture_run(sqlite_url, config=cfg, hooks=False, task_description="lensing fit") as run:
+        call = run.capture_agent_call("engineer", "fit it")
+        llm = run.capture_llm_call("engineer", "gpt-4o", 120, 9, cost=0.0004, duration_ms=20.0,
+                                   request={"model": "gpt-4o", "messages": messages, "temperature": 0.0},
+                                   response=response, cost_source="reported")
+        try:
+            _fit(5000)
+        except ValueError as exc:
+            error = run.capture_exception("engineer", exc, "tool")
+        run.capture_agent_response("engineer", "done", event_id=call)
+    server = await start_server(sqlite_url, port=0, poll_interval=0.05)
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda exc: console_errors.append(str(exc)))
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        await page.goto(f"{server.url}/#/runs/{run.run_id}")
+        await page.locator("#live-status[data-state='ended']").wait_for(timeout=10_000)
+        await page.locator(f'#tree li[data-id="{llm}"] > .row').click()
+        conversation = page.locator("#detail .llm")
+        await conversation.wait_for(timeout=10_000)
+        await expect(conversation.locator(".chat-msg")).to_have_count(5)  # four sent, one completion
+        roles = [await r.inner_text() for r in await conversation.locator(".chat-role").all()]
+        assert roles[:4] == ["system", "user · planner", "assistant", "tool · answers call_1"]
+        assert "camb" in await conversation.locator("pre.tool-call").first.inner_text()
+        long = conversation.locator(".chat-msg details")
+        await expect(long).to_have_count(1)  # the long plan collapsed
+        assert not await long.locator("pre").is_visible()
+        assert "chi2 = 1.02" in await conversation.inner_text()
+        assert "(reported)" in await conversation.inner_text() and "replayable" in await conversation.inner_text()
+        await page.screenshot(path=str(ARTIFACTS / "viewer-llm-call.png"), full_page=True)
+
+        await page.locator(f'#tree li[data-id="{error}"] > .row').click()
+        trace = page.locator("#detail pre.traceback")
+        await trace.wait_for(timeout=10_000)
+        text = await trace.inner_text()
+        assert "_fit" in text and "ell out of range: 5000" in text and "test_viewer_browser.py" in text
+        await page.screenshot(path=str(ARTIFACTS / "viewer-traceback.png"), full_page=True)
+        assert not console_errors, console_errors
+    finally:
+        await page.close()
+        await server.close()

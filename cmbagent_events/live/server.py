@@ -7,7 +7,8 @@ with LISTEN/NOTIFY at each batch commit, SQLite is polled on ``seq``. Routes:
   newest first (``q``: a piece of the task text; ``since``: an ISO date or time), with ``has_more``;
   ``GET /api/runs/{id}``: one run; ``GET /api/runs/{id}/events?after_seq=N&limit=M``: stored events;
   ``GET /api/runs/{id}/cost?by=agent|model|step|node``: ``{rows, total}`` (tokens, cost, time per group);
-  ``GET /api/diff?a=RUN&b=RUN``: how run B differs from run A (:meth:`AsyncStore.diff`).
+  ``GET /api/diff?a=RUN&b=RUN``: how run B differs from run A (:meth:`AsyncStore.diff`);
+  ``GET /api/events/{id}/llm``: a model call whole, its request and response (:meth:`AsyncStore.llm_call`).
 - ``GET /ws/runs/{id}?after_seq=N``: a WebSocket that replays the run's stored events after ``N``
   (all when omitted), then streams new ones until the run ends. JSON messages, each with a
   ``type``: ``run`` (the run row, first and on every change), ``events`` (new events in seq
@@ -36,7 +37,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ..errors import RunNotFound
+from ..errors import EventNotFound, RunNotFound
 from ..read import rollup
 from ..read.store import AsyncStore
 from ..store.database import make_engine, parse_db_url, resolve_db
@@ -93,6 +94,7 @@ def create_app(db_url: str, *, token: str | None = None, poll_interval: float = 
     app.router.add_get("/api/runs/{run_id}/events", _api_events)
     app.router.add_get("/api/runs/{run_id}/cost", _api_cost)
     app.router.add_get("/api/diff", _api_diff)
+    app.router.add_get("/api/events/{event_id}/llm", _api_llm_call)
     app.router.add_get("/ws/runs/{run_id}", _ws_run)
     app.router.add_static("/static/", STATIC_DIR, show_index=False)
     return app
@@ -197,6 +199,15 @@ async def _api_diff(request: web.Request) -> web.Response:
     except RunNotFound as exc:
         raise web.HTTPNotFound(text=f"{str(exc).splitlines()[0]}\n") from None
     return web.json_response(diff, dumps=dumps)
+
+
+async def _api_llm_call(request: web.Request) -> web.Response:
+    """A model call whole: the conversation sent, the completion, usage, cost and its source."""
+    try:
+        call = await request.app[STATE].store.llm_call(request.match_info["event_id"])  # type: ignore[union-attr]
+    except EventNotFound as exc:
+        raise web.HTTPNotFound(text=f"{str(exc).splitlines()[0]}\n") from None
+    return web.json_response(call, dumps=dumps)
 
 
 ORPHAN_CHECK_EVERY_S = 10.0

@@ -117,6 +117,21 @@ function setStatus(state, text) {
   node.textContent = text || "";
 }
 
+const LONG_MESSAGE = 600;  // characters of a message shown before it is collapsed
+
+// One chat message: role (and name), its content (collapsed when long), the tool calls it makes.
+function chatMessage(m) {
+  const head = `${m.role || "?"}${m.name ? " · " + m.name : ""}${m.tool_call_id ? " · answers " + m.tool_call_id : ""}`;
+  const content = typeof m.content === "string" ? m.content : m.content == null ? "" : JSON.stringify(m.content, null, 2);
+  const body = content.length > LONG_MESSAGE
+    ? el("details", {}, el("summary", {}, content.slice(0, 200) + "…"), el("pre", {}, content))
+    : content ? el("pre", {}, content) : null;
+  const calls = Array.isArray(m.tool_calls) ? m.tool_calls.map((c) => el("pre", { class: "tool-call" },
+    `→ ${(c.function && c.function.name) || c.name}(${(c.function && c.function.arguments) || ""})`)) : [];
+  return el("div", { class: `chat-msg role-${m.role || "other"}` }, el("div", { class: "chat-role" }, head),
+    ...(body ? [body] : []), ...calls);
+}
+
 async function getJSON(url) {
   const resp = await fetch(url, { credentials: "same-origin" });
   if (!resp.ok) throw new Error(`${resp.status} ${(await resp.text()).trim()}`);
@@ -620,6 +635,40 @@ class RunView {
       if (value !== null && value !== undefined) parts.push(el("strong", {}, key), el("pre", {}, JSON.stringify(value, null, 2)));
     }
     $("#detail").replaceChildren(...parts);
+    if (e.event_type === "llm_call") this.showLlmCall(id);
+  }
+
+  // A model call whole: the conversation it was sent and what the model answered (fetched on demand).
+  async showLlmCall(id) {
+    let call;
+    try {
+      call = await getJSON(`/api/events/${encodeURIComponent(id)}/llm`);
+    } catch (err) {
+      return;  // an older database, or the call is gone: the event's own fields are shown already
+    }
+    if (this.selected !== id) return;
+    const box = el("div", { class: "llm" });
+    const req = call.request || {};
+    const facts = [`model ${req.model || "–"}`, `cost ${call.cost != null ? fmtMoney(call.cost) : "–"} (${call.cost_source})`,
+      call.replayable ? "replayable" : `not replayable${call.note ? ": " + call.note : ""}`];
+    box.append(el("strong", {}, "model call"), el("div", { class: "llm-facts" }, facts.join(" · ")));
+    if (Array.isArray(req.messages)) {
+      box.append(el("strong", {}, `conversation sent (${req.messages.length} messages)`));
+      for (const m of req.messages) box.append(chatMessage(m));
+    } else {
+      box.append(el("div", { class: "llm-facts" }, call.note || "request not recorded"));
+    }
+    if (Array.isArray(req.tools) && req.tools.length) {
+      box.append(el("strong", {}, "tools offered"), el("div", { class: "llm-facts" },
+        req.tools.map((t) => (t.function && t.function.name) || t.name || "?").join(", ")));
+    }
+    if (req.params && Object.keys(req.params).length) box.append(el("strong", {}, "parameters"), el("pre", {}, JSON.stringify(req.params, null, 2)));
+    const choice = call.response && Array.isArray(call.response.choices) ? call.response.choices[0] : null;
+    if (choice) {
+      box.append(el("strong", {}, `completion${choice.finish_reason ? " (" + choice.finish_reason + ")" : ""}`),
+        chatMessage(choice.message || {}));
+    }
+    $("#detail").append(box);
   }
 
   // -- finding things: filters, search, next error, collapse ----------------------------------------
