@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import expect
@@ -111,6 +112,16 @@ async def test_viewer_shows_the_tree_and_a_live_event(browser, sqlite_url) -> No
         await server.close()
 
 
+async def _page(browser: Any) -> tuple[Any, list[str]]:
+    """A page of the viewer's size, and the list its console and page errors are collected in."""
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda exc: console_errors.append(str(exc)))
+    ARTIFACTS.mkdir(exist_ok=True)
+    return page, console_errors
+
+
 async def _capture_story(url: str, cfg: CaptureConfig, reply: str) -> tuple[str, dict[str, str]]:
     """A planner and an engineer with model calls (cost), a tool, two errors and a file; two stories
     differ only in the engineer's ``reply``. Returns the run id and the ids of notable events."""
@@ -138,11 +149,7 @@ async def test_viewer_finds_things_and_compares_two_runs(browser, sqlite_url) ->
     run_a, ids = await _capture_story(sqlite_url, cfg, "converged fine")
     run_b, _ = await _capture_story(sqlite_url, cfg, "diverged badly")
     server = await start_server(sqlite_url, port=0, poll_interval=0.05)
-    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
-    console_errors: list[str] = []
-    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda exc: console_errors.append(str(exc)))
-    ARTIFACTS.mkdir(exist_ok=True)
+    page, console_errors = await _page(browser)
     try:
         # the run list: cost formatted, searchable, two runs picked and compared
         await page.goto(server.url + "/")
@@ -257,11 +264,7 @@ async def test_viewer_shows_a_model_calls_conversation_and_an_errors_traceback(b
             error = run.capture_exception("engineer", exc, "tool")
         run.capture_agent_response("engineer", "done", event_id=call)
     server = await start_server(sqlite_url, port=0, poll_interval=0.05)
-    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
-    console_errors: list[str] = []
-    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda exc: console_errors.append(str(exc)))
-    ARTIFACTS.mkdir(exist_ok=True)
+    page, console_errors = await _page(browser)
     try:
         await page.goto(f"{server.url}/#/runs/{run.run_id}")
         await page.locator("#live-status[data-state='ended']").wait_for(timeout=10_000)
