@@ -5,6 +5,7 @@ stored runs through ``cmbagent-events export --otlp`` and live runs through
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
 from collections import Counter
@@ -35,13 +36,19 @@ ERROR, OK = 2, 1  # OTLP status codes
 CLIENT = 3  # OTLP span kind
 
 
+REQUEST = {"model": "gpt-x", "messages": [{"role": "system", "content": "You plan."},
+                                          {"role": "user", "content": "plan the work"}]}
+RESPONSE = {"id": "r1", "model": "gpt-x", "choices": [{"index": 0, "finish_reason": "stop",
+                                                       "message": {"role": "assistant", "content": "1. code it"}}]}
+
+
 async def _scenario(db_url: str, config: CaptureConfig = FAST) -> str:
     """A run with every kind of event: two nested agent calls (the inner one fails), a model call,
     a tool call holding a secret, failing code, a file, a handoff, messages and an error event."""
     async with capture_run(db_url, config=config, hooks=False, task_description="export me", mode="test",
                            agent="planner", model="gpt-x") as run:
         outer = run.capture_agent_call("planner", "plan the work")
-        run.capture_llm_call("planner", "gpt-x", 10, 5, cost=0.25, duration_ms=2.0)
+        run.capture_llm_call("planner", "gpt-x", 10, 5, cost=0.25, duration_ms=2.0, request=REQUEST, response=RESPONSE)
         run.capture_message("planner", "engineer", "please code it")
         run.capture_handoff("planner", "engineer", reason="next step")
         await run.flush()  # the outer call's start is committed (and forwarded) long before its end
@@ -83,6 +90,10 @@ def _check_scenario(spans: list[ReceivedSpan], run_id: str) -> None:
     assert chat.attributes["gen_ai.operation.name"] == "chat" and chat.attributes["gen_ai.request.model"] == "gpt-x"
     assert chat.attributes["gen_ai.usage.input_tokens"] == 10 and chat.attributes["gen_ai.usage.output_tokens"] == 5
     assert chat.attributes["gen_ai.usage.cost"] == 0.25 and chat.attributes["llm.token_count.total"] == 15
+    assert json.loads(chat.attributes["gen_ai.input.messages"]) == REQUEST["messages"]  # the conversation sent
+    assert chat.attributes["llm.input_messages.1.message.content"] == "plan the work"
+    assert chat.attributes["llm.output_messages.0.message.content"] == "1. code it"
+    assert json.loads(chat.attributes["gen_ai.output.messages"])[0]["finish_reason"] == "stop"
     assert chat.end_ns - chat.start_ns == 2_000_000  # captured at its end, with its duration
     # the tool call: arguments as stored (secret redacted at capture), result
     args = tool.attributes["gen_ai.tool.call.arguments"]

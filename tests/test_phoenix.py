@@ -191,6 +191,12 @@ def test_demo_run_reaches_phoenix_live_and_again_from_the_database(phoenix: Phoe
     assert all(by_id[s["parent_id"]]["span_kind"] == "AGENT" for s in llm)
     assert all(s["attributes"]["llm.token_count.prompt"] > 0 and s["attributes"]["gen_ai.request.model"] == "scripted"
                for s in llm)
+    for span in llm:  # the conversation sent and the completion, as Phoenix shows them
+        attributes = span["attributes"]
+        sent = json.loads(attributes["gen_ai.input.messages"])
+        assert sent and all(m["role"] in ("system", "user", "assistant", "tool") for m in sent)
+        assert any(key.startswith("llm.input_messages") for key in attributes)
+        assert any(key.startswith("llm.output_messages") for key in attributes)
     [code] = [s for s in live if s["name"] == "execute_code python"]
     assert code["attributes"]["process.exit.code"] == 0 and by_id[code["parent_id"]]["span_kind"] == "AGENT"
     tools = {s["attributes"].get("tool.name") for s in live if s["span_kind"] == "TOOL"}

@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ..errors import CaptureError
 from ..live.wire import decode_json, event_from_row, update_from_row
-from ..store.columns import EVENT_COLUMNS, RUN_COLUMNS, RunFinish
+from ..store.columns import EVENT_COLUMNS, RUN_COLUMNS, LlmCallRow, LlmContentRow, RunFinish
 from ..store.sink import Batch
 from .span_mapping import RunInfo
 from .spans import TraceBuilder
@@ -129,8 +129,12 @@ async def export_stored_run(reader: RunReader, run_id: str, exporter: SpanExport
             page = await reader.events_after(run_id, after, page_size)
             if not page:
                 break
+            exchanges = await reader.llm_exchanges(run_id, [e.id for e in page if e.event_type == "llm_call"])
             for event in page:
-                builder.add({c: getattr(event, c) for c in EVENT_COLUMNS})
+                row = {c: getattr(event, c) for c in EVENT_COLUMNS}
+                if event.id in exchanges:
+                    row["llm"] = exchanges[event.id]
+                builder.add(row)
             builder.release_completed()  # agent calls whose last child is on this page (or before)
             after = page[-1].seq
             pending.extend(builder.take())
@@ -167,6 +171,33 @@ async def _send(exporter: SpanExporter, spans: list[ReadableSpan], summary: Expo
 _END = object()
 
 
+class Conversations:
+    """The model calls' conversations of a run forwarded live: each batch carries only the contents new
+    to the run, so the ones seen are kept (up to ``max_bytes``; past it a call's span goes without the
+    messages no longer kept, which the stored run and ``export --otlp`` still have)."""
+
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
+        self.max_bytes = max_bytes
+        self._bodies: dict[str, str] = {}
+        self._bytes = 0
+
+    def add(self, calls: Sequence[Any], contents: Sequence[Any]) -> dict[str, dict[str, Any]]:
+        """Keep ``contents`` (``llm_contents`` rows); the conversations of ``calls`` (``llm_calls`` rows)."""
+        for row in contents:
+            body = row[LlmContentRow.body]
+            if self._bytes + len(body) <= self.max_bytes:
+                self._bodies[row[LlmContentRow.hash]] = body
+                self._bytes += len(body)
+        out = {}
+        for row in calls:
+            refs = decode_json(row[LlmCallRow.messages]) or []
+            response = row[LlmCallRow.response]
+            out[row[LlmCallRow.event_id]] = {
+                "messages": [decode_json(self._bodies[r]) if r in self._bodies else None for r in refs],
+                "response": decode_json(self._bodies[response]) if response in self._bodies else None}
+        return out
+
+
 class OtlpForwarder:
     """Forwards one run's committed batches to OTLP as they commit (see the module doc).
 
@@ -188,6 +219,7 @@ class OtlpForwarder:
         self.dropped: Counter[str] = Counter()
         self.exported_spans = 0
         self.builder = TraceBuilder(run_id)
+        self._conversations = Conversations()
         self._run: dict[str, Any] = {"id": run_id}
         self._queue: deque[Any] = deque()
         self._queued = 0
@@ -210,9 +242,10 @@ class OtlpForwarder:
                 self.dropped["queue_full"] += rows
                 if batch.run_insert is None and batch.run_finish is None:
                     return
-                self._queue.append((batch.run_insert, (), (), batch.run_finish))
+                self._queue.append((batch.run_insert, (), (), batch.run_finish, (), ()))
             else:
-                self._queue.append((batch.run_insert, batch.events, batch.updates, batch.run_finish))
+                self._queue.append((batch.run_insert, batch.events, batch.updates, batch.run_finish,
+                                    batch.llm_calls, batch.llm_contents))
                 self._queued += rows
             if self._queued >= self.batch_size:
                 self._cond.notify()
@@ -259,13 +292,17 @@ class OtlpForwarder:
                 return
 
     def _apply(self, item: tuple) -> None:
-        run_insert, events, updates, run_finish = item
+        run_insert, events, updates, run_finish, llm_calls, llm_contents = item
         builder = self.builder
         if run_insert is not None:
             self._run.update(zip(RUN_COLUMNS, run_insert))
+        exchanges = self._conversations.add(llm_calls, llm_contents)
         for row in events:
             try:
-                builder.add(event_from_row(row))
+                event = event_from_row(row)
+                if event["id"] in exchanges:
+                    event["llm"] = exchanges[event["id"]]
+                builder.add(event)
             except Exception:
                 self.dropped["unmappable"] += 1
                 log.debug("cmbagent-events: event not mappable to a span", exc_info=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from .span_values import as_dict, exception_attributes, number, put, put_io, text
+from .span_values import as_dict, exception_attributes, llm_message_attributes, number, put, put_io, text
 
 # OpenInference span kinds (what Phoenix's UI groups and draws by).
 AGENT, LLM, TOOL, CHAIN = "AGENT", "LLM", "TOOL", "CHAIN"
@@ -116,6 +116,8 @@ def leaf_span(run_id: str, event: Mapping[str, Any], etype: str) -> tuple[str, S
         if cost is not None:
             attrs["gen_ai.usage.cost"] = float(cost)
             attrs["llm.cost.total"] = float(cost)
+        put(attrs, "cmbagent.cost_source", outputs.get("cost_source"))
+        attrs.update(llm_message_attributes(event.get("llm")))
     elif etype == "tool_call":
         tool = inputs.get("tool_name") or "tool"
         name = f"execute_tool {tool}"

@@ -101,3 +101,52 @@ def exception_attributes(message: str, error_type: str | None = None) -> dict[st
     if kind:
         attrs["exception.type"] = kind
     return attrs
+
+
+SPAN_MESSAGES = 100  # the last messages of a model call's request put on its span, one by one
+SPAN_MESSAGE_CHARS = 20_000  # characters of one message's content on a span (the store keeps it whole)
+
+
+def llm_message_attributes(exchange: Any) -> dict[str, Any]:
+    """A model call's conversation on its span, both ways peers read it: GenAI's
+    ``gen_ai.input.messages`` / ``gen_ai.output.messages`` (JSON) and OpenInference's
+    ``llm.input_messages.N.message.role|content`` (and ``llm.output_messages``). ``exchange``:
+    ``{"messages": [...], "response": {...}}`` as stored (OpenAI chat format), or None."""
+    if not isinstance(exchange, dict):
+        return {}
+    attrs: dict[str, Any] = {}
+    messages = exchange.get("messages")
+    if isinstance(messages, list):
+        shown = [_short(m) for m in messages[-SPAN_MESSAGES:]]
+        attrs["gen_ai.input.messages"] = text(shown)
+        for i, message in enumerate(shown):
+            _oi_message(attrs, f"llm.input_messages.{i}.message", message)
+    response = exchange.get("response")
+    choices = response.get("choices") if isinstance(response, dict) else None
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        message = _short(choices[0].get("message"))
+        attrs["gen_ai.output.messages"] = text([{**message, "finish_reason": choices[0].get("finish_reason")}])
+        _oi_message(attrs, "llm.output_messages.0.message", message)
+        put(attrs, "gen_ai.response.finish_reasons", choices[0].get("finish_reason"))
+    return attrs
+
+
+def _short(message: Any) -> dict[str, Any]:
+    if not isinstance(message, dict):
+        return {"role": "unknown", "content": text(message)[:SPAN_MESSAGE_CHARS]}
+    content = message.get("content")
+    if isinstance(content, str) and len(content) > SPAN_MESSAGE_CHARS:
+        return {**message, "content": content[:SPAN_MESSAGE_CHARS] + f"...[{len(content)} chars]"}
+    return message
+
+
+def _oi_message(attrs: dict[str, Any], prefix: str, message: dict[str, Any]) -> None:
+    put(attrs, f"{prefix}.role", message.get("role"))
+    put(attrs, f"{prefix}.content", message.get("content"))
+    put(attrs, f"{prefix}.name", message.get("name"))
+    calls = message.get("tool_calls")
+    for j, call in enumerate(calls if isinstance(calls, list) else []):
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            put(attrs, f"{prefix}.tool_calls.{j}.tool_call.function.name", function.get("name"))
+            put(attrs, f"{prefix}.tool_calls.{j}.tool_call.function.arguments", function.get("arguments"))

@@ -7,10 +7,12 @@ instead. Each call opens and closes its own session, so every poll sees the late
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from .models import EventColumns, RunColumns, models_for
@@ -34,6 +36,8 @@ class RunReader:
         models = models_for(self.placement)
         self._run: Any = models.WorkflowRun  # Any: the placement's mapped class, typed by its columns
         self._event: Any = models.ExecutionEvent
+        self._llm_call: Any = models.LlmCall
+        self._llm_content: Any = models.LlmContent
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     async def list_runs(self, limit: int = 100, offset: int = 0) -> Sequence[RunColumns]:
@@ -106,3 +110,41 @@ class RunReader:
                 out.extend((await session.scalars(query)).all())
         out.sort(key=lambda e: e.seq)
         return out
+
+    async def llm_exchanges(self, run_id: str, event_ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """The stored conversations of these model calls: event id -> ``{"messages": [...], "response":
+        {...}}`` (OpenAI chat format; a message missing from ``llm_contents`` is None). Empty for a
+        database older than the llm tables."""
+        ids = list(event_ids)
+        if not ids:
+            return {}
+        call, content = self._llm_call, self._llm_content
+        try:
+            async with self._sessions() as session:
+                calls: list[Any] = []
+                for i in range(0, len(ids), IN_LIST_CHUNK):
+                    query = select(call.event_id, call.messages, call.response).where(
+                        call.run_id == run_id, call.event_id.in_(ids[i:i + IN_LIST_CHUNK]))
+                    calls.extend((await session.execute(query)).all())
+                refs = {ref for _, messages, response in calls for ref in [*(_json(messages) or []), response] if ref}
+                bodies: dict[str, Any] = {}
+                wanted = list(refs)
+                for i in range(0, len(wanted), IN_LIST_CHUNK):
+                    query = select(content.hash, content.body).where(
+                        content.run_id == run_id, content.hash.in_(wanted[i:i + IN_LIST_CHUNK]))
+                    bodies.update((h, _json(body)) for h, body in (await session.execute(query)).all())
+        except DBAPIError:  # no llm tables yet (a database at an older revision, read as it is)
+            return {}
+        return {event_id: {"messages": [bodies.get(ref) for ref in _json(messages) or []],
+                           "response": bodies.get(response) if response else None}
+                for event_id, messages, response in calls}
+
+
+def _json(value: Any) -> Any:
+    """A JSON column's value as Python (drivers hand over text or parsed values)."""
+    if isinstance(value, (str, bytes)):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
