@@ -32,8 +32,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ..errors import CaptureError
-from ..live.wire import decode_json, event_from_row, update_from_row
-from ..store.columns import EVENT_COLUMNS, RUN_COLUMNS, LlmCallRow, LlmContentRow, RunFinish
+from ..live.wire import event_from_row, update_from_row
+from ..store.columns import EVENT_COLUMNS, RUN_COLUMNS, LlmCallRow, LlmContentRow, RunFinish, decode_json
 from ..store.sink import Batch
 from .span_mapping import RunInfo
 from .spans import TraceBuilder

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ..store.columns import EVENT_COLUMNS, UPDATE_FIELDS, Update
+from ..store.columns import EVENT_COLUMNS, UPDATE_FIELDS, Update, decode_json
 from ..store.models import EventColumns, RunColumns
 
 _JSON_COLUMNS = ("inputs", "outputs", "meta")
@@ -36,16 +36,6 @@ def iso(value: Any) -> str | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat()
-
-
-def decode_json(value: Any) -> Any:
-    """A JSON column's value as Python (a driver hands over text or bytes; text that is not JSON stays text)."""
-    if isinstance(value, (str, bytes)):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 def seq_of_event_id(event_id: str) -> int | None:

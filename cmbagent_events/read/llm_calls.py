@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from ..store.columns import decode_json
 
 FIRST_LLM_REVISION = "0003_llm_calls"  # databases older than this hold no requests or responses
 
@@ -31,15 +32,15 @@ def assemble(event: dict[str, Any], call: Any, bodies: dict[str, str]) -> dict[s
     if call is None:
         out["request"] = {"model": model, "messages": None, "tools": None, "params": {}}
         return out
-    refs = _load(call.messages) or []
+    refs = decode_json(call.messages) or []
     missing = [ref for ref in refs if ref not in bodies]
     out["request"] = {
         "model": call.model or model,
-        "messages": [_load(bodies[ref]) if ref in bodies else None for ref in refs],
-        "tools": _load(bodies[call.tools]) if call.tools in bodies else None,
-        "params": _load(call.params) or {},
+        "messages": [decode_json(bodies[ref]) if ref in bodies else None for ref in refs],
+        "tools": decode_json(bodies[call.tools]) if call.tools in bodies else None,
+        "params": decode_json(call.params) or {},
     }
-    out["response"] = _load(bodies[call.response]) if call.response in bodies else None
+    out["response"] = decode_json(bodies[call.response]) if call.response in bodies else None
     notes = [call.note] if call.note else []
     if missing:
         notes.append(f"{len(missing)} message(s) missing from llm_contents")
@@ -50,14 +51,6 @@ def assemble(event: dict[str, Any], call: Any, bodies: dict[str, str]) -> dict[s
 
 def references(call: Any) -> list[str]:
     """The content hashes an ``llm_calls`` row references."""
-    refs = list(_load(call.messages) or [])
+    refs = list(decode_json(call.messages) or [])
     return refs + [ref for ref in (call.tools, call.response) if ref]
 
-
-def _load(value: Any) -> Any:
-    if isinstance(value, (str, bytes)):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value

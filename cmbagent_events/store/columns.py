@@ -7,6 +7,7 @@ package may index a row by a bare number or copy a column list.
 
 from __future__ import annotations
 
+import json
 from enum import IntEnum, auto
 from typing import Any
 
@@ -179,3 +180,14 @@ LLM_CONTENT_WIDTHS = {"run_id": 64, "hash": 64, "kind": 16}
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
 FILE_INTS = {"size_bytes": INT64}  # every other integer column is a 32-bit INTEGER
+
+
+def decode_json(value: Any) -> Any:
+    """A JSON column's value as Python: drivers hand over text, bytes or parsed values; text that is
+    not JSON stays text."""
+    if isinstance(value, (str, bytes)):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value

@@ -7,7 +7,6 @@ instead. Each call opens and closes its own session, so every poll sees the late
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -15,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from .columns import decode_json
 from .models import EventColumns, RunColumns, models_for
 from .placement import Placement
 
@@ -126,25 +126,16 @@ class RunReader:
                     query = select(call.event_id, call.messages, call.response).where(
                         call.run_id == run_id, call.event_id.in_(ids[i:i + IN_LIST_CHUNK]))
                     calls.extend((await session.execute(query)).all())
-                refs = {ref for _, messages, response in calls for ref in [*(_json(messages) or []), response] if ref}
+                wanted = list({ref for _, messages, response in calls
+                               for ref in [*(decode_json(messages) or []), response] if ref})
                 bodies: dict[str, Any] = {}
-                wanted = list(refs)
                 for i in range(0, len(wanted), IN_LIST_CHUNK):
                     query = select(content.hash, content.body).where(
                         content.run_id == run_id, content.hash.in_(wanted[i:i + IN_LIST_CHUNK]))
-                    bodies.update((h, _json(body)) for h, body in (await session.execute(query)).all())
+                    bodies.update((h, decode_json(body)) for h, body in (await session.execute(query)).all())
         except DBAPIError:  # no llm tables yet (a database at an older revision, read as it is)
             return {}
-        return {event_id: {"messages": [bodies.get(ref) for ref in _json(messages) or []],
+        return {event_id: {"messages": [bodies.get(ref) for ref in decode_json(messages) or []],
                            "response": bodies.get(response) if response else None}
                 for event_id, messages, response in calls}
 
-
-def _json(value: Any) -> Any:
-    """A JSON column's value as Python (drivers hand over text or parsed values)."""
-    if isinstance(value, (str, bytes)):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
