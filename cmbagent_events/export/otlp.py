@@ -178,7 +178,7 @@ class Conversations:
 
     def __init__(self, max_bytes: int = 64 << 20) -> None:
         self.max_bytes = max_bytes
-        self._bodies: dict[str, str] = {}
+        self._bodies: dict[int, str] = {}  # ordinal -> stored JSON
         self._bytes = 0
 
     def add(self, calls: Sequence[Any], contents: Sequence[Any]) -> dict[str, dict[str, Any]]:
@@ -186,7 +186,7 @@ class Conversations:
         for row in contents:
             body = row[LlmContentRow.body]
             if self._bytes + len(body) <= self.max_bytes:
-                self._bodies[row[LlmContentRow.hash]] = body
+                self._bodies[row[LlmContentRow.ordinal]] = body
                 self._bytes += len(body)
         out = {}
         for row in calls:

@@ -15,11 +15,11 @@ def has_llm_tables(revision: str | None) -> bool:
     return revision is not None and revision >= FIRST_LLM_REVISION
 
 
-def assemble(event: dict[str, Any], call: Any, bodies: dict[str, str]) -> dict[str, Any]:
+def assemble(event: dict[str, Any], call: Any, bodies: dict[int, str]) -> dict[str, Any]:
     """The call as ``{"request": {"model", "messages", "tools", "params"}, "response", "usage", "cost",
     "cost_source", "replayable", "note", ...}``. ``call``: its ``llm_calls`` row, or None when none was
     stored (captured before this existed, or with ``CMBAGENT_CAPTURE_LLM_MESSAGES=false``);
-    ``bodies``: hash -> stored JSON of the contents it references."""
+    ``bodies``: ordinal -> stored JSON of the contents it references."""
     outputs: dict[str, Any] = event["outputs"] if isinstance(event.get("outputs"), dict) else {}
     usage: dict[str, Any] = outputs["usage"] if isinstance(outputs.get("usage"), dict) else {}
     model = event["inputs"].get("model") if isinstance(event.get("inputs"), dict) else None
@@ -49,8 +49,8 @@ def assemble(event: dict[str, Any], call: Any, bodies: dict[str, str]) -> dict[s
     return out
 
 
-def references(call: Any) -> list[str]:
-    """The content hashes an ``llm_calls`` row references."""
+def references(call: Any) -> list[int]:
+    """The ``llm_contents`` ordinals an ``llm_calls`` row refers to."""
     refs = list(decode_json(call.messages) or [])
-    return refs + [ref for ref in (call.tools, call.response) if ref]
+    return refs + [ref for ref in (call.tools, call.response) if ref is not None]
 

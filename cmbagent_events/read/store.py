@@ -173,11 +173,12 @@ class AsyncStore:
         call_table, content = self._llm_call, self._llm_content
         calls = await self._rows(select(call_table).where(call_table.event_id == event_id))
         call = calls[0] if calls else None
-        bodies: dict[str, str] = {}
+        bodies: dict[int, str] = {}
         refs = llm_calls.references(call) if call is not None else []
         for start in range(0, len(refs), 500):  # bounded IN lists
             chunk = refs[start:start + 500]
-            query = select(content.hash, content.body).where(content.run_id == found["run_id"], content.hash.in_(chunk))
+            query = select(content.ordinal, content.body).where(content.run_id == found["run_id"],
+                                                                content.ordinal.in_(chunk))
             bodies.update((h, body) for h, body in await self._rows(query))
         return llm_calls.assemble(found, call, bodies)
 

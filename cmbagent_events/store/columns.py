@@ -80,10 +80,10 @@ class LlmCallRow(_Columns):
     event_id = auto()
     run_id = auto()
     model = auto()
-    messages = auto()  # JSON list of the request's message hashes, in order
-    tools = auto()  # hash of the tools offered (JSON list), or None
+    messages = auto()  # JSON list of the request's messages, in order, as llm_contents ordinals
+    tools = auto()  # ordinal of the tools offered (a JSON list), or None
     params = auto()  # JSON object: the call's other parameters (temperature, response_format, ...)
-    response = auto()  # hash of the response as the client returned it (its JSON), or None
+    response = auto()  # ordinal of the response as the client returned it (its JSON), or None
     replayable = auto()  # 1 when the call can be served again whole; 0 when not (see note)
     note = auto()  # why not replayable (a message cut at the size bound, no response, ...), or None
 
@@ -92,7 +92,8 @@ class LlmContentRow(_Columns):
     """An ``llm_contents`` row: one distinct message, tool list or response of a run, stored once."""
 
     run_id = auto()
-    hash = auto()
+    ordinal = auto()  # 0, 1, 2... in the order the run first sent or received it: what calls refer to
+    hash = auto()  # BLAKE2b of body: how the writer (and replay) knows a content seen before
     kind = auto()  # "message" | "tools" | "response"
     body = auto()  # canonical JSON (redacted)
     size = auto()  # bytes of the JSON before any cut
@@ -175,7 +176,7 @@ EVENT_WIDTHS = {"id": 64, "run_id": 64, "session_id": 128, "node_id": 256, "step
 RUN_WIDTHS = {"id": 64, "session_id": 128, "mode": 64, "agent": 256, "model": 256, "status": 32}
 MESSAGE_WIDTHS = {**_IDS, "sender": 256, "recipient": 256}
 FILE_WIDTHS = {**_IDS, "file_type": 64}
-LLM_CALL_WIDTHS = {"event_id": 64, "run_id": 64, "model": 256, "tools": 64, "response": 64}
+LLM_CALL_WIDTHS = {"event_id": 64, "run_id": 64, "model": 256}
 LLM_CONTENT_WIDTHS = {"run_id": 64, "hash": 64, "kind": 16}
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)

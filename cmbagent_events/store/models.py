@@ -104,9 +104,9 @@ class LlmCallColumns:
     run_id: Mapped[str] = mapped_column(String(64))
     model: Mapped[str | None] = mapped_column(String(256))
     messages: Mapped[Any] = mapped_column(JSON)
-    tools: Mapped[str | None] = mapped_column(String(64))
+    tools: Mapped[int | None] = mapped_column(Integer)
     params: Mapped[Any] = mapped_column(JSON)
-    response: Mapped[str | None] = mapped_column(String(64))
+    response: Mapped[int | None] = mapped_column(Integer)
     replayable: Mapped[int] = mapped_column(Integer, default=0)
     note: Mapped[str | None] = mapped_column(Text)
 
@@ -115,7 +115,8 @@ class LlmContentColumns:
     """One distinct message, tool list or response of a run, stored once (content-addressed)."""
 
     run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ordinal: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))
     body: Mapped[str] = mapped_column(Text)
     size: Mapped[int] = mapped_column(BigInteger)

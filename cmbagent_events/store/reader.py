@@ -127,15 +127,15 @@ class RunReader:
                         call.run_id == run_id, call.event_id.in_(ids[i:i + IN_LIST_CHUNK]))
                     calls.extend((await session.execute(query)).all())
                 wanted = list({ref for _, messages, response in calls
-                               for ref in [*(decode_json(messages) or []), response] if ref})
-                bodies: dict[str, Any] = {}
+                               for ref in [*(decode_json(messages) or []), response] if ref is not None})
+                bodies: dict[int, Any] = {}
                 for i in range(0, len(wanted), IN_LIST_CHUNK):
-                    query = select(content.hash, content.body).where(
-                        content.run_id == run_id, content.hash.in_(wanted[i:i + IN_LIST_CHUNK]))
+                    query = select(content.ordinal, content.body).where(
+                        content.run_id == run_id, content.ordinal.in_(wanted[i:i + IN_LIST_CHUNK]))
                     bodies.update((h, decode_json(body)) for h, body in (await session.execute(query)).all())
         except DBAPIError:  # no llm tables yet (a database at an older revision, read as it is)
             return {}
         return {event_id: {"messages": [bodies.get(ref) for ref in decode_json(messages) or []],
-                           "response": bodies.get(response) if response else None}
+                           "response": bodies.get(response) if response is not None else None}
                 for event_id, messages, response in calls}
 

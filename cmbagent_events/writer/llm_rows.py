@@ -1,9 +1,10 @@
 """Model calls stored whole: a captured :class:`~cmbagent_events.capture_values.LlmExchange` becomes
 one ``llm_calls`` row and the ``llm_contents`` rows its run has not stored yet.
 
-A group chat re-sends its whole history with every call, so a request is stored as the list of its
-messages' hashes and each distinct message once per run (content-addressed): the stored bytes grow
-with the run's distinct messages, not with the square of its length. A message is stored as the
+A group chat re-sends its whole history with every call, so each distinct message is stored once per
+run (content-addressed: known by its hash, numbered by its ``ordinal``) and a request as the list of
+its messages' ordinals (a few bytes each): the stored bytes grow with the run's distinct messages, not
+with the square of its length. A message is stored as the
 writer stores every value (secrets redacted, NUL-free JSON) within ``max_llm_message_size``; a
 longer one is cut, marked, and makes its call not replayable (``note`` says why).
 
@@ -46,26 +47,36 @@ class LlmRows:
         self._encode = encode
         self._max_message = max_message_size
         self._max_params = max_params_size
-        self._stored: set[str] = set()  # hashes of this run's contents written (or in the batch being built)
+        # this run's contents handed to the writer: hash -> ordinal. A batch that is then lost (counted
+        # as dropped) loses its contents with it: later calls referring to them read as "missing".
+        self._ordinals: dict[str, int] = {}
         self._raw: dict[bytes, tuple[str, str | None]] = {}  # raw JSON digest -> (stored hash, problem)
-
-    def forget_batch(self, contents: list[tuple[Any, ...]]) -> None:
-        """A batch that was not written (dropped, refused): its contents are new again."""
-        for row in contents:
-            self._stored.discard(row[LlmContentRow.hash])
-        self._raw.clear()
+        # id of the caller's message dict -> (our copy of it, its ordinal, problem): the usual message,
+        # re-sent unchanged with every call of a chat, is known by one C-level dict comparison
+        self._seen: dict[int, tuple[Any, int, str | None]] = {}
 
     def add(self, event_id: str | None, model: Any, exchange: LlmExchange,
             calls: list[tuple[Any, ...]], contents: list[tuple[Any, ...]]) -> None:
         """Append the call's ``llm_calls`` row to ``calls`` and its new contents to ``contents``."""
         notes: list[str] = []
-        refs: list[str] = []
+        refs: list[int] = []
         messages = exchange.messages
         if messages is not None and type(messages) is not list:
             messages = _dump(messages)  # a rendering left to the writer (AG2 1.x's history), made now
         if type(messages) is list:
-            for n, message in enumerate(messages):
-                ref, problem = self._content(message, "message", contents)
+            origins = exchange.origins if exchange.origins is not None and len(exchange.origins) == len(messages) \
+                else [None] * len(messages)
+            seen = self._seen
+            for n, (message, origin) in enumerate(zip(messages, origins)):
+                known = seen.get(origin) if origin is not None else None
+                if known is not None and _same(known[0], message):
+                    ref, problem = known[1], known[2]
+                else:
+                    ref, problem = self._content(message, "message", contents)
+                    if origin is not None:
+                        if len(seen) >= RAW_MEMORY:
+                            seen.clear()
+                        seen[origin] = (message, ref, problem)
                 refs.append(ref)
                 if problem:
                     notes.append(f"message {n} {problem}")
@@ -90,17 +101,17 @@ class LlmRows:
             messages=json.dumps(refs), tools=tools, params=params if isinstance(params, str) else None,
             response=response, replayable=0 if notes else 1, note="; ".join(notes) or None))
 
-    def _content(self, value: Any, kind: str, contents: list[tuple[Any, ...]]) -> tuple[str, str | None]:
-        """The hash of ``value`` as stored, storing it when this run has not yet; and what stops it being
-        served again as it was (cut, not storable as JSON), if anything."""
+    def _content(self, value: Any, kind: str, contents: list[tuple[Any, ...]]) -> tuple[int, str | None]:
+        """The ordinal of ``value`` as stored, storing it when this run has not yet; and what stops it
+        being served again as it was (cut, not storable as JSON), if anything."""
         try:
             raw = _raw_json(value)
         except Exception:  # not plain JSON (an object): cleaned each time, never remembered
             raw = None
         key = hashlib.blake2b(raw, digest_size=16).digest() if raw is not None else b""
         known = self._raw.get(key) if raw is not None else None
-        if known is not None and known[0] in self._stored:
-            return known
+        if known is not None:
+            return self._ordinals[known[0]], known[1]
         body = self._encode(value, self._max_message)
         problem = None
         if not isinstance(body, str):  # only the value's own code could describe it: a marker
@@ -114,11 +125,20 @@ class LlmRows:
             if len(self._raw) >= RAW_MEMORY:
                 self._raw.clear()
             self._raw[key] = (digest, problem)
-        if digest not in self._stored:
-            self._stored.add(digest)
-            contents.append(make_row(LlmContentRow, run_id=self._run_id, hash=digest, kind=kind, body=body,
-                                     size=size, cut=int(problem is not None and problem.startswith("cut"))))
-        return digest, problem
+        ordinal = self._ordinals.get(digest)
+        if ordinal is None:
+            ordinal = self._ordinals[digest] = len(self._ordinals)
+            contents.append(make_row(LlmContentRow, run_id=self._run_id, ordinal=ordinal, hash=digest, kind=kind,
+                                     body=body, size=size, cut=int(problem is not None and problem.startswith("cut"))))
+        return ordinal, problem
+
+
+def _same(a: Any, b: Any) -> bool:
+    """``a == b`` for two message dicts, False when the comparison is not a plain yes (an array inside)."""
+    try:
+        return (a == b) is True
+    except Exception:
+        return False
 
 
 def _model(requested: Any, reported: Any) -> str | None:
