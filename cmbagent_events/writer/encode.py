@@ -163,6 +163,7 @@ class Sanitizer:
         self.prefilter = json_prefilter(self.is_secret_key.names)
         self._max_depth = max_depth
         self._user_code = False  # per column call: False raises NeedsUserCode instead of calling __repr__
+        self.failures = 0  # Failed values returned so far: a column that added none holds none
 
     def encode_column(self, values: list[Any] | tuple[Any, ...], limit: int,
                       exact: Callable[[Any], Any] | None = None, *, user_code: bool = False) -> list[Any]:
@@ -239,12 +240,14 @@ class Sanitizer:
         try:
             return _encode(self._clean_guarded(value, limit, 0, set())).decode()
         except (Exception, NeedsUserCode) as exc:
+            self.failures += 1
             return Failed(exc)
 
     def _text_exact(self, value: Any, limit: int) -> Any:
         try:
             return self._text(value, limit)
         except (Exception, NeedsUserCode) as exc:
+            self.failures += 1
             return Failed(exc)
 
     def _text(self, value: Any, limit: int) -> str | None:

@@ -84,6 +84,7 @@ class Built:
     events: int
     waiting: list[Cell] = field(default_factory=list)
     assemble: Callable[[], Batch] = Batch
+    failed: bool = False  # whether a value failed (its row is then a placeholder)
 
     def run_user_code(self, secret_keys: Any) -> list[Any]:
         """The waiting cells' values, made storable with the caller's own code (call it on a worker
@@ -101,6 +102,7 @@ class Built:
         """The waiting cells set to ``values`` (what :meth:`run_user_code` returned)."""
         for (where, index, _, _), value in zip(self.waiting, values):
             where[index] = value
+            self.failed = self.failed or type(value) is Failed
         self.waiting = []
 
     def give_up(self, reason: BaseException) -> None:
@@ -136,6 +138,7 @@ class RowBuilder:
         (kinds, ids, seqs, t_ns, types, subtypes, agents, parents, depths, nodes, steps, orders, inputs, outputs,
          errors, statuses, durations, metas, extras) = map(list, zip(*map(astuple, records)))
         built = Built(0)
+        failures = self._sanitizer.failures
         stamps = at_capture = self._timestamps(t_ns)
         completed: list[Any] = [None] * len(records)
         if tuple in set(map(type, inputs)):
@@ -165,14 +168,16 @@ class RowBuilder:
         columns = (ids, parents, orders, seqs, depths, stamps, completed, fit_float_column(durations), *names, *values)
         message_rows = self._message_rows(records, messages, keep, stamps, built.waiting)
         file_rows = [self._file_row(records[k], at_capture[k], built.waiting) for k in files]
+        built.failed = self._sanitizer.failures != failures  # (cells waiting too: checked, harmlessly)
         llm_calls: list[tuple[Any, ...]] = []
         llm_contents: list[tuple[Any, ...]] = []
-        for k in llm:
+        for k in llm:  # after the check above: a model call's own markers are its rows' business
             r = records[k]
             self.llm.add(r.id, r.inputs[0] if type(r.inputs) is tuple else None, r.extra[1], llm_calls, llm_contents)
 
         def assemble() -> Batch:
-            return Batch(events=self._event_rows(*columns), messages=message_rows(names[0], names[1]),
+            check = built.failed
+            return Batch(events=self._event_rows(check, *columns), messages=message_rows(check, names[0], names[1]),
                          files=self._stored(file_rows, _FILE_FIXES), updates=self._stored(updates, _UPDATE_FIXES),
                          llm_calls=llm_calls, llm_contents=llm_contents)
         built.assemble = assemble
@@ -228,15 +233,17 @@ class RowBuilder:
                 waiting: list[Cell]) -> list[list[Any]]:
         """The JSON and text columns of the event rows."""
         s, cfg = self._sanitizer, self._config
+        failures = s.failures
         out = [s.encode_column(inputs, cfg.max_input_size, _as_dict), s.encode_column(outputs, cfg.max_output_size),
                s.encode_column(metas, cfg.max_input_size), s.text_column(errors, cfg.max_output_size)]
-        for column, values, convert in zip(out, (inputs, outputs, metas, errors),
-                                           (_json(cfg.max_input_size, _as_dict), _json(cfg.max_output_size),
-                                            _json(cfg.max_input_size), _text(cfg.max_output_size))):
-            _wait(column, values, convert, waiting)
+        if s.failures != failures:  # (the usual batch: no value failed, no cell to look for)
+            for column, values, convert in zip(out, (inputs, outputs, metas, errors),
+                                               (_json(cfg.max_input_size, _as_dict), _json(cfg.max_output_size),
+                                                _json(cfg.max_input_size), _text(cfg.max_output_size))):
+                _wait(column, values, convert, waiting)
         return out
 
-    def _event_rows(self, ids: Any, parents: Any, orders: Any, seqs: Any, depths: Any, stamps: Any,
+    def _event_rows(self, check: bool, ids: Any, parents: Any, orders: Any, seqs: Any, depths: Any, stamps: Any,
                     completed: Any, durations: Any, nodes: Any, steps: Any, types: Any, subtypes: Any,
                     agents: Any, statuses: Any, inputs: Any, outputs: Any, metas: Any, errors: Any) -> list[Any]:
         if None in types or "" in types:
@@ -245,8 +252,7 @@ class RowBuilder:
         rows: list[Any] = list(zip(
             ids, [self._run_id] * n, [self._session_id] * n, nodes, steps, parents, types, subtypes, agents,
             orders, seqs, depths, inputs, outputs, errors, statuses, stamps, completed, durations, metas))
-        if any(Failed in set(map(type, col)) for col in (inputs, outputs, metas, errors, nodes, steps, types,
-                                                          subtypes, agents, statuses)):
+        if check:
             rows = [self._placeholder(row) if Failed in set(map(type, row)) else row for row in rows]
         return rows
 
@@ -315,26 +321,28 @@ class RowBuilder:
         return row
 
     def _message_rows(self, records: list[EventRecord], messages: list[int], keep: Sequence[int],
-                      stamps: list[Any], waiting: list[Cell]) -> Callable[[list[Any], list[Any]], list[Any]]:
+                      stamps: list[Any], waiting: list[Cell]) -> Callable[[bool, list[Any], list[Any]], list[Any]]:
         """The ``messages`` rows of the batch's message events, column by column too: a function of the
         events' fitted node and step ids (filled by then), called at assembly."""
         if not messages:
-            return lambda nodes, steps: []
+            return lambda check, nodes, steps: []
         at = {k: i for i, k in enumerate(keep)}  # record index -> row index
         rows = [at[k] for k in messages]
         _, senders, recipients, contents, tokens = map(list, zip(*(records[k].extra for k in messages)))
         limit = self._config.max_input_size
+        failures = self._sanitizer.failures
         texts = self._sanitizer.text_column(contents, limit)
-        _wait(texts, contents, _text(limit), waiting)
+        if self._sanitizer.failures != failures:
+            _wait(texts, contents, _text(limit), waiting)
         ids = [records[k].id for k in messages]
         columns = (self._names(senders, MESSAGE_WIDTHS["sender"], waiting),
                    self._names(recipients, MESSAGE_WIDTHS["recipient"], waiting), texts, fit_int_column(tokens),
                    [stamps[i] for i in rows])
 
-        def assemble(nodes: list[Any], steps: list[Any]) -> list[Any]:  # the events' (same widths: test_fit)
+        def assemble(check: bool, nodes: list[Any], steps: list[Any]) -> list[Any]:  # the events' (test_fit)
             all_columns = (ids, [self._run_id] * len(ids), ids, [nodes[i] for i in rows], [steps[i] for i in rows],
                            *columns)
-            if any(Failed in set(map(type, col)) for col in all_columns):
+            if check:
                 return self._stored(zip(*all_columns), _MESSAGE_FIXES)
             return list(zip(*all_columns))
         return assemble
