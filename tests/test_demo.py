@@ -137,9 +137,11 @@ def test_a_failing_step_fails_the_run_and_still_prints_it(tmp_path: Path, capsys
                          "AND event_type = 'agent_call' ORDER BY seq", run_id)
     assert steps[0][:2] == (1, "completed") and steps[1][:2] == (2, "failed") and len(steps) == 2
     assert "did not write" in steps[1][2]
-    errors = {sub for (sub,) in _query(path, "SELECT event_subtype FROM execution_events "
-                                             "WHERE run_id = ? AND event_type = 'error'", run_id)}
-    assert {"step_failure", "workflow_failure"} <= errors
+    errors = _query(path, "SELECT event_subtype, json_extract(meta, '$.traceback') FROM execution_events "
+                          "WHERE run_id = ? AND event_type = 'error'", run_id)
+    # the step and the workflow report the same exception: one error event, with where it was raised
+    [(subtype, trace)] = errors
+    assert subtype == "step_failure" and "RuntimeError: the engineer's code did not write" in trace
     assert _query(path, "SELECT json_extract(meta, '$.exit_code') FROM execution_events "
                         "WHERE run_id = ? AND event_type = 'code_exec'", run_id) == [(3,)]
 
