@@ -37,7 +37,7 @@ VENV_PHOENIX := .venv-phoenix
 PHOENIX := arize-phoenix==20.26.1
 # The classic AG2 tests (marker `ag2`) and the files holding them: flavour venvs carry only the core and
 # test dependencies, so they collect these files, not the whole suite (other tests need other extras).
-AG2_TESTS := -m ag2 -p no:cacheprovider tests/test_ag2.py
+AG2_TESTS := -m ag2 -p no:cacheprovider tests/test_ag2.py tests/test_replay.py
 
 .PHONY: install lint demo test test-ag2-0103 test-autogen-classic test-cmbagent-fork test-wheel test-ag2-v1 test-phoenix \
 	test-clients bench bench-read bench-instructions bench-quick bench-ag2-v1 bench-ag2-v1-quick soak serve clean
@@ -138,7 +138,7 @@ $(VENV_V1)/.installed-stamp: $(PACKAGING)
 
 test-ag2-v1: $(VENV_V1)/.installed-stamp
 	CMBAGENT_EVENTS_AG2_V1="$(AG2_V1)" CMBAGENT_EVENTS_AG2="$(AUTOGEN_CLASSIC)" \
-		$(VENV_V1)/bin/python -m pytest -q -p no:cacheprovider -m "ag2_v1 or ag2" tests/ag2_v1 tests/test_ag2.py
+		$(VENV_V1)/bin/python -m pytest -q -p no:cacheprovider -m "ag2_v1 or ag2" tests/ag2_v1 tests/test_ag2.py tests/test_replay.py
 
 # The AG2 1.x scenarios: our capture next to AG2 1.x's TelemetryMiddleware (reported, not gated).
 bench-ag2-v1: $(VENV_V1)/.installed-stamp

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from .captor import get_event_captor, set_event_captor
 from .capture import EventCaptureManager
 from .config import CaptureConfig
-from .errors import ConfigError, DatabaseURLError, SchemaConflictError
+from .errors import ConfigError, DatabaseURLError, ReplayDivergence, SchemaConflictError
+from .replay import replay, replayable
 from .run import RunHandle, SyncRunHandle, capture_run, capture_run_sync, start_run, start_run_sync
 from .store.schema import migrate
 
@@ -34,17 +35,19 @@ _LAZY = {
     "create_callbacks_with_event_capture": "callbacks", "ExecutionEvent": "store.models", "File": "store.models",
     "Message": "store.models", "WorkflowRun": "store.models", "Placement": "store.placement",
     "EventRepository": "store.repositories", "WorkflowRepository": "store.repositories",
-    "make_engine": "store.schema", "install_ag2_hooks": "integrations.ag2_classic",
+    "make_engine": "store.database", "install_ag2_hooks": "integrations.ag2_classic",
     "uninstall_ag2_hooks": "integrations.ag2_classic", "hooks_report": "integrations.ag2_classic",
     "HooksReport": "integrations.ag2_classic",
 }
 
 __all__ = [
     "CaptureConfig", "ConfigError", "DatabaseURLError", "EventCaptureManager", "EventRepository",
-    "ExecutionEvent", "File", "HooksReport", "Message", "Placement", "PlanInfo", "RunHandle", "SchemaConflictError",
+    "ExecutionEvent", "File", "HooksReport", "Message", "Placement", "PlanInfo", "ReplayDivergence", "RunHandle",
+    "SchemaConflictError",
     "StepInfo", "StepStatus", "SyncRunHandle", "WorkflowCallbacks", "WorkflowRepository", "WorkflowRun", "capture_run",
     "capture_run_sync", "create_callbacks_with_event_capture", "get_event_captor", "hooks_report", "install_ag2_hooks",
-    "make_engine", "migrate", "set_event_captor", "start_run", "start_run_sync", "uninstall_ag2_hooks",
+    "make_engine", "migrate", "replay", "replayable", "set_event_captor", "start_run", "start_run_sync",
+    "uninstall_ag2_hooks",
 ]
 
 

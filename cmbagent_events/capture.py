@@ -98,6 +98,7 @@ class EventCaptureManager:
         self._capture_count = 0
         self._failure_logged = False
         self.lost_completions = 0  # agent-call completions that could not be queued (not events: no seq)
+        self.run_meta: dict[str, Any] = {}  # merged into the run row's meta when it closes (annotate)
         self._closed = False
         _live_managers.add(self)
         # what integrations attach to agents to remember their run across threads
@@ -546,6 +547,14 @@ class EventCaptureManager:
         except Exception:
             self._capture_failed()
             return None
+
+    def annotate(self, **meta: Any) -> None:
+        """Add ``meta`` to the run row's ``meta`` when the run closes (e.g. ``replay_of``); values
+        stored like every value (secrets redacted). Never raises."""
+        try:
+            self.run_meta.update(meta)
+        except Exception:
+            self._log_failure()
 
     # -- stats, flush, close -------------------------------------------------------------------
     def get_performance_stats(self) -> dict[str, Any]:

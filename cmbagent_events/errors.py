@@ -55,6 +55,22 @@ class RunNotFound(CaptureError, LookupError):
     """No run with that id in the database."""
 
 
+class ReplayDivergence(CaptureError):
+    """A replayed run asked a model for something the recorded run never asked (see replay.py):
+    the message names the agent, the call and the first differing message."""
+
+    def __init__(self, message: str, *, agent: str | None, call: int, seq: int | None, diff: str) -> None:
+        super().__init__(message)
+        self.agent = agent
+        self.call = call  # the agent's call number, from 1
+        self.seq = seq  # the recorded call's seq it was compared with, if any
+        self.diff = diff
+
+
+class ReplayError(CaptureError):
+    """A run cannot be replayed here (nothing recorded to serve, another replay open)."""
+
+
 class EventNotFound(CaptureError, LookupError):
     """No event with that id in the database (or not of the kind asked for)."""
 

@@ -8,6 +8,7 @@ import os
 import sys
 
 from .reading import (
+    EXIT_FAIL,
     EXIT_OK,
     CliError,
     Progress,
@@ -124,6 +125,28 @@ def cmd_diff(args: argparse.Namespace) -> int:
         else:
             print("\n".join(diff_lines(result)))
         return EXIT_OK
+
+    return asyncio.run(with_store(args, body))
+
+
+def cmd_replayable(args: argparse.Namespace) -> int:
+    """``replayable RUN_ID [--json]``: which recorded model calls a replay can serve; exit 1 when some cannot."""
+    from ..replay import servable_calls
+
+    async def body(store) -> int:
+        run_id = await store.run_id(args.run_id)
+        report = servable_calls(run_id, await store.llm_calls(run_id))
+        if args.json:
+            from ..live.wire import dumps
+
+            print(dumps(report))
+        else:
+            print(f"run {run_id}: {report['servable']} of {report['calls']} model calls can be served by a replay")
+            for agent, calls in sorted(report["agents"].items()):
+                print(f"  {agent}: {calls}")
+            for call in report["not_servable"]:
+                print(f"  cannot serve #{call['seq']} ({call['agent']}): {call['why'] or 'no response recorded'}")
+        return EXIT_OK if report["calls"] and report["servable"] == report["calls"] else EXIT_FAIL
 
     return asyncio.run(with_store(args, body))
 

@@ -17,6 +17,7 @@ from .commands import (
     cmd_export,
     cmd_migrate,
     cmd_replay,
+    cmd_replayable,
     cmd_runs,
     cmd_serve,
     cmd_show,
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_read_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    """runs, show, cost, diff: answers from what is stored."""
+    """runs, show, cost, diff, replayable: answers from what is stored."""
     p = sub.add_parser("runs", parents=[common], help="list runs, newest first (duration, tokens, cost)")
     p.add_argument("--limit", type=int, default=50, help="how many runs (default 50)")
     p.add_argument("--offset", type=int, default=0, help="skip this many of the newest runs (paging)")
@@ -115,6 +116,11 @@ def _add_read_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="the comparison as one JSON object (first_divergence: "
                    "null when the runs did the same)")
     p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("replayable", parents=[common], help="which model calls of a run a replay can serve")
+    p.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
+    p.add_argument("--json", action="store_true", help="the answer as one JSON object")
+    p.set_defaults(func=cmd_replayable)
 
 
 def _add_live_commands(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -49,6 +49,12 @@ def assemble(event: dict[str, Any], call: Any, bodies: dict[int, str]) -> dict[s
     return out
 
 
+def raw_bodies(call: Any, bodies: dict[int, str]) -> dict[str, Any]:
+    """The stored JSON text of a call's messages (None where missing) and of its tools."""
+    return {"messages": [bodies.get(ref) for ref in decode_json(call.messages) or []],
+            "tools": bodies.get(call.tools) if call.tools is not None else None}
+
+
 def references(call: Any) -> list[int]:
     """The ``llm_contents`` ordinals an ``llm_calls`` row refers to."""
     refs = list(decode_json(call.messages) or [])

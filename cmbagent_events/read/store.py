@@ -155,6 +155,25 @@ class AsyncStore:
             raise EventNotFound(f"event {event_id!r} is not in this database (a run's events: cmbagent-events show)")
         return event_dict(rows[0])
 
+    async def llm_calls(self, run_id: str) -> list[dict[str, Any]]:
+        """Every model call of the run, in seq order, as :meth:`llm_call` gives one, each with ``seq``
+        and ``bodies``: its messages' and tools' stored JSON text (what replay compares requests by)."""
+        run_id = await self.run_id(run_id)
+        events = await self.events(run_id, event_type="llm_call")
+        if not llm_calls.has_llm_tables(self.revision):
+            return [{**llm_calls.assemble(e, None, {}), "seq": e["seq"], "bodies": None} for e in events]
+        call_table, content = self._llm_call, self._llm_content
+        calls = {c.event_id: c for c in await self._rows(select(call_table).where(call_table.run_id == run_id))}
+        bodies = dict(await self._rows(select(content.ordinal, content.body).where(content.run_id == run_id)))
+        out = []
+        for event in events:
+            call = calls.get(event["id"])
+            whole = llm_calls.assemble(event, call, bodies)
+            whole["seq"] = event["seq"]
+            whole["bodies"] = llm_calls.raw_bodies(call, bodies) if call is not None else None
+            out.append(whole)
+        return out
+
     async def llm_call(self, event_id: str) -> dict[str, Any]:
         """A model call whole: ``{"request": {"model", "messages", "tools", "params"}, "response", "usage",
         "cost", "cost_source", "replayable", "note", ...}``, messages and tools in the OpenAI chat format,

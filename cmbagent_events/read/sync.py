@@ -90,6 +90,10 @@ class Store:
         """One event by its id (raises ``EventNotFound``)."""
         return self._call(self._async.event, event_id)
 
+    def llm_calls(self, run_id: str) -> list[dict[str, Any]]:
+        """Every model call of the run whole, in seq order (see :meth:`AsyncStore.llm_calls`)."""
+        return self._call(self._async.llm_calls, run_id)
+
     def llm_call(self, event_id: str) -> dict[str, Any]:
         """A model call whole: request, response, usage, cost and its source (see :meth:`AsyncStore.llm_call`)."""
         return self._call(self._async.llm_call, event_id)

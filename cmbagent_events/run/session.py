@@ -132,7 +132,7 @@ class RunSession:
             "avg_capture_time_us": round(stats["avg_capture_time_us"], 3),
             "last_error": stats["last_error"],
             "lost_completions": stats["lost_completions"],
-        }, "usage": dict(manager.usage), "drops": stats["drops"]}], 2000)[0]
+        }, "usage": dict(manager.usage), "drops": stats["drops"], **manager.run_meta}], 2000)[0]
         return self.status or "completed", time.time_ns(), stats["total_events"], stats["dropped_events"], patch
 
 

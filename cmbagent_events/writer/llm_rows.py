@@ -30,6 +30,16 @@ RAW_MEMORY = 200_000  # raw digests remembered per run (then forgotten: only the
 _raw_json = msgspec.json.Encoder().encode
 
 
+def stored_text(encode: Callable[[Any, int], Any], value: Any, limit: int) -> tuple[str, str | None]:
+    """``value`` as an llm content is stored (replay compares a live request's messages the same way),
+    and why it could not be, if so."""
+    body = encode(value, limit)
+    if isinstance(body, str):
+        return body, None
+    # only the value's own code could describe it: a marker
+    return json.dumps(f"<not storable: {type(value).__name__}>"), "not storable as JSON"
+
+
 def content_hash(body: str) -> str:
     """The key of a stored content: its stored JSON's BLAKE2b digest (replay hashes a live request's
     messages the same way, after the same redaction and bounds)."""
@@ -112,11 +122,7 @@ class LlmRows:
         known = self._raw.get(key) if raw is not None else None
         if known is not None:
             return self._ordinals[known[0]], known[1]
-        body = self._encode(value, self._max_message)
-        problem = None
-        if not isinstance(body, str):  # only the value's own code could describe it: a marker
-            body = json.dumps(f"<not storable: {type(value).__name__}>")
-            problem = "not storable as JSON"
+        body, problem = stored_text(self._encode, value, self._max_message)
         size = len(raw) if raw is not None else len(body)
         if problem is None and size > self._max_message:
             problem = f"cut at {self._max_message} bytes"
