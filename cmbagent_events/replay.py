@@ -161,8 +161,8 @@ class Replayer:
             queue = self._calls.get(name, [])
             texts, tools = self._live_texts(params)
             found = self._next(queue) if self.by_position else self._matching(queue, params, texts, tools)
-            if found is None:
-                served = self._diverge(agent, name, number, queue, texts)
+            if found is None or not found.servable:
+                served = self._diverge(agent, name, number, queue, texts, found)
                 if served is LIVE:
                     return LIVE
                 found = served
@@ -184,12 +184,13 @@ class Replayer:
         return None
 
     def _diverge(self, agent: Any, name: str | None, number: int, queue: list[RecordedCall],
-                 texts: list[str | None]) -> Any:
+                 texts: list[str | None], unservable: RecordedCall | None = None) -> Any:
         from .integrations.ag2_classic.replay import LIVE
 
-        expected = self._next(queue)
-        if expected is not None and not expected.servable and self._matches_stored(expected, texts):
-            reason = f"the recorded call cannot be served: {expected.why}"
+        expected = unservable or self._next(queue)
+        if unservable is not None:
+            unservable.used = True
+            reason = f"the recorded call (seq {unservable.seq}) cannot be served: {unservable.why}"
         elif expected is None:
             reason = "the recorded run made no more calls for this agent"
         else:
@@ -204,15 +205,12 @@ class Replayer:
             self.live = True
             self.report.passed_live += 1
             return LIVE
-        if self.on_divergence == "position" and expected is not None and expected.servable:
+        if self.on_divergence == "position" and expected is not None and expected.servable and unservable is None:
             self.by_position = True
             return expected
         raise ReplayDivergence(f"replay of run {self.run_id} diverged at {name}'s model call {number}: {reason}"
                                + (f"\n{diff}" if diff else ""), agent=name, call=number,
                                seq=seq, diff=diff)
-
-    def _matches_stored(self, call: RecordedCall, texts: list[str | None]) -> bool:
-        return len(call.texts) == len(texts)
 
     def _annotate(self, agent: Any, **meta: Any) -> None:
         """Mark the run capturing this replay (if one is open) as a replay of the recorded run."""
@@ -234,7 +232,8 @@ def _recorded(call: dict[str, Any]) -> RecordedCall:
     why = call.get("note") if not call.get("replayable") else None
     return RecordedCall(seq=call["seq"], event_id=call["event_id"], agent=call.get("agent"),
                         model=(call.get("request") or {}).get("model"), texts=texts, tools=bodies.get("tools"),
-                        response=response, servable=bool(call.get("replayable")) and response is not None, why=why)
+                        response=response, servable=bool(call.get("replayable")) and isinstance(response, dict),
+                        why=why)
 
 
 def _first_difference(recorded: list[str | None], now: list[str | None]) -> str:

@@ -165,6 +165,13 @@ def _dump(response: Any) -> Any:
     dump = getattr(response, "model_dump", None)
     if dump is None:
         return None
+    try:  # pydantic 2: JSON types only (a structured output's parsed model too); AG2 (0.9) attaches its
+        # message_retrieval_function to the response, a method: not part of what the client returned
+        return dump(mode="json", exclude={"message_retrieval_function"})
+    except TypeError:  # a model_dump without these options (a client's own response type)
+        pass
+    except Exception:
+        return None
     try:
         return dump()
     except Exception:

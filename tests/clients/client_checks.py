@@ -150,3 +150,33 @@ def check_capture(stored: StoredRun, served: Served, manager_name: str, work_dir
         path = work_dir / name
         assert rows[name]["file_type"] == file_type and rows[name]["size_bytes"] == path.stat().st_size
     assert len(stored.of_type("file_gen")) == len(stored.files)
+
+
+DEAD_URL = "http://127.0.0.1:9/v1"  # the discard port: nothing listens, a request that escapes fails
+
+
+def replay_offline(db: Path, run_id: str, body: Callable[[], Any]) -> tuple[Any, Any, float]:
+    """``body()`` inside ``replay(run_id)`` with no model server to reach (the base URL points at a
+    closed port, the key is a placeholder): returns its result, the replay's report and the wall time."""
+    import os
+
+    from cmbagent_events import replay
+
+    saved = {k: os.environ.get(k) for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    os.environ.update(OPENAI_API_KEY="sk-placeholder-no-model-is-called", OPENAI_BASE_URL=DEAD_URL)
+    try:
+        started = time.perf_counter()
+        with replay(run_id, f"sqlite+aiosqlite:///{db}") as played:
+            result = body()
+        return result, played.report, time.perf_counter() - started
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def shape(stored: StoredRun) -> list[tuple[Any, ...]]:
+    """A run's event tree without ids and times: type, subtype, agent, depth, in order."""
+    return [(e["event_type"], e["event_subtype"], e["agent_name"], e["depth"]) for e in stored.events]

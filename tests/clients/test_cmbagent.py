@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from client_checks import StoredRun, check_capture, normalized_history, produced_files, run_twice
+from client_checks import (
+    StoredRun,
+    check_capture,
+    normalized_history,
+    produced_files,
+    replay_offline,
+    run_twice,
+    shape,
+)
 
 from cmbagent_events import capture_run_sync
 from cmbagent_events.testing.fake_openai import FakeOpenAI
@@ -51,7 +59,7 @@ def runs(fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> d
 
     runs = run_twice(fake_openai, lambda: _one_shot(off_dir), captured)
     return {**runs, "off_dir": off_dir, "on_dir": on_dir,
-            "stored": StoredRun.read(db, opened[0])}
+            "stored": StoredRun.read(db, opened[0]), "db": db}
 
 
 def test_capture_changes_nothing_in_the_run(runs: dict[str, Any]) -> None:
@@ -71,3 +79,25 @@ def test_the_capture_holds_the_whole_run(runs: dict[str, Any]) -> None:
     assert set(t for t, _ in by_type) == {"agent_call", "handoff", "llm_call", "tool_call", "code_exec", "file_gen"}
     print(f"\ncmbagent one_shot captured: {dict(sorted(by_type.items()))}; "
           f"{runs['seconds_off']:.1f} s off, {runs['seconds_on']:.1f} s on")
+
+
+def test_a_replay_runs_offline_from_the_record(runs: dict[str, Any], fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    """The captured one_shot again with no model server: every call served from the record, the same
+    event tree, the same chat and files."""
+    replay_db, work = tmp_path / "replayed.db", tmp_path / "replayed"
+    asked = len(fake_openai.requests)
+
+    def replayed_run() -> dict[str, Any]:
+        with capture_run_sync(f"sqlite+aiosqlite:///{replay_db}", task_description=TASK, mode="one_shot"):
+            return _one_shot(work)
+
+    result, report, seconds = replay_offline(runs["db"], runs["stored"].run["id"], replayed_run)
+    assert len(fake_openai.requests) == asked
+    replayed = StoredRun.read(replay_db)
+    assert shape(replayed) == shape(runs["stored"])
+    assert normalized_history(result["chat_history"], work) == \
+        normalized_history(runs["on"]["chat_history"], runs["on_dir"])
+    assert report.served == report.recorded > 0 and report.diverged_at is None
+    assert replayed.run["meta"]["replay_of"] == runs["stored"].run["id"]
+    print(f"\ncmbagent one_shot replayed: {report.recorded} recorded model calls, {report.served} served; "
+          f"{runs['seconds_on']:.1f} s recorded, {seconds:.1f} s replayed")

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from client_checks import StoredRun, check_capture, normalized_history, produced_files, run_twice
+from client_checks import (
+    StoredRun,
+    check_capture,
+    normalized_history,
+    produced_files,
+    replay_offline,
+    run_twice,
+    shape,
+)
 
 from cmbagent_events import create_callbacks_with_event_capture
 from cmbagent_events.testing.fake_openai import FakeOpenAI
@@ -58,7 +66,7 @@ def runs(fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> d
     off_dir, on_dir, db = base / "off", base / "on", base / "events.db"
     callbacks = capture_callbacks(f"sqlite+aiosqlite:///{db}")
     runs = run_twice(fake_openai, lambda: _one_shot(off_dir), lambda: _one_shot(on_dir, callbacks=callbacks))
-    return {**runs, "off_dir": off_dir, "on_dir": on_dir, "stored": StoredRun.read(db)}
+    return {**runs, "off_dir": off_dir, "on_dir": on_dir, "stored": StoredRun.read(db), "db": db}
 
 
 def test_capture_changes_nothing_in_the_run(runs: dict[str, Any]) -> None:
@@ -116,3 +124,25 @@ def test_a_failed_workflow_closes_the_run_failed_with_one_error(fake_openai: Fak
     assert stored.run["status"] == "failed" and stored.run["completed_at"] is not None
     assert [(e["event_subtype"], e["agent_name"], e["error_message"]) for e in errors] == [
         ("workflow_failure", "workflow", "argument of type 'int' is not iterable")]
+
+
+def test_a_replay_runs_offline_from_the_record(runs: dict[str, Any], fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    """The captured one_shot again with no model server: every call served from the record, the same
+    event tree, the same chat and files."""
+    from cmbagent_events.integrations.mars import capture_callbacks
+
+    replay_db, work = tmp_path / "replayed.db", tmp_path / "replayed"
+    asked = len(fake_openai.requests)
+    result, report, seconds = replay_offline(
+        runs["db"], runs["stored"].run["id"],
+        lambda: _one_shot(work, callbacks=capture_callbacks(f"sqlite+aiosqlite:///{replay_db}")))
+    assert len(fake_openai.requests) == asked  # nothing reached the server (nor could: the URL was dead)
+    replayed = StoredRun.read(replay_db)
+    assert shape(replayed) == shape(runs["stored"])
+    assert normalized_history(result["chat_history"], work) == \
+        normalized_history(runs["on"]["chat_history"], runs["on_dir"])
+    assert (work / "sum.txt").read_text() == "55"
+    assert report.served == report.recorded > 0 and report.diverged_at is None
+    assert replayed.run["meta"]["replay_of"] == runs["stored"].run["id"]
+    print(f"\nMARS one_shot replayed: {report.recorded} recorded model calls, {report.served} served; "
+          f"{runs['seconds_on']:.1f} s recorded, {seconds:.1f} s replayed")
