@@ -183,3 +183,28 @@ def test_python_m_runs_on_the_contract_default_database(tmp_path: Path) -> None:
     assert "capture stats (after the run closed):" in proc.stdout
     assert proc.stderr == ""
     _check_complete_run(tmp_path / "cmbagent_events.db", "one_shot", tmp_path / "work")
+
+
+def test_the_demo_replays_without_its_model(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Record the demo, then run it again inside replay() with its model client unable to answer:
+    every call is served from the record and the run does the same."""
+    from cmbagent_events import replay
+    from cmbagent_events.testing.scripted_client import ScriptedModelClient
+
+    url, path = _sqlite(tmp_path)
+    assert demo.main(["--db", url, "--work-dir", str(tmp_path / "work"), "--offline"]) == 0
+    [(original,)] = _query(path, "SELECT id FROM workflow_runs")
+
+    def no_model(self: object, params: dict) -> object:
+        raise AssertionError("the model was asked during a replay")
+
+    monkeypatch.setattr(ScriptedModelClient, "create", no_model)
+    with replay(original, url) as played:
+        assert demo.main(["--db", url, "--work-dir", str(tmp_path / "again"), "--offline"]) == 0
+    assert played.report.served == played.report.recorded > 0 and played.report.diverged_at is None
+    (replayed,) = [r for (r,) in _query(path, "SELECT id FROM workflow_runs") if r != original]
+    shape = "SELECT event_type, event_subtype, agent_name, depth FROM execution_events WHERE run_id = ? ORDER BY seq"
+    assert _query(path, shape, replayed) == _query(path, shape, original)
+    calls = played.report.recorded
+    assert f"{calls} of {calls} recorded model calls served" in capsys.readouterr().err

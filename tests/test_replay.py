@@ -153,7 +153,9 @@ async def test_position_matching_serves_in_order_whatever_is_asked(db_url, confi
     assert result.chat_history[-1]["content"] == "The sum is 5. TERMINATE" and played.report.served == 2
 
 
-async def test_auto_speaker_selection_is_replayed_too(db_url, config) -> None:
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+async def test_auto_speaker_selection_is_replayed_too(db_url, config, use_async: bool) -> None:
+    """The "auto" selection's hidden model calls are served too; an async group chat likewise."""
     def chat(script: Script) -> tuple[list[ConversableAgent], GroupChatManager]:
         cfg = scripted_llm_config(script)
         agents = [ConversableAgent(n, llm_config=cfg, human_input_mode="NEVER", description=n)
@@ -167,13 +169,20 @@ async def test_auto_speaker_selection_is_replayed_too(db_url, config) -> None:
     recorded = Script({"alice": ["A1"], "bob": ["B1 TERMINATE"], "carol": ["C1"],
                        "speaker_selection_agent": ["carol", "bob"]})
     agents, manager = chat(recorded)
+
+    async def start(agents: list[ConversableAgent], manager: GroupChatManager) -> Any:
+        if use_async:
+            return await agents[0].a_initiate_chat(manager, message="start")
+        return agents[0].initiate_chat(manager, message="start")
+
     async with capture_run(db_url, config=config) as run:
-        agents[0].initiate_chat(manager, message="start")
+        recorded_result = await start(agents, manager)
     fresh = Script({})
     agents, manager = chat(fresh)
     async with replay(run.run_id, db_url, quiet=True) as played:
-        result = agents[0].initiate_chat(manager, message="start")
-    assert [m["name"] for m in result.chat_history[1:]] == ["carol", "bob"] and fresh.calls == []
+        result = await start(agents, manager)
+    assert [m["content"] for m in manager.groupchat.messages] == ["start", "C1", "B1 TERMINATE"]
+    assert result.chat_history == recorded_result.chat_history and fresh.calls == []
     assert played.report.served == played.report.recorded == len(recorded.calls)
 
 
