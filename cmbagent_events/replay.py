@@ -43,6 +43,12 @@ DIFF_LINES = 40  # lines of unified diff a divergence shows
 
 _lock = threading.Lock()
 _active: list[Replayer] = []  # the replay open in this process (one at a time)
+LIVE = object()  # what Replayer.serve answers to pass a call to the real model
+
+
+def active_replay() -> Replayer | None:
+    """The replay open in this process, if any (AG2 1.x's capturing middleware asks on each model call)."""
+    return _active[0] if _active else None
 
 
 @dataclass
@@ -91,6 +97,8 @@ class ReplayReport:
 
 class Replayer:
     """Serves recorded responses (thread-safe: AG2 calls models from its own threads too)."""
+
+    LIVE = LIVE  # for the integrations, which do not import this module
 
     def __init__(self, run_id: str, calls: list[dict[str, Any]], *, on_divergence: str = "stop",
                  match: str = "request", ignore: Iterable[str] = (), config: CaptureConfig | None = None) -> None:
@@ -144,14 +152,13 @@ class Replayer:
     def _encode(self, value: Any, limit: int) -> Any:
         return self._sanitizer.encode_column([value], limit)[0]
 
-    def serve(self, agent: Any, params: dict[str, Any]) -> Any:
-        """The recorded response for ``agent``'s call with ``params``, or ``LIVE`` (pass it to the model).
+    def serve(self, agent: Any, params: dict[str, Any], *, raw: bool = False) -> Any:
+        """The recorded response for ``agent``'s call with ``params`` (as an object the client returns;
+        ``raw``: its JSON), or ``LIVE`` (pass it to the model).
 
         Raises:
             ReplayDivergence: no recorded call matches and ``on_divergence="stop"``.
         """
-        from .integrations.ag2_classic.replay import LIVE
-
         name = getattr(agent, "name", None) if agent is not None else None
         with self._lock:
             number = self._counts[name] = self._counts.get(name, 0) + 1
@@ -169,7 +176,7 @@ class Replayer:
             found.used = True
             self.report.served += 1
         self._annotate(agent, replay_of=self.run_id)
-        return _response(found.response)
+        return found.response if raw else _response(found.response)
 
     def _next(self, queue: list[RecordedCall]) -> RecordedCall | None:
         return next((c for c in queue if not c.used), None)
@@ -185,8 +192,6 @@ class Replayer:
 
     def _diverge(self, agent: Any, name: str | None, number: int, queue: list[RecordedCall],
                  texts: list[str | None], unservable: RecordedCall | None = None) -> Any:
-        from .integrations.ag2_classic.replay import LIVE
-
         expected = unservable or self._next(queue)
         if unservable is not None:
             unservable.used = True
@@ -358,6 +363,8 @@ class replay:  # a context manager used like a function, as contextlib's are
         self._patches: list[Any] = []
 
     def _start(self, full_id: str, calls: list[dict[str, Any]]) -> Replayer:
+        """Open the replay: classic AG2's model calls are routed through it; AG2 1.x's capturing
+        middleware asks it itself (:func:`active_replay`), so there a capture run must be open."""
         if not calls:
             raise ReplayError(f"run {full_id} has no recorded model calls to serve")
         if all(c.get("bodies") is None for c in calls):
@@ -371,11 +378,10 @@ class replay:  # a context manager used like a function, as contextlib's are
         try:
             from .integrations import flavours
 
-            if not flavours.classic_installed():
-                raise ReplayError("replay serves classic AG2's model calls (import autogen): AG2 is not installed")
-            from .integrations.ag2_classic import replay as classic
+            if flavours.classic_installed():
+                from .integrations.ag2_classic import replay as classic
 
-            self._patches = classic.install(replayer)
+                self._patches = classic.install(replayer)
         except BaseException:
             with _lock:
                 _active.remove(replayer)
@@ -387,9 +393,10 @@ class replay:  # a context manager used like a function, as contextlib's are
         replayer = self.replayer
         if replayer is None:
             return
-        from .integrations.ag2_classic import replay as classic
+        if self._patches:
+            from .integrations.ag2_classic import replay as classic
 
-        classic.uninstall(self._patches)
+            classic.uninstall(self._patches)
         with _lock:
             if replayer in _active:
                 _active.remove(replayer)

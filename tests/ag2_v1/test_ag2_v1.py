@@ -166,7 +166,9 @@ async def test_agent_used_as_tool_and_sub_task_nest_under_their_caller(db_url, d
     assert_gapless(events, await db_session.get(WorkflowRun, run.run_id))
 
 
-async def test_hub_workflow_with_three_agents_hands_off_with_reasons(db_url, db_session, config) -> None:
+async def hub_review(bob_config: Any, carol_config: Any) -> tuple[Any, str]:
+    """Alice opens a workflow channel: bob reviews and hands off to carol (a tool returning a Handoff),
+    carol approves and the graph terminates. Returns the channel-closed event and the channel's id."""
     from ag2 import network as net
     from ag2.knowledge import MemoryKnowledgeStore
 
@@ -174,12 +176,11 @@ async def test_hub_workflow_with_three_agents_hands_off_with_reasons(db_url, db_
         """Hand the review to carol."""
         return net.Handoff(target="carol", reason=reason)
 
-    async with capture_run(db_url, config=config) as run:
-        hub = await net.Hub.open(MemoryKnowledgeStore(), ttl_sweep_interval=0, expectation_sweep_interval=0)
+    hub = await net.Hub.open(MemoryKnowledgeStore(), ttl_sweep_interval=0, expectation_sweep_interval=0)
+    try:
         alice = await hub.register(Agent("alice", config=TestConfig()))
-        bob = await hub.register(Agent("bob", config=TestConfig(
-            call("route_to_carol", '{"reason": "needs a second review"}'), "Over to carol."), tools=[route_to_carol]))
-        carol = await hub.register(Agent("carol", config=TestConfig("Reviewed: approved.")))
+        bob = await hub.register(Agent("bob", config=bob_config, tools=[route_to_carol]))
+        carol = await hub.register(Agent("carol", config=carol_config))
         graph = net.TransitionGraph(
             initial_speaker=alice.agent_id,
             transitions=[
@@ -191,7 +192,18 @@ async def test_hub_workflow_with_three_agents_hands_off_with_reasons(db_url, db_
         await channel.send("Please review the patch.")
         closed = await alice.wait_for_channel_event(channel_id=channel.channel_id, timeout=10.0,
                                                     predicate=lambda e: e.event_type == net.EV_CHANNEL_CLOSED)
+        return closed, channel.channel_id
+    finally:
         await hub.close()
+
+
+def bob_config() -> Any:
+    return TestConfig(call("route_to_carol", '{"reason": "needs a second review"}'), "Over to carol.")
+
+
+async def test_hub_workflow_with_three_agents_hands_off_with_reasons(db_url, db_session, config) -> None:
+    async with capture_run(db_url, config=config) as run:
+        closed, channel_id = await hub_review(bob_config(), TestConfig("Reviewed: approved."))
     assert closed.event_data["reason"] == "approved"
     events = await events_of(db_session, run.run_id)
     assert kinds(events) == {"message": 3, "handoff": 2, "agent_call": 2, "llm_call": 3, "tool_call": 1}
@@ -210,7 +222,7 @@ async def test_hub_workflow_with_three_agents_hands_off_with_reasons(db_url, db_
                                      .order_by(Message.timestamp))).all()
     assert [(m.sender, m.recipient, m.content) for m in rows] == [
         ("alice", "bob", "Please review the patch."), ("bob", "carol", "Over to carol."),
-        ("carol", f"channel:{channel.channel_id}", "Reviewed: approved.")]
+        ("carol", f"channel:{channel_id}", "Reviewed: approved.")]
     assert_gapless(events, await db_session.get(WorkflowRun, run.run_id))
 
 
@@ -469,3 +481,38 @@ async def test_another_librarys_patch_over_ours_is_never_removed(sqlite_url, db_
     await engine.dispose()
     assert kinds(events) == {"agent_call": 1, "llm_call": 1}  # captured once: not stacked twice
     assert by_type(events, "agent_call")[0].agent_name == "c"
+
+
+async def test_a_replay_serves_the_recorded_model_calls(db_url, config) -> None:
+    """Inside a capture run, AG2 1.x's model calls are served from a recorded run by the capturing
+    middleware: agents whose model has nothing left to say answer as they did."""
+    from cmbagent_events import replay
+
+    agent = Agent("calc", config=TestConfig(call("add", '{"a": 2, "b": 3}'), reply("It is 5.", 12, 4)), tools=[add])
+    async with capture_run(db_url, config=config) as recorded:
+        await agent.ask("What is 2+3?")
+    mute = Agent("calc", config=TestConfig(), tools=[add])  # asked anything, it fails
+    async with replay(recorded.run_id, db_url, quiet=True) as played, capture_run(db_url, config=config) as run:
+        answer = await mute.ask("What is 2+3?")
+    assert answer.body == "It is 5." and played.report.served == played.report.recorded == 2
+    async with open_async_store(db_url) as store:
+        assert (await store.run(run.run_id))["meta"]["replay_of"] == recorded.run_id
+        assert (await store.diff(recorded.run_id, run.run_id))["first_divergence"] is None
+
+
+async def test_a_hub_workflow_replays_and_a_changed_request_diverges(db_url, config) -> None:
+    from cmbagent_events import ReplayDivergence, replay
+
+    async with capture_run(db_url, config=config) as recorded:
+        await hub_review(bob_config(), TestConfig("Reviewed: approved."))
+    async with replay(recorded.run_id, db_url, quiet=True) as played, capture_run(db_url, config=config):
+        closed, _ = await hub_review(TestConfig(), TestConfig())
+    assert closed.event_data["reason"] == "approved" and played.report.served == played.report.recorded == 3
+
+    mute = Agent("calc", config=TestConfig(), tools=[add])
+    async with capture_run(db_url, config=config) as other:
+        await Agent("calc", config=TestConfig(reply("It is 5.", 12, 4)), tools=[add]).ask("What is 2+3?")
+    with pytest.raises(ReplayDivergence) as caught:
+        async with replay(other.run_id, db_url, quiet=True), capture_run(db_url, config=config):
+            await mute.ask("What is 3+4?")
+    assert caught.value.agent == "calc" and "+" in caught.value.diff and "3+4" in caught.value.diff

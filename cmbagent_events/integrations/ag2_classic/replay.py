@@ -11,8 +11,6 @@ from typing import Any
 
 from ..patching import CallHook, apply_patch, restore_patches, wrap_call
 
-LIVE = object()  # what Replayer.serve returns to pass a call to the real client
-
 
 class ReplayClient:
     """A model client answering from the replay; AG2's ModelClient protocol, its other methods
@@ -25,7 +23,7 @@ class ReplayClient:
 
     def create(self, params: dict[str, Any]) -> Any:
         served = self.replayer.serve(self.agent, params)
-        if served is LIVE:
+        if served is self.replayer.LIVE:
             return self.real.create(params)
         return served
 

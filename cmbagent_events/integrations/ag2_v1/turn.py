@@ -14,12 +14,14 @@ from ag2.events import ToolErrorEvent, ToolResultEvent
 from ag2.middleware import BaseMiddleware
 
 from ...capture import EventCaptureManager
+from ...replay import active_replay
 from ..guard import Guard
 from .common import CARRY_KEY, Carry
 from .values import (
     ChatCompletionOf,
     SentMessages,
     config_summary,
+    model_response,
     response_value,
     result_value,
     text_of,
@@ -130,6 +132,10 @@ class CaptureMiddleware(BaseMiddleware):
 
     async def on_llm_call(self, call_next: Any, events: Any, context: Any) -> Any:
         started = perf()
+        replayed = self._replayed(events, context)
+        if replayed is not None:  # a replay is open: the recorded response, the model not called
+            self._llm_event(events, context, replayed, started)
+            return replayed
         try:
             response = await call_next(events, context)
         except BaseException as exc:
@@ -141,6 +147,19 @@ class CaptureMiddleware(BaseMiddleware):
             raise
         self._llm_event(events, context, response, started)
         return response
+
+    def _replayed(self, events: Any, context: Any) -> Any:
+        """The recorded response when a replay is open and serves this call (None: call the model).
+
+        Raises:
+            ReplayDivergence: the call diverges from the recorded run and the replay stops there.
+        """
+        replayer = active_replay()
+        if replayer is None:
+            return None
+        messages = SentMessages(events, getattr(context, "prompt", ())).model_dump()
+        data = replayer.serve(self.agent, {"messages": messages}, raw=True)
+        return None if data is replayer.LIVE else model_response(data)
 
     @LLM
     def _llm_event(self, events: Any, context: Any, response: Any, started: float) -> None:

@@ -111,3 +111,26 @@ class ChatCompletionOf:
             "usage": {"prompt_tokens": tokens(usage.prompt_tokens),
                       "completion_tokens": tokens(usage.completion_tokens), "total_tokens": tokens(usage.total_tokens)},
         }
+
+
+def model_response(data: Any) -> Any:
+    """A recorded response (a ChatCompletion's JSON, as :class:`ChatCompletionOf` stores it) as the
+    ModelResponse AG2 1.x's client returned: message, tool calls, usage, model, finish reason."""
+    from ag2.events import ModelMessage, ModelResponse, ToolCallEvent, ToolCallsEvent
+    from ag2.events.types import Usage
+
+    data = data if isinstance(data, dict) else {}
+    choices = data.get("choices") or [{}]
+    choice: dict[str, Any] = choices[0] if isinstance(choices, list) and isinstance(choices[0], dict) else {}
+    message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
+    calls = [ToolCallEvent(c["function"]["name"], id=c.get("id") or "",
+                           arguments=c["function"].get("arguments") or "{}")
+             for c in message.get("tool_calls") or [] if isinstance(c, dict) and isinstance(c.get("function"), dict)]
+    usage: dict[str, Any] = data["usage"] if isinstance(data.get("usage"), dict) else {}
+    content = message.get("content")
+    return ModelResponse(ModelMessage(content) if isinstance(content, str) else None, tool_calls=ToolCallsEvent(calls),
+                         usage=Usage(prompt_tokens=usage.get("prompt_tokens"),
+                                     completion_tokens=usage.get("completion_tokens"),
+                                     total_tokens=usage.get("total_tokens")),
+                         model=data.get("model"), provider=data.get("provider"),
+                         finish_reason=choice.get("finish_reason"), response_id=data.get("id"))
