@@ -104,13 +104,15 @@ def _code_chat(blocks: int) -> Chat:
 
 
 BROADCASTS = {"each": {"CMBAGENT_CAPTURE_BROADCASTS": "each"}}  # the default folds (when supported)
+# model calls without their request and response: what storing them whole costs, in the same run
+NO_LLM_MESSAGES = {"nollm": {"CMBAGENT_CAPTURE_LLM_MESSAGES": "false"}}
 
 
 def scenarios(quick: bool) -> list[Scenario]:
     rounds = 40 if quick else 60
     return [
         Scenario("framework", f"group chat, 4 agents, {rounds} rounds, zero-latency model, no code: the worst case",
-                 lambda: _group_chat(4, rounds, 0.0), (7, 31)),
+                 lambda: _group_chat(4, rounds, 0.0), (7, 31), variants=NO_LLM_MESSAGES),
         Scenario("code_exec", "engineer + executor running 4 python blocks (LocalCommandLineCodeExecutor)",
                  lambda: _code_chat(blocks=4), (3, 21)),  # subprocess start-up makes single runs vary by ~+-5%
         Scenario("model_latency", "group chat, 4 agents, 30 ms simulated model latency per call",

@@ -280,11 +280,7 @@ class PostgresSink:
                                                      for t in ("execution_events", "messages", "files"))
         events, runs = placement.qualified("execution_events"), placement.qualified("workflow_runs")
         self._insert_run = _insert(runs, RUN_COLUMNS, "$")
-        # a spill file written again, or a retried batch, meets its own rows: kept once
-        self._insert_llm_calls = _insert(placement.qualified("llm_calls"), LLM_CALL_COLUMNS, "$") + \
-            " ON CONFLICT DO NOTHING"
-        self._insert_llm_contents = _insert(placement.qualified("llm_contents"), LLM_CONTENT_COLUMNS, "$") + \
-            " ON CONFLICT DO NOTHING"
+        self._llm_calls, self._llm_contents = placement.table("llm_calls"), placement.table("llm_contents")
         self._update_event = (
             f"UPDATE {events} SET event_subtype = $1, status = $2, outputs = $3::json, "
             "error_message = COALESCE($4, error_message), completed_at = $5, duration_ms = $6, "
@@ -337,10 +333,12 @@ class PostgresSink:
             if batch.files:
                 await conn.copy_records_to_table(self._files, records=batch.files, columns=FILE_COLUMNS,
                                                  schema_name=self._schema)
-            if batch.llm_contents:
-                await conn.executemany(self._insert_llm_contents, batch.llm_contents)
+            if batch.llm_contents:  # COPY, as the events: a row written twice is refused the same way
+                await conn.copy_records_to_table(self._llm_contents, records=batch.llm_contents,
+                                                 columns=LLM_CONTENT_COLUMNS, schema_name=self._schema)
             if batch.llm_calls:
-                await conn.executemany(self._insert_llm_calls, batch.llm_calls)
+                await conn.copy_records_to_table(self._llm_calls, records=batch.llm_calls, columns=LLM_CALL_COLUMNS,
+                                                 schema_name=self._schema)
             note: dict[str, Any] = {}
             if batch.events:
                 note = {"run_id": batch.events[0][Event.run_id],

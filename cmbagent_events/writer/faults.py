@@ -37,6 +37,7 @@ def split_batch(batch: Batch) -> list[Batch]:
         halves = [rows]
     else:
         return []
+    contents = batch.llm_contents  # with the first piece holding model calls: written once
     for part in halves:
         events = [r for kind, r in part if kind == "e"]
         ids = {r[Event.id] for r in events}
@@ -44,7 +45,9 @@ def split_batch(batch: Batch) -> list[Batch]:
         pieces.append(Batch(events=events, updates=[r for kind, r in part if kind == "u"],
                             messages=[m for m in batch.messages if m[MessageRow.event_id] in ids],
                             files=[f for f in batch.files if f[FileRow.event_id] in ids],
-                            llm_calls=calls, llm_contents=batch.llm_contents if calls else []))  # kept once: ignored
+                            llm_calls=calls, llm_contents=contents if calls else []))
+        if calls:
+            contents = []
     if batch.run_finish is not None:
         pieces.append(Batch(run_finish=batch.run_finish))
     return pieces

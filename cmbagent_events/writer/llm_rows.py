@@ -26,6 +26,7 @@ from ..store.columns import LlmCallRow, LlmContentRow, make_row
 
 HASH_CHARS = 32  # hex characters of a content's BLAKE2b digest (128 bits)
 RAW_MEMORY = 200_000  # raw digests remembered per run (then forgotten: only the cost of a re-clean)
+CONVERSATIONS = 1_000  # conversations whose last request is remembered (then forgotten, as above)
 
 _raw_json = msgspec.json.Encoder().encode
 
@@ -64,6 +65,45 @@ class LlmRows:
         # id of the caller's message dict -> (our copy of it, its ordinal, problem): the usual message,
         # re-sent unchanged with every call of a chat, is known by one C-level dict comparison
         self._seen: dict[int, tuple[Any, int, str | None]] = {}
+        # a conversation's last request, by its first message's id: (origins, messages, refs, problems).
+        # The next call of that conversation re-sends it and adds to it; the part re-sent unchanged is
+        # known by one C-level list comparison, and only what was added is looked at message by message.
+        self._conversations: dict[int, tuple[tuple[int, ...], list[Any], list[int], list[str | None]]] = {}
+
+    def _message_refs(self, messages: list[Any], origins: list[int] | None,
+                      contents: list[tuple[Any, ...]]) -> tuple[list[int], list[str | None]]:
+        """The ordinals of a request's messages (new ones stored), and what stops each being served again."""
+        refs: list[int] = []
+        problems: list[str | None] = []
+        start = 0
+        key = None
+        if origins is not None and len(origins) == len(messages) and messages:
+            key = tuple(origins)
+            known = self._conversations.get(key[0])
+            if known is not None:
+                k = len(known[0])
+                if k <= len(key) and key[:k] == known[0] and _same(messages[:k], known[1]):
+                    refs, problems, start = list(known[2]), list(known[3]), k
+        seen = self._seen
+        for n in range(start, len(messages)):
+            message = messages[n]
+            origin = key[n] if key is not None else None
+            found = seen.get(origin) if origin is not None else None
+            if found is not None and _same(found[0], message):
+                ref, problem = found[1], found[2]
+            else:
+                ref, problem = self._content(message, "message", contents)
+                if origin is not None:
+                    if len(seen) >= RAW_MEMORY:
+                        seen.clear()
+                    seen[origin] = (message, ref, problem)
+            refs.append(ref)
+            problems.append(problem)
+        if key is not None:
+            if len(self._conversations) >= CONVERSATIONS:
+                self._conversations.clear()
+            self._conversations[key[0]] = (key, messages, refs, problems)
+        return refs, problems
 
     def add(self, event_id: str | None, model: Any, exchange: LlmExchange,
             calls: list[tuple[Any, ...]], contents: list[tuple[Any, ...]]) -> None:
@@ -74,22 +114,9 @@ class LlmRows:
         if messages is not None and type(messages) is not list:
             messages = _dump(messages)  # a rendering left to the writer (AG2 1.x's history), made now
         if type(messages) is list:
-            origins = exchange.origins if exchange.origins is not None and len(exchange.origins) == len(messages) \
-                else [None] * len(messages)
-            seen = self._seen
-            for n, (message, origin) in enumerate(zip(messages, origins)):
-                known = seen.get(origin) if origin is not None else None
-                if known is not None and _same(known[0], message):
-                    ref, problem = known[1], known[2]
-                else:
-                    ref, problem = self._content(message, "message", contents)
-                    if origin is not None:
-                        if len(seen) >= RAW_MEMORY:
-                            seen.clear()
-                        seen[origin] = (message, ref, problem)
-                refs.append(ref)
-                if problem:
-                    notes.append(f"message {n} {problem}")
+            refs, problems = self._message_refs(messages, exchange.origins, contents)
+            if any(problems):
+                notes += [f"message {n} {problem}" for n, problem in enumerate(problems) if problem]
         else:
             notes.append("no messages recorded" if messages is None else "messages not a list")
         tools = None
@@ -108,7 +135,7 @@ class LlmRows:
         params = self._encode(exchange.params, self._max_params) if exchange.params else None
         calls.append(make_row(
             LlmCallRow, event_id=event_id, run_id=self._run_id, model=_model(exchange.model, model),
-            messages=json.dumps(refs), tools=tools, params=params if isinstance(params, str) else None,
+            messages=_raw_json(refs).decode(), tools=tools, params=params if isinstance(params, str) else None,
             response=response, replayable=0 if notes else 1, note="; ".join(notes) or None))
 
     def _content(self, value: Any, kind: str, contents: list[tuple[Any, ...]]) -> tuple[int, str | None]:
@@ -140,7 +167,8 @@ class LlmRows:
 
 
 def _same(a: Any, b: Any) -> bool:
-    """``a == b`` for two message dicts, False when the comparison is not a plain yes (an array inside)."""
+    """``a == b`` for two messages (or lists of them), False when the comparison is not a plain yes
+    (an array inside)."""
     try:
         return (a == b) is True
     except Exception:
