@@ -129,8 +129,14 @@ class Replayer:
 
     # -- matching --------------------------------------------------------------------------------------
     def _key(self, text: str | None) -> str:
+        """What a stored message is compared by: its JSON with the keys sorted (a message equal to
+        another is stored once, whichever key order came first), less what ``ignore`` matches."""
         if text is None:
             return ""
+        try:
+            text = json.dumps(json.loads(text), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        except ValueError:
+            pass
         for pattern in self._ignore:
             text = pattern.sub("", text)
         return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()

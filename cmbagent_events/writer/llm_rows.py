@@ -65,6 +65,8 @@ class LlmRows:
         # id of the caller's message dict -> (our copy of it, its ordinal, problem): the usual message,
         # re-sent unchanged with every call of a chat, is known by one C-level dict comparison
         self._seen: dict[int, tuple[Any, int, str | None]] = {}
+        self._by_text: dict[int, tuple[Any, int, str | None]] = {}  # the same, by its content string's id
+        self._params: dict[bytes, Any] = {}  # a call's parameters (usually the same every call) as stored
         # a conversation's last request, by its first message's id: (origins, messages, refs, problems).
         # The next call of that conversation re-sends it and adds to it; the part re-sent unchanged is
         # known by one C-level list comparison, and only what was added is looked at message by message.
@@ -84,19 +86,26 @@ class LlmRows:
                 k = len(known[0])
                 if k <= len(key) and key[:k] == known[0] and _same(messages[:k], known[1]):
                     refs, problems, start = list(known[2]), list(known[3]), k
-        seen = self._seen
+        seen, by_text = self._seen, self._by_text
         for n in range(start, len(messages)):
             message = messages[n]
             origin = key[n] if key is not None else None
             found = seen.get(origin) if origin is not None else None
-            if found is not None and _same(found[0], message):
-                ref, problem = found[1], found[2]
-            else:
-                ref, problem = self._content(message, "message", contents)
+            if found is None or not _same(found[0], message):
+                # the same turn in another agent's history: another dict, the same content string
+                text = message.get("content") if type(message) is dict else None
+                found = by_text.get(id(text)) if type(text) is str else None
+                if found is None or not _same(found[0], message):
+                    found = (message, *self._content(message, "message", contents))
+                    if type(text) is str:
+                        if len(by_text) >= RAW_MEMORY:
+                            by_text.clear()
+                        by_text[id(text)] = found  # the copy holds the string: its id is not reused meanwhile
                 if origin is not None:
                     if len(seen) >= RAW_MEMORY:
                         seen.clear()
-                    seen[origin] = (message, ref, problem)
+                    seen[origin] = found
+            ref, problem = found[1], found[2]
             refs.append(ref)
             problems.append(problem)
         if key is not None:
@@ -132,11 +141,23 @@ class LlmRows:
             response, problem = self._content(dumped, "response", contents)
             if problem:
                 notes.append(f"response {problem}")
-        params = self._encode(exchange.params, self._max_params) if exchange.params else None
+        params = self._stored_params(exchange.params) if exchange.params else None
         calls.append(make_row(
             LlmCallRow, event_id=event_id, run_id=self._run_id, model=_model(exchange.model, model),
             messages=_raw_json(refs).decode(), tools=tools, params=params if isinstance(params, str) else None,
             response=response, replayable=0 if notes else 1, note="; ".join(notes) or None))
+
+    def _stored_params(self, params: dict[str, Any]) -> Any:
+        try:
+            raw = _raw_json(params)
+        except Exception:  # not plain JSON: encoded each time
+            return self._encode(params, self._max_params)
+        stored = self._params.get(raw)
+        if stored is None:
+            if len(self._params) >= CONVERSATIONS:
+                self._params.clear()
+            stored = self._params[raw] = self._encode(params, self._max_params)
+        return stored
 
     def _content(self, value: Any, kind: str, contents: list[tuple[Any, ...]]) -> tuple[int, str | None]:
         """The ordinal of ``value`` as stored, storing it when this run has not yet; and what stops it
