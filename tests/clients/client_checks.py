@@ -50,7 +50,8 @@ def run_twice(fake: FakeOpenAI, off: Callable[[], Any], on: Callable[[], Any]) -
     first, started = len(fake.requests), time.perf_counter()
     result_on = on()
     return {"off": result_off, "served_off": served_off, "seconds_off": seconds_off, "on": result_on,
-            "served": Served.between(fake, first), "seconds_on": time.perf_counter() - started}
+            "served": Served.between(fake, first), "seconds_on": time.perf_counter() - started,
+            "requests": list(fake.requests[first:]), "replies": list(fake.replies[first:])}
 
 
 @dataclass
@@ -180,3 +181,21 @@ def replay_offline(db: Path, run_id: str, body: Callable[[], Any]) -> tuple[Any,
 def shape(stored: StoredRun) -> list[tuple[Any, ...]]:
     """A run's event tree without ids and times: type, subtype, agent, depth, in order."""
     return [(e["event_type"], e["event_subtype"], e["agent_name"], e["depth"]) for e in stored.events]
+
+
+def check_llm_calls(db: Path, run_id: str, requests: list[dict[str, Any]], replies: list[dict[str, Any]]) -> None:
+    """Each stored model call is the request the server received (messages, tools) and the reply it
+    sent, message for message, in order."""
+    from cmbagent_events.read import open_store
+
+    with open_store(f"sqlite+aiosqlite:///{db}") as store:
+        calls = store.llm_calls(run_id)
+    assert len(calls) == len(requests)
+    for call, request, reply in zip(calls, requests, replies):
+        assert call["request"]["messages"] == request["messages"]
+        assert call["request"]["tools"] == request.get("tools")
+        message = call["response"]["choices"][0]["message"]
+        assert message.get("content") == reply.get("content")
+        assert [c["function"] for c in message.get("tool_calls") or []] == \
+            [c["function"] for c in reply.get("tool_calls") or []]
+        assert call["replayable"], call["note"]

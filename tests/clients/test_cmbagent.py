@@ -13,6 +13,7 @@ import pytest
 from client_checks import (
     StoredRun,
     check_capture,
+    check_llm_calls,
     normalized_history,
     produced_files,
     replay_offline,
@@ -75,6 +76,7 @@ def test_the_capture_holds_the_whole_run(runs: dict[str, Any]) -> None:
     # The fork (ag2 0.9.1) reports no group transitions: AfterWork / ReplyResult are inferred by the hooks.
     check_capture(stored, runs["served"], MANAGER, runs["on_dir"], {"sum.txt": "data"},
                   {"AfterWork", "ReplyResult", "speaker_selection"})
+    check_llm_calls(runs["db"], stored.run["id"], runs["requests"], runs["replies"])
     by_type = stored.by_type()
     assert set(t for t, _ in by_type) == {"agent_call", "handoff", "llm_call", "tool_call", "code_exec", "file_gen"}
     print(f"\ncmbagent one_shot captured: {dict(sorted(by_type.items()))}; "

@@ -12,6 +12,7 @@ import pytest
 from client_checks import (
     StoredRun,
     check_capture,
+    check_llm_calls,
     normalized_history,
     produced_files,
     replay_offline,
@@ -85,6 +86,7 @@ def test_the_capture_holds_the_whole_run(runs: dict[str, Any]) -> None:
     run = stored.run
     assert (run["task_description"], run["model"]) == (TASK, MODEL)
     assert run["meta"]["client"] == "mars-cmbagent" and run["meta"]["workflow_config"]["max_rounds"] == 12
+    check_llm_calls(runs["db"], stored.run["id"], runs["requests"], runs["replies"])
     by_type = stored.by_type()
     assert by_type[("workflow", "start")] == by_type[("workflow", "complete")] == 1
     assert set(t for t, _ in by_type) == {"workflow", "agent_call", "handoff", "llm_call", "tool_call", "code_exec",
