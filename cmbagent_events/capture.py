@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .live.subscribers import Subscription
     from .writer import BatchWriter
 
-__all__ = ["EventCaptureManager", "live_managers"]
+__all__ = ["EventCaptureManager", "live_runs"]
 
 log = logging.getLogger("cmbagent_events")
 
@@ -100,7 +100,7 @@ class EventCaptureManager:
         self.lost_completions = 0  # agent-call completions that could not be queued (not events: no seq)
         self.run_meta: dict[str, Any] = {}  # merged into the run row's meta when it closes (annotate)
         self._closed = False
-        _live_managers.add(self)
+        _live_runs.add(self)
         # what integrations attach to agents to remember their run across threads
         self.ref: weakref.ref[Any] = weakref.ref(self)  # Any: the manager subclass
         self._seen: set[int] = set()  # ids of objects first_sight() has seen
@@ -660,10 +660,10 @@ class EventCaptureManager:
         return subscribe(writer, self._issued, maxsize)
 
 
-# -- the managers of this process (fork safety, see captor.py) -----------------------------------
-_live_managers: weakref.WeakSet[EventCaptureManager] = weakref.WeakSet()
+# -- the runs of this process (fork safety, see current_run.py) -----------------------------------
+_live_runs: weakref.WeakSet[EventCaptureManager] = weakref.WeakSet()
 
 
-def live_managers() -> list[EventCaptureManager]:
-    """The managers alive in this process."""
-    return list(_live_managers)
+def live_runs() -> list[EventCaptureManager]:
+    """The runs alive in this process."""
+    return list(_live_runs)

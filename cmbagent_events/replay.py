@@ -219,9 +219,9 @@ class Replayer:
 
     def _annotate(self, agent: Any, **meta: Any) -> None:
         """Mark the run capturing this replay (if one is open) as a replay of the recorded run."""
-        from .captor import captor_for
+        from .current_run import run_for
 
-        captor = captor_for(agent)
+        captor = run_for(agent)
         if captor is not None:
             captor.annotate(**meta)
 

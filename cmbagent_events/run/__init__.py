@@ -19,9 +19,9 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypedDict, Unpack
 
-from ..captor import set_event_captor
 from ..capture import EventCaptureManager
 from ..config import CaptureConfig
+from ..current_run import set_event_captor
 from . import signals
 from .handles import RunHandle, SyncRunHandle, track_run
 from .hooks import install_run_hooks

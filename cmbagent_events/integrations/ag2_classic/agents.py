@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ...captor import captor_for
 from ...capture import EventCaptureManager
+from ...current_run import run_for
 from ..patching import CallHook, PatchSet
 from .common import CALL_ATTR, adopt_hop_parent, arg, in_selection, name_of, patch_pair, perf, record_hop_error
 
@@ -54,7 +54,7 @@ class GenerateReplyHook(CallHook):
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         obj = args[0]
-        captor = captor_for(obj)
+        captor = run_for(obj)
         if captor is None:
             return None
         n = len(args)
@@ -105,7 +105,7 @@ class SendHook(CallHook):
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         obj = args[0]
-        captor = captor_for(obj)
+        captor = run_for(obj)
         if captor is None:
             return None
         n = len(args)
@@ -146,7 +146,7 @@ class ExecuteFunctionHook(CallHook):
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         obj = args[0]
-        captor = captor_for(obj)
+        captor = run_for(obj)
         if captor is None:
             return None
         return captor, obj, arg(args, kwargs, 1, "func_call"), arg(args, kwargs, 2, "call_id"), perf()

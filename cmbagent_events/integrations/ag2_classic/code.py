@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ...captor import captor_for
 from ...capture import EventCaptureManager
+from ...current_run import run_for
 from ..files import file_type_for, snapshot
 from ..patching import CallHook, PatchSet, point_name
 from .common import perf
@@ -54,7 +54,7 @@ class ExecuteCodeBlocksHook(CallHook):
     """New-style executors: the code_exec belongs to the agent whose open call runs the code."""
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        captor = captor_for(None)
+        captor = run_for(None)
         if captor is None:
             return None
         obj = args[0]
@@ -82,7 +82,7 @@ class RunCodeHook(CallHook):
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         obj = args[0]
-        captor = captor_for(obj)
+        captor = run_for(obj)
         if captor is None:
             return None
         config = getattr(obj, "_code_execution_config", None)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ...captor import captor_for, current_captor
 from ...capture import EventCaptureManager
 from ...capture_values import mark_recorded
+from ...current_run import current_run, run_for
 from ..patching import GATE_ATTR, CallHook, PatchSet, point_name, wrap_call
 from .common import arg, in_selection, name_of, patch_pair
 
@@ -62,7 +62,7 @@ class SelectSpeakerHook(CallHook):
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         last_speaker, selector = arg(args, kwargs, 1, "last_speaker"), arg(args, kwargs, 2, "selector")
-        captor = captor_for(selector)
+        captor = run_for(selector)
         if captor is None:
             return None
         return captor, args[0], last_speaker, selector, in_selection.set(True)
@@ -140,11 +140,11 @@ class BindRunHook(CallHook):
     """``run`` / ``a_run``: bind the agent and its recipient to the context's run; capture nothing."""
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if current_captor() is not None:
-            captor_for(args[0])
+        if current_run() is not None:
+            run_for(args[0])
             recipient = arg(args, kwargs, 1, "recipient")
             if recipient is not None:
-                captor_for(recipient)
+                run_for(recipient)
         return None  # the original is called as is
 
 
@@ -152,13 +152,13 @@ class PatternHook(CallHook):
     """``Pattern.__init__``: bind the pattern's agents to the context's run before AG2 starts threads."""
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return args[0] if current_captor() is not None else None
+        return args[0] if current_run() is not None else None
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
         if error is None:
             for agent in [*(getattr(state, "agents", []) or []), getattr(state, "user_agent", None)]:
                 if agent is not None:
-                    captor_for(agent)
+                    run_for(agent)
 
 
 def patch_groupchat(patches: PatchSet, agent_cls: type, groupchat_cls: type, io_cls: type | None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextvars
 from typing import Any
 
-from ...captor import captor_for
+from ...current_run import run_for
 from ..patching import CallHook, PatchSet
 from .common import adopt_hop_parent, in_selection, name_of, perf, record_hop_error
 
@@ -28,7 +28,7 @@ class CreateHook(CallHook):
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         agent = kwargs.get("agent")
-        captor = captor_for(agent)
+        captor = run_for(agent)
         if captor is None:
             return None
         sent: list[Any] = []

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ...captor import get_event_captor
 from ...capture import EventCaptureManager
+from ...current_run import get_event_captor
 from ..files import file_type_for, snapshot
 from ..patching import CallHook, PatchSet
 from .common import CARRY_KEY, usable

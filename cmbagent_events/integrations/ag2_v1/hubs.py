@@ -5,8 +5,8 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from ...captor import get_event_captor
 from ...capture import EventCaptureManager
+from ...current_run import get_event_captor
 from ..guard import Guard
 from .common import usable
 

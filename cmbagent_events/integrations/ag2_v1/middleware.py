@@ -6,8 +6,8 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from ...captor import captor_for
 from ...capture import EventCaptureManager
+from ...current_run import run_for
 from .common import CARRY_KEY, usable
 
 AGENT_KEY = "__ag2_agent__"  # ag2.utils.AGENT_CONTEXT_DEPENDENCY_KEY: the Agent a context belongs to
@@ -46,7 +46,7 @@ class CaptureMiddlewareFactory:
         elif carry is not None:
             captor = usable(carry.run())
         if captor is None and self._run is None:
-            captor = captor_for(agent)  # the context's run (binding the agent), else the agent's last run
+            captor = run_for(agent)  # the context's run (binding the agent), else the agent's last run
         if captor is None:
             return _base_middleware()(event, context)
         from .turn import CaptureMiddleware  # imports ag2: only once a turn is captured

@@ -3,7 +3,7 @@
 The current captor is context-local first (a ContextVar, so concurrent runs in one process stay
 apart), then process-wide. Framework work that hops to threads of its own loses the context, so
 integrations also attach the run to the objects they see (weakly, in the object's ``__dict__``)
-and find it there again: :func:`captor_for`.
+and find it there again: :func:`run_for`.
 
 After ``fork()`` the child's copies of the parent's runs stop capturing (they would share the
 parent's writer, connection and queue); a child that wants capture opens its own run.
@@ -17,12 +17,12 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from .capture import EventCaptureManager, live_managers
+from .capture import EventCaptureManager, live_runs
 
 RUN_ATTR = "_cmbagent_events_run"  # weakref to the manager an object (agent) was last seen in
 
 _current: contextvars.ContextVar[EventCaptureManager | None] = contextvars.ContextVar(
-    "cmbagent_events_captor", default=None
+    "cmbagent_events_run", default=None
 )
 _global: EventCaptureManager | None = None
 
@@ -56,13 +56,13 @@ def set_event_captor(captor: EventCaptureManager | None, *, context_only: bool =
 
 
 # -- the seam for integrations --------------------------------------------------------------------
-def current_captor() -> EventCaptureManager | None:
+def current_run() -> EventCaptureManager | None:
     """The captor of this context when it is capturing (the process-wide one is not consulted)."""
     captor = _current.get()
     return captor if captor is not None and captor.enabled else None
 
 
-def captor_for(obj: Any) -> EventCaptureManager | None:
+def run_for(obj: Any) -> EventCaptureManager | None:
     """The capturing run ``obj`` (an agent, or None) works for.
 
     The context's run first, and then ``obj`` is bound to it (weakly); else the run ``obj`` was last
@@ -92,7 +92,7 @@ def captor_for(obj: Any) -> EventCaptureManager | None:
 # -- fork safety ------------------------------------------------------------------------------------
 def _after_fork_in_child() -> None:
     global _global
-    for manager in live_managers():
+    for manager in live_runs():
         manager.abandon_after_fork()
     _global = None
     _current.set(None)
