@@ -147,10 +147,10 @@ class WorkflowCallbacks:
         except Exception as exc:
             self.callback_errors[name] = self.callback_errors.get(name, 0) + 1
             log.exception("cmbagent-events: callback %s failed (the workflow continues)", name)
-            captor = self.event_captor
-            if captor is not None:
-                captor.capture_error("workflow_callbacks", f"{name}: {type(exc).__name__}: {exc}",
-                                     "callback_error", {"callback": name})
+            run = self.event_captor
+            if run is not None:
+                run.capture_error("workflow_callbacks", f"{name}: {type(exc).__name__}: {exc}",
+                                  "callback_error", {"callback": name})
             return None
 
     def invoke_planning_start(self, task: str, config: dict[str, Any] | None = None) -> None:

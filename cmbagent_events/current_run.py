@@ -57,9 +57,9 @@ def set_event_captor(captor: EventCaptureManager | None, *, context_only: bool =
 
 # -- the seam for integrations --------------------------------------------------------------------
 def current_run() -> EventCaptureManager | None:
-    """The captor of this context when it is capturing (the process-wide one is not consulted)."""
-    captor = _current.get()
-    return captor if captor is not None and captor.enabled else None
+    """The run of this context when it is capturing (the process-wide one is not consulted)."""
+    run = _current.get()
+    return run if run is not None and run.enabled else None
 
 
 def run_for(obj: Any) -> EventCaptureManager | None:
@@ -69,31 +69,31 @@ def run_for(obj: Any) -> EventCaptureManager | None:
     bound to (work on a thread that lost the context); else the process-wide run. None when none of
     them is capturing. Cheap: this runs on every hooked call.
     """
-    captor = _current.get()
-    if captor is not None and captor.enabled:
+    run = _current.get()
+    if run is not None and run.enabled:
         if obj is not None:
-            ref = captor.ref
+            ref = run.ref
             try:
                 if obj.__dict__.get(RUN_ATTR) is not ref:
                     obj.__dict__[RUN_ATTR] = ref
             except AttributeError:
                 pass
-        return captor
+        return run
     if obj is not None:
         remembered: weakref.ref[EventCaptureManager] | None = getattr(obj, "__dict__", {}).get(RUN_ATTR)
         if remembered is not None:
-            captor = remembered()
-            if captor is not None and captor.enabled:
-                return captor
-    captor = _global
-    return captor if captor is not None and captor.enabled else None
+            run = remembered()
+            if run is not None and run.enabled:
+                return run
+    run = _global
+    return run if run is not None and run.enabled else None
 
 
 # -- fork safety ------------------------------------------------------------------------------------
 def _after_fork_in_child() -> None:
     global _global
-    for manager in live_runs():
-        manager.abandon_after_fork()
+    for run in live_runs():
+        run.abandon_after_fork()
     _global = None
     _current.set(None)
 

@@ -221,9 +221,9 @@ class Replayer:
         """Mark the run capturing this replay (if one is open) as a replay of the recorded run."""
         from .current_run import run_for
 
-        captor = run_for(agent)
-        if captor is not None:
-            captor.annotate(**meta)
+        run = run_for(agent)
+        if run is not None:
+            run.annotate(**meta)
 
     def finish(self) -> ReplayReport:
         self.report.unused = sum(1 for calls in self._calls.values() for c in calls if not c.used)

@@ -74,10 +74,10 @@ class RunHandle:
     ``capture_*`` methods, ``flush``). Finish from any loop or thread's loop, with the same result.
     """
 
-    def __init__(self, session: RunSession, manager: EventCaptureManager, restore: Callable[[], None],
+    def __init__(self, session: RunSession, run: EventCaptureManager, restore: Callable[[], None],
                  release: Callable[[], None] | None, loop_thread: LoopThread) -> None:
         self._session = session
-        self.run = manager
+        self.run = run
         self._restore: Callable[[], None] | None = restore
         self._release = release
         self._loop_thread = loop_thread

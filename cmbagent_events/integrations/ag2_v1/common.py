@@ -9,8 +9,8 @@ from ...capture import EventCaptureManager
 CARRY_KEY = "cmbagent_events.carry"  # context.dependencies key: (run weakref, open-call stack) of the caller
 
 
-def usable(captor: EventCaptureManager | None) -> EventCaptureManager | None:
-    return captor if captor is not None and captor.enabled else None
+def usable(run: EventCaptureManager | None) -> EventCaptureManager | None:
+    return run if run is not None and run.enabled else None
 
 
 class Carry:
