@@ -1,9 +1,13 @@
-"""Which run an event belongs to: the current captor, and the seam integrations use to find it.
+"""Which run an event belongs to: the current run, and the seam integrations use to find it.
 
-The current captor is context-local first (a ContextVar, so concurrent runs in one process stay
+The current run is context-local first (a ContextVar, so concurrent runs in one process stay
 apart), then process-wide. Framework work that hops to threads of its own loses the context, so
 integrations also attach the run to the objects they see (weakly, in the object's ``__dict__``)
 and find it there again: :func:`run_for`.
+
+``get_event_captor`` / ``set_event_captor`` are the public contract's names for reading and setting
+the current run; "captor" survives only in public names (these two, and ``event_captor`` of the
+workflow callbacks).
 
 After ``fork()`` the child's copies of the parent's runs stop capturing (they would share the
 parent's writer, connection and queue); a child that wants capture opens its own run.
@@ -19,7 +23,7 @@ from typing import Any
 
 from .capture import EventCaptureManager, live_runs
 
-RUN_ATTR = "_cmbagent_events_run"  # weakref to the manager an object (agent) was last seen in
+RUN_ATTR = "_cmbagent_events_run"  # weakref to the run an object (agent) was last seen in
 
 _current: contextvars.ContextVar[EventCaptureManager | None] = contextvars.ContextVar(
     "cmbagent_events_run", default=None
@@ -28,12 +32,12 @@ _global: EventCaptureManager | None = None
 
 
 def get_event_captor() -> EventCaptureManager | None:
-    """The captor of the current task/thread context, else the process-wide one."""
+    """The run of the current task/thread context, else the process-wide one."""
     return _current.get() or _global
 
 
 def set_event_captor(captor: EventCaptureManager | None, *, context_only: bool = False) -> Callable[[], None]:
-    """Make ``captor`` current here (and process-wide unless ``context_only``).
+    """Make the run ``captor`` current here (and process-wide unless ``context_only``).
 
     Returns a function that restores what was there before.
     """

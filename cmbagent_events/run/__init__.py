@@ -2,7 +2,7 @@
 
 Start validates the URL (a bad one fails here, with a clear message, not later in the writer),
 migrates the schema, inserts the ``workflow_runs`` row, starts the writer and makes the run the
-current captor (and installs the AG2 hooks when asked). Finish closes the run as ``completed``, or
+current run (and installs the AG2 hooks when asked). Finish closes the run as ``completed``, or
 ``failed`` with an error event when it ended with an error (cancellation and KeyboardInterrupt
 included), drains the queue within ``config.close_timeout_s`` and records ``total_events`` and
 ``dropped_events``. Problems on the way out are logged, never raised over the run's own outcome.
@@ -51,7 +51,7 @@ async def start_run(
 ) -> RunHandle:
     """Open a captured run without a context run; close it with ``await handle.finish(...)``.
 
-    The run becomes the current captor (here and process-wide) and the AG2 hooks are installed
+    The run becomes the current run (here and process-wide) and the AG2 hooks are installed
     (``hooks=False`` to skip them) until it finishes. Arguments as for :func:`capture_run`.
 
     Raises:

@@ -93,7 +93,7 @@ class RunHandle:
         return self._restore is None
 
     def _detach(self) -> bool:
-        """Remove the hooks and the current captor, once: True for the first caller."""
+        """Remove the hooks and unset the current run, once: True for the first caller."""
         with self._lock:
             restore, release = self._restore, self._release
             self._restore = self._release = None

@@ -58,7 +58,7 @@ class RunSession:
     async def start(self) -> EventCaptureManager:
         cfg = self.config
         run_id = new_run_id()
-        if not cfg.enabled:  # capture off: a manager that records nothing, no database touched
+        if not cfg.enabled:  # capture off: a run that records nothing, no database touched
             self.session_id = await _off_this_loop(fit_text, self.session_id, RUN_WIDTHS["session_id"]) or "default"
             self.run = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=False)
             return self.run
@@ -124,7 +124,7 @@ class RunSession:
     def _final_values(self) -> FinishValues:
         """The run row's closing values, taken when the last batch is built (so the counts are final)."""
         run = self.run
-        assert run is not None  # the writer exists only once the manager does
+        assert run is not None  # the writer exists only once the run does
         stats = run.get_performance_stats()
         patch = Sanitizer(()).encode_column([{"capture": {
             "batches_written": stats["batches_written"],

@@ -1,4 +1,4 @@
-"""What the AG2 1.x capture pieces share: the carried run and nesting, the usable captor."""
+"""What the AG2 1.x capture pieces share: the carried run and nesting, the usable run."""
 
 from __future__ import annotations
 
