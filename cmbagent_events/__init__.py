@@ -12,9 +12,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .captor import get_event_captor, set_event_captor
 from .capture import EventCaptureManager
 from .config import CaptureConfig
+from .current_run import get_event_captor, set_event_captor
 from .errors import ConfigError, DatabaseURLError, ReplayDivergence, SchemaConflictError
 from .replay import replay, replayable
 from .run import RunHandle, SyncRunHandle, capture_run, capture_run_sync, start_run, start_run_sync

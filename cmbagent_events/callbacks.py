@@ -14,7 +14,7 @@ thread (the AG2 hooks' agent calls, tools, code) nest under it.
 
 Callbacks never break the workflow. The ``invoke_*`` helpers (what a workflow engine should call)
 catch any ``Exception`` a callback raises, log it, count it in ``callback_errors`` and record it as
-an ``error`` event (``callback_error``) on ``event_captor`` when there is one; the workflow carries
+an ``error`` event (``callback_error``) on the run in ``event_captor`` when there is one; the workflow carries
 on. ``BaseException`` (KeyboardInterrupt, cancellation) is not swallowed. Callbacks are plain
 synchronous functions: one that returns an awaitable (an ``async def``) is reported as an error and
 its coroutine closed, never left un-awaited. Calling a field directly
@@ -130,7 +130,7 @@ class WorkflowCallbacks:
     on_code_execution: Callback | None = None
     on_tool_call: Callback | None = None
     on_phase_change: Callback | None = None
-    event_captor: EventCaptureManager | None = None
+    event_captor: EventCaptureManager | None = None  # the run; named as the contract's parameter
     callback_errors: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def _invoke(self, name: str, *args: Any) -> Any:
@@ -147,10 +147,10 @@ class WorkflowCallbacks:
         except Exception as exc:
             self.callback_errors[name] = self.callback_errors.get(name, 0) + 1
             log.exception("cmbagent-events: callback %s failed (the workflow continues)", name)
-            captor = self.event_captor
-            if captor is not None:
-                captor.capture_error("workflow_callbacks", f"{name}: {type(exc).__name__}: {exc}",
-                                     "callback_error", {"callback": name})
+            run = self.event_captor
+            if run is not None:
+                run.capture_error("workflow_callbacks", f"{name}: {type(exc).__name__}: {exc}",
+                                  "callback_error", {"callback": name})
             return None
 
     def invoke_planning_start(self, task: str, config: dict[str, Any] | None = None) -> None:
@@ -216,7 +216,7 @@ _PASSED = ("on_progress", "on_agent_start", "on_agent_complete", "on_agent_messa
 
 def create_callbacks_with_event_capture(event_captor: EventCaptureManager | None,
                                         **callbacks: Callback | None) -> WorkflowCallbacks:
-    """:class:`WorkflowCallbacks` that capture each workflow moment into ``event_captor``'s run,
+    """:class:`WorkflowCallbacks` that capture each workflow moment into the run ``event_captor``,
     then call the matching callback from ``callbacks`` (if given) with the same arguments.
 
     Works with CMBAgent's and MARS's ``StepInfo`` / ``PlanInfo`` (see :class:`WorkflowCapture`).
@@ -226,7 +226,7 @@ def create_callbacks_with_event_capture(event_captor: EventCaptureManager | None
     ``cost`` events. ``should_continue``, ``on_pause_check`` and MARS's per-agent callbacks are passed
     through as given (None when not given), so MARS's ``merge_callbacks`` keeps the other callbacks'
     stop and pause checks whatever the merge order. With ``event_captor=None`` the originals are
-    returned unwrapped. Capture itself never raises (the manager's contract); what the originals raise
+    returned unwrapped. Capture itself never raises (the run's contract); what the originals raise
     propagates to the caller of the field and is contained by the ``invoke_*`` helpers.
 
     Raises:

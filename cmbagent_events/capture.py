@@ -1,4 +1,5 @@
-"""EventCaptureManager: one run's capture object (the seed's API, made cheap, thread-safe and non-blocking).
+"""EventCaptureManager: the run object, one captured run (the seed's API, made cheap, thread-safe and
+non-blocking; "run" and "the seed" are defined in docs/architecture.md, Vocabulary).
 
 It holds the run's capture state (seq, the open-call stack of each task or thread, the node/step
 context, per-thread broadcast folds) and every ``capture_*`` call goes through one ``_emit``, the hot
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from .live.subscribers import Subscription
     from .writer import BatchWriter
 
-__all__ = ["EventCaptureManager", "live_managers"]
+__all__ = ["EventCaptureManager", "live_runs"]
 
 log = logging.getLogger("cmbagent_events")
 
@@ -76,7 +77,7 @@ class EventCaptureManager:
         self.enabled = self.config.enabled if enabled is None else enabled
         self.bus = bus if bus is not None else EventBus(self.config.queue_size, self.config.buffer_size,
                                                         self.config.queue_max_bytes)
-        self.writer = writer  # None: nothing is written (capture off, or a bare manager in tests)
+        self.writer = writer  # None: nothing is written (capture off, or a bare run object in tests)
         self.otlp_forwarder = otlp_forwarder  # export.otlp.OtlpForwarder when CMBAGENT_EVENTS_OTLP_ENDPOINT is set
         self.current_node_id: str | None = None
         self.current_step_id: str | None = None
@@ -100,9 +101,9 @@ class EventCaptureManager:
         self.lost_completions = 0  # agent-call completions that could not be queued (not events: no seq)
         self.run_meta: dict[str, Any] = {}  # merged into the run row's meta when it closes (annotate)
         self._closed = False
-        _live_managers.add(self)
+        _live_runs.add(self)
         # what integrations attach to agents to remember their run across threads
-        self.ref: weakref.ref[Any] = weakref.ref(self)  # Any: the manager subclass
+        self.ref: weakref.ref[Any] = weakref.ref(self)  # Any: a subclass of the run object
         self._seen: set[int] = set()  # ids of objects first_sight() has seen
         self._usage_lock = threading.Lock()
         self.usage: dict[str, float] = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
@@ -660,10 +661,10 @@ class EventCaptureManager:
         return subscribe(writer, self._issued, maxsize)
 
 
-# -- the managers of this process (fork safety, see captor.py) -----------------------------------
-_live_managers: weakref.WeakSet[EventCaptureManager] = weakref.WeakSet()
+# -- the runs of this process (fork safety, see current_run.py) -----------------------------------
+_live_runs: weakref.WeakSet[EventCaptureManager] = weakref.WeakSet()
 
 
-def live_managers() -> list[EventCaptureManager]:
-    """The managers alive in this process."""
-    return list(_live_managers)
+def live_runs() -> list[EventCaptureManager]:
+    """The runs alive in this process."""
+    return list(_live_runs)

@@ -225,11 +225,11 @@ class Replayer:
 
     def _annotate(self, agent: Any, **meta: Any) -> None:
         """Mark the run capturing this replay (if one is open) as a replay of the recorded run."""
-        from .captor import captor_for
+        from .current_run import run_for
 
-        captor = captor_for(agent)
-        if captor is not None:
-            captor.annotate(**meta)
+        run = run_for(agent)
+        if run is not None:
+            run.annotate(**meta)
 
     def finish(self) -> ReplayReport:
         self.report.unused = sum(1 for calls in self._calls.values() for c in calls if not c.used)

@@ -68,8 +68,8 @@ class WorkflowCapture:
     response ``result``, else ``summary``.
     """
 
-    def __init__(self, captor: EventCaptureManager) -> None:
-        self.captor = captor
+    def __init__(self, run: EventCaptureManager) -> None:
+        self.run = run
         self._open: dict[Any, tuple[str, str]] = {}  # step_number -> (agent_call id, agent name)
         self._plan_agents: dict[Any, str] = {}  # step_number -> agent named by the last plan
         self._lock = threading.Lock()
@@ -94,20 +94,20 @@ class WorkflowCapture:
             return self._open.pop(step_number, None)
 
     def step_start(self, info: Any) -> None:
-        captor = self.captor
+        run = self.run
         number = field_of(info, "step_number")
         step_id = f"step_{number}"
-        captor.set_context(step_id=step_id)
+        run.set_context(step_id=step_id)
         stale = self._take(number)
         if stale is not None:  # a restart (retry) of a step whose first attempt never reported back
-            captor.finish_agent_call(stale[0], error=f"step {number} restarted before it finished")
+            run.finish_agent_call(stale[0], error=f"step {number} restarted before it finished")
         context: dict[str, Any] = {"step_number": number, "step_id": step_id}
         started_at = field_of(info, "started_at")
         if started_at is not None:
             context["started_at"] = started_at
         agent = self._agent(info)
-        event_id = captor.capture_agent_call(agent, field_of(info, "goal", "description") or "", context,
-                                             self._step_meta(info))
+        event_id = run.capture_agent_call(agent, field_of(info, "goal", "description") or "", context,
+                                          self._step_meta(info))
         if event_id is not None:
             with self._lock:
                 self._open[number] = (event_id, agent)
@@ -118,8 +118,8 @@ class WorkflowCapture:
         response = field_of(info, "result", "summary")
         opened = self._take(field_of(info, "step_number"))
         agent = opened[1] if opened else self._agent(info)
-        self.captor.capture_agent_response(agent, response if response is not None else "completed",
-                                           opened[0] if opened else None, meta)
+        self.run.capture_agent_response(agent, response if response is not None else "completed",
+                                        opened[0] if opened else None, meta)
 
     def step_failed(self, info: Any) -> None:
         number = field_of(info, "step_number")
@@ -130,14 +130,14 @@ class WorkflowCapture:
         agent = opened[1] if opened else self._agent(info)
         raised = handled_exception(error)
         if raised is None:
-            self.captor.capture_error(agent, error, "step_failure", meta)  # nested under the step's call
+            self.run.capture_error(agent, error, "step_failure", meta)  # nested under the step's call
         else:  # with its traceback; once per exception (a hook may have recorded it already)
-            self.captor.capture_exception(agent, raised, "step", meta, error_type="step_failure")
+            self.run.capture_exception(agent, raised, "step", meta, error_type="step_failure")
         if opened is not None:
-            self.captor.finish_agent_call(opened[0], error=error, metadata=meta)
+            self.run.finish_agent_call(opened[0], error=error, metadata=meta)
 
     def planning_start(self, task: str, config: dict[str, Any] | None = None) -> None:
-        self.captor.capture_event("plan", "start", "planner", {"task": task, "config": config or {}})
+        self.run.capture_event("plan", "start", "planner", {"task": task, "config": config or {}})
 
     def planning_complete(self, plan: Any) -> None:
         steps = field_of(plan, "steps") or []
@@ -154,24 +154,24 @@ class WorkflowCapture:
         text = field_of(plan, "plan_text")
         if text is not None:
             outputs["plan_text"] = text
-        self.captor.capture_event("plan", "complete", "planner", {"task": field_of(plan, "task")}, outputs,
-                                  planning_time * 1000.0 if isinstance(planning_time, (int, float)) else None,
-                                  metadata={k: v for k, v in meta.items() if v is not None})
+        self.run.capture_event("plan", "complete", "planner", {"task": field_of(plan, "task")}, outputs,
+                               planning_time * 1000.0 if isinstance(planning_time, (int, float)) else None,
+                               metadata={k: v for k, v in meta.items() if v is not None})
 
     def workflow_start(self, task: str, config: dict[str, Any] | None = None) -> None:
-        self.captor.capture_event("workflow", "start", "workflow", {"task": task, "config": config or {}})
+        self.run.capture_event("workflow", "start", "workflow", {"task": task, "config": config or {}})
 
     def workflow_complete(self, final_context: Any = None, total_time: float | None = None) -> None:
-        self.captor.capture_event("workflow", "complete", "workflow", None, {"final_context": _compact(final_context)},
-                                  total_time * 1000.0 if isinstance(total_time, (int, float)) else None)
+        self.run.capture_event("workflow", "complete", "workflow", None, {"final_context": _compact(final_context)},
+                               total_time * 1000.0 if isinstance(total_time, (int, float)) else None)
 
     def workflow_failed(self, error: str, step_number: int | None = None) -> None:
         raised = handled_exception(error)
         if raised is None:
-            self.captor.capture_error("workflow", str(error), "workflow_failure", {"step_number": step_number})
+            self.run.capture_error("workflow", str(error), "workflow_failure", {"step_number": step_number})
         else:  # with its traceback; once per exception (a hook may have recorded it already)
-            self.captor.capture_exception("workflow", raised, "workflow", {"step_number": step_number},
-                                          error_type="workflow_failure")
+            self.run.capture_exception("workflow", raised, "workflow", {"step_number": step_number},
+                                       error_type="workflow_failure")
         self.close_open_steps(f"workflow failed during step {{}}: {error}")
 
     def close_open_steps(self, reason: str) -> None:
@@ -179,18 +179,18 @@ class WorkflowCapture:
         with self._lock:
             still_open, self._open = self._open, {}
         for number, (event_id, _agent) in sorted(still_open.items(), key=lambda item: str(item[0])):
-            self.captor.finish_agent_call(event_id, error=reason.replace("{}", str(number), 1))
+            self.run.finish_agent_call(event_id, error=reason.replace("{}", str(number), 1))
 
     def phase_change(self, phase: str, step_number: int | None = None) -> None:
         """A new phase (planning, control, execution): the following events belong to its node."""
-        self.captor.set_context(node_id=str(phase))
-        self.captor.capture_event("phase", "change", "workflow", {"phase": phase, "step_number": step_number})
+        self.run.set_context(node_id=str(phase))
+        self.run.capture_event("phase", "change", "workflow", {"phase": phase, "step_number": step_number})
 
     def cost_update(self, cost_data: Any) -> None:
         data = cost_data if isinstance(cost_data, dict) else {"cost_data": cost_data}
-        self.captor.capture_event("cost", "update", "workflow", None, data,
-                                  metadata={"total_cost": data.get("total_cost"),
-                                            "total_tokens": data.get("total_tokens")})
+        self.run.capture_event("cost", "update", "workflow", None, data,
+                               metadata={"total_cost": data.get("total_cost"),
+                                         "total_tokens": data.get("total_tokens")})
 
     def handlers(self) -> dict[str, Callable[..., None]]:
         """The capture half of each wrapped callback, by field name."""

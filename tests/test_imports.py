@@ -87,7 +87,7 @@ def test_the_cycle_finder_finds_cycles() -> None:
 
 def test_live_and_store_import_nothing_upstream() -> None:
     graph = _graph()
-    upstream = ("cmbagent_events.capture", "cmbagent_events.captor", "cmbagent_events.writer",
+    upstream = ("cmbagent_events.capture", "cmbagent_events.current_run", "cmbagent_events.writer",
                 "cmbagent_events.run", "cmbagent_events.integrations")
     for name, targets in graph.items():
         if name.startswith(("cmbagent_events.live", "cmbagent_events.store")):

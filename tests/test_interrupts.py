@@ -23,7 +23,7 @@ class Interrupt(BaseException):
     """Stands for KeyboardInterrupt / signals.Terminated raised by a signal handler."""
 
 
-def _manager(bus: EventBus) -> EventCaptureManager:
+def _run(bus: EventBus) -> EventCaptureManager:
     return EventCaptureManager("interrupts", config=CaptureConfig.from_env({}), bus=bus)
 
 
@@ -35,15 +35,15 @@ def test_an_interrupt_after_the_append_leaves_the_event_queued_and_uncounted() -
 
     bus.set_waker(waker)
     with pytest.raises(Interrupt):
-        _manager(bus).capture_tool_call("agent", "tool", {"x": 1})
+        _run(bus).capture_tool_call("agent", "tool", {"x": 1})
     assert len(bus) == 1
     assert (bus.dropped, bus.drop_causes) == (0, {})
 
 
 def test_an_interrupt_after_a_queue_full_drop_counts_it_once() -> None:
     bus = EventBus(maxsize=1, batch_size=10)
-    manager = _manager(bus)
-    manager.capture_tool_call("agent", "tool", {"x": 1})  # fills the queue
+    run = _run(bus)
+    run.capture_tool_call("agent", "tool", {"x": 1})  # fills the queue
 
     class Lock:  # a signal landing as the drop lock is released: the drop is already counted
         def __enter__(self) -> None:
@@ -54,21 +54,21 @@ def test_an_interrupt_after_a_queue_full_drop_counts_it_once() -> None:
 
     bus._drop_lock = Lock()  # type: ignore[assignment]
     with pytest.raises(Interrupt):
-        manager.capture_tool_call("agent", "tool", {"x": 2})
+        run.capture_tool_call("agent", "tool", {"x": 2})
     assert (bus.dropped, bus.drop_causes) == (1, {QUEUE_FULL: 1})
 
 
 def test_an_interrupt_before_the_put_counts_the_event_as_interrupted() -> None:
     bus = EventBus(maxsize=10, batch_size=10)
-    manager = _manager(bus)
+    run = _run(bus)
 
     def put(record: Any) -> bool:  # a signal landing on entry to put: nothing queued, nothing counted
         raise Interrupt
 
-    manager._put = put  # type: ignore[method-assign]
+    run._put = put  # type: ignore[method-assign]
     with pytest.raises(Interrupt):
-        manager.capture_tool_call("agent", "tool", {"x": 1})
-    assert (bus.dropped, bus.drop_causes, manager.get_performance_stats()["total_events"]) == (1, {INTERRUPTED: 1}, 1)
+        run.capture_tool_call("agent", "tool", {"x": 1})
+    assert (bus.dropped, bus.drop_causes, run.get_performance_stats()["total_events"]) == (1, {INTERRUPTED: 1}, 1)
 
 
 # a signal may also land in a garbage-collector callback, where Python reports it as unraisable

@@ -161,7 +161,7 @@ def capture_callbacks(db_url: str | None = None, **run_options: Any) -> Any:
 
     Returns:
         A ``WorkflowCallbacks`` instance; its ``event_capture`` attribute is the
-        :class:`MarsRunCapture` (``.handle.run`` is the open run's manager while the workflow runs).
+        :class:`MarsRunCapture` (``.handle.run`` is the open run while the workflow runs).
 
     Raises:
         ImportError: MARS (the ``cmbagent`` package with ``cmbagent.callbacks``) is not installed.

@@ -2,7 +2,7 @@
 
 Start validates the URL (a bad one fails here, with a clear message, not later in the writer),
 migrates the schema, inserts the ``workflow_runs`` row, starts the writer and makes the run the
-current captor (and installs the AG2 hooks when asked). Finish closes the run as ``completed``, or
+current run (and installs the AG2 hooks when asked). Finish closes the run as ``completed``, or
 ``failed`` with an error event when it ended with an error (cancellation and KeyboardInterrupt
 included), drains the queue within ``config.close_timeout_s`` and records ``total_events`` and
 ``dropped_events``. Problems on the way out are logged, never raised over the run's own outcome.
@@ -19,9 +19,9 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypedDict, Unpack
 
-from ..captor import set_event_captor
 from ..capture import EventCaptureManager
 from ..config import CaptureConfig
+from ..current_run import set_event_captor
 from . import signals
 from .handles import RunHandle, SyncRunHandle, track_run
 from .hooks import install_run_hooks
@@ -49,9 +49,9 @@ async def start_run(
     db_url: str | None = None,
     **options: Unpack[RunOptions],
 ) -> RunHandle:
-    """Open a captured run without a context manager; close it with ``await handle.finish(...)``.
+    """Open a captured run without a context run; close it with ``await handle.finish(...)``.
 
-    The run becomes the current captor (here and process-wide) and the AG2 hooks are installed
+    The run becomes the current run (here and process-wide) and the AG2 hooks are installed
     (``hooks=False`` to skip them) until it finishes. Arguments as for :func:`capture_run`.
 
     Raises:
@@ -59,13 +59,13 @@ async def start_run(
     """
     session = RunSession(db_url, **options)
     loop_thread = writer_loop()  # the writer's loop: never this one, which the body may block
-    manager = await loop_thread.call(session.start())
-    restore = set_event_captor(manager)
-    release = install_run_hooks() if session.hooks and manager.enabled else None
+    run = await loop_thread.call(session.start())
+    restore = set_event_captor(run)
+    release = install_run_hooks() if session.hooks and run.enabled else None
     track_run(session, loop_thread)
     if session.config.handle_sigterm:
-        signals.watch(id(session), manager, asyncio.current_task())  # SIGTERM cancels this task, as Ctrl-C would
-    return RunHandle(session, manager, restore, release, loop_thread)
+        signals.watch(id(session), run, asyncio.current_task())  # SIGTERM cancels this task, as Ctrl-C would
+    return RunHandle(session, run, restore, release, loop_thread)
 
 
 def start_run_sync(
@@ -76,13 +76,13 @@ def start_run_sync(
     ``handle.run.flush_sync()`` is the barrier."""
     session = RunSession(db_url, **options)
     loop_thread = writer_loop()
-    manager = loop_thread.run(session.start())
-    restore = set_event_captor(manager)
-    release = install_run_hooks() if session.hooks and manager.enabled else None
+    run = loop_thread.run(session.start())
+    restore = set_event_captor(run)
+    release = install_run_hooks() if session.hooks and run.enabled else None
     track_run(session, loop_thread)
     if session.config.handle_sigterm:
-        signals.watch(id(session), manager)
-    return SyncRunHandle(session, manager, restore, release, loop_thread)
+        signals.watch(id(session), run)
+    return SyncRunHandle(session, run, restore, release, loop_thread)
 
 
 @contextlib.asynccontextmanager

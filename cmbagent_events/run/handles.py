@@ -74,10 +74,10 @@ class RunHandle:
     ``capture_*`` methods, ``flush``). Finish from any loop or thread's loop, with the same result.
     """
 
-    def __init__(self, session: RunSession, manager: EventCaptureManager, restore: Callable[[], None],
+    def __init__(self, session: RunSession, run: EventCaptureManager, restore: Callable[[], None],
                  release: Callable[[], None] | None, loop_thread: LoopThread) -> None:
         self._session = session
-        self.run = manager
+        self.run = run
         self._restore: Callable[[], None] | None = restore
         self._release = release
         self._loop_thread = loop_thread
@@ -93,7 +93,7 @@ class RunHandle:
         return self._restore is None
 
     def _detach(self) -> bool:
-        """Remove the hooks and the current captor, once: True for the first caller."""
+        """Remove the hooks and unset the current run, once: True for the first caller."""
         with self._lock:
             restore, release = self._restore, self._release
             self._restore = self._release = None

@@ -51,17 +51,17 @@ class RunSession:
         self.model = model
         self.session_id: Any = session_id  # as given until start() makes it text (see _run_fields)
         self.meta = plain_dict(meta) if isinstance(meta, dict) else ({} if meta is None else {"meta": meta})
-        self.manager: EventCaptureManager | None = None
+        self.run: EventCaptureManager | None = None
         self.forwarder: Any = None  # export.otlp.OtlpForwarder when CMBAGENT_EVENTS_OTLP_ENDPOINT is set
         self.status: str | None = None  # the final status, set by finish() (None: closed by run.aclose(): completed)
 
     async def start(self) -> EventCaptureManager:
         cfg = self.config
         run_id = new_run_id()
-        if not cfg.enabled:  # capture off: a manager that records nothing, no database touched
+        if not cfg.enabled:  # capture off: a run that records nothing, no database touched
             self.session_id = await _off_this_loop(fit_text, self.session_id, RUN_WIDTHS["session_id"]) or "default"
-            self.manager = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=False)
-            return self.manager
+            self.run = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=False)
+            return self.run
         url = resolve_db(self.db_url)  # a URL that cannot work fails here, with the reason
         outage = False
         try:
@@ -90,18 +90,18 @@ class RunSession:
                              final_values=self._final_values)
         if cfg.otlp_endpoint and sampled:
             self.forwarder = _otlp_forwarder(cfg.otlp_endpoint, run_id, writer)
-        manager = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=sampled, bus=bus, writer=writer,
-                                      otlp_forwarder=self.forwarder, own_files=_own_files(url))
+        run = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=sampled, bus=bus, writer=writer,
+                                  otlp_forwarder=self.forwarder, own_files=_own_files(url))
         writer.start()
-        self.manager = manager
-        return manager
+        self.run = run
+        return run
 
     async def finish(self, error: BaseException | str | None, status: str | None = None) -> None:
         """Close the run: ``status`` (``completed`` / ``failed``) or, when None, ``failed`` exactly when
         ``error`` is given (a clean ``sys.exit`` counts as completed). An error is recorded as one
         ``error`` event."""
-        manager = self.manager
-        if manager is None or manager.writer is None:  # never started, or capture disabled
+        run = self.run
+        if run is None or run.writer is None:  # never started, or capture disabled
             return
         if isinstance(error, BaseException) and _is_clean_exit(error):
             error = None
@@ -109,30 +109,30 @@ class RunSession:
             status = "completed" if error is None else "failed"
         if isinstance(error, BaseException):  # one error event per exception: none when a hook recorded it
             kind = "cancelled" if isinstance(error, asyncio.CancelledError) else type(error).__name__
-            manager.capture_exception("capture_run", error, "capture_run",
-                                      {"exception_type": type(error).__qualname__}, kind=kind, error_type=kind)
+            run.capture_exception("capture_run", error, "capture_run",
+                                  {"exception_type": type(error).__qualname__}, kind=kind, error_type=kind)
         elif error is not None:
-            manager.capture_error("capture_run", error, "run_error", {})
+            run.capture_error("capture_run", error, "run_error", {})
         self.status = status  # the final row's, read by _final_values when the writer builds the last batch
         try:
-            await manager.aclose()
+            await run.aclose()
         except Exception:
-            log.exception("cmbagent-events: could not close run %s", manager.run_id)
+            log.exception("cmbagent-events: could not close run %s", run.run_id)
         if self.forwarder is not None:  # the writer has stopped: send the last spans (bounded wait)
             await asyncio.to_thread(self.forwarder.close, OTLP_CLOSE_TIMEOUT_S)
 
     def _final_values(self) -> FinishValues:
         """The run row's closing values, taken when the last batch is built (so the counts are final)."""
-        manager = self.manager
-        assert manager is not None  # the writer exists only once the manager does
-        stats = manager.get_performance_stats()
+        run = self.run
+        assert run is not None  # the writer exists only once the run does
+        stats = run.get_performance_stats()
         patch = Sanitizer(()).encode_column([{"capture": {
             "batches_written": stats["batches_written"],
             "queue_high_water": stats["queue_high_water"],
             "avg_capture_time_us": round(stats["avg_capture_time_us"], 3),
             "last_error": stats["last_error"],
             "lost_completions": stats["lost_completions"],
-        }, "usage": dict(manager.usage), "drops": stats["drops"], **manager.run_meta}], 2000)[0]
+        }, "usage": dict(run.usage), "drops": stats["drops"], **run.run_meta}], 2000)[0]
         return self.status or "completed", time.time_ns(), stats["total_events"], stats["dropped_events"], patch
 
 

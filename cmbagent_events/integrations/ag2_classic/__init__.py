@@ -23,7 +23,7 @@ the module that hooks it:
 The hooks only patch classes (methods AG2 looks up at call time, so agents built before
 installation are covered), keep ``functools.wraps`` names (0.14 pairs sync/async reply functions
 by ``__name__``), never change arguments or results, and never raise into AG2: a capture failure is
-swallowed and counted by the manager. Errors AG2 raises are captured once (innermost) and
+swallowed and counted by the run. Errors AG2 raises are captured once (innermost) and
 re-raised unchanged. Every wrapper comes from one generator (``integrations/patching.wrap_call``,
 gated); installing and removing them is install.py's, through the patch set every flavour uses.
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ...captor import captor_for
 from ...capture import EventCaptureManager
+from ...current_run import run_for
 from ..patching import CallHook, PatchSet
 from .common import CALL_ATTR, adopt_hop_parent, arg, in_selection, name_of, patch_pair, perf, record_hop_error
 
@@ -54,8 +54,8 @@ class GenerateReplyHook(CallHook):
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         obj = args[0]
-        captor = captor_for(obj)
-        if captor is None:
+        run = run_for(obj)
+        if run is None:
             return None
         n = len(args)
         messages = args[1] if n > 1 else kwargs.get("messages")
@@ -63,28 +63,28 @@ class GenerateReplyHook(CallHook):
         meta: dict[str, Any] = {"sender": name_of(sender)}
         if in_selection.get():
             meta["speaker_selection"] = True
-        if captor.first_sight(obj):  # the agent's configuration once per run, not on every call
+        if run.first_sight(obj):  # the agent's configuration once per run, not on every call
             meta["agent_class"] = type(obj).__name__
             llm_config = getattr(obj, "llm_config", None)
             if llm_config:
                 meta["llm_config"] = plain_config(llm_config)  # its keys redacted by the writer
-        event_id = captor.capture_agent_call(obj.name, last_message(obj, messages, sender), None, meta)
+        event_id = run.capture_agent_call(obj.name, last_message(obj, messages, sender), None, meta)
         d = obj.__dict__
         previous = d.get(CALL_ATTR)
         if event_id is not None:
             d[CALL_ATTR] = event_id
-        return captor, obj, event_id, previous
+        return run, obj, event_id, previous
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
-        captor, agent, event_id, previous = state
+        run, agent, event_id, previous = state
         agent.__dict__[CALL_ATTR] = previous
         if event_id is None:
             return
         if error is not None:
-            captor.capture_exception(agent.name, error, "generate_reply")
-            captor.finish_agent_call(event_id, error=error)
+            run.capture_exception(agent.name, error, "generate_reply")
+            run.finish_agent_call(event_id, error=error)
         else:
-            captor.finish_agent_call(event_id, response=result)
+            run.finish_agent_call(event_id, response=result)
 
 
 # -- messages -------------------------------------------------------------------------------------
@@ -105,20 +105,20 @@ class SendHook(CallHook):
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         obj = args[0]
-        captor = captor_for(obj)
-        if captor is None:
+        run = run_for(obj)
+        if run is None:
             return None
         n = len(args)
         message = args[1] if n > 1 else kwargs.get("message")
         recipient = args[2] if n > 2 else kwargs.get("recipient")
         request_reply = args[3] if n > 3 else kwargs.get("request_reply")
         if (request_reply is False and self._is_manager(type(obj))
-                and captor.extend_fold(obj.name, name_of(recipient), message)):
-            return captor, obj  # one more member of a broadcast already being folded: nothing else to do
-        self._capture(captor, obj, message, recipient, request_reply)
-        return captor, obj
+                and run.extend_fold(obj.name, name_of(recipient), message)):
+            return run, obj  # one more member of a broadcast already being folded: nothing else to do
+        self._capture(run, obj, message, recipient, request_reply)
+        return run, obj
 
-    def _capture(self, captor: EventCaptureManager, sender: Any, message: Any, recipient: Any,
+    def _capture(self, run: EventCaptureManager, sender: Any, message: Any, recipient: Any,
                  request_reply: Any) -> None:
         if isinstance(message, dict):
             content = message.get("content")
@@ -130,14 +130,14 @@ class SendHook(CallHook):
         meta = {"speaker_selection": True} if in_selection.get() else None
         if request_reply is False and self._is_manager(type(sender)):
             # a manager broadcast: the same message object goes to each member in turn (folded by default)
-            captor.capture_relay(sender.name, name_of(recipient), content, meta, message=message)
+            run.capture_relay(sender.name, name_of(recipient), content, meta, message=message)
         else:
-            captor.capture_message(sender.name, name_of(recipient), content, None, meta)
+            run.capture_message(sender.name, name_of(recipient), content, None, meta)
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
         if error is not None:
-            captor, sender = state
-            captor.capture_exception(sender.name, error, where)
+            run, sender = state
+            run.capture_exception(sender.name, error, where)
 
 
 # -- tools ----------------------------------------------------------------------------------------
@@ -146,15 +146,15 @@ class ExecuteFunctionHook(CallHook):
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         obj = args[0]
-        captor = captor_for(obj)
-        if captor is None:
+        run = run_for(obj)
+        if run is None:
             return None
-        return captor, obj, arg(args, kwargs, 1, "func_call"), arg(args, kwargs, 2, "call_id"), perf()
+        return run, obj, arg(args, kwargs, 1, "func_call"), arg(args, kwargs, 2, "call_id"), perf()
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
-        captor, agent, func_call, call_id, started = state
+        run, agent, func_call, call_id, started = state
         if error is not None:
-            record_hop_error(captor, agent, error, where)
+            record_hop_error(run, agent, error, where)
             return
         name = func_call.get("name") if isinstance(func_call, dict) else None
         arguments = func_call.get("arguments") if isinstance(func_call, dict) else func_call
@@ -168,10 +168,10 @@ class ExecuteFunctionHook(CallHook):
         meta = {"success": bool(ok), "call_id": call_id, "duration_ms": (perf() - started) * 1000.0}
         if in_selection.get():
             meta["speaker_selection"] = True
-        adopted = adopt_hop_parent(captor, agent)
-        captor.capture_tool_call(agent.name, name, arguments, result=content, metadata=meta)
+        adopted = adopt_hop_parent(run, agent)
+        run.capture_tool_call(agent.name, name, arguments, result=content, metadata=meta)
         if adopted:
-            captor.adopt_stack(())
+            run.adopt_stack(())
 
 
 def patch_agents(patches: PatchSet, agent_cls: type, manager_cls: type) -> None:

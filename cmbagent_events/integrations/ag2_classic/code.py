@@ -7,14 +7,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ...captor import captor_for
 from ...capture import EventCaptureManager
+from ...current_run import run_for
 from ..files import file_type_for, snapshot
 from ..patching import CallHook, PatchSet, point_name
 from .common import perf
 
 
-def capture_files(captor: EventCaptureManager, agent_name: str | None, before: dict[str, tuple[int, int]] | None,
+def capture_files(run: EventCaptureManager, agent_name: str | None, before: dict[str, tuple[int, int]] | None,
                   work_dir: Any, parent: str | None) -> None:
     """file_gen events for files the code created or changed (the executor's own tmp_code_* excluded)."""
     if before is None:
@@ -27,15 +27,15 @@ def capture_files(captor: EventCaptureManager, agent_name: str | None, before: d
         resolved = Path(path).resolve()
         if root not in resolved.parents:  # symlinked or escaping paths are not the run's files
             continue
-        if str(resolved) in captor.own_files:  # our own database, written meanwhile by the writer thread
+        if str(resolved) in run.own_files:  # our own database, written meanwhile by the writer thread
             continue
-        captor.capture_file_generation(agent_name or "code_executor", str(resolved), file_type_for(path),
-                                       stamp[1], {"created": path not in before, "code_exec_id": parent})
+        run.capture_file_generation(agent_name or "code_executor", str(resolved), file_type_for(path),
+                                    stamp[1], {"created": path not in before, "code_exec_id": parent})
 
 
-def _before(captor: EventCaptureManager, work_dir: Any) -> dict[str, tuple[int, int]] | None:
+def _before(run: EventCaptureManager, work_dir: Any) -> dict[str, tuple[int, int]] | None:
     try:
-        return snapshot(work_dir) if captor.captures("file_gen") else None
+        return snapshot(work_dir) if run.captures("file_gen") else None
     except Exception:
         return None
 
@@ -54,27 +54,27 @@ class ExecuteCodeBlocksHook(CallHook):
     """New-style executors: the code_exec belongs to the agent whose open call runs the code."""
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        captor = captor_for(None)
-        if captor is None:
+        run = run_for(None)
+        if run is None:
             return None
         obj = args[0]
-        agent_name = captor.open_call_agent(captor.current_parent())
+        agent_name = run.open_call_agent(run.current_parent())
         work_dir = getattr(obj, "work_dir", None)
         code_blocks = args[1] if len(args) > 1 else kwargs.get("code_blocks")
-        return captor, obj, agent_name, work_dir, code_blocks, _before(captor, work_dir), perf()
+        return run, obj, agent_name, work_dir, code_blocks, _before(run, work_dir), perf()
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
-        captor, executor, agent_name, work_dir, code_blocks, before, started = state
+        run, executor, agent_name, work_dir, code_blocks, before, started = state
         if error is not None:
-            captor.capture_exception(agent_name, error, where)
+            run.capture_exception(agent_name, error, where)
             return
         code, language = _code_of(code_blocks)
-        event_id = captor.capture_code_execution(
+        event_id = run.capture_code_execution(
             agent_name or "code_executor", code, language, getattr(result, "output", None),
             getattr(result, "exit_code", None), (perf() - started) * 1000.0,
             {"executor": type(executor).__name__, "code_file": getattr(result, "code_file", None),
              "blocks": len(code_blocks) if hasattr(code_blocks, "__len__") else None})
-        capture_files(captor, agent_name, before, work_dir, event_id)
+        capture_files(run, agent_name, before, work_dir, event_id)
 
 
 class RunCodeHook(CallHook):
@@ -82,23 +82,23 @@ class RunCodeHook(CallHook):
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         obj = args[0]
-        captor = captor_for(obj)
-        if captor is None:
+        run = run_for(obj)
+        if run is None:
             return None
         config = getattr(obj, "_code_execution_config", None)
         work_dir = kwargs.get("work_dir") or (config.get("work_dir") if isinstance(config, dict) else None)
         code = args[1] if len(args) > 1 else kwargs.get("code")
-        return captor, obj, code, kwargs.get("lang"), work_dir, _before(captor, work_dir), perf()
+        return run, obj, code, kwargs.get("lang"), work_dir, _before(run, work_dir), perf()
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
-        captor, agent, code, lang, work_dir, before, started = state
+        run, agent, code, lang, work_dir, before, started = state
         if error is not None:
-            captor.capture_exception(agent.name, error, where)
+            run.capture_exception(agent.name, error, where)
             return
         exit_code, logs = (result[0], result[1]) if isinstance(result, tuple) else (None, result)
-        event_id = captor.capture_code_execution(agent.name, code, lang or "python", logs, exit_code,
-                                                 (perf() - started) * 1000.0, {"executor": "legacy run_code"})
-        capture_files(captor, agent.name, before, work_dir, event_id)
+        event_id = run.capture_code_execution(agent.name, code, lang or "python", logs, exit_code,
+                                              (perf() - started) * 1000.0, {"executor": "legacy run_code"})
+        capture_files(run, agent.name, before, work_dir, event_id)
 
 
 def patch_code(patches: PatchSet, agent_cls: type, executor_classes: list[type]) -> None:

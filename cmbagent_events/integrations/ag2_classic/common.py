@@ -33,23 +33,23 @@ def name_of(agent: Any) -> str | None:
     return getattr(agent, "name", None) if agent is not None else None
 
 
-def adopt_hop_parent(captor: EventCaptureManager, agent: Any) -> bool:
+def adopt_hop_parent(run: EventCaptureManager, agent: Any) -> bool:
     """On a thread that lost the context, nest under the agent's open call; True when adopted
-    (the caller then calls ``captor.adopt_stack(())`` when done). Plain code, not a context
+    (the caller then calls ``run.adopt_stack(())`` when done). Plain code, not a context
     manager: this runs on every model call."""
-    if agent is None or captor.event_stack():
+    if agent is None or run.event_stack():
         return False
     call = getattr(agent, "__dict__", {}).get(CALL_ATTR)
     if call is None:
         return False
-    captor.adopt_stack((call,))
+    run.adopt_stack((call,))
     return True
 
 
-def record_hop_error(captor: EventCaptureManager, agent: Any, exc: BaseException, where: str) -> None:
+def record_hop_error(run: EventCaptureManager, agent: Any, exc: BaseException, where: str) -> None:
     """An error event for ``exc`` (one per exception per run), nested under ``agent``'s open call
     on a thread that lost the context."""
-    adopted = adopt_hop_parent(captor, agent)
-    captor.capture_exception(name_of(agent), exc, where)
+    adopted = adopt_hop_parent(run, agent)
+    run.capture_exception(name_of(agent), exc, where)
     if adopted:
-        captor.adopt_stack(())
+        run.adopt_stack(())

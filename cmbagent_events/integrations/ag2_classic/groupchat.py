@@ -7,9 +7,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ...captor import captor_for, current_captor
 from ...capture import EventCaptureManager
 from ...capture_values import mark_recorded
+from ...current_run import current_run, run_for
 from ..patching import GATE_ATTR, CallHook, PatchSet, point_name, wrap_call
 from .common import arg, in_selection, name_of, patch_pair
 
@@ -38,23 +38,23 @@ def take_transition() -> tuple[str, str, str | None] | None:
     return pending
 
 
-def _capture_speaker_change(captor: EventCaptureManager, groupchat: Any, last: Any, chosen: Any) -> None:
+def _capture_speaker_change(run: EventCaptureManager, groupchat: Any, last: Any, chosen: Any) -> None:
     pending = take_transition()
     context: dict[str, Any] = {"method": _method_name(groupchat)}
     reason = "speaker_selection"
     if pending is not None:
         reason, source, target = pending
         context["transition"] = {"source": source, "target": target}
-    captor.capture_handoff(name_of(last), name_of(chosen), context, reason)
+    run.capture_handoff(name_of(last), name_of(chosen), context, reason)
 
 
-def _record_selection_error(captor: EventCaptureManager, selector: Any, exc: BaseException, where: str) -> None:
+def _record_selection_error(run: EventCaptureManager, selector: Any, exc: BaseException, where: str) -> None:
     """AG2 ends group chats by raising NoEligibleSpeakerError from speaker selection: that is its
     normal stop (e.g. a TerminateTarget), not an error of the run."""
     if type(exc).__name__ == "NoEligibleSpeakerError":
-        mark_recorded(exc, captor.run_id)  # not an error: no outer layer records it either
+        mark_recorded(exc, run.run_id)  # not an error: no outer layer records it either
         return
-    captor.capture_exception(name_of(selector), exc, where)
+    run.capture_exception(name_of(selector), exc, where)
 
 
 class SelectSpeakerHook(CallHook):
@@ -62,19 +62,19 @@ class SelectSpeakerHook(CallHook):
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         last_speaker, selector = arg(args, kwargs, 1, "last_speaker"), arg(args, kwargs, 2, "selector")
-        captor = captor_for(selector)
-        if captor is None:
+        run = run_for(selector)
+        if run is None:
             return None
-        return captor, args[0], last_speaker, selector, in_selection.set(True)
+        return run, args[0], last_speaker, selector, in_selection.set(True)
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
-        captor, groupchat, last_speaker, selector, token = state
+        run, groupchat, last_speaker, selector, token = state
         in_selection.reset(token)
         if error is not None:
             _pending_transition.value = None  # e.g. an AfterWork to TerminateTarget: never the next chat's reason
-            _record_selection_error(captor, selector, error, where)
+            _record_selection_error(run, selector, error, where)
         else:
-            _capture_speaker_change(captor, groupchat, last_speaker, result)
+            _capture_speaker_change(run, groupchat, last_speaker, result)
 
 
 # -- group-pattern transitions --------------------------------------------------------------------
@@ -140,11 +140,11 @@ class BindRunHook(CallHook):
     """``run`` / ``a_run``: bind the agent and its recipient to the context's run; capture nothing."""
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if current_captor() is not None:
-            captor_for(args[0])
+        if current_run() is not None:
+            run_for(args[0])
             recipient = arg(args, kwargs, 1, "recipient")
             if recipient is not None:
-                captor_for(recipient)
+                run_for(recipient)
         return None  # the original is called as is
 
 
@@ -152,13 +152,13 @@ class PatternHook(CallHook):
     """``Pattern.__init__``: bind the pattern's agents to the context's run before AG2 starts threads."""
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return args[0] if current_captor() is not None else None
+        return args[0] if current_run() is not None else None
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
         if error is None:
             for agent in [*(getattr(state, "agents", []) or []), getattr(state, "user_agent", None)]:
                 if agent is not None:
-                    captor_for(agent)
+                    run_for(agent)
 
 
 def patch_groupchat(patches: PatchSet, agent_cls: type, groupchat_cls: type, io_cls: type | None,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ...captor import captor_for
+from ...current_run import run_for
 from ..patching import CallHook, PatchSet
 from .common import arg
 from .groupchat import remember_transition
@@ -54,7 +54,7 @@ class ToolReplyHook(CallHook):
     return set the executor's next target: OnCondition or ReplyResult."""
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if captor_for(args[0]) is None:
+        if run_for(args[0]) is None:
             return None
         return args[0], arg(args, kwargs, 1, "agent"), arg(args, kwargs, 2, "messages"), arg(args, kwargs, 3, "sender")
 
@@ -76,7 +76,7 @@ class ContextConditionsHook(CallHook):
     """``group_utils._run_oncontextconditions(agent, ...)``: a context condition answered."""
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return args[0] if captor_for(args[0]) is not None else None
+        return args[0] if run_for(args[0]) is not None else None
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
         if error is None and result and result[0]:
@@ -113,7 +113,7 @@ class DetermineNextAgentHook(CallHook):
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         call = self._signature.bind(*args, **kwargs)
-        if captor_for(call.arguments["last_speaker"]) is None:
+        if run_for(call.arguments["last_speaker"]) is None:
             return None
         return call, call.arguments["tool_executor"].has_next_target()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextvars
 from typing import Any
 
-from ...captor import captor_for
+from ...current_run import run_for
 from ..patching import CallHook, PatchSet
 from .common import adopt_hop_parent, in_selection, name_of, perf, record_hop_error
 
@@ -28,17 +28,17 @@ class CreateHook(CallHook):
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         agent = kwargs.get("agent")
-        captor = captor_for(agent)
-        if captor is None:
+        run = run_for(agent)
+        if run is None:
             return None
         sent: list[Any] = []
-        return captor, agent, perf(), sent, _sent.set(sent)
+        return run, agent, perf(), sent, _sent.set(sent)
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
-        captor, agent, started, sent, token = state
+        run, agent, started, sent, token = state
         _sent.reset(token)
         if error is not None:
-            record_hop_error(captor, agent, error, "llm_create")
+            record_hop_error(run, agent, error, "llm_create")
             return
         usage = getattr(result, "usage", None)
         cost, source = cost_of(result, usage)
@@ -46,8 +46,8 @@ class CreateHook(CallHook):
                 "cached": getattr(result, "cost", None) is not None and usage is None}
         if in_selection.get():
             meta["speaker_selection"] = True
-        adopted = adopt_hop_parent(captor, agent)
-        captor.capture_llm_call(
+        adopted = adopt_hop_parent(run, agent)
+        run.capture_llm_call(
             name_of(agent), getattr(result, "model", None), getattr(usage, "prompt_tokens", None),
             getattr(usage, "completion_tokens", None), getattr(usage, "total_tokens", None),
             cost, (perf() - started) * 1000.0, meta, request=sent[-1] if sent else None, response=result,
@@ -55,7 +55,7 @@ class CreateHook(CallHook):
             reasoning_tokens=getattr(getattr(usage, "completion_tokens_details", None), "reasoning_tokens", None),
             cost_source=source)
         if adopted:
-            captor.adopt_stack(())
+            run.adopt_stack(())
 
 
 def cost_of(response: Any, usage: Any) -> tuple[Any, str]:

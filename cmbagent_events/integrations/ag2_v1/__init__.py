@@ -27,7 +27,7 @@ removed exactly on the last release. Without hooks, ``capture_middleware()`` goe
 
 Which run: each middleware instance holds the run it was built for: the one passed explicitly, else
 the calling turn's (carried in ``context.dependencies``, which AG2 copies into sub-tasks and agents
-used as tools), else ``captor_for(agent)`` (the context's run, else the run the agent was last seen
+used as tools), else ``run_for(agent)`` (the context's run, else the run the agent was last seen
 in, else the process-wide one). Its nesting is carried the same way, so a turn whose task lost the
 contextvars still lands under its caller in its own run.
 """

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ...captor import get_event_captor
 from ...capture import EventCaptureManager
+from ...current_run import get_event_captor
 from ..files import file_type_for, snapshot
 from ..patching import CallHook, PatchSet
 from .common import CARRY_KEY, usable
@@ -27,13 +27,13 @@ _pending_files: contextvars.ContextVar[list[tuple[str, str, int, bool]] | None] 
 
 
 def _code_target(context: Any) -> tuple[EventCaptureManager | None, tuple[str, ...] | None]:
-    """The run and nesting of code run from a tool: the calling turn's carry, else the current captor."""
+    """The run and nesting of code run from a tool: the calling turn's carry, else the current run."""
     deps = getattr(context, "dependencies", None)
     carry = deps.get(CARRY_KEY) if deps is not None else None
     if carry is not None:
-        captor = usable(carry.run())
-        if captor is not None:
-            return captor, carry.stack
+        run = usable(carry.run())
+        if run is not None:
+            return run, carry.stack
     return usable(get_event_captor()), None
 
 
@@ -53,11 +53,11 @@ def _changed_files(before: dict[str, tuple[int, int]], work_dir: Any,
     return found
 
 
-def _emit_files(captor: EventCaptureManager, agent_name: str | None, files: list[tuple[str, str, int, bool]],
+def _emit_files(run: EventCaptureManager, agent_name: str | None, files: list[tuple[str, str, int, bool]],
                 code_exec_id: str | None) -> None:
     for path, file_type, size, created in files:
-        captor.capture_file_generation(agent_name or "code_executor", path, file_type, size,
-                                       {"created": created, "code_exec_id": code_exec_id, "framework": "ag2"})
+        run.capture_file_generation(agent_name or "code_executor", path, file_type, size,
+                                    {"created": created, "code_exec_id": code_exec_id, "framework": "ag2"})
 
 
 class CodeRunHook(CallHook):
@@ -65,35 +65,35 @@ class CodeRunHook(CallHook):
     calling turn was; the files its sandbox commands change are collected meanwhile (ExecHook)."""
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        captor, stack = _code_target(kwargs.get("context"))
-        if captor is None:
+        run, stack = _code_target(kwargs.get("context"))
+        if run is None:
             return None
         files: list[tuple[str, str, int, bool]] = []
         token = _pending_files.set(files)
         previous = None
-        if stack is not None and captor.event_stack() != stack:
-            previous = captor.event_stack()
-            captor.adopt_stack(stack)
-        agent_name = captor.open_call_agent(captor.current_parent())
+        if stack is not None and run.event_stack() != stack:
+            previous = run.event_stack()
+            run.adopt_stack(stack)
+        agent_name = run.open_call_agent(run.current_parent())
         code = args[1] if len(args) > 1 else kwargs.get("code")
         language = args[2] if len(args) > 2 else kwargs.get("language")
-        return captor, type(args[0]).__name__, code, language, files, token, previous, agent_name, _perf()
+        return run, type(args[0]).__name__, code, language, files, token, previous, agent_name, _perf()
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
-        captor, executor, code, language, files, token, previous, agent_name, started = state
+        run, executor, code, language, files, token, previous, agent_name, started = state
         _pending_files.reset(token)
         try:
             if isinstance(error, Exception):
-                captor.capture_exception(agent_name, error, "code_run", {"framework": "ag2"})
+                run.capture_exception(agent_name, error, "code_run", {"framework": "ag2"})
             elif error is None:
-                event_id = captor.capture_code_execution(
+                event_id = run.capture_code_execution(
                     agent_name or "code_executor", code, str(language), getattr(result, "output", None),
                     getattr(result, "exit_code", None), (_perf() - started) * 1000.0,
                     {"executor": executor, "framework": "ag2"})
-                _emit_files(captor, agent_name, files, event_id)
+                _emit_files(run, agent_name, files, event_id)
         finally:
             if previous is not None:
-                captor.adopt_stack(previous)
+                run.adopt_stack(previous)
 
 
 class ExecHook(CallHook):
@@ -101,22 +101,22 @@ class ExecHook(CallHook):
     after the code_exec they belong to (inside a code run) or on their own (a command run directly)."""
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        captor = usable(get_event_captor())
+        run = usable(get_event_captor())
         pending = _pending_files.get()
-        if (captor is None and pending is None) or (captor is not None and not captor.captures("file_gen")):
+        if (run is None and pending is None) or (run is not None and not run.captures("file_gen")):
             return None
         root = args[0].host_workdir
-        return captor, pending, root, snapshot(root) or {}
+        return run, pending, root, snapshot(root) or {}
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
-        captor, pending, root, before = state
+        run, pending, root, before = state
         if error is not None:
             return
-        changed = _changed_files(before, root, getattr(captor or get_event_captor(), "own_files", frozenset()))
+        changed = _changed_files(before, root, getattr(run or get_event_captor(), "own_files", frozenset()))
         if pending is not None:
             pending.extend(changed)  # emitted after the code_exec they belong to
-        elif captor is not None and changed:
-            _emit_files(captor, captor.open_call_agent(captor.current_parent()), changed, None)
+        elif run is not None and changed:
+            _emit_files(run, run.open_call_agent(run.current_parent()), changed, None)
 
 
 def patch_code(patches: PatchSet, adapter_cls: Any, sandbox_cls: Any) -> None:

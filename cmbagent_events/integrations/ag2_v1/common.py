@@ -1,4 +1,4 @@
-"""What the AG2 1.x capture pieces share: the carried run and nesting, the usable captor."""
+"""What the AG2 1.x capture pieces share: the carried run and nesting, the usable run."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from ...capture import EventCaptureManager
 CARRY_KEY = "cmbagent_events.carry"  # context.dependencies key: (run weakref, open-call stack) of the caller
 
 
-def usable(captor: EventCaptureManager | None) -> EventCaptureManager | None:
-    return captor if captor is not None and captor.enabled else None
+def usable(run: EventCaptureManager | None) -> EventCaptureManager | None:
+    return run if run is not None and run.enabled else None
 
 
 class Carry:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from ...captor import get_event_captor
 from ...capture import EventCaptureManager
+from ...current_run import get_event_captor
 from ..guard import Guard
 from .common import usable
 
@@ -20,14 +20,14 @@ class CaptureHubListener:
     """A ``HubListener`` for one hub: messages, handoffs with their reason, and turn failures.
 
     ``hub.register_listener(CaptureHubListener(hub))``, or :func:`capture_hub`. Listener calls run
-    on the posting agent's task; the run is ``run`` when given, else the current captor.
+    on the posting agent's task; the run is ``run`` when given, else the current run.
     """
 
     def __init__(self, hub: Any, run: EventCaptureManager | None = None) -> None:
         self._hub = weakref.ref(hub)
         self._run = weakref.ref(run) if run is not None else None
 
-    def _captor(self) -> EventCaptureManager | None:
+    def _capturing_run(self) -> EventCaptureManager | None:
         if self._run is not None:
             return usable(self._run())
         return usable(get_event_captor())
@@ -50,21 +50,21 @@ class CaptureHubListener:
     def envelope_posted(self, envelope: Any, metadata: Any) -> None:
         if envelope.event_type not in _SUBSTANTIVE:
             return
-        captor = self._captor()
+        run = self._capturing_run()
         hub = self._hub()
-        if captor is not None and hub is not None:
-            _capture_envelope(captor, hub, envelope)
+        if run is not None and hub is not None:
+            _capture_envelope(run, hub, envelope)
 
     @TURN_FAILED
     def turn_failed(self, channel_id: str, agent_id: str, envelope_id: str, exc: BaseException) -> None:
-        captor = self._captor()
+        run = self._capturing_run()
         hub = self._hub()
-        if captor is not None and hub is not None:
-            captor.capture_exception(hub.name_for(agent_id), exc, "hub_turn",
-                                     {"channel_id": channel_id, "envelope_id": envelope_id, "framework": "ag2"})
+        if run is not None and hub is not None:
+            run.capture_exception(hub.name_for(agent_id), exc, "hub_turn",
+                                  {"channel_id": channel_id, "envelope_id": envelope_id, "framework": "ag2"})
 
 
-def _capture_envelope(captor: EventCaptureManager, hub: Any, envelope: Any) -> None:
+def _capture_envelope(run: EventCaptureManager, hub: Any, envelope: Any) -> None:
     """One substantive envelope: a message, and a handoff when the channel says who speaks next."""
     data = envelope.event_data or {}
     sender = hub.name_for(envelope.sender_id)
@@ -78,7 +78,7 @@ def _capture_envelope(captor: EventCaptureManager, hub: Any, envelope: Any) -> N
         next_id = envelope.audience[0]
     recipient = hub.name_for(next_id) if next_id else f"channel:{envelope.channel_id}"
     meta = {"channel_id": envelope.channel_id, "envelope_id": envelope.envelope_id, "framework": "ag2"}
-    captor.capture_message(sender, recipient, content, None, meta)
+    run.capture_message(sender, recipient, content, None, meta)
     if next_id is None or (next_id == envelope.sender_id and routing.get("kind") != "handoff"):
         return
     kind = routing.get("kind") or "text"
@@ -88,7 +88,7 @@ def _capture_envelope(captor: EventCaptureManager, hub: Any, envelope: Any) -> N
                "event_type": envelope.event_type}
     if routing.get("tool"):
         context["tool"] = routing["tool"]
-    captor.capture_handoff(sender, hub.name_for(next_id), context, reason)
+    run.capture_handoff(sender, hub.name_for(next_id), context, reason)
 
 
 def capture_hub(hub: Any, run: EventCaptureManager | None = None) -> CaptureHubListener:

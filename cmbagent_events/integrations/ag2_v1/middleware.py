@@ -6,8 +6,8 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from ...captor import captor_for
 from ...capture import EventCaptureManager
+from ...current_run import run_for
 from .common import CARRY_KEY, usable
 
 AGENT_KEY = "__ag2_agent__"  # ag2.utils.AGENT_CONTEXT_DEPENDENCY_KEY: the Agent a context belongs to
@@ -23,7 +23,7 @@ class CaptureMiddlewareFactory:
     """``middleware=[capture_middleware()]``: builds one capturing middleware per turn.
 
     ``run`` pins every turn to one run; without it the turn's run is found when the turn starts (the
-    caller's carried run, else the current captor). ``agent`` names the agent when the hooks add the
+    caller's carried run, else the current run). ``agent`` names the agent when the hooks add the
     factory (the context's agent is used otherwise).
     """
 
@@ -40,18 +40,18 @@ class CaptureMiddlewareFactory:
         deps = getattr(context, "dependencies", None)
         carry = deps.get(CARRY_KEY) if deps is not None else None
         agent = self._agent if self._agent is not None else (deps.get(AGENT_KEY) if deps is not None else None)
-        captor = None
+        run = None
         if self._run is not None:
-            captor = usable(self._run())
+            run = usable(self._run())
         elif carry is not None:
-            captor = usable(carry.run())
-        if captor is None and self._run is None:
-            captor = captor_for(agent)  # the context's run (binding the agent), else the agent's last run
-        if captor is None:
+            run = usable(carry.run())
+        if run is None and self._run is None:
+            run = run_for(agent)  # the context's run (binding the agent), else the agent's last run
+        if run is None:
             return _base_middleware()(event, context)
         from .turn import CaptureMiddleware  # imports ag2: only once a turn is captured
 
-        return CaptureMiddleware(event, context, captor, agent, carry)
+        return CaptureMiddleware(event, context, run, agent, carry)
 
 
 def capture_middleware(run: EventCaptureManager | None = None) -> CaptureMiddlewareFactory:

@@ -43,10 +43,10 @@ tool_call: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextV
 class CaptureMiddleware(BaseMiddleware):
     """One turn of one agent, captured into one run (see the package doc)."""
 
-    def __init__(self, event: Any, context: Any, captor: EventCaptureManager, agent: Any,
+    def __init__(self, event: Any, context: Any, run: EventCaptureManager, agent: Any,
                  carry: Carry | None) -> None:
         super().__init__(event, context)
-        self.captor = captor
+        self.run = run
         self.agent_name = getattr(agent, "name", None) or "agent"
         self.agent = agent
         self.carry = carry
@@ -55,15 +55,15 @@ class CaptureMiddleware(BaseMiddleware):
 
     # Nesting: on a task that lost the turn's contextvars, events are parented explicitly.
     def _enter(self) -> tuple[str, ...] | None:
-        captor = self.captor
-        current = captor.event_stack()
+        run = self.run
+        current = run.event_stack()
         if current == self.stack:
             return None
-        captor.adopt_stack(self.stack)
+        run.adopt_stack(self.stack)
         return current
 
     def _turn_meta(self, context: Any) -> dict[str, Any]:
-        captor = self.captor
+        run = self.run
         meta: dict[str, Any] = {"framework": "ag2"}
         stream = getattr(context, "stream", None)
         if stream is not None:
@@ -72,7 +72,7 @@ class CaptureMiddleware(BaseMiddleware):
         if tool is not None:
             meta["via_tool"], meta["tool_call_id"] = tool
         agent = self.agent
-        if agent is not None and captor.first_sight(agent):  # the agent's configuration once per run
+        if agent is not None and run.first_sight(agent):  # the agent's configuration once per run
             meta["agent_class"] = type(agent).__name__
             config = getattr(agent, "config", None)
             if config is not None:
@@ -96,16 +96,16 @@ class CaptureMiddleware(BaseMiddleware):
     def _start_turn(self, event: Any, context: Any) -> tuple[Carry, Any, tuple[str, ...] | None]:
         """The agent_call opened, and this turn's run and nesting carried to the turns it starts:
         (what it carries, what was carried before, the nesting to restore)."""
-        captor = self.captor
+        run = self.run
         carry = self.carry
         previous = None
-        if carry is not None and captor.event_stack() != carry.stack:
-            previous = captor.event_stack()
-            captor.adopt_stack(carry.stack)  # the caller's nesting, carried across a lost context
-        self.call_id = captor.capture_agent_call(self.agent_name, text_of(event), None, self._turn_meta(context))
-        self.stack = captor.event_stack()
+        if carry is not None and run.event_stack() != carry.stack:
+            previous = run.event_stack()
+            run.adopt_stack(carry.stack)  # the caller's nesting, carried across a lost context
+        self.call_id = run.capture_agent_call(self.agent_name, text_of(event), None, self._turn_meta(context))
+        self.stack = run.event_stack()
         deps = context.dependencies
-        own = Carry(captor.ref, self.stack)
+        own = Carry(run.ref, self.stack)
         outer = deps.get(CARRY_KEY, None)
         deps[CARRY_KEY] = own
         return own, outer, previous
@@ -113,7 +113,7 @@ class CaptureMiddleware(BaseMiddleware):
     @TURN_END
     def _end_turn(self, context: Any, own: Carry, outer: Any, previous: tuple[str, ...] | None,
                   response: Any = None, error: BaseException | None = None) -> None:
-        captor = self.captor
+        run = self.run
         deps = context.dependencies
         if deps.get(CARRY_KEY) is own:
             if outer is None:
@@ -123,12 +123,12 @@ class CaptureMiddleware(BaseMiddleware):
         if self.call_id is not None:
             if error is not None:
                 if isinstance(error, Exception):
-                    captor.capture_exception(self.agent_name, error, "turn", FRAMEWORK)
-                captor.finish_agent_call(self.call_id, error=error)
+                    run.capture_exception(self.agent_name, error, "turn", FRAMEWORK)
+                run.finish_agent_call(self.call_id, error=error)
             else:
-                captor.finish_agent_call(self.call_id, response=response_value(response))
+                run.finish_agent_call(self.call_id, response=response_value(response))
         if previous is not None:
-            captor.adopt_stack(previous)
+            run.adopt_stack(previous)
 
     async def on_llm_call(self, call_next: Any, events: Any, context: Any) -> Any:
         started = perf()
@@ -141,9 +141,9 @@ class CaptureMiddleware(BaseMiddleware):
         except BaseException as exc:
             if isinstance(exc, Exception):
                 previous = self._enter()
-                self.captor.capture_exception(self.agent_name, exc, "llm_call", FRAMEWORK)
+                self.run.capture_exception(self.agent_name, exc, "llm_call", FRAMEWORK)
                 if previous is not None:
-                    self.captor.adopt_stack(previous)
+                    self.run.adopt_stack(previous)
             raise
         self._llm_event(events, context, response, started)
         return response
@@ -175,14 +175,14 @@ class CaptureMiddleware(BaseMiddleware):
         cost = (response.metadata or {}).get("cost")
         previous = self._enter()
         reported = isinstance(cost, (int, float)) and not isinstance(cost, bool)
-        self.captor.capture_llm_call(
+        self.run.capture_llm_call(
             self.agent_name, model, tokens(usage.prompt_tokens), tokens(usage.completion_tokens),
             tokens(usage.total_tokens), cost if reported else None, duration, meta,
             request={"model": model, "messages": SentMessages(events, getattr(context, "prompt", ()))},
             response=ChatCompletionOf(response), cached_tokens=tokens(usage.cache_read_input_tokens),
             reasoning_tokens=tokens(usage.thinking_tokens), cost_source="reported" if reported else "unknown")
         if previous is not None:
-            self.captor.adopt_stack(previous)
+            self.run.adopt_stack(previous)
 
     async def on_tool_execution(self, call_next: Any, event: Any, context: Any) -> Any:
         token = tool_call.set((event.name, event.id))
@@ -197,7 +197,7 @@ class CaptureMiddleware(BaseMiddleware):
             self._tool_event(event, started, result, None)
         finally:
             if previous is not None:
-                self.captor.adopt_stack(previous)
+                self.run.adopt_stack(previous)
             tool_call.reset(token)
         return result
 
@@ -209,7 +209,7 @@ class CaptureMiddleware(BaseMiddleware):
             meta["success"] = False
             meta["error_type"] = type(exc).__name__
             if isinstance(exc, Exception):
-                self.captor.capture_exception(self.agent_name, exc, "tool_execution", FRAMEWORK)
+                self.run.capture_exception(self.agent_name, exc, "tool_execution", FRAMEWORK)
         elif isinstance(result, ToolErrorEvent):
             error = result.error
             value = f"{type(error).__name__}: {error}"
@@ -222,7 +222,7 @@ class CaptureMiddleware(BaseMiddleware):
             value = None
             meta["success"] = True
             meta["client_side"] = True
-        self.captor.capture_tool_call(self.agent_name, event.name, tool_arguments(event.arguments), value, meta)
+        self.run.capture_tool_call(self.agent_name, event.name, tool_arguments(event.arguments), value, meta)
 
     async def on_human_input(self, call_next: Any, event: Any, context: Any) -> Any:
         started = perf()
@@ -231,18 +231,18 @@ class CaptureMiddleware(BaseMiddleware):
             message = await call_next(event, context)
         except BaseException as exc:
             if isinstance(exc, Exception):
-                self.captor.capture_exception(self.agent_name, exc, "human_input", FRAMEWORK)
+                self.run.capture_exception(self.agent_name, exc, "human_input", FRAMEWORK)
             if previous is not None:
-                self.captor.adopt_stack(previous)
+                self.run.adopt_stack(previous)
             raise
         self._human_event(event, message, started)
         if previous is not None:
-            self.captor.adopt_stack(previous)
+            self.run.adopt_stack(previous)
         return message
 
     @HUMAN
     def _human_event(self, event: Any, message: Any, started: float) -> None:
-        self.captor.capture_event(
+        self.run.capture_event(
             "human_input", "response", self.agent_name, {"prompt": getattr(event, "content", None)},
             {"response": getattr(message, "content", None)}, (perf() - started) * 1000.0,
             {"request_id": getattr(event, "id", None), "framework": "ag2"})

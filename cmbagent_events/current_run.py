@@ -1,9 +1,13 @@
-"""Which run an event belongs to: the current captor, and the seam integrations use to find it.
+"""Which run an event belongs to: the current run, and the seam integrations use to find it.
 
-The current captor is context-local first (a ContextVar, so concurrent runs in one process stay
+The current run is context-local first (a ContextVar, so concurrent runs in one process stay
 apart), then process-wide. Framework work that hops to threads of its own loses the context, so
 integrations also attach the run to the objects they see (weakly, in the object's ``__dict__``)
-and find it there again: :func:`captor_for`.
+and find it there again: :func:`run_for`.
+
+``get_event_captor`` / ``set_event_captor`` are the public contract's names for reading and setting
+the current run; "captor" survives only in public names (these two, and ``event_captor`` of the
+workflow callbacks).
 
 After ``fork()`` the child's copies of the parent's runs stop capturing (they would share the
 parent's writer, connection and queue); a child that wants capture opens its own run.
@@ -17,23 +21,23 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from .capture import EventCaptureManager, live_managers
+from .capture import EventCaptureManager, live_runs
 
-RUN_ATTR = "_cmbagent_events_run"  # weakref to the manager an object (agent) was last seen in
+RUN_ATTR = "_cmbagent_events_run"  # weakref to the run an object (agent) was last seen in
 
 _current: contextvars.ContextVar[EventCaptureManager | None] = contextvars.ContextVar(
-    "cmbagent_events_captor", default=None
+    "cmbagent_events_run", default=None
 )
 _global: EventCaptureManager | None = None
 
 
 def get_event_captor() -> EventCaptureManager | None:
-    """The captor of the current task/thread context, else the process-wide one."""
+    """The run of the current task/thread context, else the process-wide one."""
     return _current.get() or _global
 
 
 def set_event_captor(captor: EventCaptureManager | None, *, context_only: bool = False) -> Callable[[], None]:
-    """Make ``captor`` current here (and process-wide unless ``context_only``).
+    """Make the run ``captor`` current here (and process-wide unless ``context_only``).
 
     Returns a function that restores what was there before.
     """
@@ -56,44 +60,44 @@ def set_event_captor(captor: EventCaptureManager | None, *, context_only: bool =
 
 
 # -- the seam for integrations --------------------------------------------------------------------
-def current_captor() -> EventCaptureManager | None:
-    """The captor of this context when it is capturing (the process-wide one is not consulted)."""
-    captor = _current.get()
-    return captor if captor is not None and captor.enabled else None
+def current_run() -> EventCaptureManager | None:
+    """The run of this context when it is capturing (the process-wide one is not consulted)."""
+    run = _current.get()
+    return run if run is not None and run.enabled else None
 
 
-def captor_for(obj: Any) -> EventCaptureManager | None:
+def run_for(obj: Any) -> EventCaptureManager | None:
     """The capturing run ``obj`` (an agent, or None) works for.
 
     The context's run first, and then ``obj`` is bound to it (weakly); else the run ``obj`` was last
     bound to (work on a thread that lost the context); else the process-wide run. None when none of
     them is capturing. Cheap: this runs on every hooked call.
     """
-    captor = _current.get()
-    if captor is not None and captor.enabled:
+    run = _current.get()
+    if run is not None and run.enabled:
         if obj is not None:
-            ref = captor.ref
+            ref = run.ref
             try:
                 if obj.__dict__.get(RUN_ATTR) is not ref:
                     obj.__dict__[RUN_ATTR] = ref
             except AttributeError:
                 pass
-        return captor
+        return run
     if obj is not None:
         remembered: weakref.ref[EventCaptureManager] | None = getattr(obj, "__dict__", {}).get(RUN_ATTR)
         if remembered is not None:
-            captor = remembered()
-            if captor is not None and captor.enabled:
-                return captor
-    captor = _global
-    return captor if captor is not None and captor.enabled else None
+            run = remembered()
+            if run is not None and run.enabled:
+                return run
+    run = _global
+    return run if run is not None and run.enabled else None
 
 
 # -- fork safety ------------------------------------------------------------------------------------
 def _after_fork_in_child() -> None:
     global _global
-    for manager in live_managers():
-        manager.abandon_after_fork()
+    for run in live_runs():
+        run.abandon_after_fork()
     _global = None
     _current.set(None)
 
