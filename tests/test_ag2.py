@@ -753,3 +753,36 @@ async def test_an_error_in_a_reply_function_is_one_event_with_its_traceback(db_u
     assert traceback_text.rstrip().endswith("ValueError: cannot fit 'cmb_tt_spectrum.csv': no multipoles")
     assert errors[0].agent_name == "analyst" and errors[0].event_subtype == "ValueError"
     assert (await db_session.get(WorkflowRun, run.run_id)).status == "failed"
+
+
+def _camb_lmax(lmax: int) -> int:  # deep inside a tool: AG2 catches what it raises, the traceback names it
+    raise ValueError(f"lmax {lmax} is beyond the data")
+
+
+def spectrum(lmax: int) -> int:
+    """Compute the spectrum up to lmax."""
+    return _camb_lmax(lmax)
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+async def test_a_tool_that_raises_is_recorded_with_its_traceback(db_url, db_session, config, use_async: bool) -> None:
+    script = Script({"assistant": [ToolCall("spectrum", {"lmax": 9000}), "It failed. TERMINATE"]})
+    assistant = AssistantAgent("assistant", llm_config=scripted_llm_config(script))
+    user = UserProxyAgent("user", human_input_mode="NEVER", code_execution_config=False, is_termination_msg=TERM)
+    register_function(spectrum, caller=assistant, executor=user, description="Compute the spectrum.")
+    register_scripted_client(assistant)
+    registered = user._function_map["spectrum"]
+    async with capture_run(db_url, config=config) as run:
+        if use_async:
+            await user.a_initiate_chat(assistant, message="Spectrum to 9000?", max_turns=3)
+        else:
+            user.initiate_chat(assistant, message="Spectrum to 9000?", max_turns=3)
+    assert user._function_map["spectrum"] is registered  # our wrapper is gone once the call ended
+    events = await events_of(db_session, run.run_id)
+    (tool,) = [e for e in events if e.event_type == "tool_call"]
+    assert tool.meta["success"] is False and "lmax 9000 is beyond the data" in tool.outputs["result"]
+    (error,) = [e for e in events if e.event_type == "error"]  # the tool's exception, once
+    assert error.event_subtype == "ValueError" and error.meta["where"] == "tool"
+    assert error.meta["tool_name"] == "spectrum" and error.parent_event_id == tool.parent_event_id
+    raise_line = inspect.getsourcelines(_camb_lmax)[1] + 1
+    assert f'File "{__file__}", line {raise_line}, in _camb_lmax' in error.meta["traceback"]

@@ -9,6 +9,7 @@ from typing import Any
 from ...capture import EventCaptureManager
 from ...current_run import run_for
 from ..patching import CallHook, PatchSet
+from . import tool_errors
 from .common import CALL_ATTR, adopt_hop_parent, arg, in_selection, name_of, patch_pair, perf, record_hop_error
 
 
@@ -149,10 +150,21 @@ class ExecuteFunctionHook(CallHook):
         run = run_for(obj)
         if run is None:
             return None
-        return run, obj, arg(args, kwargs, 1, "func_call"), arg(args, kwargs, 2, "call_id"), perf()
+        func_call = arg(args, kwargs, 1, "func_call")
+        name = func_call.get("name") if isinstance(func_call, dict) else None
+        put_back = tool_errors.watch(getattr(obj, "_function_map", None), name)
+        holder: list[BaseException] = []
+        token = tool_errors.raised.set(holder)
+        return run, obj, func_call, arg(args, kwargs, 2, "call_id"), perf(), put_back, holder, token
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
-        run, agent, func_call, call_id, started = state
+        run, agent, func_call, call_id, started, put_back, holder, token = state
+        try:
+            tool_errors.raised.reset(token)
+        except ValueError:  # ended in another context (a hop): it is that context's to drop
+            pass
+        if put_back is not None:
+            put_back()
         if error is not None:
             record_hop_error(run, agent, error, where)
             return
@@ -170,6 +182,8 @@ class ExecuteFunctionHook(CallHook):
             meta["speaker_selection"] = True
         adopted = adopt_hop_parent(run, agent)
         run.capture_tool_call(agent.name, name, arguments, result=content, metadata=meta)
+        for exc in holder:  # what the tool raised, that AG2 turned into its result text
+            run.capture_exception(agent.name, exc, "tool", {"tool_name": name, "call_id": call_id})
         if adopted:
             run.adopt_stack(())
 
