@@ -15,7 +15,9 @@ gave when the run was recorded, per agent and in order, instead of calling the m
   :class:`~cmbagent_events.errors.ReplayDivergence` naming the agent, its call number and the first
   differing message (recorded against now, a unified diff); ``"live"`` passes it and every later
   call to the real model (a fork of the run from there); ``"position"`` serves by position from there.
-- Tools and code run for real (they are your local code).
+- Tools and code run for real (they are your local code); ``tools="recorded"`` answers classic AG2's
+  tool calls with the recorded results instead (per agent and tool, in order; a result is what was
+  stored, cut at ``CMBAGENT_EVENT_MAX_OUTPUT_SIZE``), for tools that call paid services or are slow.
 
 A capture run open meanwhile records the replayed run as a new run with ``meta.replay_of`` (and
 ``meta.diverged_at`` when it diverged): ``cmbagent-events diff ORIGINAL REPLAYED`` shows what changed.
@@ -38,6 +40,7 @@ from .config import CaptureConfig
 from .errors import ReplayDivergence, ReplayError
 
 ON_DIVERGENCE = ("stop", "live", "position")
+TOOLS = ("live", "recorded")
 MATCHES = ("request", "position")
 DIFF_LINES = 40  # lines of unified diff a divergence shows
 
@@ -81,6 +84,8 @@ class ReplayReport:
     unused: int = 0
     servable: int = 0
     not_servable: list[dict[str, Any]] = field(default_factory=list)
+    tools_served: int = 0  # tools="recorded": tool calls answered from the record
+    tools_live: int = 0  # ... and the ones the record had no result for (run for real)
 
     def summary(self) -> str:
         parts = [f"replay of {self.run_id}: {self.served} of {self.recorded} recorded model calls served"]
@@ -92,6 +97,8 @@ class ReplayReport:
             parts.append(f"{self.passed_live} passed to the model")
         if self.unused:
             parts.append(f"{self.unused} recorded calls not asked for")
+        if self.tools_served or self.tools_live:
+            parts.append(f"tool results: {self.tools_served} from the record, {self.tools_live} run for real")
         return "; ".join(parts)
 
 
@@ -125,7 +132,7 @@ class Replayer:
         self.report = ReplayReport(run_id, len(recorded), servable=sum(c.servable for c in recorded),
                                    not_servable=[{"seq": c.seq, "event_id": c.event_id, "agent": c.agent, "why": c.why}
                                                  for c in recorded if not c.servable])
-        self._annotated: set[int] = set()
+        self._tools: dict[tuple[Any, Any], list[tuple[bool, Any]]] = {}
 
     # -- matching --------------------------------------------------------------------------------------
     def _key(self, text: str | None) -> str:
@@ -230,6 +237,29 @@ class Replayer:
         run = run_for(agent)
         if run is not None:
             run.annotate(**meta)
+
+    # -- tools (tools="recorded") ---------------------------------------------------------------------
+    def add_tool_results(self, events: list[dict[str, Any]]) -> None:
+        """The recorded ``tool_call`` events, to answer tool calls with (per agent and tool, in order)."""
+        for event in events:
+            inputs: dict[str, Any] = event["inputs"] if isinstance(event.get("inputs"), dict) else {}
+            outputs: dict[str, Any] = event["outputs"] if isinstance(event.get("outputs"), dict) else {}
+            meta: dict[str, Any] = event["meta"] if isinstance(event.get("meta"), dict) else {}
+            key = (event.get("agent_name"), inputs.get("tool_name"))
+            self._tools.setdefault(key, []).append((meta.get("success") is not False, outputs.get("result")))
+
+    def tool_result(self, agent: Any, func_call: Any) -> Any:
+        """``execute_function``'s answer from the record: ``(success, {"name", "role", "content"})``, or
+        None when the recorded run has no (more) calls of that tool by that agent (it runs for real)."""
+        name = func_call.get("name") if isinstance(func_call, dict) else None
+        with self._lock:
+            queue = self._tools.get((getattr(agent, "name", None), name))
+            if not queue:
+                self.report.tools_live += 1
+                return None
+            success, content = queue.pop(0)
+            self.report.tools_served += 1
+        return success, {"name": name, "role": "function", "content": content}
 
     def finish(self) -> ReplayReport:
         self.report.unused = sum(1 for calls in self._calls.values() for c in calls if not c.used)
@@ -355,20 +385,21 @@ class replay:  # a context manager used like a function, as contextlib's are
     def __init__(self, run_id: str, db_url: str | None = None, *, on_divergence: str = "stop",
                  match: str = "request", tools: str = "live", ignore: Iterable[str] = (),
                  quiet: bool = False) -> None:
-        if tools != "live":
-            raise ValueError("tools='recorded' is not supported yet: tools and code run for real (tools='live')")
+        if tools not in TOOLS:
+            raise ValueError(f"tools must be one of {', '.join(TOOLS)}, got {tools!r}")
         if on_divergence not in ON_DIVERGENCE or match not in MATCHES:
             raise ValueError(f"on_divergence must be one of {ON_DIVERGENCE} and match one of {MATCHES}, "
                              f"got {on_divergence!r} and {match!r}")
         self.run_id = run_id
         self.db_url = db_url
         self.options = {"on_divergence": on_divergence, "match": match, "ignore": tuple(ignore)}
+        self.tools = tools
         self.quiet = quiet
         self.replayer: Replayer | None = None
         self.report: ReplayReport | None = None
         self._patches: list[Any] = []
 
-    def _start(self, full_id: str, calls: list[dict[str, Any]]) -> Replayer:
+    def _start(self, full_id: str, calls: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Replayer:
         """Open the replay: classic AG2's model calls are routed through it; AG2 1.x's capturing
         middleware asks it itself (:func:`active_replay`), so there a capture run must be open."""
         if not calls:
@@ -377,6 +408,7 @@ class replay:  # a context manager used like a function, as contextlib's are
             raise ReplayError(f"run {full_id} was captured without its model calls' requests and responses "
                               "(before they were recorded, or with CMBAGENT_CAPTURE_LLM_MESSAGES=false)")
         replayer = Replayer(full_id, calls, **self.options)  # type: ignore[arg-type]
+        replayer.add_tool_results(tools)
         with _lock:
             if _active:
                 raise ReplayError("another replay is open in this process; one at a time")
@@ -387,7 +419,7 @@ class replay:  # a context manager used like a function, as contextlib's are
             if flavours.classic_installed():
                 from .integrations.ag2_classic import replay as classic
 
-                self._patches = classic.install(replayer)
+                self._patches = classic.install(replayer, tools=self.tools == "recorded")
         except BaseException:
             with _lock:
                 _active.remove(replayer)
@@ -417,7 +449,8 @@ class replay:  # a context manager used like a function, as contextlib's are
         with open_store(self.db_url) as store:
             full_id = store.run(self.run_id)["id"]
             calls = store.llm_calls(full_id)
-        self._start(full_id, calls)
+            tools = store.events(full_id, event_type="tool_call") if self.tools == "recorded" else []
+        self._start(full_id, calls, tools)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -429,7 +462,8 @@ class replay:  # a context manager used like a function, as contextlib's are
         async with open_async_store(self.db_url) as store:
             full_id = await store.run_id(self.run_id)
             calls = await store.llm_calls(full_id)
-        self._start(full_id, calls)
+            tools = await store.events(full_id, event_type="tool_call") if self.tools == "recorded" else []
+        self._start(full_id, calls, tools)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

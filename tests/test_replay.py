@@ -199,3 +199,25 @@ async def test_replayable_says_what_can_be_served(db_url, config, capsys) -> Non
     assert replayable(bare.run_id, db_url)["servable"] == 0
     assert await asyncio.to_thread(cli, ["--db", db_url, "replayable", bare.run_id]) == 1
     assert "request and response not recorded" in capsys.readouterr().out
+
+
+async def test_recorded_tool_results_stand_in_for_the_tools(db_url, config) -> None:
+    """tools="recorded": the tool is not run (here it would fail); its recorded result is served."""
+    original = await record(db_url, config)
+    ran: list[int] = []
+
+    def broken_add(a: int, b: int) -> int:
+        """Add two integers."""
+        ran.append(a)
+        raise RuntimeError("the paid service is down")
+
+    assistant = AssistantAgent("assistant", system_message=SYSTEM, llm_config=scripted_llm_config(Script({})))
+    user = UserProxyAgent("user", human_input_mode="NEVER", code_execution_config=False, is_termination_msg=TERM)
+    register_function(broken_add, caller=assistant, executor=user, name="add", description="Add two integers.")
+    register_scripted_client(assistant)
+    async with replay(original, db_url, tools="recorded", quiet=True) as played, \
+            capture_run(db_url, config=config) as run:
+        result = user.initiate_chat(assistant, message="What is 2+3?", max_turns=3)
+    assert ran == [] and result.chat_history[-1]["content"] == "The sum is 5. TERMINATE"
+    assert played.report.tools_served == 1 and played.report.tools_live == 0
+    assert await shape(db_url, run.run_id) == await shape(db_url, original)

@@ -2,14 +2,17 @@
 a stand-in for each of its model clients, which asks the replay for the recorded response instead
 of calling the model (and passes the call to the real client when the replay says so: a fork of the
 run after a divergence). AG2's own handling around the client (cost, usage, message retrieval,
-tool calls) runs as it ran when the run was recorded.
+tool calls) runs as it ran when the run was recorded. With ``tools="recorded"``, ``execute_function``
+answers with the recorded tool results too.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any
 
-from ..patching import CallHook, apply_patch, restore_patches, wrap_call
+from ..patching import CallHook, Gate, apply_patch, gated, restore_patches, wrap_call
 
 
 class ReplayClient:
@@ -62,13 +65,36 @@ class ServeFromReplay(CallHook):
         wrapper._clients = real
 
 
-def install(replayer: Any) -> list[tuple[Any, str, Any, Any]]:
-    """Route every ``OpenAIWrapper.create`` through ``replayer``; returns the patches to restore."""
-    from autogen import OpenAIWrapper
+def _recorded_tools(replayer: Any, original: Any) -> Any:
+    """``execute_function`` (sync or async, as ``original``) answering with the recorded result of the
+    agent's next call of that tool; a tool the recorded run never called runs for real."""
+    if inspect.iscoroutinefunction(original):
+        @functools.wraps(original)
+        async def a_execute_function(self: Any, func_call: Any, *args: Any, **kwargs: Any) -> Any:
+            served = replayer.tool_result(self, func_call)
+            return await original(self, func_call, *args, **kwargs) if served is None else served
+
+        return gated(a_execute_function, Gate())
+
+    @functools.wraps(original)
+    def execute_function(self: Any, func_call: Any, *args: Any, **kwargs: Any) -> Any:
+        served = replayer.tool_result(self, func_call)
+        return original(self, func_call, *args, **kwargs) if served is None else served
+
+    return gated(execute_function, Gate())
+
+
+def install(replayer: Any, tools: bool = False) -> list[tuple[Any, str, Any, Any]]:
+    """Route every ``OpenAIWrapper.create`` through ``replayer`` (and, with ``tools``, every
+    ``execute_function``); returns the patches to restore."""
+    from autogen import ConversableAgent, OpenAIWrapper
 
     patches: list[tuple[Any, str, Any, Any]] = []
     original = OpenAIWrapper.create
     apply_patch(patches, OpenAIWrapper, "create", wrap_call(original, ServeFromReplay(replayer), "replay"))
+    if tools:
+        for name in ("execute_function", "a_execute_function"):
+            apply_patch(patches, ConversableAgent, name, _recorded_tools(replayer, getattr(ConversableAgent, name)))
     return patches
 
 
