@@ -337,15 +337,8 @@ def _wrap(value: Any) -> Any:
 
 
 def _response(data: Any) -> Any:
-    """The recorded response as an object: OpenAI's own ``ChatCompletion`` when it was one and the
-    ``openai`` package is here (what AG2's OpenAI client expects), else a :class:`RecordedResponse`."""
-    if isinstance(data, dict) and data.get("object") == "chat.completion":
-        try:
-            from openai.types.chat import ChatCompletion  # type: ignore[import-not-found]
-
-            return ChatCompletion.model_validate(data)
-        except Exception:  # no openai, or a shape it refuses (a scripted or custom client's)
-            pass
+    """The recorded response as an object the model clients read (attributes) and AG2 dumps
+    (``model_dump()`` gives back exactly what was recorded: a message AG2 keeps is the same dict)."""
     return RecordedResponse(data) if isinstance(data, dict) else data
 
 

@@ -148,3 +148,12 @@ def session_id() -> str:
 def _spill_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Spill files (kept when a database is unreachable) go to the test's tmp dir, never the repo."""
     monkeypatch.setenv("CMBAGENT_EVENTS_SPILL_DIR", str(tmp_path / "spill"))
+
+
+@pytest.fixture
+def chat_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test in its own working directory with a ``chats/`` folder: CMBAgent's fork of AG2 writes
+    every group chat's messages to ``./chats/*.json``."""
+    cwd = tmp_path / "cwd"
+    (cwd / "chats").mkdir(parents=True)
+    monkeypatch.chdir(cwd)

@@ -66,16 +66,7 @@ from cmbagent_events.testing.scripted_client import (  # noqa: E402
 )
 
 logging.getLogger("autogen.oai.client").setLevel(logging.WARNING)
-pytestmark = pytest.mark.ag2
-
-
-@pytest.fixture(autouse=True)
-def _chat_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test in its own working directory with a ``chats/`` folder: CMBAgent's fork of AG2
-    writes every group chat's messages to ``./chats/*.json``."""
-    cwd = tmp_path / "cwd"
-    (cwd / "chats").mkdir(parents=True)
-    monkeypatch.chdir(cwd)
+pytestmark = [pytest.mark.ag2, pytest.mark.usefixtures("chat_cwd")]
 
 
 def TERM(m: dict) -> bool:

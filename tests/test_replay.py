@@ -35,7 +35,7 @@ from cmbagent_events.testing.scripted_client import (
 )
 
 logging.getLogger("autogen.oai.client").setLevel(logging.WARNING)
-pytestmark = pytest.mark.ag2
+pytestmark = [pytest.mark.ag2, pytest.mark.usefixtures("chat_cwd")]
 
 SYSTEM = "You add numbers with the add tool, then say the sum and TERMINATE."
 
