@@ -1,4 +1,5 @@
-"""The ``cmbagent-events`` command: runs, show, tail, export, migrate, demo, serve.
+"""The ``cmbagent-events`` command: runs, show, cost, diff, replayable, tail, export, serve, demo, and
+migrate, replay (spill files), close-orphans.
 
 Every subcommand takes ``--db URL`` (before or after its name); the default is
 ``CMBAGENT_EVENTS_DB_URL``, else ``sqlite+aiosqlite:///cmbagent_events.db``. ``--table-prefix`` and
