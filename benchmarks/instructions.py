@@ -48,6 +48,7 @@ FEW, MANY = 1, 5
 # into ~15 small ones and count ~15 batches' fixed costs. With the interval out of reach, batches
 # form only when BUFFER_SIZE fills or the run closes, as they do at full speed.
 REAL_TIME_BATCHES = {"CMBAGENT_EVENT_FLUSH_INTERVAL_MS": "3600000"}
+LLM_MESSAGES = "CMBAGENT_CAPTURE_LLM_MESSAGES"  # --no-llm-messages: model calls without request and response
 
 
 def _discard(record: Any) -> bool:
@@ -77,7 +78,8 @@ async def _child(scenario_name: str, mode: str, trials: int, url: str) -> None:
         if mode == "off":
             await chat.run()
             continue
-        async with capture_run(url, config=CaptureConfig.from_env(REAL_TIME_BATCHES), mode="bench") as run:
+        settings = {**REAL_TIME_BATCHES, **{k: v for k, v in os.environ.items() if k == LLM_MESSAGES}}
+        async with capture_run(url, config=CaptureConfig.from_env(settings), mode="bench") as run:
             strip_to_layer(run, mode)
             await chat.run()
         events = run.get_performance_stats()["total_events"]
@@ -133,7 +135,11 @@ def main() -> None:
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--trials", type=int, default=FEW, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--no-llm-messages", action="store_true",
+                        help="capture model calls without their request and response (what storing them costs)")
     args = parser.parse_args()
+    if args.no_llm_messages:
+        os.environ[LLM_MESSAGES] = "false"  # the callgrind children inherit it
     if args.child:
         asyncio.run(_child(args.scenario, args.child, args.trials, args.url))
         return
@@ -142,7 +148,8 @@ def main() -> None:
     result = measure(args.scenario, args.jobs)
     report(result)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "instructions.json").write_text(json.dumps(result, indent=2))
+    name = "instructions-no-llm-messages.json" if args.no_llm_messages else "instructions.json"
+    (RESULTS / name).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
