@@ -18,6 +18,8 @@ PACKAGING := pyproject.toml setup.py
 CORE_DEPS := "sqlalchemy[asyncio]>=2,<2.2" "aiosqlite>=0.20" "asyncpg>=0.29" "anyio>=4" "alembic>=1.13" \
 	"msgspec>=0.18" "aiohttp>=3.9,<4" "ahocorasick-rs>=1.0.3,<2"
 TEST_DEPS := "pytest>=8" "pytest-asyncio>=0.24"
+# AG2's own OpenAI client, driven against the fake model server by the flavour tests (the fork brings it)
+OPENAI_CLIENT := openai
 
 AG2_DEFAULT := ag2==0.14.0
 AG2_0103 := ag2==0.10.3
@@ -59,7 +61,7 @@ $(BENCH_STAMP): $(STAMP)
 $(VENV_0103)/.installed-stamp: $(PACKAGING)
 	test -x $(VENV_0103)/bin/python || $(PYTHON) -m venv $(VENV_0103)
 	$(VENV_0103)/bin/python -m pip install -q --upgrade pip
-	$(VENV_0103)/bin/python -m pip install -q -e . $(TEST_DEPS) "$(AG2_0103)"
+	$(VENV_0103)/bin/python -m pip install -q -e . $(TEST_DEPS) "$(AG2_0103)" $(OPENAI_CLIENT)
 	touch $@
 
 test-ag2-0103: $(VENV_0103)/.installed-stamp
@@ -71,7 +73,7 @@ $(VENV_CLASSIC)/.installed-stamp: $(PACKAGING)
 	test -x $(VENV_CLASSIC)/bin/python || $(PYTHON) -m venv $(VENV_CLASSIC)
 	$(VENV_CLASSIC)/bin/python -m pip install -q --upgrade pip
 	$(VENV_CLASSIC)/bin/python -m pip install -q --no-deps -e .
-	$(VENV_CLASSIC)/bin/python -m pip install -q $(CORE_DEPS) $(TEST_DEPS) "$(AUTOGEN_CLASSIC)"
+	$(VENV_CLASSIC)/bin/python -m pip install -q $(CORE_DEPS) $(TEST_DEPS) "$(AUTOGEN_CLASSIC)" $(OPENAI_CLIENT)
 	touch $@
 
 test-autogen-classic: $(VENV_CLASSIC)/.installed-stamp
