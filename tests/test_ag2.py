@@ -701,8 +701,8 @@ async def test_concurrent_async_tool_calls_are_each_captured(db_url, db_session,
 
 
 def test_agent_llm_config_is_stored_as_a_plain_dict_made_at_first_sight() -> None:
-    """AG2's own LLMConfig becomes its model_dump() dict at capture (else the writer would send the
-    run's first batch down the per-record, worker-thread path); a user's own object is left alone."""
+    """AG2's own LLMConfig becomes its model_dump() dict at capture (else the writer would fill its cell
+    on the worker thread); a user's own object is left alone."""
     from cmbagent_events.integrations.ag2_classic.agents import plain_config
 
     agent = ConversableAgent("planner", llm_config=scripted_llm_config(Script(fallback="ok")),

@@ -38,8 +38,8 @@ def last_message(agent: Any, messages: Any, sender: Any) -> Any:
 def plain_config(config: Any) -> Any:
     """AG2's own ``LLMConfig`` (pydantic) as the dict its ``model_dump()`` gives, made here once per
     agent and run (~4 us of AG2's code): as an object it would be a value only its own code can
-    describe, and the writer would send its whole batch down the slow, per-record path to a worker
-    thread. Any other object (a user's class) is left for the writer, which never runs it here."""
+    describe, and the writer would leave its cell waiting for the worker thread (a thread hop for the
+    batch). Any other object (a user's class) is left for the writer, which never runs it here."""
     kind = type(config)
     if kind.__module__.startswith("autogen.") and kind.__name__ == "LLMConfig":
         try:
