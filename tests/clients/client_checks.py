@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,17 +161,22 @@ DEAD_URL = "http://127.0.0.1:9/v1"  # the discard port: nothing listens, a reque
 def replay_offline(db: Path, run_id: str, body: Callable[[], Any]) -> tuple[Any, Any, float]:
     """``body()`` inside ``replay(run_id)`` with no model server to reach (the base URL points at a
     closed port, the key is a placeholder): returns its result, the replay's report and the wall time."""
-    import os
-
     from cmbagent_events import replay
 
-    saved = {k: os.environ.get(k) for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
-    os.environ.update(OPENAI_API_KEY="sk-placeholder-no-model-is-called", OPENAI_BASE_URL=DEAD_URL)
-    try:
+    with environ(OPENAI_API_KEY="sk-placeholder-no-model-is-called", OPENAI_BASE_URL=DEAD_URL):
         started = time.perf_counter()
         with replay(run_id, f"sqlite+aiosqlite:///{db}") as played:
             result = body()
         return result, played.report, time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def environ(**values: str) -> Iterator[None]:
+    """``values`` set in the environment for the block; what was there before (or nothing) after."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
     finally:
         for key, value in saved.items():
             if value is None:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from client_checks import environ
 
 from cmbagent_events.testing.fake_openai import FakeOpenAI
 
@@ -55,15 +56,6 @@ def tiktoken_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def fake_openai(tiktoken_cache: Path) -> Iterator[FakeOpenAI]:
     """The fake model server, and the environment the clients read (key, base URL, tokenizer cache)."""
-    saved = {k: os.environ.get(k) for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TIKTOKEN_CACHE_DIR")}
-    with FakeOpenAI() as fake:
-        os.environ.update(OPENAI_API_KEY="sk-fake-key-for-the-local-fake", OPENAI_BASE_URL=fake.base_url,
-                          TIKTOKEN_CACHE_DIR=str(tiktoken_cache))
-        try:
-            yield fake
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with FakeOpenAI() as fake, environ(OPENAI_API_KEY="sk-fake-key-for-the-local-fake",
+                                       OPENAI_BASE_URL=fake.base_url, TIKTOKEN_CACHE_DIR=str(tiktoken_cache)):
+        yield fake
