@@ -106,21 +106,24 @@ def _code_chat(blocks: int) -> Chat:
 BROADCASTS = {"each": {"CMBAGENT_CAPTURE_BROADCASTS": "each"}}  # the default folds (when supported)
 # model calls without their request and response: what storing them whole costs, in the same run
 NO_LLM_MESSAGES = {"nollm": {"CMBAGENT_CAPTURE_LLM_MESSAGES": "false"}}
+# the writer in a process of its own (run/writer_process.py): the rows written on the other core
+PROCESS_WRITER = {"proc": {"CMBAGENT_EVENT_WRITER": "process"}}
 
 
 def scenarios(quick: bool) -> list[Scenario]:
     rounds = 40 if quick else 60
     return [
         Scenario("framework", f"group chat, 4 agents, {rounds} rounds, zero-latency model, no code: the worst case",
-                 lambda: _group_chat(4, rounds, 0.0), (7, 31), variants=NO_LLM_MESSAGES),
+                 lambda: _group_chat(4, rounds, 0.0), (7, 31), variants={**NO_LLM_MESSAGES, **PROCESS_WRITER}),
         Scenario("code_exec", "engineer + executor running 4 python blocks (LocalCommandLineCodeExecutor)",
-                 lambda: _code_chat(blocks=4), (3, 21)),  # subprocess start-up makes single runs vary by ~+-5%
+                 # subprocess start-up makes single runs vary by ~+-5%
+                 lambda: _code_chat(blocks=4), (3, 21), variants=PROCESS_WRITER),
         Scenario("model_latency", "group chat, 4 agents, 30 ms simulated model latency per call",
-                 lambda: _group_chat(4, 12 if quick else 20, 0.030), (3, 7)),
+                 lambda: _group_chat(4, 12 if quick else 20, 0.030), (3, 7), variants=PROCESS_WRITER),
         Scenario("groupchat45", "group chat, 45 agents (CMBAgent's size), 90 rounds, zero-latency model; "
                  "manager relays folded (default) and each stored (/each); AG2 runtime_logging not run "
                  "(~190x slower here: ~50 s a trial)",
-                 lambda: _group_chat(45, 45 if quick else 90, 0.0), (2, 11), variants=BROADCASTS,
+                 lambda: _group_chat(45, 45 if quick else 90, 0.0), (2, 11), variants={**BROADCASTS, **PROCESS_WRITER},
                  warmups=1, skip_peers=("peer",)),
     ]
 

@@ -38,7 +38,7 @@ from .records import COST_SOURCES, FILE_ROW, INSERT, LLM_ROW, MESSAGE_ROW, Event
 
 if TYPE_CHECKING:
     from .live.subscribers import Subscription
-    from .writer import BatchWriter
+    from .writer import RunWriter
 
 __all__ = ["EventCaptureManager", "live_runs"]
 
@@ -66,7 +66,7 @@ class EventCaptureManager:
         config: CaptureConfig | None = None,
         enabled: bool | None = None,
         bus: EventBus | None = None,
-        writer: BatchWriter | None = None,
+        writer: RunWriter | None = None,
         otlp_forwarder: Any = None,
         own_files: frozenset[str] = frozenset(),
     ) -> None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 DEFAULT_DB_URL = "sqlite+aiosqlite:///cmbagent_events.db"
 BROADCAST_MODES = ("fold", "each")  # CMBAGENT_CAPTURE_BROADCASTS
+WRITERS = ("thread", "process")  # CMBAGENT_EVENT_WRITER: where a run's writer runs
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -59,11 +60,14 @@ class CaptureConfig:
     handle_sigterm: bool = True  # SIGTERM drains open runs (run/signals.py); False leaves SIGTERM alone
     capture_llm_messages: bool = True  # model calls stored with their whole request and response (llm_calls)
     max_llm_message_size: int = 1_000_000  # bytes kept of one stored model message; beyond: cut, not replayable
+    writer: str = "thread"  # "process": rows written by a writer process, beside the run (run/writer_process.py)
 
     def __post_init__(self) -> None:
         if self.broadcasts not in BROADCAST_MODES:
             raise ConfigError(f"CMBAGENT_CAPTURE_BROADCASTS must be one of {', '.join(BROADCAST_MODES)}, "
                               f"got {self.broadcasts!r}")
+        if self.writer not in WRITERS:
+            raise ConfigError(f"CMBAGENT_EVENT_WRITER must be one of {', '.join(WRITERS)}, got {self.writer!r}")
         _check_range("CMBAGENT_EVENT_BUFFER_SIZE", self.buffer_size, 1, 1_000_000)
         _check_range("CMBAGENT_EVENT_MAX_INPUT_SIZE", self.max_input_size, 16, 1 << 30)
         _check_range("CMBAGENT_EVENT_MAX_OUTPUT_SIZE", self.max_output_size, 16, 1 << 30)
@@ -132,6 +136,7 @@ class CaptureConfig:
             handle_sigterm=_bool(environ, "CMBAGENT_EVENTS_HANDLE_SIGTERM", d.handle_sigterm),
             capture_llm_messages=_bool(environ, "CMBAGENT_CAPTURE_LLM_MESSAGES", d.capture_llm_messages),
             max_llm_message_size=_int(environ, "CMBAGENT_EVENT_MAX_LLM_MESSAGE_SIZE", d.max_llm_message_size),
+            writer=(_raw(environ, "CMBAGENT_EVENT_WRITER") or d.writer).lower(),
         )
 
     def replace(self, **changes: Any) -> CaptureConfig:

@@ -18,6 +18,7 @@ from ..capture import EventCaptureManager
 from . import signals
 from .loop_thread import LoopThread, stop_writer_loop
 from .session import RunSession
+from .writer_process import stop_writer_process
 
 log = logging.getLogger("cmbagent_events")
 
@@ -39,6 +40,7 @@ def _close_open_runs() -> None:
         except Exception:
             log.exception("cmbagent-events: could not close an open run at exit")
     stop_writer_loop()
+    stop_writer_process()  # its runs are closed: it ends once it has written them
 
 
 class InterpreterExit(Exception):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import sqlite3
 import time
@@ -23,7 +24,7 @@ from ..config import CaptureConfig
 from ..errors import ConfigError, DatabaseUnavailable
 from ..ids import new_run_id
 from ..store.columns import RUN_WIDTHS, Run
-from ..store.database import resolve_db
+from ..store.database import Database, resolve_db
 from ..store.orphans import process_identity
 from ..store.schema import forget_migrated, migrate
 from ..store.sink import open_sink
@@ -31,6 +32,7 @@ from ..writer import BatchWriter, FinishValues
 from ..writer.encode import Sanitizer
 from ..writer.fit import NeedsUserCode, fit_text
 from ..writer.rows import run_row
+from .writer_process import HANDOFF_BATCH, ProcessWriter
 
 log = logging.getLogger("cmbagent_events")
 T = TypeVar("T")
@@ -84,10 +86,22 @@ class RunSession:
             task_description=self.task_description, mode=self.mode, agent=self.agent, model=self.model,
             started_ns=time.time_ns(), meta=meta)
         self.session_id = first_row[Run.session_id]
-        bus = EventBus(cfg.queue_size, cfg.buffer_size, cfg.queue_max_bytes)
-        writer = BatchWriter(bus, sink, cfg, run_id, self.session_id, run_row=first_row,
-                             prepare=lambda: _remigrate(url, cfg.placement), needs_prepare=outage,
-                             final_values=self._final_values)
+        writer: BatchWriter | ProcessWriter
+        if cfg.writer == "process":
+            bus = EventBus(cfg.queue_size, min(cfg.buffer_size, HANDOFF_BATCH), cfg.queue_max_bytes)
+
+            def thread_writer(row: tuple[Any, ...] | None) -> BatchWriter:  # the fallback, should the child die
+                return BatchWriter(bus, open_sink(url, cfg.placement), cfg, run_id, self.session_id, run_row=row,
+                                   prepare=lambda: remigrate(url, cfg.placement), needs_prepare=True,
+                                   final_values=self._final_values)
+
+            writer = ProcessWriter(bus, cfg, run_id, self.session_id, db_url=_absolute(url), run_row=first_row,
+                                   needs_prepare=outage, final_values=self._final_values, fallback=thread_writer)
+        else:
+            bus = EventBus(cfg.queue_size, cfg.buffer_size, cfg.queue_max_bytes)
+            writer = BatchWriter(bus, sink, cfg, run_id, self.session_id, run_row=first_row,
+                                 prepare=lambda: remigrate(url, cfg.placement), needs_prepare=outage,
+                                 final_values=self._final_values)
         if cfg.otlp_endpoint and sampled:
             self.forwarder = _otlp_forwarder(cfg.otlp_endpoint, run_id, writer)
         run = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=sampled, bus=bus, writer=writer,
@@ -139,7 +153,7 @@ class RunSession:
 OTLP_CLOSE_TIMEOUT_S = 10.0  # longest a run's exit waits for its last spans to reach the OTLP endpoint
 
 
-def _otlp_forwarder(endpoint: str, run_id: str, writer: BatchWriter) -> Any:
+def _otlp_forwarder(endpoint: str, run_id: str, writer: BatchWriter | ProcessWriter) -> Any:
     """Live OTLP forwarding of the run (see export/otlp.py), fed by the writer's commits."""
     try:
         from ..export.otlp import OtlpForwarder, make_exporter
@@ -166,10 +180,15 @@ def _own_files(db: Any) -> frozenset[str]:
     writer changes them while the run's code runs, so they are not files the run produced."""
     if not db.is_sqlite or not db.path:
         return frozenset()
-    import os
-
     path = os.path.realpath(os.path.expanduser(db.path))
     return frozenset(path + suffix for suffix in ("", "-wal", "-shm", "-journal", ".migrate.lock"))
+
+
+def _absolute(db: Database) -> Database:
+    """``db`` with a SQLite path made absolute: the writer process resolves it, wherever this one is."""
+    if not db.is_sqlite or not db.path or "?" in db.url or db.path.startswith("file:"):
+        return db
+    return resolve_db("sqlite+aiosqlite:///" + os.path.abspath(os.path.expanduser(db.path)))
 
 
 def _is_outage(exc: BaseException) -> bool:
@@ -181,7 +200,7 @@ def _is_outage(exc: BaseException) -> bool:
     return module.startswith(("asyncpg", "sqlalchemy")) and "Conflict" not in type(exc).__name__
 
 
-async def _remigrate(url: Any, placement: Any) -> None:
+async def remigrate(url: Any, placement: Any) -> None:
     """The schema, (re)created: after an outage at entry, or in a SQLite file that replaced ours.
 
     Raises:

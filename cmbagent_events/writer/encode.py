@@ -34,7 +34,7 @@ import msgspec
 from ahocorasick_rs import BytesAhoCorasick, Implementation
 
 from ..redaction import REDACTED, TEXT_MARKERS, SecretKeys, key_words, redact_text, secret_spans
-from .fit import NeedsUserCode, clean_text
+from .fit import NeedsUserCode, Unreadable, clean_text
 
 MAX_DEPTH = 32
 MAX_ITEMS = 10_000  # elements kept per container; the rest are summarised by a marker
@@ -236,6 +236,13 @@ class Sanitizer:
             out[i] = self._text_exact(value, limit) if j in hits else clean_str(value, limit)
         return out
 
+    def plain(self, value: Any, limit: int) -> Any:
+        """``value`` as plain JSON-ready data (dicts, lists, str, numbers), bounded and redacted as it
+        is stored, with its own code allowed (``model_dump``, ``__repr__``): how a value that cannot
+        leave its process travels to the writer process (handoff.py)."""
+        self._user_code = True
+        return self._clean_guarded(value, limit, 0, set())
+
     def _encode_exact(self, value: Any, limit: int) -> Any:
         try:
             return _encode(self._clean_guarded(value, limit, 0, set())).decode()
@@ -257,6 +264,8 @@ class Sanitizer:
             return redact_cut(value if type(value) is str else str.__getitem__(value, slice(None)), limit)
         if isinstance(value, (dict, list, tuple)):
             return clean_str(_encode(self._clean_guarded(value, limit, 0, set())).decode(), limit)
+        if type(value) is Unreadable:
+            return clean_str(value.reason, limit)
         if not self._user_code:
             raise NeedsUserCode
         return redact_cut(_safe_repr(value), limit)
@@ -357,6 +366,8 @@ class Sanitizer:
             return self._clean(int.__index__(value), limit, depth, path)
         if isinstance(value, float):
             return self._clean(float.__float__(value), limit, depth, path)
+        if kind is Unreadable:  # given up on in the process that captured it: a marker saying why
+            return clean_str(value.reason, limit)
         if not self._user_code:  # repr / model_dump are the caller's code: not on the writer's loop
             raise NeedsUserCode
         model_dump = getattr(value, "model_dump", None)  # pydantic models, e.g. AG2 events

@@ -72,6 +72,22 @@ class UserCodeTimeout(Exception):
     (``CaptureConfig.user_code_timeout_s``): the values waiting for it are stored as markers naming this."""
 
 
+class Unreadable:
+    """A value the caller's own code did not describe in time, or at all, in the process that captured
+    it (writer/handoff.py): the writer stores ``reason`` in its place, a marker."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Unreadable, (self.reason,)
+
+    def __repr__(self) -> str:
+        return self.reason
+
+
 def fit_text(value: Any, width: int | None, user_code: bool = True) -> str | None:
     """A storable str of at most ``width`` characters (None stays None). With ``user_code`` False,
     a value only its own ``__repr__`` can turn into text raises :class:`NeedsUserCode` instead."""

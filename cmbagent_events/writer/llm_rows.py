@@ -121,7 +121,7 @@ class LlmRows:
         refs: list[int] = []
         messages = exchange.messages
         if messages is not None and type(messages) is not list:
-            messages = _dump(messages)  # a rendering left to the writer (AG2 1.x's history), made now
+            messages = dump_response(messages)  # a rendering left to the writer (AG2 1.x's history), made now
         if type(messages) is list:
             refs, problems = self._message_refs(messages, exchange.origins, contents)
             if any(problems):
@@ -134,7 +134,7 @@ class LlmRows:
             if problem:
                 notes.append(f"tools {problem}")
         response = None
-        dumped = _dump(exchange.response)
+        dumped = dump_response(exchange.response)
         if dumped is None:
             notes.append("no response recorded" if exchange.response is None else "response not serialisable")
         else:
@@ -204,7 +204,7 @@ def _model(requested: Any, reported: Any) -> str | None:
     return None
 
 
-def _dump(response: Any) -> Any:
+def dump_response(response: Any) -> Any:
     """The response as JSON-ready data: a pydantic model's ``model_dump()`` (OpenAI's ``ChatCompletion``),
     a dict as it is; None when there is none or it cannot be dumped."""
     if response is None:

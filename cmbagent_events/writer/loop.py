@@ -33,23 +33,46 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from ..bus import NOT_WRITTEN, REFUSED, WRITER_ERROR, EventBus
 from ..config import CaptureConfig
 from ..errors import DatabaseFileReplaced, DatabaseUnavailable
-from ..records import BARRIER, EventRecord, barrier
+from ..records import BARRIER, EventRecord
 from ..store.sink import Batch, Sink
 from .fallbacks import Fallbacks, FinishValues, resolve
 from .faults import is_disk_full, split_batch
 from .fit import UserCodeTimeout
-from .listeners import CommitListeners
+from .listeners import CommitListener, CommitListeners
 from .rows import Built, RowBuilder
+from .task import DrainTask
 
 log = logging.getLogger("cmbagent_events.writer")
 
 
-class BatchWriter(CommitListeners, Fallbacks):
+class RunWriter(Protocol):
+    """What a run asks of its writer: :class:`BatchWriter`, or the courier to a writer process
+    (``run/writer_process.ProcessWriter``)."""
+
+    terminating: bool
+    queue_high_water: int
+    batches_written: int
+    records_written: int
+    last_error: str | None
+    reconnects: int
+    spilled: int
+    spill_path: str | None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None: ...
+    def start(self) -> None: ...
+    def request_flush(self) -> concurrent.futures.Future[bool]: ...
+    async def aclose(self, timeout: float) -> bool: ...
+    def add_commit_listener(self, listener: CommitListener) -> bool: ...
+    def remove_commit_listener(self, listener: CommitListener) -> None: ...
+
+
+class BatchWriter(CommitListeners, Fallbacks, DrainTask):
     """Drains one run's :class:`EventBus` into a :class:`Sink`; start it on the loop that owns the sink."""
 
     HEARTBEAT_S = 15.0  # how often a run shows it is alive (meta.heartbeat), with a batch or alone
@@ -64,8 +87,8 @@ class BatchWriter(CommitListeners, Fallbacks):
         """``prepare``: what makes the database ready before connecting (migrate the schema), run first
         when ``needs_prepare`` (entry met an outage) and again for a SQLite file that replaced ours.
         ``final_values``: the run row's closing values, asked for when the last batch is built."""
-        super().__init__()
-        self._bus = bus
+        CommitListeners.__init__(self)
+        DrainTask.__init__(self, bus)
         self._sink = sink
         self._sink_open = False
         self._run_row = run_row  # inserted at once (and with the first batch if that failed)
@@ -86,62 +109,35 @@ class BatchWriter(CommitListeners, Fallbacks):
         self._config = config
         self._run_id = run_id
         self._rows = RowBuilder(config, run_id, session_id, sink.timestamp, getattr(sink, "timestamps", None))
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread_id = 0
-        self._wake_event: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._closing_since = 0.0  # time.monotonic() of the close's start
         self.terminating = False  # SIGTERM, or the close outlasted an outage: what cannot be written is spilled
         self._gave_up = False  # an outage met at shutdown: no more connection attempts
         self.batches_written = 0
         self.records_written = 0
+        self.events_written = 0  # events committed (records_written also counts completions' updates)
         self.queue_high_water = 0
         self.last_error: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         """Start the drain task on the running loop."""
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread_id = threading.get_ident()
-        self._wake_event = asyncio.Event()
-        self._bus.set_waker(self.wake)
-        self._task = self._loop.create_task(self._run(), name=f"cmbagent-events-writer-{self._run_id}")
+        self._start_task(self._run(), f"cmbagent-events-writer-{self._run_id}")
 
     @property
-    def loop(self) -> asyncio.AbstractEventLoop | None:
-        return self._loop
+    def run_row_written(self) -> bool:
+        """Whether the run's row is in the database (or in a spill file) by now."""
+        return self._run_row is None
 
-    def wake(self) -> None:
-        """Wake the drain task; safe from any thread, a no-op once the loop is gone."""
-        event = self._wake_event
-        if event is None:
-            return
-        if threading.get_ident() == self._loop_thread_id:
-            event.set()
-            return
-        try:
-            self._loop.call_soon_threadsafe(event.set)  # type: ignore[union-attr]
-        except RuntimeError:  # loop closed: close() accounts for what is left
-            pass
-
-    def request_flush(self) -> concurrent.futures.Future[bool]:
-        """Queue a barrier; the future is True once everything queued before it is committed."""
-        future: concurrent.futures.Future[bool] = concurrent.futures.Future()
-        if self._task is None or self._task.done():
-            future.set_result(not len(self._bus))
-            return future
-        self._bus.put_control(barrier(future))
-        return future
-
-    async def aclose(self, timeout: float) -> bool:
+    async def aclose(self, timeout: float, final: bool = True) -> bool:
         """Drain everything and stop (on the writer's loop). False if ``timeout`` cut the drain short;
-        what was left is then kept in a spill file (see spill.py) or, failing that, counted as dropped."""
+        what was left is then kept in a spill file (see spill.py) or, failing that, counted as dropped.
+        ``final`` False leaves the run row open (its process is gone: ``close-orphans`` closes it)."""
         if self._task is None:
             self._stop_listeners()
             return True
         self._closing = True
-        self.finish = self._final_values
+        self.finish = self._final_values if final else None
         self._closing_since = time.monotonic()
         self.wake()
         drained = True
@@ -432,6 +428,7 @@ class BatchWriter(CommitListeners, Fallbacks):
                 if len(batch):
                     self.batches_written += 1
                     self.records_written += len(batch)
+                    self.events_written += len(batch.events)
                     self._events_in_file += len(batch.events)
                 if self._listeners:
                     self._notify(batch)
