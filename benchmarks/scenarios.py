@@ -108,13 +108,16 @@ BROADCASTS = {"each": {"CMBAGENT_CAPTURE_BROADCASTS": "each"}}  # the default fo
 NO_LLM_MESSAGES = {"nollm": {"CMBAGENT_CAPTURE_LLM_MESSAGES": "false"}}
 # the writer in a process of its own (run/writer_process.py): the rows written on the other core
 PROCESS_WRITER = {"proc": {"CMBAGENT_EVENT_WRITER": "process"}}
+# ... and both: what storing model calls whole costs with the writer process
+PROCESS_NO_LLM = {"proc-nollm": {**PROCESS_WRITER["proc"], **NO_LLM_MESSAGES["nollm"]}}
 
 
 def scenarios(quick: bool) -> list[Scenario]:
     rounds = 40 if quick else 60
     return [
         Scenario("framework", f"group chat, 4 agents, {rounds} rounds, zero-latency model, no code: the worst case",
-                 lambda: _group_chat(4, rounds, 0.0), (7, 31), variants={**NO_LLM_MESSAGES, **PROCESS_WRITER}),
+                 lambda: _group_chat(4, rounds, 0.0), (7, 31),
+                 variants={**NO_LLM_MESSAGES, **PROCESS_WRITER, **PROCESS_NO_LLM}),
         Scenario("code_exec", "engineer + executor running 4 python blocks (LocalCommandLineCodeExecutor)",
                  # subprocess start-up makes single runs vary by ~+-5%
                  lambda: _code_chat(blocks=4), (3, 21), variants=PROCESS_WRITER),

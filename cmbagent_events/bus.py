@@ -139,14 +139,22 @@ class EventBus:
         """Install the callable that wakes the writer (it must be safe from any thread)."""
         self._waker = waker
 
-    def take(self, limit: int) -> list[EventRecord]:
-        """Pop up to ``limit`` records in FIFO order (writer side only)."""
+    def take(self, limit: int, max_bytes: int | None = None) -> list[EventRecord]:
+        """Pop up to ``limit`` records in FIFO order (writer side only); with ``max_bytes``, only as many
+        as weigh that much (at least one)."""
         self._wake_pending = False
         queue = self._queue
         popleft = queue.popleft
         out: list[EventRecord] = []
         append = out.append
         n = min(limit, len(queue))
+        if max_bytes is not None and n > 1:
+            weight = 0
+            for k, size in enumerate(self._sizes):
+                weight += size
+                if k >= n or (weight > max_bytes and k):
+                    n = k
+                    break
         for _ in range(n):
             append(popleft())
         sizes = self._sizes

@@ -85,3 +85,15 @@ def test_concurrent_producers_leave_no_drift_once_drained() -> None:
     assert len(taken) == per_thread * threads and bus.dropped == 0
     bus.release()
     assert bus.queued_bytes == 0 and len(bus) == 0
+
+
+def test_a_take_by_bytes_stops_before_the_weight_and_takes_at_least_one() -> None:
+    bus = EventBus(maxsize=1_000, batch_size=100)
+    for i in range(10):
+        assert bus.put(_message(i, "x" * 10_000))
+    heavy = estimate_size(_message(0, "x" * 10_000))
+    taken = bus.take(100, max_bytes=3 * heavy)
+    assert [r.seq for r in taken] == [0, 1, 2]
+    assert [r.seq for r in bus.take(100, max_bytes=1)] == [3]  # heavier than the bound alone: still taken
+    assert [r.seq for r in bus.take(4, max_bytes=1 << 30)] == [4, 5, 6, 7]  # the count bound too
+    assert [r.seq for r in bus.take(100)] == [8, 9] and bus.queued_bytes == 2 * heavy  # held until released

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..bus import EventBus
@@ -30,6 +31,7 @@ from .session import remigrate
 from .writer_process import HANDOFF_BATCH
 
 log = logging.getLogger("cmbagent_events.writer")
+STATS_EVERY_S = 0.25  # how often a run's counters are compared with those last sent
 
 
 class ChildRun:
@@ -43,12 +45,14 @@ class ChildRun:
         self.run_id = run_id
         self.listen = bool(spec.get("listen"))
         self.close_timeout_s = config.close_timeout_s
+        self.reporter: asyncio.Task[None] | None = None
         self.parent_final: FinishValues | None = None
         # batches form as records arrive (HANDOFF_BATCH at a time): written while the chat runs
         self.bus = EventBus(config.queue_size, min(config.buffer_size, HANDOFF_BATCH), config.queue_max_bytes)
         self.writer = BatchWriter(self.bus, open_sink(url, placement), config, run_id, spec["session_id"],
                                   run_row=spec["run_row"], prepare=lambda: remigrate(url, placement),
                                   needs_prepare=spec["needs_prepare"], final_values=self._final_values)
+        self.writer.spill_dir = Path(spec["spill_dir"])  # the capturing process's, as it was at the run's start
         self.writer.add_commit_listener(self._committed)
 
     def stats(self) -> dict[str, Any]:
@@ -57,6 +61,16 @@ class ChildRun:
                 "reconnects": writer.reconnects, "spilled": writer.spilled, "spill_path": writer.spill_path,
                 "last_error": writer.last_error, "run_row_written": writer.run_row_written,
                 "accounted": writer.events_written + writer.spilled + self.bus.dropped}
+
+    async def report(self) -> None:
+        """The writer's counters sent whenever they change (an outage's reconnects show without a commit)."""
+        sent: dict[str, Any] = {}
+        while True:
+            stats = self.stats()
+            if stats != sent:
+                self.child.send("stats", self.run_id, stats)
+                sent = stats
+            await asyncio.sleep(STATS_EVERY_S)
 
     def _committed(self, batch: Batch | None) -> None:
         if batch is None:
@@ -92,9 +106,10 @@ class Child:
         self.closing: set[asyncio.Task[None]] = set()
 
     def send(self, *message: Any) -> None:
-        data = frame(message)
+        head, data = frame(message)
         with self._send_lock:
             try:
+                self._out.write(head)
                 self._out.write(data)
                 self._out.flush()
             except (OSError, ValueError):  # the capturing process is gone: nobody to tell
@@ -115,9 +130,13 @@ class Child:
             return
         if kind == "open":  # here, so that the records that follow find their bus
             opened = self.runs[run_id] = ChildRun(self, run_id, message[2])
-            self.loop.call_soon_threadsafe(opened.writer.start)
+            self.loop.call_soon_threadsafe(self._start, opened)
             return
         self.loop.call_soon_threadsafe(self._on_loop, message)
+
+    def _start(self, run: ChildRun) -> None:
+        run.writer.start()
+        run.reporter = self.loop.create_task(run.report())
 
     def _on_loop(self, message: tuple[Any, ...]) -> None:
         kind, run_id = message[0], message[1]
@@ -141,6 +160,8 @@ class Child:
     def _close(self, run: ChildRun, timeout: float) -> None:
         async def close() -> None:
             drained = await run.writer.aclose(timeout)
+            if run.reporter is not None:
+                run.reporter.cancel()
             self.runs.pop(run.run_id, None)
             self.send("closed", run.run_id, drained, run.stats(), dict(run.bus.drop_causes))
 
@@ -155,6 +176,9 @@ class Child:
                 await run.writer.aclose(run.close_timeout_s, final=False)
         while self.closing:
             await asyncio.gather(*self.closing, return_exceptions=True)
+        for run in self.runs.values():
+            if run.reporter is not None:
+                run.reporter.cancel()
 
 
 def main() -> None:

@@ -44,11 +44,13 @@ from ..writer import BatchWriter, FinishValues
 from ..writer.fallbacks import resolve
 from ..writer.handoff import describe, frame, given_up, pack, read_frame
 from ..writer.listeners import CommitListener, CommitListeners
+from ..writer.spill import spill_dir
 from ..writer.task import DrainTask
 
 log = logging.getLogger("cmbagent_events.writer")
 
 HANDOFF_BATCH = 64  # records per handoff: small, so the child writes while the chat runs
+HANDOFF_BYTES = 4 << 20  # ... and at most this heavy (bus weights): the pickled copy is transient memory
 WRITER_DIED = "writer process died"  # drop cause: handed to a child that died before committing them
 _tokens = itertools.count(1)
 
@@ -78,13 +80,14 @@ class WriterProcess:
 
     def send(self, *message: Any) -> bool:
         """One message to the child (from any thread); False once it is gone."""
-        data = frame(message)
+        head, data = frame(message)
         with self._send_lock:
             if not self.alive:
                 return False
             try:
                 stdin = self._proc.stdin
                 assert stdin is not None
+                stdin.write(head)
                 stdin.write(data)
                 stdin.flush()
             except (OSError, ValueError):  # a broken pipe: the child died (the reader sees it too)
@@ -207,7 +210,7 @@ class ProcessWriter(CommitListeners, DrainTask):
         self._config = config
         self.run_id = run_id
         self._open = {"db_url": db_url, "config": config, "session_id": session_id, "run_row": run_row,
-                      "needs_prepare": needs_prepare}
+                      "needs_prepare": needs_prepare, "spill_dir": str(spill_dir().resolve())}
         self._run_row = run_row
         self._final_values = final_values
         self._fallback_factory = fallback
@@ -302,7 +305,7 @@ class ProcessWriter(CommitListeners, DrainTask):
             while len(bus):
                 if len(bus) > self.queue_high_water:
                     self.queue_high_water = len(bus)
-                records = bus.take(HANDOFF_BATCH)
+                records = bus.take(HANDOFF_BATCH, HANDOFF_BYTES)
                 try:
                     sent = await self._hand_over(records)
                 except asyncio.CancelledError:

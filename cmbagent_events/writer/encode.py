@@ -34,7 +34,7 @@ import msgspec
 from ahocorasick_rs import BytesAhoCorasick, Implementation
 
 from ..redaction import REDACTED, TEXT_MARKERS, SecretKeys, key_words, redact_text, secret_spans
-from .fit import NeedsUserCode, Unreadable, clean_text
+from .fit import Described, NeedsUserCode, Unreadable, clean_text
 
 MAX_DEPTH = 32
 MAX_ITEMS = 10_000  # elements kept per container; the rest are summarised by a marker
@@ -265,9 +265,11 @@ class Sanitizer:
         if isinstance(value, (dict, list, tuple)):
             return clean_str(_encode(self._clean_guarded(value, limit, 0, set())).decode(), limit)
         if type(value) is Unreadable:
-            return clean_str(value.reason, limit)
+            return clean_str(value.marker(), limit)
         if not self._user_code:
             raise NeedsUserCode
+        if type(value) is Described:
+            return self._text(value.value, limit)
         return redact_cut(_safe_repr(value), limit)
 
     def _maybe_secret(self, data: bytes) -> bool:
@@ -367,9 +369,11 @@ class Sanitizer:
         if isinstance(value, float):
             return self._clean(float.__float__(value), limit, depth, path)
         if kind is Unreadable:  # given up on in the process that captured it: a marker saying why
-            return clean_str(value.reason, limit)
+            return clean_str(value.marker(), limit)
         if not self._user_code:  # repr / model_dump are the caller's code: not on the writer's loop
             raise NeedsUserCode
+        if kind is Described:  # described in the process that captured it (handoff.py)
+            return self._clean(value.value, limit, depth, path)
         model_dump = getattr(value, "model_dump", None)  # pydantic models, e.g. AG2 events
         if callable(model_dump):
             try:

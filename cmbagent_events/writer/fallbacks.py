@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..bus import ENCODE_FAILED, FILE_REPLACED, NOT_WRITTEN, REFUSED, EventBus
@@ -39,6 +40,7 @@ class Fallbacks:
     needs_prepare: bool
     spilled: int
     spill_path: str | None
+    spill_dir: Path | None  # where spill files go (None: CMBAGENT_EVENTS_SPILL_DIR, read when spilling)
     last_error: str | None
 
     def _spill(self) -> None:
@@ -72,7 +74,7 @@ class Fallbacks:
             if self.finish is not None:  # the close, with drops final and spilled rows not counted lost
                 rest.run_finish = self._rows.finish_row(*self.finish())
             batches.append(rest)
-            path = write_spill(self._run_id, batches)
+            path = write_spill(self._run_id, batches, self.spill_dir)
         except Exception as exc:
             self._bus.count_dropped(sum(len(b.events) for b in batches), NOT_WRITTEN)
             log.error("cmbagent-events: %d events lost: database unreachable and spill failed: %r", count, exc)
@@ -100,7 +102,7 @@ class Fallbacks:
         discarded (a full disk; the database down at shutdown); only if that fails too are its events
         counted as dropped."""
         try:
-            path = write_spill(self._run_id, [batch])
+            path = write_spill(self._run_id, [batch], self.spill_dir)
         except Exception as spill_exc:
             self._bus.count_dropped(len(batch.events), REFUSED)
             log.error("cmbagent-events: %s (%r) and spill failed (%r): %d events lost",

@@ -73,19 +73,42 @@ class UserCodeTimeout(Exception):
 
 
 class Unreadable:
-    """A value the caller's own code did not describe in time, or at all, in the process that captured
-    it (writer/handoff.py): the writer stores ``reason`` in its place, a marker."""
+    """A value the caller's own code did not describe in the process that captured it (writer/handoff.py):
+    stored as the marker ``reason`` in its place, or, when that code did not return in time
+    (``timed_out``), as a value given up on (:class:`UserCodeTimeout`), as the writer thread would."""
 
-    __slots__ = ("reason",)
+    __slots__ = ("reason", "timed_out")
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, timed_out: bool = False) -> None:
         self.reason = reason
+        self.timed_out = timed_out
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return Unreadable, (self.reason,)
+        return Unreadable, (self.reason, self.timed_out)
 
     def __repr__(self) -> str:
         return self.reason
+
+    def marker(self) -> str:
+        """The marker stored in its place (raises :class:`UserCodeTimeout` for a value given up on)."""
+        if self.timed_out:
+            raise UserCodeTimeout(self.reason)
+        return self.reason
+
+
+class Described:
+    """A value its own code described (``model_dump``, ``__repr__``) in the process that captured it,
+    as plain ``value`` (writer/handoff.py). The writer treats it as it treats the original: it waits
+    for the user-code pass (``NeedsUserCode``), which then stores ``value``; where no user code runs
+    (a model call's message) it is "not storable", as the original would have been."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return self.value if type(self.value) is str else repr(self.value)
 
 
 def fit_text(value: Any, width: int | None, user_code: bool = True) -> str | None:

@@ -9,9 +9,10 @@ are not exact built-in types: each becomes a placeholder, made plain data afterw
 thread within the user-code budget (:func:`describe`), and sent beside the batch. A model call's
 exchange is sent as its fields, its response dumped to JSON data on the way.
 
-The receiving side (:func:`unpack`) gets the same records, with plain data where the objects were:
-the writer stores them exactly as it would have stored the objects (it would have described them the
-same way), a value given up on as a marker naming why.
+The receiving side (:func:`unpack`) gets the same records, with :class:`~.fit.Described` plain data
+where the objects were: the writer stores them exactly as it would have stored the objects (it would
+have described them the same way, and it treats them as values only user code describes), a value
+given up on as a marker naming why.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from msgspec.structs import astuple
 from ..capture_values import LlmExchange
 from ..records import EventRecord
 from .encode import Sanitizer
-from .fit import Unreadable
+from .fit import Described, Unreadable
 from .llm_rows import dump_response
 
 PROTOCOL = 5
@@ -58,10 +59,56 @@ class _Pickler(pickle.Pickler):
 
 def pack(records: list[EventRecord]) -> tuple[bytes, list[Any]]:
     """``records`` (no barrier among them) as bytes, and the values set aside (see :func:`describe`)."""
+    rows = list(map(astuple, records))
+    try:
+        return _dump(rows)
+    except Exception:  # a value pickle cannot take (nested too deep, changed while read): found below
+        return _dump([_guarded(row) for row in rows])
+
+
+def _dump(rows: list[tuple[Any, ...]]) -> tuple[bytes, list[Any]]:
     buffer = io.BytesIO()
     pickler = _Pickler(buffer)
-    pickler.dump(list(map(astuple, records)))
+    pickler.dump(rows)
     return buffer.getvalue(), pickler.objects
+
+
+class _Aside:
+    """A payload pickle could not take as it is: set aside whole, made plain (bounded) by :func:`describe`."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+_PAYLOAD = tuple(EventRecord.__struct_fields__.index(name)
+                 for name in ("inputs", "outputs", "error_message", "meta", "extra"))
+
+
+def _guarded(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``row`` with each payload that does not pickle alone set aside."""
+    try:
+        _dump([row])
+        return row
+    except Exception:
+        pass
+    fixed = list(row)
+    for k in _PAYLOAD:
+        value = fixed[k]
+        if type(value) is tuple:  # a companion row's fields (extra), a tuple of inputs: item by item
+            fixed[k] = tuple(map(_picklable, value))
+        else:
+            fixed[k] = _picklable(value)
+    return tuple(fixed)
+
+
+def _picklable(value: Any) -> Any:
+    try:
+        _dump([value])
+    except Exception:
+        return _Aside(value)
+    return value
 
 
 def describe(objects: list[Any], secret_keys: Any, limit: int) -> bytes:
@@ -72,7 +119,7 @@ def describe(objects: list[Any], secret_keys: Any, limit: int) -> bytes:
     values: list[Any] = []
     for obj in objects:
         try:
-            values.append(sanitizer.plain(obj, limit))
+            values.append(sanitizer.plain(obj.value if type(obj) is _Aside else obj, limit))
         except Exception as exc:
             values.append(Unreadable(f"<unstorable {type(obj).__name__}: {type(exc).__name__}>"))
     return pickle.dumps(values, protocol=PROTOCOL)
@@ -80,17 +127,18 @@ def describe(objects: list[Any], secret_keys: Any, limit: int) -> bytes:
 
 def given_up(objects: list[Any], reason: str) -> bytes:
     """What :func:`describe` sends when the objects' own code did not return in time: markers."""
-    return pickle.dumps([Unreadable(reason)] * len(objects), protocol=PROTOCOL)
+    return pickle.dumps([Unreadable(reason, timed_out=True)] * len(objects), protocol=PROTOCOL)
 
 
 # -- frames: a message is a pickled tuple behind its length ------------------------------------------
 _LENGTH = struct.Struct("<Q")
 
 
-def frame(message: tuple[Any, ...]) -> bytes:
-    """``message`` (plain data, our own types) as one frame of the pipe."""
+def frame(message: tuple[Any, ...]) -> tuple[bytes, bytes]:
+    """``message`` (plain data, our own types) as one frame of the pipe: its length, then itself
+    (written one after the other: no copy of a large batch to join them)."""
     data = pickle.dumps(message, protocol=PROTOCOL)
-    return _LENGTH.pack(len(data)) + data
+    return _LENGTH.pack(len(data)), data
 
 
 def read_frame(stream: BinaryIO) -> tuple[Any, ...] | None:
@@ -110,7 +158,8 @@ _described_values: list[Any] = []  # the receiving side's values for the batch b
 
 
 def _described(index: int) -> Any:
-    return _described_values[index]
+    value = _described_values[index]
+    return value if type(value) is Unreadable else Described(value)
 
 
 def _exchange(messages: Any, origins: Any, model: Any, tools: Any, params: Any, response: Any,

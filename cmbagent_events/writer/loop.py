@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..bus import NOT_WRITTEN, REFUSED, WRITER_ERROR, EventBus
@@ -106,6 +107,7 @@ class BatchWriter(CommitListeners, Fallbacks, DrainTask):
         self.reconnects = 0
         self.spilled = 0  # records written to a spill file because the database never came back
         self.spill_path: str | None = None
+        self.spill_dir: Path | None = None
         self._config = config
         self._run_id = run_id
         self._rows = RowBuilder(config, run_id, session_id, sink.timestamp, getattr(sink, "timestamps", None))

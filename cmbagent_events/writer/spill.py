@@ -47,8 +47,9 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def write_spill(run_id: str, batches: Iterable[Batch]) -> Path | None:
-    """Append ``batches`` to the run's spill file; returns its path (None when nothing to write)."""
+def write_spill(run_id: str, batches: Iterable[Batch], directory: Path | None = None) -> Path | None:
+    """Append ``batches`` to the run's spill file in ``directory`` (default: :func:`spill_dir`);
+    returns its path (None when nothing to write)."""
     lines = []
     for batch in batches:
         if batch.is_empty():
@@ -60,7 +61,7 @@ def write_spill(run_id: str, batches: Iterable[Batch]) -> Path | None:
         }, default=_json_default))
     if not lines:
         return None
-    directory = spill_dir()
+    directory = directory or spill_dir()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{Path(run_id).name}.jsonl"  # run ids are UUIDs; .name keeps it inside the dir
     with path.open("a", encoding="utf-8") as handle:
