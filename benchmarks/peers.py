@@ -6,6 +6,10 @@
   ``force_flush`` (the peer's equivalent of our final drain). One provider per process, as an
   application would have; instrumenting the run's agents is inside the timed trial, as our hook
   installation is.
+- ``openinference``: OpenInference's AG2 instrumentor (``openinference-instrumentation-ag2``:
+  ``AG2Instrumentor().instrument(tracer_provider=...)``, which wraps ``ConversableAgent``'s chat,
+  reply and tool methods with wrapt) into the same provider; instrumenting and uninstrumenting are
+  inside the trial, then ``force_flush``.
 - ``peer``: AG2's ``runtime_logging`` SQLite logger, started and stopped around the chat.
 """
 
@@ -66,6 +70,33 @@ def otel_traced(chat: Chat) -> Iterator[None]:
     exporter.clear()
     if not spans:
         raise RuntimeError("AG2 OpenTelemetry peer recorded no spans: the instrumentation did not apply")
+
+
+def openinference_available() -> bool:
+    try:
+        import openinference.instrumentation.ag2  # noqa: F401
+    except ImportError:
+        return False
+    return otel_available()
+
+
+@contextlib.contextmanager
+def openinference_traced() -> Iterator[None]:
+    """OpenInference's AG2 instrumentor for the duration of the block."""
+    from openinference.instrumentation.ag2 import AG2Instrumentor
+
+    provider, exporter = _otel_provider()
+    instrumentor = AG2Instrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        yield
+        provider.force_flush()
+    finally:
+        instrumentor.uninstrument()
+    spans = len(exporter.get_finished_spans())
+    exporter.clear()
+    if not spans:
+        raise RuntimeError("OpenInference peer recorded no spans: the instrumentation did not apply")
 
 
 @contextlib.contextmanager

@@ -42,7 +42,7 @@ from cmbagent_events.run.writer_process import writer_process_pid
 from cmbagent_events.testing import postgres_url
 
 from .micro import print_micro, run_micro
-from .peers import otel_available, otel_traced, runtime_logged
+from .peers import openinference_available, openinference_traced, otel_available, otel_traced, runtime_logged
 from .scenarios import BROADCASTS, Scenario, latency_sweep, scenarios, silence_ag2
 from .stats import quantile as _quantile
 
@@ -51,8 +51,9 @@ GATE_PCT = 5.0
 GATED = ("code_exec", "model_latency")
 # The performance issue's goals, reported (not gated: shared machines are too noisy to fail a run on)
 GOALS = {"us_per_event_max": 8.0, "framework_pct": 10.0, "code_exec_pct": 5.0, "model_latency_pct": 1.0}
-PEERS = ("otel", "peer")
-PEER_LABELS = {"otel": "AG2 OpenTelemetry (peer)", "peer": "AG2 runtime_logging (peer)"}
+PEERS = ("otel", "openinference", "peer")
+PEER_LABELS = {"otel": "AG2 OpenTelemetry (peer)", "openinference": "OpenInference AG2 instrumentor (peer)",
+               "peer": "AG2 runtime_logging (peer)"}
 
 
 async def _trial(scenario: Scenario, mode: str, urls: dict[str, str], tmp: Path, n: int
@@ -70,7 +71,8 @@ async def _trial(scenario: Scenario, mode: str, urls: dict[str, str], tmp: Path,
         return time.perf_counter() - t0, time.process_time() - c0, 0, 0.0
     if mode in PEERS:
         t0, c0 = time.perf_counter(), time.process_time()
-        with otel_traced(chat) if mode == "otel" else runtime_logged(tmp / f"peer-{n}.db"):
+        with (otel_traced(chat) if mode == "otel" else openinference_traced() if mode == "openinference"
+              else runtime_logged(tmp / f"peer-{n}.db")):
             await chat.run()
         return time.perf_counter() - t0, time.process_time() - c0, 0, 0.0
     config = CaptureConfig.from_env(scenario.variants.get(variant, {}))
@@ -324,9 +326,10 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.time()
     load_before = os.getloadavg()
-    peers = PEERS if otel_available() else ("peer",)
-    if "otel" not in peers:
-        print("autogen.opentelemetry or opentelemetry-sdk missing: no OpenTelemetry peer", file=sys.stderr)
+    peers = tuple(p for p in PEERS if p == "peer" or (p == "otel" and otel_available())
+                  or (p == "openinference" and openinference_available()))
+    for name in set(PEERS) - set(peers):
+        print(f"the {PEER_LABELS[name]} is not installed: not run", file=sys.stderr)
     chosen = set(args.only.split(",")) if args.only else None
     main_list = [s for s in scenarios(args.quick) if chosen is None or s.name in chosen]
     sweep_list = [s for s in latency_sweep(args.quick) if chosen is None or s.name in chosen or "sweep" in chosen]
