@@ -49,6 +49,8 @@ FEW, MANY = 1, 5
 # form only when BUFFER_SIZE fills or the run closes, as they do at full speed.
 REAL_TIME_BATCHES = {"CMBAGENT_EVENT_FLUSH_INTERVAL_MS": "3600000"}
 LLM_MESSAGES = "CMBAGENT_CAPTURE_LLM_MESSAGES"  # --no-llm-messages: model calls without request and response
+WRITER = "CMBAGENT_EVENT_WRITER"  # --writer process: the rows written by the writer process (not counted: only
+# the capturing process runs under callgrind, so "full" is then what the run costs on the caller's side)
 
 
 def _discard(record: Any) -> bool:
@@ -78,7 +80,7 @@ async def _child(scenario_name: str, mode: str, trials: int, url: str) -> None:
         if mode == "off":
             await chat.run()
             continue
-        settings = {**REAL_TIME_BATCHES, **{k: v for k, v in os.environ.items() if k == LLM_MESSAGES}}
+        settings = {**REAL_TIME_BATCHES, **{k: v for k, v in os.environ.items() if k in (LLM_MESSAGES, WRITER)}}
         async with capture_run(url, config=CaptureConfig.from_env(settings), mode="bench") as run:
             strip_to_layer(run, mode)
             await chat.run()
@@ -137,9 +139,12 @@ def main() -> None:
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--no-llm-messages", action="store_true",
                         help="capture model calls without their request and response (what storing them costs)")
+    parser.add_argument("--writer", choices=("thread", "process"), default="thread",
+                        help="where the rows are written; with process, only the capturing process is counted")
     args = parser.parse_args()
     if args.no_llm_messages:
         os.environ[LLM_MESSAGES] = "false"  # the callgrind children inherit it
+    os.environ[WRITER] = args.writer
     if args.child:
         asyncio.run(_child(args.scenario, args.child, args.trials, args.url))
         return
@@ -148,7 +153,8 @@ def main() -> None:
     result = measure(args.scenario, args.jobs)
     report(result)
     RESULTS.mkdir(exist_ok=True)
-    name = "instructions-no-llm-messages.json" if args.no_llm_messages else "instructions.json"
+    name = "-".join(["instructions", *(["no-llm-messages"] if args.no_llm_messages else []),
+                     *(["process-writer"] if args.writer == "process" else [])]) + ".json"
     (RESULTS / name).write_text(json.dumps(result, indent=2))
 
 

@@ -73,10 +73,8 @@ class ChildRun:
             await asyncio.sleep(STATS_EVERY_S)
 
     def _committed(self, batch: Batch | None) -> None:
-        if batch is None:
-            return
-        self.child.send("stats", self.run_id, self.stats())
-        if self.listen:
+        # (counters go with the reporter: a message per batch would wake the capturing process per batch)
+        if batch is not None and self.listen:
             self.child.send("committed", self.run_id, batch)
 
     def _final_values(self) -> FinishValues:
@@ -146,7 +144,7 @@ class Child:
         if kind == "barrier":
             future: concurrent.futures.Future[bool] = concurrent.futures.Future()
             token = message[2]
-            future.add_done_callback(lambda f: self.send("flushed", run_id, token, f.result()))
+            future.add_done_callback(lambda f: self.send("flushed", run_id, token, f.result(), run.stats()))
             run.bus.put_control(barrier(future))
         elif kind == "terminate":
             run.writer.terminating = True

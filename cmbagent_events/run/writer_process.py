@@ -66,6 +66,8 @@ class WriterProcess:
             [sys.executable, "-m", "cmbagent_events.run.writer_child"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, env=env, close_fds=True, start_new_session=True)
         self.pid = self._proc.pid
+        assert self._proc.stdin is not None
+        self._stdin_fd = self._proc.stdin.fileno()  # written with os.writev: one system call per message
         self._send_lock = threading.Lock()
         self._runs: dict[str, ProcessWriter] = {}
         self.alive = True
@@ -85,11 +87,7 @@ class WriterProcess:
             if not self.alive:
                 return False
             try:
-                stdin = self._proc.stdin
-                assert stdin is not None
-                stdin.write(head)
-                stdin.write(data)
-                stdin.flush()
+                _write_all(self._stdin_fd, head, data)
             except (OSError, ValueError):  # a broken pipe: the child died (the reader sees it too)
                 self.alive = False
                 return False
@@ -150,6 +148,16 @@ class WriterProcess:
             self._proc.wait(timeout=30.0)
         except subprocess.TimeoutExpired:
             log.error("cmbagent-events: the writer process (pid %d) did not exit", self.pid)
+
+
+def _write_all(fd: int, head: bytes, data: bytes) -> None:
+    """``head`` then ``data`` into the pipe ``fd``, in one ``writev`` when the pipe takes it all at once
+    (each system call gives the GIL away, and taking it back waits for the caller's thread)."""
+    written = os.writev(fd, [head, data])
+    # (rarely short: a signal; a cut through the length costs a copy)
+    rest = memoryview(data)[written - len(head):] if written >= len(head) else memoryview(head[written:] + data)
+    while rest:
+        rest = rest[os.write(fd, rest):]
 
 
 _shared: list[WriterProcess] = []
@@ -302,7 +310,8 @@ class ProcessWriter(CommitListeners, DrainTask):
                 except TimeoutError:
                     pass
             event.clear()
-            while len(bus):
+            # (a cancel from on_process_died can be swallowed by wait_for: the fallback is checked too)
+            while len(bus) and self._fallback is None:
                 if len(bus) > self.queue_high_water:
                     self.queue_high_water = len(bus)
                 records = bus.take(HANDOFF_BATCH, HANDOFF_BYTES)
@@ -316,7 +325,7 @@ class ProcessWriter(CommitListeners, DrainTask):
                     bus.release()
                 if not sent:
                     return
-            if self._closing and not len(bus):
+            if (self._closing and not len(bus)) or self._fallback is not None:
                 return
 
     async def _hand_over(self, records: list[EventRecord]) -> bool:
@@ -332,7 +341,7 @@ class ProcessWriter(CommitListeners, DrainTask):
             if chunk:
                 data, objects = pack(chunk)
                 described = await self._describe(objects) if objects else None
-                if not process.send("records", self.run_id, data, described):
+                if self._fallback is not None or not process.send("records", self.run_id, data, described):
                     return self._lost_with(records[start:])
                 self.handed_over += sum(1 for r in chunk if r.seq >= 0)
             start = i + 1
@@ -360,12 +369,17 @@ class ProcessWriter(CommitListeners, DrainTask):
 
     def _lost_with(self, unsent: list[EventRecord]) -> bool:
         """The child is gone with ``unsent`` in hand: their events counted, their barriers failed."""
+        lost = 0
         for record in unsent:
             if record.kind == BARRIER:
                 resolve(record.extra, False)
             elif record.seq >= 0:
-                self._unsent += 1
-        self.on_process_died()
+                lost += 1
+        if self._fallback is not None:  # the death is accounted for already: these come on top
+            self._bus.count_dropped(lost, WRITER_DIED)
+        else:
+            self._unsent += lost
+            self.on_process_died()
         return False
 
     async def _describe(self, objects: list[Any]) -> bytes:
@@ -392,7 +406,8 @@ class ProcessWriter(CommitListeners, DrainTask):
         kind = message[0]
         if kind == "stats":
             self._take_stats(message[2])
-        elif kind == "flushed":
+        elif kind == "flushed":  # with the counters as they are once it is committed
+            self._take_stats(message[4])
             future = self._barriers.pop(message[2], None)
             if future is not None:
                 resolve(future, message[3])
