@@ -38,6 +38,18 @@ class Opaque:
         return "Opaque(token=Bearer abcdefghijklmnopqrstuvwxyz0123)"
 
 
+class Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def _deep(levels: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 class Broken(Exception):
     def __str__(self) -> str:
         return "the fit diverged"
@@ -49,6 +61,10 @@ def _chat(run: Any) -> None:
     call = run.capture_agent_call("planner", "plan the fit", {"lmax": 2500})
     run.capture_tool_call("planner", "camb", {"lmax": 2500, "object": Opaque()}, result=Reply(text="ok", api_key="k1"))
     run.capture_message("planner", "coder", "use sk-abcdefghijklmnopqrstuvwxyz123456 to call", tokens=7)
+    # hostile: nested deeper than pickle goes (the batch is then handed over record by record), a repr
+    # that raises, a message whose content is an object
+    run.capture_tool_call("coder", "deep", {"tree": _deep(5_000)}, result=Unprintable())
+    run.capture_message("coder", "planner", Reply(text="hi", api_key="k3"))
     history = [{"role": "system", "content": "You are a cosmologist."}, {"role": "user", "content": "fit TT"}]
     for n in range(3):
         run.capture_llm_call("planner", "gpt-4o", 10, 5, cost=0.01, request={"model": "gpt-4o", "messages": history,
