@@ -148,3 +148,20 @@ def test_a_replay_runs_offline_from_the_record(runs: dict[str, Any], fake_openai
     assert replayed.run["meta"]["replay_of"] == runs["stored"].run["id"]
     print(f"\nMARS one_shot replayed: {report.recorded} recorded model calls, {report.served} served; "
           f"{runs['seconds_on']:.1f} s recorded, {seconds:.1f} s replayed")
+
+
+def test_the_writer_process_stores_the_same_run(runs: dict[str, Any], fake_openai: FakeOpenAI, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """MARS's one_shot again, with the rows written by the writer process: the same events, the same
+    model calls, and the run closed by the writer process."""
+    from cmbagent_events.integrations.mars import capture_callbacks
+
+    monkeypatch.setenv("CMBAGENT_EVENT_WRITER", "process")
+    _script(fake_openai)
+    db = tmp_path / "events.db"
+    _one_shot(tmp_path / "work", callbacks=capture_callbacks(f"sqlite+aiosqlite:///{db}"))
+    stored = StoredRun.read(db)
+    assert stored.run["status"] == "completed" and stored.run["meta"]["capture"]["writer"] == "process"
+    assert stored.run["dropped_events"] == 0 and stored.run["total_events"] == len(stored.events)
+    assert stored.by_type() == runs["stored"].by_type()
+    assert [e["agent_name"] for e in stored.events] == [e["agent_name"] for e in runs["stored"].events]
