@@ -139,12 +139,13 @@ def main() -> None:
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--no-llm-messages", action="store_true",
                         help="capture model calls without their request and response (what storing them costs)")
-    parser.add_argument("--writer", choices=("thread", "process"), default="thread",
+    parser.add_argument("--writer", choices=("thread", "process"),
                         help="where the rows are written; with process, only the capturing process is counted")
     args = parser.parse_args()
     if args.no_llm_messages:
         os.environ[LLM_MESSAGES] = "false"  # the callgrind children inherit it
-    os.environ[WRITER] = args.writer
+    if args.writer:
+        os.environ[WRITER] = args.writer  # the callgrind children inherit it (they are not given --writer)
     if args.child:
         asyncio.run(_child(args.scenario, args.child, args.trials, args.url))
         return
