@@ -218,3 +218,25 @@ def test_an_unknown_writer_is_named() -> None:
     with pytest.raises(ConfigError, match="CMBAGENT_EVENT_WRITER"):
         CaptureConfig.from_env({"CMBAGENT_EVENT_WRITER": "fiber"})
     assert CaptureConfig.from_env({"CMBAGENT_EVENT_WRITER": "Process"}).writer == "process"
+
+
+async def test_a_writer_process_that_cannot_start_leaves_the_run_to_a_writer_thread(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cmbagent_events.run import writer_process as module
+
+    stop = module.stop_writer_process
+    await asyncio.to_thread(stop)  # this test's run must start its own
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("fork refused")
+
+    monkeypatch.setattr(module.subprocess, "Popen", refuse)
+    async with capture_run(db_url, config=PROCESS, hooks=False) as run:
+        for i in range(100):
+            run.capture_event("step", "tick", "coder", inputs={"i": i})
+        assert await run.flush(30)
+        run_id = run.run_id
+    async with open_async_store(db_url) as store:
+        row = await store.run(run_id)
+        assert len(await store.events(run_id)) == 100
+    assert row["status"] == "completed" and row["dropped_events"] == 0 and "writer" not in row["meta"]["capture"]

@@ -244,11 +244,16 @@ class ProcessWriter(CommitListeners, DrainTask):
     # -- the interface the run uses ----------------------------------------------------------------
     def start(self) -> None:
         """Start the courier on the running loop (the writer loop), the child if need be."""
-        process = self._process = writer_process()
-        process.attach(self)
-        sent = process.send("open", self.run_id, {**self._open, "listen": bool(self._listeners)})
         self._start_task(self._run(), f"cmbagent-events-courier-{self.run_id}")
-        if not sent:
+        try:
+            process = self._process = writer_process()
+        except Exception as exc:  # no process could be started (fork or exec refused): a writer thread
+            log.error("cmbagent-events: could not start the writer process (%r); run %s uses a writer thread",
+                      exc, self.run_id)
+            self.on_process_died()
+            return
+        process.attach(self)
+        if not process.send("open", self.run_id, {**self._open, "listen": bool(self._listeners)}):
             self.on_process_died()
 
     @property
