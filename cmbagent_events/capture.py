@@ -26,7 +26,7 @@ from .capture_values import (
     ErrorText,
     LlmExchange,
     TracebackText,
-    as_number,
+    as_numbers,
     fresh_meta,
     is_given,
     mark_recorded,
@@ -508,9 +508,8 @@ class EventCaptureManager:
             return None
         try:
             # counts and cost as numbers (an API may hand over "12" or a Decimal); anything else counts 0
-            prompt_tokens, completion_tokens = as_number(prompt_tokens), as_number(completion_tokens)
-            total_tokens, cost = as_number(total_tokens), as_number(cost)
-            cached_tokens, reasoning_tokens = as_number(cached_tokens), as_number(reasoning_tokens)
+            prompt_tokens, completion_tokens, total_tokens, cost, cached_tokens, reasoning_tokens = as_numbers(
+                (prompt_tokens, completion_tokens, total_tokens, cost, cached_tokens, reasoning_tokens))
             if total_tokens is None and (prompt_tokens is not None or completion_tokens is not None):
                 total_tokens = (prompt_tokens or 0) + (completion_tokens or 0)
             if cost_source not in COST_SOURCES:
