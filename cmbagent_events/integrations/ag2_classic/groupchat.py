@@ -5,6 +5,8 @@ IOStream), and the binding of agents to the run before AG2 starts threads of its
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from ...capture import EventCaptureManager
@@ -107,11 +109,7 @@ class TransitionSeenHook(CallHook):
         return None  # nothing to do after the send
 
 
-def _instrumented(stream: Any) -> bool:
-    """A wrapper of ours is (or wraps) the stream's own ``send``; cheap, as ``get_default()`` runs
-    on every AG2 print (a wrapper's ``__dict__`` carries our gate; ``functools.wraps`` copies it)."""
-    send = getattr(stream, "__dict__", {}).get("send")
-    return send is not None and getattr(send, GATE_ATTR, None) is not None
+_NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})  # the __dict__ of an object without one
 
 
 class GetDefaultHook(CallHook):
@@ -128,7 +126,13 @@ class GetDefaultHook(CallHook):
         return True
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
-        if error is None and not _instrumented(result):
+        if error is not None:
+            return
+        # ``get_default()`` runs on every AG2 print: this test inline, no frame of its own. Instrumented
+        # already when a wrapper of ours is (or wraps) the stream's own ``send`` (a wrapper's
+        # ``__dict__`` carries our gate; ``functools.wraps`` copies it)
+        send = getattr(result, "__dict__", _NO_ATTRIBUTES).get("send")
+        if send is None or getattr(send, GATE_ATTR, None) is None:
             try:
                 self._streams.patch(result, "send", wrap_call(result.send, self._seen, "send"))
             except (AttributeError, TypeError):  # slots or frozen stream: transitions from it are not seen
