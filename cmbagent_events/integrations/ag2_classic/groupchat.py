@@ -40,16 +40,6 @@ def take_transition() -> tuple[str, str, str | None] | None:
     return pending
 
 
-def _capture_speaker_change(run: EventCaptureManager, groupchat: Any, last: Any, chosen: Any) -> None:
-    pending = take_transition()
-    context: dict[str, Any] = {"method": _method_name(groupchat)}
-    reason = "speaker_selection"
-    if pending is not None:
-        reason, source, target = pending
-        context["transition"] = {"source": source, "target": target}
-    run.capture_handoff(name_of(last), name_of(chosen), context, reason)
-
-
 def _record_selection_error(run: EventCaptureManager, selector: Any, exc: BaseException, where: str) -> None:
     """AG2 ends group chats by raising NoEligibleSpeakerError from speaker selection: that is its
     normal stop (e.g. a TerminateTarget), not an error of the run."""
@@ -63,11 +53,12 @@ class SelectSpeakerHook(CallHook):
     """A handoff per speaker change; events inside the selection are marked ``speaker_selection``."""
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        last_speaker, selector = arg(args, kwargs, 1, "last_speaker"), arg(args, kwargs, 2, "selector")
+        n = len(args)  # the arguments read inline (what common.arg does), as in every hook of each round
+        selector = args[2] if n > 2 else kwargs.get("selector")
         run = run_for(selector)
         if run is None:
             return None
-        return run, args[0], last_speaker, selector, in_selection.set(True)
+        return run, args[0], args[1] if n > 1 else kwargs.get("last_speaker"), selector, in_selection.set(True)
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
         run, groupchat, last_speaker, selector, token = state
@@ -75,8 +66,15 @@ class SelectSpeakerHook(CallHook):
         if error is not None:
             _pending_transition.value = None  # e.g. an AfterWork to TerminateTarget: never the next chat's reason
             _record_selection_error(run, selector, error, where)
-        else:
-            _capture_speaker_change(run, groupchat, last_speaker, result)
+            return
+        # the speaker change, with the transition that caused it when one is pending
+        pending = take_transition()
+        context: dict[str, Any] = {"method": _method_name(groupchat)}
+        reason = "speaker_selection"
+        if pending is not None:
+            reason, source, target = pending
+            context["transition"] = {"source": source, "target": target}
+        run.capture_handoff(getattr(last_speaker, "name", None), getattr(result, "name", None), context, reason)
 
 
 # -- group-pattern transitions --------------------------------------------------------------------
