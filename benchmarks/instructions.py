@@ -92,7 +92,9 @@ def _count(scenario: str, mode: str, trials: int, work: Path) -> tuple[int, int]
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m",
            "benchmarks.instructions", "--child", mode, "--trials", str(trials), "--scenario", scenario,
            "--url", f"sqlite+aiosqlite:///{work}/{mode}-{trials}.db"]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts in every child
+    # the same dict layouts in every child; OpenBLAS (numpy, which AG2 imports) without its worker threads,
+    # whose spinning under valgrind counted 0.1-2M instructions per trial more or less from run to run
+    env = {**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env,
                           cwd=Path(__file__).resolve().parent.parent)
     found = re.search(r"Collected : (\d+)", proc.stderr)
