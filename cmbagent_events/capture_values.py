@@ -15,13 +15,13 @@ from typing import Any
 def snapshot(value: Any) -> Any:
     """A shallow copy of a dict or list (C-level, ~0.1-2 us): the caller may keep changing it after
     capture (AG2 appends to message lists); the stored value is its top level as captured. Deeper
-    levels are read later by the writer (a deep copy on the hot path costs too much)."""
-    kind = type(value)
-    if kind is dict:
-        return dict.copy(value)
-    if kind is list:
-        return list.copy(value)
-    return value
+    levels are read later by the writer (a deep copy on the hot path costs too much). The hottest
+    capture calls do the same inline with :data:`COPIES` (no frame)."""
+    copy = COPIES.get(type(value))
+    return value if copy is None else copy(value)
+
+
+COPIES: dict[type, Any] = {dict: dict.copy, list: list.copy}  # what snapshot() copies, and how
 
 
 def fresh_meta(metadata: Any) -> dict[str, Any]:
@@ -69,6 +69,18 @@ def as_number(value: Any) -> int | float | None:
     if number != number or abs(number) >= 1e18:
         return None
     return int(number) if number.is_integer() else number
+
+
+def as_numbers(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """:func:`as_number` of each value, in one call: ``values`` itself when all are None, ints or
+    floats and together finite and below 1e18 (a model call's usage, every time but for an odd
+    API: told in a few C calls, no Python loop), else a new tuple, value by value."""
+    if _PLAIN_NUMBERS.issuperset(map(type, values)) and sum(map(abs, filter(None, values))) < 1e18:
+        return values  # (a NaN or an infinity makes the sum fail the test)
+    return tuple(map(as_number, values))
+
+
+_PLAIN_NUMBERS = frozenset((int, float, type(None)))
 
 
 class ErrorText:
@@ -153,29 +165,27 @@ class LlmExchange:
     """A model call's request and response as captured, for the writer to store whole (llm_calls).
 
     The request's message list and each message dict are copied (AG2 goes on changing them: the
-    stored request is the one sent; one C-level ``map``, ~70 ns a message); tools and the other
-    parameters are kept by reference (copied at their top level); the response is kept as the client
-    returned it, for the writer to dump to JSON. ``weight``, for the queue's byte bound
-    (bus.estimate_size): the copies' own bytes; the contents they point to are the history AG2 holds.
+    stored request is the one sent; one C-level ``map``, ~70 ns a message), and so is the request
+    dict itself, tools at their top level; the response is kept as the client returned it, for the
+    writer to dump to JSON. ``model`` and ``params`` (the request's other entries) are read from
+    the request's copy when the writer asks for them, not on the caller's thread. ``weight``, for
+    the queue's byte bound (bus.estimate_size): the copies' own bytes; the contents they point to
+    are the history AG2 holds.
     """
 
-    __slots__ = ("messages", "model", "origins", "params", "response", "tools", "weight")
+    __slots__ = ("messages", "origins", "request", "response", "tools", "weight")
 
     def __init__(self, request: Any, response: Any) -> None:
         messages: Any = None
-        model: Any = None
         tools: Any = None
-        params: dict[str, Any] = {}
         if isinstance(request, dict):
-            for key, value in dict.items(request):
-                if key == "messages":
-                    messages = value
-                elif key == "tools":
-                    tools = snapshot(value)
-                elif key == "model":
-                    model = value
-                else:
-                    params[key] = value
+            request = dict.copy(request) if type(request) is dict else plain_dict(request)
+            messages = request.get("messages")
+            tools = request.get("tools")
+            if tools is not None:
+                tools = snapshot(tools)
+        else:
+            request = None
         weight = 64
         origins: list[int] | None = None
         if type(messages) is list:
@@ -185,10 +195,24 @@ class LlmExchange:
             except TypeError:  # not all dicts: those that are copied, the rest kept as they are
                 messages = [dict.copy(m) if isinstance(m, dict) else m for m in messages]
             weight += MESSAGE_COPY_BYTES * len(messages)
+        self.request = request  # the request dict's copy (None: not a dict)
         self.messages = messages
         self.origins = origins
-        self.model = model
         self.tools = tools
-        self.params = params
         self.response = response
         self.weight = weight
+
+    @property
+    def model(self) -> Any:
+        """The request's ``model`` (None without one)."""
+        return self.request.get("model") if self.request is not None else None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The request's parameters but its messages, tools and model (``temperature``, ...)."""
+        if self.request is None:
+            return {}
+        return {key: value for key, value in self.request.items() if key not in _NOT_PARAMS}
+
+
+_NOT_PARAMS = frozenset(("messages", "tools", "model"))

@@ -70,13 +70,6 @@ class EventRecord(msgspec.Struct, gc=False, array_like=True):
     extra: Any  # (MESSAGE_ROW, sender, recipient, content, tokens) | (FILE_ROW, path, type, size) | barrier future
 
 
-def completion(event_id: str, t_ns: int, subtype: str, response: Any, error: Any, status: str,
-               duration_ms: float | None, meta: Any) -> EventRecord:
-    """The completion of the open agent call ``event_id`` (no seq: it is not an event of its own)."""
-    return EventRecord(COMPLETE, event_id, -1, t_ns, None, subtype, None, None, 0, None, None, 0,
-                       None, response, error, status, duration_ms, meta, None)
-
-
 def barrier(future: Any) -> EventRecord:
     """A flush marker carrying the future the writer resolves once it has committed up to here."""
     return EventRecord(BARRIER, None, -1, 0, None, None, None, None, 0, None, None, 0,

@@ -275,7 +275,10 @@ class CallHook:
     uncaptured; ``end(state, result, error, where)`` after it, with the result or the exception
     (re-raised unchanged after ``end``). Neither may change the result; ``start`` may add to
     ``kwargs`` only where a hook exists for that (AG2 1.x's middleware). Both are guarded by the
-    generator: their failures never reach the host."""
+    generator: their failures never reach the host. A hook whose ``end`` only ever looks at errors
+    sets ``errors_only``: ``end`` is then called only when the call raised (no call per result)."""
+
+    errors_only = False
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return None
@@ -295,10 +298,12 @@ def wrap_call(original: Callable[..., Any], hook: CallHook, where: str) -> Calla
     functions by name) and sets ``__wrapped__`` (other libraries find the original through it).
     The gate is off once another library has wrapped ours and we were removed: a pass-through.
     The async wrapper only ever awaits the async original. The ``try`` blocks are inline, not
-    :class:`Guard` blocks: this runs on every hooked call (see guard.py for the costs).
+    :class:`Guard` blocks nor a helper function: this runs on every hooked call (see guard.py for
+    the costs; a helper around ``end`` was one more frame per hooked call).
     """
     gate = Gate()
     start, end = hook.start, hook.end
+    on_result = not hook.errors_only
     if inspect.iscoroutinefunction(original):
         @functools.wraps(original)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -312,9 +317,16 @@ def wrap_call(original: Callable[..., Any], hook: CallHook, where: str) -> Calla
             try:
                 result = await original(*args, **kwargs)
             except BaseException as exc:
-                _end(end, state, None, exc, where)
+                try:
+                    end(state, None, exc, where)
+                except Exception:
+                    HOOK_END.swallow()
                 raise
-            _end(end, state, result, None, where)
+            if on_result:
+                try:
+                    end(state, result, None, where)
+                except Exception:
+                    HOOK_END.swallow()
             return result
 
         return gated(async_wrapper, gate)
@@ -331,17 +343,16 @@ def wrap_call(original: Callable[..., Any], hook: CallHook, where: str) -> Calla
         try:
             result = original(*args, **kwargs)
         except BaseException as exc:
-            _end(end, state, None, exc, where)
+            try:
+                end(state, None, exc, where)
+            except Exception:
+                HOOK_END.swallow()
             raise
-        _end(end, state, result, None, where)
+        if on_result:
+            try:
+                end(state, result, None, where)
+            except Exception:
+                HOOK_END.swallow()
         return result
 
     return gated(wrapper, gate)
-
-
-def _end(end: Callable[[Any, Any, BaseException | None, str], None], state: Any, result: Any,
-         error: BaseException | None, where: str) -> None:
-    try:
-        end(state, result, error, where)
-    except Exception:
-        HOOK_END.swallow()

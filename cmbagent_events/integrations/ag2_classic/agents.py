@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ...capture import EventCaptureManager
 from ...current_run import run_for
 from ..patching import CallHook, PatchSet
 from . import tool_errors
-from .common import CALL_ATTR, adopt_hop_parent, arg, in_selection, name_of, patch_pair, perf, record_hop_error
+from .common import CALL_ATTR, adopt_hop_parent, arg, in_selection, patch_pair, perf, record_hop_error
 
 
 def last_message(agent: Any, messages: Any, sender: Any) -> Any:
@@ -61,7 +60,7 @@ class GenerateReplyHook(CallHook):
         n = len(args)
         messages = args[1] if n > 1 else kwargs.get("messages")
         sender = args[2] if n > 2 else kwargs.get("sender")
-        meta: dict[str, Any] = {"sender": name_of(sender)}
+        meta: dict[str, Any] = {"sender": getattr(sender, "name", None)}
         if in_selection.get():
             meta["speaker_selection"] = True
         if run.first_sight(obj):  # the agent's configuration once per run, not on every call
@@ -91,7 +90,13 @@ class GenerateReplyHook(CallHook):
 # -- messages -------------------------------------------------------------------------------------
 class SendHook(CallHook):
     """A message row per send; a group chat manager's ``request_reply=False`` sends are broadcasts
-    (relays), folded into one event per message unless ``CMBAGENT_CAPTURE_BROADCASTS=each``."""
+    (relays), folded into one event per message unless ``CMBAGENT_CAPTURE_BROADCASTS=each``.
+
+    Every message of a chat passes here (a group chat's relays several times over), so the body is
+    inline: names read with ``getattr(x, "name", None)`` (what ``name_of`` does, without its frame),
+    the manager test once per call from a per-class cache."""
+
+    errors_only = True  # end() records what a send raised; nothing after a send that returned
 
     def __init__(self, manager_cls: type) -> None:
         self._manager_cls = manager_cls
@@ -99,9 +104,7 @@ class SendHook(CallHook):
 
     def _is_manager(self, cls: type) -> bool:
         """issubclass, cached: isinstance on AG2 agents goes through a slow runtime Protocol check."""
-        hit = self._manager_types.get(cls)
-        if hit is None:
-            hit = self._manager_types[cls] = issubclass(cls, self._manager_cls)
+        hit = self._manager_types[cls] = issubclass(cls, self._manager_cls)
         return hit
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -111,16 +114,15 @@ class SendHook(CallHook):
             return None
         n = len(args)
         message = args[1] if n > 1 else kwargs.get("message")
-        recipient = args[2] if n > 2 else kwargs.get("recipient")
-        request_reply = args[3] if n > 3 else kwargs.get("request_reply")
-        if (request_reply is False and self._is_manager(type(obj))
-                and run.extend_fold(obj.name, name_of(recipient), message)):
-            return run, obj  # one more member of a broadcast already being folded: nothing else to do
-        self._capture(run, obj, message, recipient, request_reply)
-        return run, obj
-
-    def _capture(self, run: EventCaptureManager, sender: Any, message: Any, recipient: Any,
-                 request_reply: Any) -> None:
+        recipient = getattr(args[2] if n > 2 else kwargs.get("recipient"), "name", None)
+        relay: bool | None = (args[3] if n > 3 else kwargs.get("request_reply")) is False
+        if relay:
+            cls = type(obj)
+            relay = self._manager_types.get(cls)
+            if relay is None:
+                relay = self._is_manager(cls)
+            if relay and run.extend_fold(obj.name, recipient, message):
+                return run, obj  # one more member of a broadcast already being folded: nothing else to do
         if isinstance(message, dict):
             content = message.get("content")
             if content is None or message.get("tool_calls") or message.get("tool_responses"):
@@ -129,11 +131,11 @@ class SendHook(CallHook):
         else:
             content = message
         meta = {"speaker_selection": True} if in_selection.get() else None
-        if request_reply is False and self._is_manager(type(sender)):
-            # a manager broadcast: the same message object goes to each member in turn (folded by default)
-            run.capture_relay(sender.name, name_of(recipient), content, meta, message=message)
+        if relay:  # a manager broadcast: the same message object goes to each member in turn (folded by default)
+            run.capture_relay(obj.name, recipient, content, meta, message=message)
         else:
-            run.capture_message(sender.name, name_of(recipient), content, None, meta)
+            run.capture_message(obj.name, recipient, content, None, meta)
+        return run, obj
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
         if error is not None:

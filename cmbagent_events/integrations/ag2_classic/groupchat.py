@@ -5,6 +5,8 @@ IOStream), and the binding of agents to the run before AG2 starts threads of its
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from ...capture import EventCaptureManager
@@ -38,16 +40,6 @@ def take_transition() -> tuple[str, str, str | None] | None:
     return pending
 
 
-def _capture_speaker_change(run: EventCaptureManager, groupchat: Any, last: Any, chosen: Any) -> None:
-    pending = take_transition()
-    context: dict[str, Any] = {"method": _method_name(groupchat)}
-    reason = "speaker_selection"
-    if pending is not None:
-        reason, source, target = pending
-        context["transition"] = {"source": source, "target": target}
-    run.capture_handoff(name_of(last), name_of(chosen), context, reason)
-
-
 def _record_selection_error(run: EventCaptureManager, selector: Any, exc: BaseException, where: str) -> None:
     """AG2 ends group chats by raising NoEligibleSpeakerError from speaker selection: that is its
     normal stop (e.g. a TerminateTarget), not an error of the run."""
@@ -61,11 +53,12 @@ class SelectSpeakerHook(CallHook):
     """A handoff per speaker change; events inside the selection are marked ``speaker_selection``."""
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        last_speaker, selector = arg(args, kwargs, 1, "last_speaker"), arg(args, kwargs, 2, "selector")
+        n = len(args)  # the arguments read inline (what common.arg does), as in every hook of each round
+        selector = args[2] if n > 2 else kwargs.get("selector")
         run = run_for(selector)
         if run is None:
             return None
-        return run, args[0], last_speaker, selector, in_selection.set(True)
+        return run, args[0], args[1] if n > 1 else kwargs.get("last_speaker"), selector, in_selection.set(True)
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
         run, groupchat, last_speaker, selector, token = state
@@ -73,8 +66,15 @@ class SelectSpeakerHook(CallHook):
         if error is not None:
             _pending_transition.value = None  # e.g. an AfterWork to TerminateTarget: never the next chat's reason
             _record_selection_error(run, selector, error, where)
-        else:
-            _capture_speaker_change(run, groupchat, last_speaker, result)
+            return
+        # the speaker change, with the transition that caused it when one is pending
+        pending = take_transition()
+        context: dict[str, Any] = {"method": _method_name(groupchat)}
+        reason = "speaker_selection"
+        if pending is not None:
+            reason, source, target = pending
+            context["transition"] = {"source": source, "target": target}
+        run.capture_handoff(getattr(last_speaker, "name", None), getattr(result, "name", None), context, reason)
 
 
 # -- group-pattern transitions --------------------------------------------------------------------
@@ -107,11 +107,7 @@ class TransitionSeenHook(CallHook):
         return None  # nothing to do after the send
 
 
-def _instrumented(stream: Any) -> bool:
-    """A wrapper of ours is (or wraps) the stream's own ``send``; cheap, as ``get_default()`` runs
-    on every AG2 print (a wrapper's ``__dict__`` carries our gate; ``functools.wraps`` copies it)."""
-    send = getattr(stream, "__dict__", {}).get("send")
-    return send is not None and getattr(send, GATE_ATTR, None) is not None
+_NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})  # the __dict__ of an object without one
 
 
 class GetDefaultHook(CallHook):
@@ -128,7 +124,13 @@ class GetDefaultHook(CallHook):
         return True
 
     def end(self, state: Any, result: Any, error: BaseException | None, where: str) -> None:
-        if error is None and not _instrumented(result):
+        if error is not None:
+            return
+        # ``get_default()`` runs on every AG2 print: this test inline, no frame of its own. Instrumented
+        # already when a wrapper of ours is (or wraps) the stream's own ``send`` (a wrapper's
+        # ``__dict__`` carries our gate; ``functools.wraps`` copies it)
+        send = getattr(result, "__dict__", _NO_ATTRIBUTES).get("send")
+        if send is None or getattr(send, GATE_ATTR, None) is None:
             try:
                 self._streams.patch(result, "send", wrap_call(result.send, self._seen, "send"))
             except (AttributeError, TypeError):  # slots or frozen stream: transitions from it are not seen

@@ -15,7 +15,7 @@ from typing import Any
 
 from ...current_run import run_for
 from ..patching import CallHook, PatchSet
-from .common import adopt_hop_parent, in_selection, name_of, perf, record_hop_error
+from .common import adopt_hop_parent, in_selection, perf, record_hop_error
 
 # the params of the create in progress here: [] while one runs, then [params] once constructed
 _sent: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("cmbagent_events_llm_params",
@@ -41,14 +41,14 @@ class CreateHook(CallHook):
             record_hop_error(run, agent, error, "llm_create")
             return
         usage = getattr(result, "usage", None)
+        model = getattr(result, "model", None)
         cost, source = cost_of(result, usage)
-        meta = {"model": getattr(result, "model", None),
-                "cached": getattr(result, "cost", None) is not None and usage is None}
+        meta = {"model": model, "cached": getattr(result, "cost", None) is not None and usage is None}
         if in_selection.get():
             meta["speaker_selection"] = True
         adopted = adopt_hop_parent(run, agent)
         run.capture_llm_call(
-            name_of(agent), getattr(result, "model", None), getattr(usage, "prompt_tokens", None),
+            getattr(agent, "name", None), model, getattr(usage, "prompt_tokens", None),
             getattr(usage, "completion_tokens", None), getattr(usage, "total_tokens", None),
             cost, (perf() - started) * 1000.0, meta, request=sent[-1] if sent else None, response=result,
             cached_tokens=getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None),
