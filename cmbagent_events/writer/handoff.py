@@ -46,12 +46,15 @@ class _Pickler(pickle.Pickler):
         if obj is _described or obj is _exchange:  # the placeholders' own constructors: by reference
             return NotImplemented
         if type(obj) is LlmExchange:
-            # its fields are plain but the response (a ChatCompletion): dumped now, as the writer would
+            # its fields are plain but the response (a ChatCompletion): dumped now, as the writer would;
+            # the request without the messages and tools it holds (sent once, as their copies)
             messages = obj.messages
             if messages is not None and type(messages) is not list:  # AG2 1.x's history: rendered now
                 messages = dump_response(messages)
-            return _exchange, (messages, obj.origins, obj.model, obj.tools, obj.params,
-                               dump_response(obj.response), obj.weight)
+            request = obj.request
+            if request is not None:
+                request = {key: value for key, value in request.items() if key != "messages" and key != "tools"}
+            return _exchange, (messages, obj.origins, request, obj.tools, dump_response(obj.response), obj.weight)
         objects = self.objects
         objects.append(obj)
         return _described, (len(objects) - 1,)
@@ -162,11 +165,10 @@ def _described(index: int) -> Any:
     return value if type(value) is Unreadable else Described(value)
 
 
-def _exchange(messages: Any, origins: Any, model: Any, tools: Any, params: Any, response: Any,
-              weight: int) -> LlmExchange:
+def _exchange(messages: Any, origins: Any, request: Any, tools: Any, response: Any, weight: int) -> LlmExchange:
     exchange = LlmExchange.__new__(LlmExchange)
-    exchange.messages, exchange.origins, exchange.model, exchange.tools = messages, origins, model, tools
-    exchange.params, exchange.response, exchange.weight = params or {}, response, weight
+    exchange.messages, exchange.origins, exchange.request, exchange.tools = messages, origins, request, tools
+    exchange.response, exchange.weight = response, weight
     return exchange
 
 
