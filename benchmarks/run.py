@@ -285,7 +285,7 @@ def markdown_table(results: dict[str, Any]) -> str:
     """The README's performance table: wall-clock overhead [IQR] and all-in CPU us per event."""
     rows = {**results["scenarios"], **results.get("latency_sweep", {})}
     modes = _modes(rows)
-    names = {"otel": "AG2 OpenTelemetry", "peer": "AG2 runtime_logging"}
+    names = {"otel": "AG2 OpenTelemetry", "openinference": "OpenInference AG2", "peer": "AG2 runtime_logging"}
     lines = ["| scenario | events/run | run time (off) | " + " | ".join(names.get(m, m) for m in modes) + " |",
              "|---|---|---|" + "---|" * len(modes)]
     for name, s in rows.items():
