@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 from msgspec.structs import astuple
 
 from ..capture_values import LlmExchange
-from ..records import EventRecord
+from ..records import LLM_ROW, EventRecord
 from .encode import Sanitizer
 from .fit import Described, Unreadable
 from .llm_rows import dump_response
@@ -99,7 +99,9 @@ def _guarded(row: tuple[Any, ...]) -> tuple[Any, ...]:
     fixed = list(row)
     for k in _PAYLOAD:
         value = fixed[k]
-        if type(value) is tuple:  # a companion row's fields (extra), a tuple of inputs: item by item
+        if type(value) is tuple and value[:1] == (LLM_ROW,):  # a model call's whole exchange: only as it is
+            fixed[k] = value if type(_picklable(value[1])) is not _Aside else None  # (else its event row alone)
+        elif type(value) is tuple:  # a companion row's fields (extra), a tuple of inputs: item by item
             fixed[k] = tuple(map(_picklable, value))
         else:
             fixed[k] = _picklable(value)
