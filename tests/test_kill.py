@@ -61,14 +61,18 @@ async def _counts(db_session, run_id: str) -> tuple[WorkflowRun, int, int]:
     return run, int(stored), -1 if max_seq is None else int(max_seq)
 
 
+@pytest.mark.parametrize("writer", ["thread", "process"])
 @pytest.mark.parametrize("source", [CHILD_SYNC, CHILD_ASYNC], ids=["sync", "async"])
-async def test_sigterm_drains_the_run_and_exits_143(source, db_url, db_session, tmp_path) -> None:
+async def test_sigterm_drains_the_run_and_exits_143(source, writer, db_url, db_session, tmp_path) -> None:
+    source = source.replace("close_timeout_s=30)", f"close_timeout_s=30, writer={writer!r})")
+    assert writer in source
     child, run_id = start_child_run(tmp_path, source, db_url)
     child.send_signal(signal.SIGTERM)
     _, stderr = child.communicate(timeout=120)
     assert child.returncode == 143, stderr
     run, stored, max_seq = await _counts(db_session, run_id)
     assert run.status == "failed"
+    assert (run.meta["capture"].get("writer") == "process") == (writer == "process")
     # everything captured is stored or counted: nothing lost silently (the error event included)
     assert stored + run.dropped_events == run.total_events
     print(f"\nSIGTERM {source[:30].split()[-1]}: captured {run.total_events}, stored {stored}, "
