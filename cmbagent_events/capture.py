@@ -614,8 +614,9 @@ class EventCaptureManager:
         if timeout is None:
             timeout = self.config.close_timeout_s
         future = writer.request_flush()
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        try:  # not wait_for: on 3.11 it returns the result when a cancel (SIGTERM's) lands as it completes
+            async with asyncio.timeout(timeout):
+                return await asyncio.wrap_future(future)
         except TimeoutError:
             return False
 

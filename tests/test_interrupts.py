@@ -6,6 +6,7 @@ queued or counted (bus.accounted), and the seq is drawn without a call (capture.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import signal
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from cmbagent_events import CaptureConfig, ExecutionEvent, WorkflowRun, capture_run_sync, make_engine
+from cmbagent_events import CaptureConfig, ExecutionEvent, WorkflowRun, capture_run, capture_run_sync, make_engine
 from cmbagent_events.bus import INTERRUPTED, QUEUE_FULL, EventBus
 from cmbagent_events.capture import EventCaptureManager
 
@@ -130,3 +131,20 @@ def _stored(db_url: str, run_id: str) -> tuple[Any, set[int]]:
             await engine.dispose()
 
     return asyncio.run(read())
+
+
+async def test_a_cancel_landing_as_a_flush_completes_is_not_lost(sqlite_url: str) -> None:
+    """SIGTERM cancels an async run's task; a body in ``await run.flush()`` must see that cancel even
+    when its barrier completes in the same moment (asyncio.wait_for on 3.11 returned the result and
+    dropped the cancel: a run that flushes in a loop then never ended)."""
+    async with capture_run(sqlite_url, hooks=False) as run:
+        barrier: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        run.writer.request_flush = lambda: barrier  # the writer's barrier, completed here instead
+        task = asyncio.create_task(run.flush(30))
+        await asyncio.sleep(0)  # the flush waits for its barrier
+        barrier.set_result(True)  # committed: the result reaches the flush's future on the next step...
+        await asyncio.sleep(0)
+        assert not task.done()
+        task.cancel()  # ... and the cancel lands in the same moment
+        with pytest.raises(asyncio.CancelledError):
+            await task
