@@ -86,22 +86,22 @@ class RunSession:
             task_description=self.task_description, mode=self.mode, agent=self.agent, model=self.model,
             started_ns=time.time_ns(), meta=meta)
         self.session_id = first_row[Run.session_id]
+        process = cfg.writer == "process"
+        bus = EventBus(cfg.queue_size, min(cfg.buffer_size, HANDOFF_BATCH) if process else cfg.buffer_size,
+                       cfg.queue_max_bytes)
+
+        def thread_writer(row: tuple[Any, ...] | None, thread_sink: Any = None, prepare: bool = True) -> BatchWriter:
+            """The run's writer thread (also the writer process's fallback, should the child die)."""
+            return BatchWriter(bus, thread_sink or open_sink(url, cfg.placement), cfg, run_id, self.session_id,
+                               run_row=row, prepare=lambda: remigrate(url, cfg.placement), needs_prepare=prepare,
+                               final_values=self._final_values)
+
         writer: BatchWriter | ProcessWriter
-        if cfg.writer == "process":
-            bus = EventBus(cfg.queue_size, min(cfg.buffer_size, HANDOFF_BATCH), cfg.queue_max_bytes)
-
-            def thread_writer(row: tuple[Any, ...] | None) -> BatchWriter:  # the fallback, should the child die
-                return BatchWriter(bus, open_sink(url, cfg.placement), cfg, run_id, self.session_id, run_row=row,
-                                   prepare=lambda: remigrate(url, cfg.placement), needs_prepare=True,
-                                   final_values=self._final_values)
-
+        if process:
             writer = ProcessWriter(bus, cfg, run_id, self.session_id, db_url=_absolute(url), run_row=first_row,
                                    needs_prepare=outage, final_values=self._final_values, fallback=thread_writer)
         else:
-            bus = EventBus(cfg.queue_size, cfg.buffer_size, cfg.queue_max_bytes)
-            writer = BatchWriter(bus, sink, cfg, run_id, self.session_id, run_row=first_row,
-                                 prepare=lambda: remigrate(url, cfg.placement), needs_prepare=outage,
-                                 final_values=self._final_values)
+            writer = thread_writer(first_row, sink, outage)
         if cfg.otlp_endpoint and sampled:
             self.forwarder = _otlp_forwarder(cfg.otlp_endpoint, run_id, writer)
         run = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=sampled, bus=bus, writer=writer,

@@ -150,6 +150,17 @@ class WriterProcess:
             log.error("cmbagent-events: the writer process (pid %d) did not exit", self.pid)
 
 
+def _give_up(records: list[EventRecord]) -> int:
+    """Records that will not be handed over: their barriers failed; the number of events among them."""
+    events = 0
+    for record in records:
+        if record.kind == BARRIER:
+            resolve(record.extra, False)
+        elif record.seq >= 0:
+            events += 1
+    return events
+
+
 def _write_all(fd: int, head: bytes, data: bytes) -> None:
     """``head`` then ``data`` into the pipe ``fd``, in one ``writev`` when the pipe takes it all at once
     (each system call gives the GIL away, and taking it back waits for the caller's thread)."""
@@ -363,23 +374,12 @@ class ProcessWriter(CommitListeners, DrainTask):
         if not self._error_logged:
             self._error_logged = True
             log.exception("cmbagent-events: handing events to the writer process failed (counted; logged once per run)")
-        lost = 0
-        for record in records:
-            if record.kind == BARRIER:
-                resolve(record.extra, False)
-            elif record.seq >= 0:
-                lost += 1
-        self._bus.count_dropped(lost, WRITER_ERROR)
+        self._bus.count_dropped(_give_up(records), WRITER_ERROR)
         return True
 
     def _lost_with(self, unsent: list[EventRecord]) -> bool:
         """The child is gone with ``unsent`` in hand: their events counted, their barriers failed."""
-        lost = 0
-        for record in unsent:
-            if record.kind == BARRIER:
-                resolve(record.extra, False)
-            elif record.seq >= 0:
-                lost += 1
+        lost = _give_up(unsent)
         if self._fallback is not None:  # the death is accounted for already: these come on top
             self._bus.count_dropped(lost, WRITER_DIED)
         else:
