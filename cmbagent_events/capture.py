@@ -112,6 +112,7 @@ class EventCaptureManager:
         cfg = self.config
         self._fold = cfg.broadcasts == "fold"
         self._llm_messages = cfg.capture_llm_messages
+        self._conversations: dict[int, list[Any]] = {}  # LlmExchange's copies of each conversation's last request
         self._folds: dict[int, list[Any]] = {}  # thread id -> [message, sender, recipients, record fields]
         self._fold_lock = threading.Lock()
         self._on = {
@@ -542,7 +543,7 @@ class EventCaptureManager:
                     totals["reasoning_tokens"] = totals.get("reasoning_tokens", 0) + reasoning_tokens
             exchange = None
             if self._llm_messages and (request is not None or response is not None):
-                exchange = (LLM_ROW, LlmExchange(request, response))
+                exchange = (LLM_ROW, LlmExchange(request, response, self._conversations))
             return self._emit("llm_call", "llm_call", "complete", agent_name, inputs=(model,),
                               outputs=(prompt_tokens, completion_tokens, total_tokens, cost, cached_tokens,
                                        reasoning_tokens, cost_source),
@@ -646,6 +647,7 @@ class EventCaptureManager:
         if self._folds and self.enabled:
             self._flush_folds()
         self.enabled = False
+        self._conversations = {}  # the copies it holds are the queued exchanges' now
         if self._closed:
             return True
         self._closed = True

@@ -165,17 +165,22 @@ class LlmExchange:
     """A model call's request and response as captured, for the writer to store whole (llm_calls).
 
     The request's message list and each message dict are copied (AG2 goes on changing them: the
-    stored request is the one sent; one C-level ``map``, ~70 ns a message), and so is the request
-    dict itself, tools at their top level; the response is kept as the client returned it, for the
-    writer to dump to JSON. ``model`` and ``params`` (the request's other entries) are read from
-    the request's copy when the writer asks for them, not on the caller's thread. ``weight``, for
-    the queue's byte bound (bus.estimate_size): the copies' own bytes; the contents they point to
-    are the history AG2 holds.
+    stored request is the one sent), and so is the request dict itself, tools at their top level;
+    the response is kept as the client returned it, for the writer to dump to JSON. ``model`` and
+    ``params`` (the request's other entries) are read from the request's copy when the writer asks
+    for them, not on the caller's thread. ``weight``, for the queue's byte bound
+    (bus.estimate_size): the copies' own bytes; the contents they point to are the history AG2 holds.
+
+    A chat re-sends its history with every call: given ``conversations`` (one per run), the copies
+    made for a conversation's last request are kept, and the next request's messages that still
+    equal them (one C-level list comparison) share those copies; only what was added is copied.
+    Fewer allocations on the caller's thread (and fewer garbage collections of the user's heap),
+    and the writer recognises the shared part by identity.
     """
 
     __slots__ = ("messages", "origins", "request", "response", "tools", "weight")
 
-    def __init__(self, request: Any, response: Any) -> None:
+    def __init__(self, request: Any, response: Any, conversations: dict[int, list[Any]] | None = None) -> None:
         messages: Any = None
         tools: Any = None
         if isinstance(request, dict):
@@ -190,11 +195,19 @@ class LlmExchange:
         origins: list[int] | None = None
         if type(messages) is list:
             origins = list(map(id, messages))  # lets the writer recognise a message it has seen (llm_rows)
-            try:
-                messages = list(map(dict.copy, messages))
-            except TypeError:  # not all dicts: those that are copied, the rest kept as they are
-                messages = [dict.copy(m) if isinstance(m, dict) else m for m in messages]
-            weight += MESSAGE_COPY_BYTES * len(messages)
+            sent = messages
+            known = conversations.get(origins[0]) if conversations is not None and origins else None
+            k = len(known) if known is not None and len(known) <= len(sent) else 0
+            if k and not _same_list(sent[:k], known):
+                k = 0
+            messages = _copies(sent[k:] if k else sent)
+            weight += 8 * len(sent) + MESSAGE_COPY_BYTES * len(messages)
+            if k:
+                messages = known + messages  # the copies already made: shared, never changed
+            if conversations is not None and origins:
+                if len(conversations) >= CONVERSATIONS:
+                    conversations.clear()
+                conversations[origins[0]] = messages
         self.request = request  # the request dict's copy (None: not a dict)
         self.messages = messages
         self.origins = origins
@@ -216,3 +229,21 @@ class LlmExchange:
 
 
 _NOT_PARAMS = frozenset(("messages", "tools", "model"))
+CONVERSATIONS = 256  # conversations whose last request's copies a run keeps (then forgotten: copied again)
+
+
+def _copies(messages: list[Any]) -> list[Any]:
+    """Each message dict copied (one C-level ``map``, ~70 ns a message); not a dict: kept as it is."""
+    try:
+        return list(map(dict.copy, messages))
+    except TypeError:
+        return [dict.copy(m) if isinstance(m, dict) else m for m in messages]
+
+
+def _same_list(sent: list[Any], copies: list[Any]) -> bool:
+    """Whether the messages sent still equal the copies (False when the comparison is not a plain
+    yes: an array inside)."""
+    try:
+        return (sent == copies) is True
+    except Exception:
+        return False

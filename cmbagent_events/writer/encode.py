@@ -208,6 +208,17 @@ class Sanitizer:
             out[k] = self._encode_exact(values[k] if exact is None else exact(values[k]), limit)
         return out
 
+    def encode_value(self, value: Any, limit: int, raw: bytes | None = None) -> Any:
+        """One value as :meth:`encode_column` encodes it (user code off); ``raw``: its msgspec JSON
+        when the caller has made it already (a model call's message, kept by its digest), so that
+        the usual value costs one secret scan and one bracket count."""
+        if raw is None or value is None:
+            return self.encode_column([value], limit)[0]
+        self._user_code = False
+        if len(raw) > limit or self.prefilter.holds(raw) or raw.count(b"[") + raw.count(b"{") > self._max_depth:
+            return self._encode_exact(value, limit)
+        return raw.decode()
+
     def text_column(self, values: list[Any] | tuple[Any, ...], limit: int, *, user_code: bool = False) -> list[Any]:
         """Each value as bounded, NUL-free, redacted text for a plain text column (message content,
         error messages; None stays None); a value that could not be made text is a :class:`Failed`.

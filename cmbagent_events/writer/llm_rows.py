@@ -31,10 +31,11 @@ CONVERSATIONS = 1_000  # conversations whose last request is remembered (then fo
 _raw_json = msgspec.json.Encoder().encode
 
 
-def stored_text(encode: Callable[[Any, int], Any], value: Any, limit: int) -> tuple[str, str | None]:
+def stored_text(encode: Callable[..., Any], value: Any, limit: int, raw: bytes | None = None
+                ) -> tuple[str, str | None]:
     """``value`` as an llm content is stored (replay compares a live request's messages the same way),
-    and why it could not be, if so."""
-    body = encode(value, limit)
+    and why it could not be, if so; ``raw``: its msgspec JSON when made already."""
+    body = encode(value, limit) if raw is None else encode(value, limit, raw)
     if isinstance(body, str):
         return body, None
     # only the value's own code could describe it: a marker
@@ -50,10 +51,11 @@ def content_hash(body: str) -> str:
 class LlmRows:
     """Builds one run's llm rows (one instance per writer; not thread-safe: the writer's own)."""
 
-    def __init__(self, run_id: str, encode: Callable[[Any, int], Any], max_message_size: int,
+    def __init__(self, run_id: str, encode: Callable[..., Any], max_message_size: int,
                  max_params_size: int) -> None:
-        """``encode(value, limit)``: the writer's JSON encoding (redaction, NUL escapes, strings cut
-        at ``limit`` characters with a marker); anything but a str back means it could not."""
+        """``encode(value, limit, raw=None)``: the writer's JSON encoding (redaction, NUL escapes,
+        strings cut at ``limit`` characters with a marker; ``raw``, the value's msgspec JSON when made
+        already); anything but a str back means it could not."""
         self._run_id = run_id
         self._encode = encode
         self._max_message = max_message_size
@@ -138,10 +140,11 @@ class LlmRows:
         if dumped is None:
             notes.append("no response recorded" if exchange.response is None else "response not serialisable")
         else:
-            response, problem = self._content(dumped, "response", contents)
+            response, problem = self._content(dumped, "response", contents, remember=False)
             if problem:
                 notes.append(f"response {problem}")
-        params = self._stored_params(exchange.params) if exchange.params else None
+        params = exchange.params
+        params = self._stored_params(params) if params else None
         calls.append(make_row(
             LlmCallRow, event_id=event_id, run_id=self._run_id, model=_model(exchange.model, model),
             messages=_raw_json(refs).decode(), tools=tools, params=params if isinstance(params, str) else None,
@@ -159,23 +162,26 @@ class LlmRows:
             stored = self._params[raw] = self._encode(params, self._max_params)
         return stored
 
-    def _content(self, value: Any, kind: str, contents: list[tuple[Any, ...]]) -> tuple[int, str | None]:
+    def _content(self, value: Any, kind: str, contents: list[tuple[Any, ...]], remember: bool = True
+                 ) -> tuple[int, str | None]:
         """The ordinal of ``value`` as stored, storing it when this run has not yet; and what stops it
-        being served again as it was (cut, not storable as JSON), if anything."""
+        being served again as it was (cut, not storable as JSON), if anything. ``remember``: keep its
+        raw digest (not for a response: each is new)."""
         try:
             raw = _raw_json(value)
         except Exception:  # not plain JSON (an object): cleaned each time, never remembered
             raw = None
-        key = hashlib.blake2b(raw, digest_size=16).digest() if raw is not None else b""
-        known = self._raw.get(key) if raw is not None else None
+        key = hashlib.blake2b(raw, digest_size=HASH_CHARS // 2).digest() if raw is not None else b""
+        known = self._raw.get(key) if remember and raw is not None else None
         if known is not None:
             return self._ordinals[known[0]], known[1]
-        body, problem = stored_text(self._encode, value, self._max_message)
+        body, problem = stored_text(self._encode, value, self._max_message, raw)
         size = len(raw) if raw is not None else len(body)
         if problem is None and size > self._max_message:
             problem = f"cut at {self._max_message} bytes"
-        digest = content_hash(body)
-        if raw is not None:
+        # stored as msgspec wrote it (the usual content): its digest is the one just made
+        digest = key.hex() if raw is not None and len(body) == len(raw) and body == raw.decode() else content_hash(body)
+        if remember and raw is not None:
             if len(self._raw) >= RAW_MEMORY:
                 self._raw.clear()
             self._raw[key] = (digest, problem)

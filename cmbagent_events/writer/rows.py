@@ -183,10 +183,11 @@ class RowBuilder:
         built.assemble = assemble
         return built
 
-    def _llm_value(self, value: Any, limit: int) -> Any:
+    def _llm_value(self, value: Any, limit: int, raw: bytes | None = None) -> Any:
         """A model call's message, tool list, response or parameters as stored JSON (user code off: a
-        value only its own ``__repr__`` describes is a :class:`Failed`, stored as a marker)."""
-        return self._sanitizer.encode_column([value], limit)[0]
+        value only its own ``__repr__`` describes is a :class:`Failed`, stored as a marker); ``raw``:
+        its msgspec JSON, when made already."""
+        return self._sanitizer.encode_value(value, limit, raw)
 
     def finish_row(self, status: str, completed_ns: int, total: int, dropped: int, meta_patch: Any) -> tuple[Any, ...]:
         """The run's closing values (``meta_patch`` already encoded)."""
