@@ -197,12 +197,11 @@ class LlmExchange:
             origins = list(map(id, messages))  # lets the writer recognise a message it has seen (llm_rows)
             sent = messages
             known = conversations.get(origins[0]) if conversations is not None and origins else None
-            k = len(known) if known is not None and len(known) <= len(sent) else 0
-            if k and not _same_list(sent[:k], known):
-                k = 0
-            messages = _copies(sent[k:] if k else sent)
+            if known is not None and (len(known) > len(sent) or not _same_list(sent[:len(known)], known)):
+                known = None
+            messages = _copies(sent[len(known):] if known is not None else sent)
             weight += 8 * len(sent) + MESSAGE_COPY_BYTES * len(messages)
-            if k:
+            if known is not None:
                 messages = known + messages  # the copies already made: shared, never changed
             if conversations is not None and origins:
                 if len(conversations) >= CONVERSATIONS:

@@ -143,8 +143,8 @@ class LlmRows:
             response, problem = self._content(dumped, "response", contents, remember=False)
             if problem:
                 notes.append(f"response {problem}")
-        params = exchange.params
-        params = self._stored_params(params) if params else None
+        request_params = exchange.params
+        params = self._stored_params(request_params) if request_params else None
         calls.append(make_row(
             LlmCallRow, event_id=event_id, run_id=self._run_id, model=_model(exchange.model, model),
             messages=_raw_json(refs).decode(), tools=tools, params=params if isinstance(params, str) else None,
