@@ -139,3 +139,41 @@ async def test_a_message_that_is_not_json_is_marked_and_not_replayable(sqlite_ur
         call = store.llm_call(event)
     assert call["request"]["messages"][0] == "<not storable: dict>" and not call["replayable"]
     assert call["note"] == "message 0 not storable as JSON" and call["response"] == _response(1, "a galaxy")
+
+
+async def test_messages_changed_between_calls_are_stored_as_each_call_sent_them(db_url: str) -> None:
+    """A conversation's re-sent messages share the copies made for its last request only while they
+    are unchanged: a message edited in the middle of the history, or removed, is stored as each call
+    sent it, across batches (a batch of two events) and within one."""
+    history: list[dict[str, Any]] = [{"role": "system", "content": "You are a cosmologist."}]
+    sent: list[list[dict[str, Any]]] = []
+    ids = []
+    async with capture_run(db_url, config=FAST.replace(buffer_size=2), hooks=False) as run:
+        for n in range(1, 9):
+            history.append({"role": "user", "content": f"turn {n}", "name": "planner"})
+            if n == 4:
+                history[2]["content"] = "turn 2, rewritten"  # an earlier message, changed in place
+            if n == 6:
+                del history[3]  # and one taken out
+            sent.append([dict(m) for m in history])
+            ids.append(run.capture_llm_call("planner", "gpt-4o", 1, 1, request={"model": "gpt-4o", "messages": history},
+                                            response=_response(n, "ok")))
+    with open_store(db_url) as store:
+        stored = [store.llm_call(event_id)["request"]["messages"] for event_id in ids]
+    assert stored == sent
+
+
+def test_a_conversation_copies_only_what_it_added() -> None:
+    from cmbagent_events.capture_values import LlmExchange
+
+    conversations: dict[int, list[Any]] = {}
+    history: list[dict[str, Any]] = [{"role": "system", "content": "s"}, {"role": "user", "content": "a"}]
+    first = LlmExchange({"messages": history}, None, conversations)
+    history.append({"role": "assistant", "content": "b"})
+    second = LlmExchange({"messages": history}, None, conversations)
+    assert second.messages[:2] == first.messages and all(map(lambda a, b: a is b, second.messages, first.messages))
+    assert second.messages[2] == history[2] and second.messages[2] is not history[2]
+    history[1]["content"] = "a, edited"
+    third = LlmExchange({"messages": history}, None, conversations)
+    assert third.messages == history and third.messages[1] is not second.messages[1]
+    assert second.messages[1] == {"role": "user", "content": "a"}  # what the second call sent, kept
