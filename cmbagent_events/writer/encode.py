@@ -154,24 +154,6 @@ class Failed:
         self.error = error
 
 
-def fast_chunks(values: list[Any] | tuple[Any, ...]) -> tuple[list[bytes], set[int]]:
-    """Each value's msgspec JSON (one C-level ``map``), and the indices of those msgspec refuses (not
-    JSON types: their chunk is empty)."""
-    try:
-        return list(map(_fast_encode, values)), set()
-    except Exception:  # a value msgspec refuses: the others stay on the fast path
-        pass
-    chunks: list[bytes] = []
-    refused: set[int] = set()
-    for k, value in enumerate(values):
-        try:
-            chunks.append(_fast_encode(value))
-        except Exception:
-            chunks.append(b"")
-            refused.add(k)
-    return chunks, refused
-
-
 class Sanitizer:
     """Makes values storable, a column at a time; one per writer (it caches the secret-key decision
     per key). Not shared across threads: the writer's worker thread makes its own."""
@@ -193,18 +175,20 @@ class Sanitizer:
         value. A value msgspec refuses, or that the scan flags, or longer than ``limit`` (cut before
         it is scanned), or nested deeper than ``MAX_DEPTH`` takes the exact path (``_clean``), given
         ``exact(value)`` when set (the plain value of one msgspec encodes alike: a Struct's dict)."""
-        chunks, refused = fast_chunks(values)
-        return self.encoded_column(values, chunks, refused, limit, exact, user_code=user_code)[0]
-
-    def encoded_column(self, values: list[Any] | tuple[Any, ...], chunks: list[bytes], refused: set[int],
-                       limit: int, exact: Callable[[Any], Any] | None = None, *, user_code: bool = False
-                       ) -> tuple[list[Any], set[int]]:
-        """:meth:`encode_column` given each value's msgspec JSON already (``refused``: the indices of
-        values msgspec could not encode); also the indices of the values not stored as ``chunks``
-        has them (redacted, cut, made plain)."""
         self._user_code = user_code
+        refused: set[int] = set()
+        try:
+            chunks = list(map(_fast_encode, values))
+        except Exception:  # a value msgspec refuses (not a JSON type): the others stay on the fast path
+            chunks = []
+            for k, value in enumerate(values):
+                try:
+                    chunks.append(_fast_encode(value))
+                except Exception:
+                    chunks.append(b"")
+                    refused.add(k)
         if not chunks:
-            return [], set()
+            return []
         if max(map(len, chunks)) > limit:
             long = {k for k, data in enumerate(chunks) if len(data) > limit}
             redo = self.prefilter.flagged([b"" if k in long else data for k, data in enumerate(chunks)]) | long
@@ -222,7 +206,18 @@ class Sanitizer:
                     out[k] = None
         for k in redo:
             out[k] = self._encode_exact(values[k] if exact is None else exact(values[k]), limit)
-        return out, redo
+        return out
+
+    def encode_value(self, value: Any, limit: int, raw: bytes | None = None) -> Any:
+        """One value as :meth:`encode_column` encodes it (user code off); ``raw``: its msgspec JSON
+        when the caller has made it already (a model call's message, kept by its digest), so that
+        the usual value costs one secret scan and one bracket count."""
+        if raw is None or value is None:
+            return self.encode_column([value], limit)[0]
+        self._user_code = False
+        if len(raw) > limit or self.prefilter.holds(raw) or raw.count(b"[") + raw.count(b"{") > self._max_depth:
+            return self._encode_exact(value, limit)
+        return raw.decode()
 
     def text_column(self, values: list[Any] | tuple[Any, ...], limit: int, *, user_code: bool = False) -> list[Any]:
         """Each value as bounded, NUL-free, redacted text for a plain text column (message content,

@@ -127,7 +127,7 @@ class RowBuilder:
         self._timestamp = timestamp
         self._timestamps = timestamps or (lambda t_ns: list(map(timestamp, t_ns)))  # the sink's, for a batch
         self._sanitizer = Sanitizer(config.secret_keys)
-        self.llm = LlmRows(run_id, self._sanitizer, config.max_llm_message_size, config.max_input_size)
+        self.llm = LlmRows(run_id, self._llm_value, config.max_llm_message_size, config.max_input_size)
         self.placeholders = 0  # rows stored with a marker instead of a value that could not be encoded
 
     def build(self, records: list[EventRecord]) -> Built:
@@ -173,9 +173,7 @@ class RowBuilder:
         llm_contents: list[tuple[Any, ...]] = []
         for k in llm:  # after the check above: a model call's own markers are its rows' business
             r = records[k]
-            self.llm.add(r.id, r.inputs[0] if type(r.inputs) is tuple else None, r.extra[1])
-        if llm:
-            self.llm.finish(llm_calls, llm_contents)
+            self.llm.add(r.id, r.inputs[0] if type(r.inputs) is tuple else None, r.extra[1], llm_calls, llm_contents)
 
         def assemble() -> Batch:
             check = built.failed
@@ -184,6 +182,12 @@ class RowBuilder:
                          llm_calls=llm_calls, llm_contents=llm_contents)
         built.assemble = assemble
         return built
+
+    def _llm_value(self, value: Any, limit: int, raw: bytes | None = None) -> Any:
+        """A model call's message, tool list, response or parameters as stored JSON (user code off: a
+        value only its own ``__repr__`` describes is a :class:`Failed`, stored as a marker); ``raw``:
+        its msgspec JSON, when made already."""
+        return self._sanitizer.encode_value(value, limit, raw)
 
     def finish_row(self, status: str, completed_ns: int, total: int, dropped: int, meta_patch: Any) -> tuple[Any, ...]:
         """The run's closing values (``meta_patch`` already encoded)."""
