@@ -170,6 +170,9 @@ async def test_nested_events(run: EventCaptureManager, repo: EventRepository) ->
     assert after.parent_event_id == parent_id and after.depth == 1
     top = await repo.get_event(top_id)
     assert top.parent_event_id is None and top.depth == 0
+    assert [e.id for e in await repo.get_children(parent_id)] == [tool_id, inner_id, after_id]  # in seq order
+    assert [e.id for e in await repo.get_children(inner_id)] == [code_id]
+    assert await repo.get_children(top_id) == [] and await repo.get_children("no-such-event") == []
 
 
 async def test_context_updates(run: EventCaptureManager, repo: EventRepository) -> None:

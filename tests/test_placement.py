@@ -120,8 +120,7 @@ async def test_prefixed_tables_live_beside_another_apps_workflow_runs(fresh_url)
         indexes = await conn.run_sync(
             lambda c: {i["name"] for i in inspect(c).get_indexes("cmbagent_execution_events")})
     await engine.dispose()
-    assert indexes == {"ix_cmbagent_execution_events_run_seq", "ix_cmbagent_execution_events_parent",
-                       "ix_cmbagent_execution_events_run_type"}
+    assert indexes == {"ix_cmbagent_execution_events_run_seq"}
 
 
 async def test_default_names_on_another_apps_database_fail_clearly_and_touch_nothing(fresh_url) -> None:
@@ -213,8 +212,7 @@ def test_models_for_a_placement_name_tables_and_indexes_like_the_migration() -> 
     tables = {t.fullname: sorted(i.name for i in t.indexes) for t in models.Base.metadata.sorted_tables}
     assert tables == {
         "ev.ce_workflow_runs": ["ix_ce_workflow_runs_session_id", "ix_ce_workflow_runs_started_at"],
-        "ev.ce_execution_events": ["ix_ce_execution_events_parent", "ix_ce_execution_events_run_seq",
-                                   "ix_ce_execution_events_run_type"],
+        "ev.ce_execution_events": ["ix_ce_execution_events_run_seq"],
         "ev.ce_messages": ["ix_ce_messages_event_id", "ix_ce_messages_run_id"],
         "ev.ce_files": ["ix_ce_files_event_id", "ix_ce_files_run_id"],
         "ev.ce_llm_calls": ["ix_ce_llm_calls_run_id"],

@@ -264,7 +264,7 @@ async def test_a_database_at_the_first_schema_reads_and_upgrades(tmp_path: Path)
         version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
         tables = set(inspect(conn).get_table_names())
     engine.dispose()
-    assert version == HEAD_REVISION and "ix_execution_events_run_type" in indexes
+    assert version == HEAD_REVISION and indexes == {"ix_execution_events_run_seq"}
     assert {"llm_calls", "llm_contents"} <= tables
     with open_store(url) as store:
         assert len(store.runs(limit=None)) == 2

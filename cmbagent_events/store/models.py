@@ -126,8 +126,7 @@ class LlmContentColumns:
 # Index names spelled out (not index=True) so a schema never leaks into them.
 INDEXES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "workflow_runs": (("session_id", ("session_id",)), ("started_at", ("started_at",))),
-    "execution_events": (("run_seq", ("run_id", "seq")), ("parent", ("parent_event_id",)),
-                         ("run_type", ("run_id", "event_type"))),
+    "execution_events": (("run_seq", ("run_id", "seq")),),  # every read is a run's, in seq order (0004)
     "messages": (("run_id", ("run_id",)), ("event_id", ("event_id",))),
     "files": (("run_id", ("run_id",)), ("event_id", ("event_id",))),
     "llm_calls": (("run_id", ("run_id",)),),

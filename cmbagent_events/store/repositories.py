@@ -80,7 +80,10 @@ class EventRepository:
         return (await self.session.scalars(query.order_by(self._event.seq))).all()
 
     async def get_children(self, event_id: str) -> Sequence[EventColumns]:
-        query = select(self._event).where(self._event.parent_event_id == event_id).order_by(self._event.seq)
+        event = self._event
+        run_id = select(event.run_id).where(event.id == event_id).scalar_subquery()
+        # within the parent's run (its (run_id, seq) index): events have no index by parent (0004)
+        query = select(event).where(event.run_id == run_id, event.parent_event_id == event_id).order_by(event.seq)
         return (await self.session.scalars(query)).all()
 
     async def list_messages(self, run_id: str) -> Sequence[MessageColumns]:

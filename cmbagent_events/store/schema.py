@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 MIGRATIONS_PACKAGE = "cmbagent_events.migrations"  # the repo's migrations/, mapped into the package
 # The newest migration (migrations/versions). A new migration must update it: a test compares it
 # with Alembic's head. Stored revision == HEAD_REVISION means: nothing to migrate, skip Alembic.
-HEAD_REVISION = "0003_llm_calls"
+HEAD_REVISION = "0004_fewer_event_indexes"
 PG_MIGRATION_LOCK = 727274061  # pg_advisory_xact_lock key serialising migrators across processes
 
 
