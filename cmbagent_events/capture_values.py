@@ -197,7 +197,7 @@ class LlmExchange:
             origins = list(map(id, messages))  # lets the writer recognise a message it has seen (llm_rows)
             sent = messages
             known = conversations.get(origins[0]) if conversations is not None and origins else None
-            if known is not None and (len(known) > len(sent) or not _same_list(sent[:len(known)], known)):
+            if known is not None and (len(known) > len(sent) or not same_messages(sent[:len(known)], known)):
                 known = None
             messages = _copies(sent[len(known):] if known is not None else sent)
             weight += 8 * len(sent) + MESSAGE_COPY_BYTES * len(messages)
@@ -239,10 +239,10 @@ def _copies(messages: list[Any]) -> list[Any]:
         return [dict.copy(m) if isinstance(m, dict) else m for m in messages]
 
 
-def _same_list(sent: list[Any], copies: list[Any]) -> bool:
-    """Whether the messages sent still equal the copies (False when the comparison is not a plain
-    yes: an array inside)."""
+def same_messages(a: Any, b: Any) -> bool:
+    """``a == b`` for two messages (or lists of them: the ones sent and our copies), False when the
+    comparison is not a plain yes (an array inside)."""
     try:
-        return (sent == copies) is True
+        return (a == b) is True
     except Exception:
         return False

@@ -153,6 +153,26 @@ def test_column_encoding_equals_value_by_value() -> None:
         assert sanitizer.text_column(texts, limit, user_code=True) == alone
 
 
+def test_one_value_given_its_json_is_encoded_as_the_column_encodes_it() -> None:
+    """``encode_value`` (a model call's content, its msgspec JSON already made) decides alone what
+    the column's scan decides: replay hashes live requests through ``encode_column``."""
+    import msgspec
+
+    sanitizer = Sanitizer(("api_key", "my_field"))
+    rng = random.Random(17)
+    for _ in range(3000):
+        value = _value(rng)
+        limit = rng.choice([10, 40, 1000])
+        try:
+            raw = msgspec.json.encode(value)
+        except (TypeError, msgspec.EncodeError):
+            raw = None  # (what the writer passes for a value msgspec refuses)
+        by_column = sanitizer.encode_column([value], limit)[0]
+        alone = sanitizer.encode_value(value, limit, raw)
+        assert (alone.error.__class__ if type(alone) is Failed else alone) == (
+            by_column.error.__class__ if type(by_column) is Failed else by_column)
+
+
 def test_column_encoding_redacts_and_marks_what_needs_user_code() -> None:
     class Hostile:
         def __repr__(self) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from ..capture_values import LlmExchange
+from ..capture_values import LlmExchange, same_messages
 from ..store.columns import LlmCallRow, LlmContentRow, make_row
 
 HASH_CHARS = 32  # hex characters of a content's BLAKE2b digest (128 bits)
@@ -86,18 +86,18 @@ class LlmRows:
             known = self._conversations.get(key[0])
             if known is not None:
                 k = len(known[0])
-                if k <= len(key) and key[:k] == known[0] and _same(messages[:k], known[1]):
+                if k <= len(key) and key[:k] == known[0] and same_messages(messages[:k], known[1]):
                     refs, problems, start = list(known[2]), list(known[3]), k
         seen, by_text = self._seen, self._by_text
         for n in range(start, len(messages)):
             message = messages[n]
             origin = key[n] if key is not None else None
             found = seen.get(origin) if origin is not None else None
-            if found is None or not _same(found[0], message):
+            if found is None or not same_messages(found[0], message):
                 # the same turn in another agent's history: another dict, the same content string
                 text = message.get("content") if type(message) is dict else None
                 found = by_text.get(id(text)) if type(text) is str else None
-                if found is None or not _same(found[0], message):
+                if found is None or not same_messages(found[0], message):
                     found = (message, *self._content(message, "message", contents))
                     if type(text) is str:
                         if len(by_text) >= RAW_MEMORY:
@@ -191,15 +191,6 @@ class LlmRows:
             contents.append(make_row(LlmContentRow, run_id=self._run_id, ordinal=ordinal, hash=digest, kind=kind,
                                      body=body, size=size, cut=int(problem is not None and problem.startswith("cut"))))
         return ordinal, problem
-
-
-def _same(a: Any, b: Any) -> bool:
-    """``a == b`` for two messages (or lists of them), False when the comparison is not a plain yes
-    (an array inside)."""
-    try:
-        return (a == b) is True
-    except Exception:
-        return False
 
 
 def _model(requested: Any, reported: Any) -> str | None:
