@@ -7,6 +7,7 @@ response it returned; AG2's own flavours are covered in test_ag2.py and tests/ag
 from __future__ import annotations
 
 import sqlite3
+import threading
 from typing import Any
 
 import pytest
@@ -177,3 +178,73 @@ def test_a_conversation_copies_only_what_it_added() -> None:
     third = LlmExchange({"messages": history}, None, conversations)
     assert third.messages == history and third.messages[1] is not second.messages[1]
     assert second.messages[1] == {"role": "user", "content": "a"}  # what the second call sent, kept
+
+
+DUMPED_ON: list[str] = []  # the threads ClientsOwnResponse.model_dump ran on
+
+
+class ClientsOwnResponse:
+    """A custom model client's response (AG2's ModelClient protocol allows any type): its model_dump
+    is the client's own code, like a __repr__."""
+
+    def __init__(self, text: str, release: Any = None) -> None:
+        self.text = text
+        self.release = release  # a threading.Event to wait for (None: returns at once)
+
+    def model_dump(self, **_: Any) -> dict[str, Any]:
+        DUMPED_ON.append(threading.current_thread().name)
+        if self.release is not None:
+            self.release.wait()  # never set while the run is open: a model_dump that does not return
+        return {"choices": [{"message": {"role": "assistant", "content": self.text}}], "api_key": "sk-live-0123"}
+
+
+@pytest.mark.parametrize("writer", ["thread", "process"])
+async def test_a_custom_clients_response_is_dumped_by_its_own_code_within_the_budget(
+        db_url: str, writer: str) -> None:
+    """Its own model_dump runs on the user-code thread, never on the writer's loop, and within
+    user_code_timeout_s: one that never returns leaves its call's response out, said so in the
+    call's note, and the run closes completed with every event stored."""
+    DUMPED_ON.clear()
+    release = threading.Event()
+    config = FAST.replace(writer=writer, user_code_timeout_s=1.0, close_timeout_s=5.0)
+    request = {"model": "gpt-4o", "messages": [{"role": "user", "content": "fit TT"}]}
+    try:
+        async with capture_run(db_url, config=config, hooks=False) as run:
+            answered = run.capture_llm_call("a", "gpt-4o", 1, 1, request=request,
+                                            response=ClientsOwnResponse("lmax 2500"))
+            assert await run.flush(30)
+            stuck = run.capture_llm_call("a", "gpt-4o", 1, 1, request=request,
+                                         response=ClientsOwnResponse("never", release))
+            for i in range(5):
+                run.capture_tool_call("a", "camb", {"i": i}, result=i)
+            run_id = run.run_id
+    finally:
+        release.set()
+    async with open_async_store(db_url) as store:
+        row = await store.run(run_id)
+        events = await store.events(run_id)
+        good, bad = await store.llm_call(answered), await store.llm_call(stuck)
+    assert row["status"] == "completed" and row["dropped_events"] == 0 and len(events) == 7
+    assert good["response"] == {"choices": [{"message": {"role": "assistant", "content": "lmax 2500"}}],
+                                "api_key": "***"}
+    assert good["replayable"] and good["note"] is None
+    assert bad["response"] is None and not bad["replayable"]
+    assert "response not described: UserCodeTimeout" in bad["note"]
+    assert bad["request"]["messages"] == request["messages"]
+    assert DUMPED_ON == ["cmbagent-events-user-code"] * 2
+
+
+def test_whose_response_needs_its_own_code() -> None:
+    """Plain data, our own types and the model client libraries' are dumped on the writer's loop;
+    any other type (and OpenAI's Parsed* holding a structured output's own model) is not."""
+    from cmbagent_events.testing.scripted_response import ScriptedResponse
+    from cmbagent_events.writer.llm_rows import needs_user_code
+
+    class Own(dict):  # type: ignore[type-arg]
+        pass
+
+    assert not any(map(needs_user_code, (None, {}, [], ScriptedResponse.__new__(ScriptedResponse))))
+    assert needs_user_code(ClientsOwnResponse("x")) and needs_user_code(Own())
+    parsed = type("ParsedChatCompletion", (), {"__module__": "openai.types.chat.parsed_chat_completion"})
+    plain = type("ChatCompletion", (), {"__module__": "openai.types.chat.chat_completion"})
+    assert needs_user_code(parsed()) and not needs_user_code(plain())

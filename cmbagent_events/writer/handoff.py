@@ -30,7 +30,7 @@ from ..capture_values import LlmExchange
 from ..records import LLM_ROW, EventRecord
 from .encode import Sanitizer
 from .fit import Described, Unreadable
-from .llm_rows import dump_response
+from .llm_rows import described_response, dump_response, needs_user_code
 
 PROTOCOL = 5
 
@@ -54,7 +54,10 @@ class _Pickler(pickle.Pickler):
             request = obj.request
             if request is not None:
                 request = {key: value for key, value in request.items() if key != "messages" and key != "tools"}
-            return _exchange, (messages, obj.origins, request, obj.tools, dump_response(obj.response), obj.weight)
+            response = obj.response
+            # dumped now, unless its own code must do it: then set aside, described within the budget
+            response = _OwnResponse(response) if needs_user_code(response) else dump_response(response)
+            return _exchange, (messages, obj.origins, request, obj.tools, response, obj.weight)
         objects = self.objects
         objects.append(obj)
         return _described, (len(objects) - 1,)
@@ -74,6 +77,15 @@ def _dump(rows: list[tuple[Any, ...]]) -> tuple[bytes, list[Any]]:
     pickler = _Pickler(buffer)
     pickler.dump(rows)
     return buffer.getvalue(), pickler.objects
+
+
+class _OwnResponse:
+    """A model call's response that only its own code can dump (llm_rows.needs_user_code): set aside."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
 
 
 class _Aside:
@@ -124,6 +136,9 @@ def describe(objects: list[Any], secret_keys: Any, limit: int) -> bytes:
     values: list[Any] = []
     for obj in objects:
         try:
+            if type(obj) is _OwnResponse:  # as the writer thread would have: dumped, then made plain
+                values.append(described_response(sanitizer, obj.response, limit).value)
+                continue
             values.append(sanitizer.plain(obj.value if type(obj) is _Aside else obj, limit))
         except Exception as exc:
             values.append(Unreadable(f"<unstorable {type(obj).__name__}: {type(exc).__name__}>"))

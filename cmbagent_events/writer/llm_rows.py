@@ -23,6 +23,8 @@ import msgspec
 
 from ..capture_values import LlmExchange, same_messages
 from ..store.columns import LlmCallRow, LlmContentRow, make_row
+from .encode import Failed
+from .fit import Described, Unreadable
 
 HASH_CHARS = 32  # hex characters of a content's BLAKE2b digest (128 bits)
 RAW_MEMORY = 200_000  # raw digests remembered per run (then forgotten: only the cost of a re-clean)
@@ -136,9 +138,9 @@ class LlmRows:
             if problem:
                 notes.append(f"tools {problem}")
         response = None
-        dumped = dump_response(exchange.response)
+        dumped, why = _dumped(exchange.response)
         if dumped is None:
-            notes.append("no response recorded" if exchange.response is None else "response not serialisable")
+            notes.append(why or ("no response recorded" if exchange.response is None else "response not serialisable"))
         else:
             response, problem = self._content(dumped, "response", contents, remember=False)
             if problem:
@@ -199,6 +201,45 @@ def _model(requested: Any, reported: Any) -> str | None:
         if type(model) is str and model:
             return model[:256]
     return None
+
+
+_TRUSTED = ("openai.", "cmbagent_events.", "autogen.", "ag2.")  # modules whose response types we dump on the loop
+
+
+def needs_user_code(response: Any) -> bool:
+    """Whether dumping ``response`` runs code that is neither ours nor a model client library's: a
+    custom client's own response type (AG2's ``ModelClient`` protocol allows any), a dict subclass, or
+    OpenAI's ``Parsed*`` holding a structured output's own model. Such a response is dumped on the
+    writer's user-code thread within ``user_code_timeout_s`` (:func:`described_response`), never on
+    the writer's loop: a ``model_dump`` that never returns must not stop the run's writer."""
+    kind = type(response)
+    if response is None or kind is dict or kind is list or kind is Described or kind is Unreadable or kind is Failed:
+        return False
+    module = type.__getattribute__(kind, "__module__")
+    name = type.__getattribute__(kind, "__name__")
+    return not (type(module) is str and module.startswith(_TRUSTED)) or name.startswith("Parsed")
+
+
+def described_response(sanitizer: Any, response: Any, limit: int) -> Described:
+    """``response`` dumped with its own code and made plain data (bounded, secrets redacted:
+    ``Sanitizer.plain``); call it on the writer's user-code thread (see :func:`needs_user_code`)."""
+    dumped = dump_response(response)
+    return Described(None if dumped is None else sanitizer.plain(dumped, limit))
+
+
+def _dumped(response: Any) -> tuple[Any, str | None]:
+    """The response as JSON-ready data (None: there is none or it could not be dumped, and why if known)."""
+    kind = type(response)
+    if kind is Described:
+        return response.value, None
+    if kind is Unreadable:  # (the writer process: its own code did not describe it in time, or failed)
+        reason = response.reason.strip("<>")
+        return None, f"response not described: {'UserCodeTimeout: ' if response.timed_out else ''}{reason}"
+    if kind is Failed:
+        return None, f"response not described: {type(response.error).__name__}: {response.error}"
+    if needs_user_code(response):  # (rows.py has it described first: not reached)
+        return None, "response not described: its own code was not run"
+    return dump_response(response), None
 
 
 def dump_response(response: Any) -> Any:

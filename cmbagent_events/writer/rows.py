@@ -55,7 +55,7 @@ from .fit import (
     fit_text,
     fit_text_column,
 )
-from .llm_rows import LlmRows
+from .llm_rows import LlmRows, described_response, needs_user_code
 
 _W = EVENT_WIDTHS
 _NO_EXTRA = {type(None)}
@@ -169,19 +169,28 @@ class RowBuilder:
         message_rows = self._message_rows(records, messages, keep, stamps, built.waiting)
         file_rows = [self._file_row(records[k], at_capture[k], built.waiting) for k in files]
         built.failed = self._sanitizer.failures != failures  # (cells waiting too: checked, harmlessly)
-        llm_calls: list[tuple[Any, ...]] = []
-        llm_contents: list[tuple[Any, ...]] = []
-        for k in llm:  # after the check above: a model call's own markers are its rows' business
-            r = records[k]
-            self.llm.add(r.id, r.inputs[0] if type(r.inputs) is tuple else None, r.extra[1], llm_calls, llm_contents)
+        exchanges = [records[k].extra[1] for k in llm]
+        responses = [exchange.response for exchange in exchanges]
+        for i, response in enumerate(responses):
+            if needs_user_code(response):  # dumped by its own code: on the user-code thread, within budget
+                built.waiting.append((responses, i, response, self._describe_response))
 
         def assemble() -> Batch:
+            llm_calls: list[tuple[Any, ...]] = []
+            llm_contents: list[tuple[Any, ...]] = []
+            for k, exchange, response in zip(llm, exchanges, responses):  # a model call's markers are its own rows'
+                exchange.response = response  # (described, or a marker, when its own code had to dump it)
+                r = records[k]
+                self.llm.add(r.id, r.inputs[0] if type(r.inputs) is tuple else None, exchange, llm_calls, llm_contents)
             check = built.failed
             return Batch(events=self._event_rows(check, *columns), messages=message_rows(check, names[0], names[1]),
                          files=self._stored(file_rows, _FILE_FIXES), updates=self._stored(updates, _UPDATE_FIXES),
                          llm_calls=llm_calls, llm_contents=llm_contents)
         built.assemble = assemble
         return built
+
+    def _describe_response(self, sanitizer: Sanitizer, response: Any) -> Any:
+        return described_response(sanitizer, response, self._config.max_llm_message_size)
 
     def _llm_value(self, value: Any, limit: int, raw: bytes | None = None) -> Any:
         """A model call's message, tool list, response or parameters as stored JSON (user code off: a
