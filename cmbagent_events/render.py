@@ -149,7 +149,7 @@ def run_header(run: RunColumns) -> str:
         took = f", {(run.completed_at - run.started_at).total_seconds():.2f}s"
     tokens = ((run.meta or {}).get("usage") or {}).get("total_tokens")
     tok = f", {tokens} tokens" if tokens is not None else ""
-    return printable(f"run {run.id} [{run.status}] mode={run.mode} started {_fmt_time(run.started_at)}{took}: "
+    return printable(f"run {run.id} [{run.status}] mode={run.mode} started {_fmt_time(run.started_at)} UTC{took}: "
                      f"{run.total_events} events, {run.dropped_events} dropped{tok}")
 
 
@@ -184,8 +184,8 @@ def duration(ms: Any) -> str:
 
 def runs_table(runs: Iterable[dict[str, Any]]) -> list[str]:
     """The run list (dicts of the read API): id, status, mode, start, duration, events, tokens, cost, task."""
-    lines = [f"{'run id':<36}  {'status':<9} {'mode':<12} {'started':<19} {'took':>9} {'events':>7} {'dropped':>7} "
-             f"{'tokens':>8} {'cost':>10}  task"]
+    lines = [f"{'run id':<36}  {'status':<9} {'mode':<12} {'started (UTC)':<19} {'took':>9} {'events':>7} "
+             f"{'dropped':>7} {'tokens':>8} {'cost':>10}  task"]
     for r in runs:
         took = duration(r["duration_s"] * 1000) if r.get("duration_s") is not None else "-"
         tokens = r.get("total_tokens")

@@ -268,6 +268,9 @@ async def test_show_full_prints_an_errors_traceback(sqlite_url, capsys) -> None:
     (["show"], "cmbagent-events: the following arguments are required: RUN_ID (see cmbagent-events show --help)"),
     (["cost", "abc", "--by", "planet"], "cmbagent-events: argument --by: invalid choice: 'planet'"),
     (["nosuchcommand"], "cmbagent-events: argument COMMAND: invalid choice: 'nosuchcommand'"),
+    (["runs", "--limit", "-2"], "cmbagent-events: argument --limit: must be 1 or more, got -2"),
+    (["show", "abc", "--limit", "0"], "cmbagent-events: argument --limit: must be 1 or more, got 0"),
+    (["runs", "--offset", "x"], "cmbagent-events: argument --offset: not a whole number: 'x'"),
 ])
 def test_usage_errors_are_one_line_with_a_hint_and_exit_1(argv, message, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
@@ -289,3 +292,17 @@ def test_usage_errors_of_the_installed_command(tmp_path: Path) -> None:
         assert done.returncode == 1 and done.stdout == "", (argv, done)
         assert len(done.stderr.splitlines()) == 1 and "usage:" not in done.stderr, (argv, done.stderr)
         assert done.stderr.startswith("cmbagent-events") and "--help)" in done.stderr, (argv, done.stderr)
+
+
+async def test_a_file_the_command_reads_or_writes_is_named_not_the_database(sqlite_url, capsys,
+                                                                           tmp_path: Path) -> None:
+    async with capture_run(sqlite_url, hooks=False) as run:
+        run.capture_message("a", "b", "hello")
+    missing = tmp_path / "no" / "such" / "dir" / "events.jsonl"
+    for argv, told in ((["export", run.run_id, "-o", str(missing)], f"cannot use {missing}: No such file"),
+                       (["export", run.run_id, "-o", str(tmp_path)], f"cannot use {tmp_path}: Is a directory"),
+                       (["replay", run.run_id], f"no spill file {run.run_id!r}")):
+        code, out, err = await asyncio.to_thread(_run_cli, capsys, "--db", sqlite_url, *argv)
+        assert code == 1 and out == "" and len(err.splitlines()) == 1, err
+        assert err.startswith(f"cmbagent-events: {told}"), err
+        assert "database" not in err.replace("replay", "")

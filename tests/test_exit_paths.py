@@ -69,6 +69,32 @@ def test_interpreter_exit_with_an_open_sync_run_writes_everything(tmp_path: Path
     assert count == 1235 and row.total_events == 1235 and row.dropped_events == 0  # 1234 + the exit error
 
 
+def test_after_exit_the_database_file_alone_holds_the_run(tmp_path: Path) -> None:
+    """At interpreter exit the write-ahead log is checkpointed into the file: a copy of the ``.db``
+    alone (without its ``-wal``) has the run and its events."""
+    import shutil
+    import sqlite3
+
+    db = tmp_path / "alone.db"
+    script = textwrap.dedent(f"""
+        from cmbagent_events import capture_run_sync
+        with capture_run_sync({f"sqlite:///{db}"!r}, hooks=False, task_description="copied") as run:
+            for i in range(50):
+                run.capture_message("a", "b", str(i))
+        print(run.run_id, flush=True)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.split()[0]
+    copy = tmp_path / "copy" / "alone.db"
+    copy.parent.mkdir()
+    shutil.copyfile(db, copy)  # the file alone, as a user copies or attaches it
+    with sqlite3.connect(copy) as conn:
+        status = conn.execute("SELECT status FROM workflow_runs WHERE id = ?", (run_id,)).fetchone()
+        events = conn.execute("SELECT count(*) FROM execution_events WHERE run_id = ?", (run_id,)).fetchone()[0]
+    assert status == ("completed",) and events == 50
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 async def test_forked_child_does_not_share_the_writer(sqlite_url, config) -> None:
     async with capture_run(sqlite_url, config=config, hooks=False) as run:

@@ -141,6 +141,31 @@ async def test_runs_filters_prefix_and_tree(db_url: str) -> None:
     assert any(node["children"] for node in roots)
 
 
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Tokyo"])
+async def test_a_start_time_read_back_selects_its_run_in_any_time_zone(db_url: str, zone: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``since`` without a zone means UTC, as the times the store returns (naive UTC on SQLite): a
+    run's own started_at selects it and a second later does not, whatever the local zone."""
+    import time
+    from datetime import timedelta
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        tag = uuid.uuid4().hex[:8]
+        one = await _run(db_url, task=f"zone {tag}")
+        async with open_async_store(db_url) as store:
+            started = (await store.run(one))["started_at"]
+            at = await store.runs(limit=None, task_contains=tag, since=started)
+            after = await store.runs(limit=None, task_contains=tag, since=started + timedelta(seconds=1))
+            as_text = await store.runs(limit=None, task_contains=tag,
+                                       since=started.replace(tzinfo=None).isoformat(timespec="seconds"))
+        assert [r["id"] for r in at] == [one] and after == [] and [r["id"] for r in as_text] == [one]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_the_sync_store_works_inside_a_running_loop(sqlite_url: str) -> None:
     """A notebook has a loop running in the main thread: the sync store must still answer there."""
     run_id = asyncio.run(_run(sqlite_url))

@@ -273,6 +273,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     total = 0
     for path in args.files:
+        if not os.path.isfile(path):
+            raise CliError(f"no spill file {path!r} (`replay` stores a spill file; to replay a recorded run "
+                           "offline, use cmbagent_events.replay in Python: docs/replay.md)")
         print(f"replaying {path} ...", file=sys.stderr, flush=True)
         written = asyncio.run(replay(path, args.db, args.placement))
         total += written

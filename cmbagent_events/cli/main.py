@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from ..config import DEFAULT_DB_URL
@@ -49,6 +50,19 @@ class CliParser(argparse.ArgumentParser):
         self.exit(EXIT_FAIL, f"cmbagent-events: {message} (see {self.prog} --help)\n")
 
 
+def _at_least(lowest: int) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than ``lowest`` (a negative --limit is a mistake, not a slice)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be {lowest} or more, got {value}")
+        return value
+    return parse
+
+
 def _check_demo_args(demo_args: list[str]) -> None:
     """The demo's own options, checked with the CLI's error shape before the demo starts (it parses them again)."""
     from importlib import import_module
@@ -86,20 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_read_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """runs, show, cost, diff, replayable: answers from what is stored."""
     p = sub.add_parser("runs", parents=[common], help="list runs, newest first (duration, tokens, cost)")
-    p.add_argument("--limit", type=int, default=50, help="how many runs (default 50)")
-    p.add_argument("--offset", type=int, default=0, help="skip this many of the newest runs (paging)")
+    p.add_argument("--limit", type=_at_least(1), default=50, help="how many runs (default 50)")
+    p.add_argument("--offset", type=_at_least(0), default=0, help="skip this many of the newest runs (paging)")
     p.add_argument("--status", choices=("running", "completed", "failed", "abandoned"),
                    help="only runs with this status")
     p.add_argument("--mode", help="only runs of this mode (e.g. one_shot)")
     p.add_argument("--since", metavar="DATE", help="only runs started at or after DATE (ISO, e.g. 2026-12-01 or "
-                   "2026-12-01T09:00; local time)")
+                   "2026-12-01T09:00; UTC unless it has an offset, like every time shown)")
     p.add_argument("--task", metavar="TEXT", help="only runs whose task contains TEXT (any case)")
     p.add_argument("--json", action="store_true", help="one JSON object per run")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("show", parents=[common], help="a run's event tree")
     p.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N events (big runs)")
+    p.add_argument("--limit", type=_at_least(1), default=None, metavar="N", help="only the first N events (big runs)")
     p.add_argument("--full", action="store_true", help="also print each error's traceback")
     p.set_defaults(func=cmd_show)
 
@@ -127,7 +141,7 @@ def _add_live_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """tail, export, demo, serve: following, sending and showing runs."""
     p = sub.add_parser("tail", parents=[common], help="follow a run live (the latest when RUN_ID is omitted)")
     p.add_argument("run_id", metavar="RUN_ID", nargs="?", help="run id or prefix (default: the latest run)")
-    p.add_argument("-n", "--lines", type=int, default=20, help="stored events to show first (default 20)")
+    p.add_argument("-n", "--lines", type=_at_least(0), default=20, help="stored events to show first (default 20)")
     p.add_argument("--from-start", action="store_true", help="show every stored event first")
     p.add_argument("--after-seq", type=int, default=None, help="start after this seq (resume)")
     p.add_argument("--once", action="store_true", help="print what is stored and exit, do not follow")
@@ -230,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from ..errors import one_line
 
+        if isinstance(exc, OSError) and exc.filename is not None:  # a file the command reads or writes
+            print(f"cmbagent-events: cannot use {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_FAIL
         print(f"cmbagent-events: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAIL
 

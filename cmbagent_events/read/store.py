@@ -97,7 +97,8 @@ class AsyncStore:
                    mode: str | None = None, since: datetime | date | str | None = None,
                    task_contains: str | None = None) -> list[dict[str, Any]]:
         """Runs, newest first, filtered by status, mode, start time (``since``: a datetime, a date or an
-        ISO string; naive means local time) and a case-insensitive piece of the task text."""
+        ISO string; without a zone it is UTC, as the times the store returns and the CLI shows) and a
+        case-insensitive piece of the task text."""
         run = self._run
         query = select(*(getattr(run, c) for c in RUN_COLUMNS))
         if status is not None:
@@ -118,7 +119,9 @@ class AsyncStore:
             since = datetime.fromisoformat(since)
         if not isinstance(since, datetime):
             since = datetime(since.year, since.month, since.day)
-        since = since.astimezone(UTC)  # naive: local time
+        # naive: UTC, as every time the package stores and shows (a run's started_at read back from
+        # SQLite is naive UTC: handed back here it must mean the same instant)
+        since = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
         return since.replace(tzinfo=None) if self.db.is_sqlite else since  # SQLite stores UTC without a zone
 
     async def run(self, run_id: str) -> dict[str, Any]:

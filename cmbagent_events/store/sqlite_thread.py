@@ -11,6 +11,9 @@ The connection is opened on the thread at its first call and dropped (and reopen
 when a call fails with an error that may have broken it. When the file was deleted or replaced
 since it was opened, the call fails with :class:`DatabaseFileReplaced` (what went into the old file
 is gone with it: the writer counts that and starts a new file) and the next call opens the new one.
+At interpreter exit the connections are closed on their threads (waited for a moment each):
+closing the last connection to a file checkpoints its write-ahead log into it, so the ``.db`` file
+alone holds every run (copied or shared without its ``-wal`` file, it would lack the latest ones).
 A forked child starts with no threads: it opens its own. A fork waits for a call in progress to end
 (``register_at_fork``): forked in the middle of a transaction, a child would inherit SQLite's
 internal locks held by a thread it does not have, and hang in its first ``sqlite3.connect``.
@@ -19,6 +22,7 @@ internal locks held by a thread it does not have, and hang in its first ``sqlite
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import queue
 import sqlite3
@@ -82,6 +86,13 @@ class SqliteThread:
         """Drop the connection at the next call (after an error that may have broken it)."""
         self._calls.put(None)
 
+    def close(self, timeout: float) -> bool:
+        """Close the connection once the calls queued before are done (waiting up to ``timeout``
+        seconds); True once closed. The next call opens it again."""
+        closed = threading.Event()
+        self._calls.put((_close, (closed,), None, None))
+        return closed.wait(timeout)
+
     # -- on the thread -------------------------------------------------------------------------
     def _serve(self) -> None:
         while True:
@@ -90,6 +101,10 @@ class SqliteThread:
                 self._drop()
                 continue
             fn, args, loop, future = item
+            if fn is _close:
+                self._drop()
+                args[0].set()
+                continue
             try:
                 with _calling:
                     result = fn(self._connection(), *args)
@@ -121,6 +136,10 @@ class SqliteThread:
                 conn.close()
             except sqlite3.Error:
                 pass
+
+
+def _close(closed: threading.Event) -> None:
+    """The item that asks a thread to close its connection (:meth:`SqliteThread.close`)."""
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -162,6 +181,18 @@ def sqlite_thread(path: str) -> SqliteThread:
             if thread is None:
                 thread = _threads[key] = SqliteThread(key)
     return thread
+
+
+CLOSE_AT_EXIT_S = 2.0  # how long interpreter exit waits for each file's connection to close
+
+
+def close_all() -> None:
+    """Close every file's connection (at interpreter exit: each checkpoints its write-ahead log)."""
+    for thread in list(_threads.values()):
+        thread.close(CLOSE_AT_EXIT_S)
+
+
+atexit.register(close_all)
 
 
 def _forget_after_fork() -> None:
