@@ -203,3 +203,22 @@ async def test_performance_tracking(run: EventCaptureManager) -> None:
     assert await run.flush(10)
     stats = run.get_performance_stats()
     assert stats["batches_written"] >= 1 and stats["queue_depth"] == 0 and stats["dropped_events"] == 0
+
+
+@pytest.mark.parametrize("writer", ["thread", "process"])
+@pytest.mark.parametrize("flushes", [0, 3])
+async def test_the_stored_batch_count_counts_every_batch(sqlite_url: str, writer: str, flushes: int) -> None:
+    """The run row's meta.capture.batches_written is taken as its last batch is built: it counts that
+    batch too (a one-batch run said 0), as the writer's own count does once the run is closed."""
+    from cmbagent_events import CaptureConfig
+    from cmbagent_events.read import open_async_store
+
+    async with capture_run(sqlite_url, config=CaptureConfig(writer=writer), hooks=False) as run:
+        for i in range(flushes + 1):
+            run.capture_message("a", "b", f"part {i}")
+            if i < flushes:
+                assert await run.flush(30)
+    async with open_async_store(sqlite_url) as store:
+        meta = (await store.run(run.run_id))["meta"]
+    written = run.get_performance_stats()["batches_written"]
+    assert meta["capture"]["batches_written"] == written == flushes + 1

@@ -141,7 +141,7 @@ class RunSession:
         assert run is not None  # the writer exists only once the run does
         stats = run.get_performance_stats()
         patch = Sanitizer(()).encode_column([{"capture": {
-            "batches_written": stats["batches_written"],
+            "batches_written": stats["batches_written"] + bool(getattr(run.writer, "closing_rows", 0)),  # + this one
             "queue_high_water": stats["queue_high_water"],
             "avg_capture_time_us": round(stats["avg_capture_time_us"], 3),
             "last_error": stats["last_error"],

@@ -86,7 +86,7 @@ class ChildRun:
         for cause, n in self.bus.drop_causes.items():
             drops[cause] = drops.get(cause, 0) + n
         capture = meta.setdefault("capture", {})
-        capture["batches_written"] = self.writer.batches_written
+        capture["batches_written"] = self.writer.batches_written + bool(self.writer.closing_rows)  # + this one
         capture["writer"] = "process"
         if self.writer.last_error:
             capture["last_error"] = self.writer.last_error

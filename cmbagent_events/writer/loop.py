@@ -102,6 +102,7 @@ class BatchWriter(CommitListeners, Fallbacks, DrainTask):
         self._last_beat = 0.0  # time.monotonic() of the last heartbeat written
         self._final_values = final_values
         self.finish: Callable[[], FinishValues] | None = None  # final_values once the close started, until written
+        self.closing_rows = 0  # rows of the batch that carries the run's closing values (taken as it is built)
         self._in_flight = 0  # records taken from the bus but not yet committed
         self._in_hand: Batch | None = None  # the encoded batch _commit is trying to write
         self.reconnects = 0
@@ -301,6 +302,7 @@ class BatchWriter(CommitListeners, Fallbacks, DrainTask):
         if self._run_row is not None:
             batch.run_insert = self._run_row
         if final and self.finish is not None:
+            self.closing_rows = len(batch)
             batch.run_finish = self._rows.finish_row(*self.finish())
         if batch.is_empty():
             return
@@ -377,6 +379,7 @@ class BatchWriter(CommitListeners, Fallbacks, DrainTask):
             try:
                 if batch.run_finish is not None and self.finish is not None:
                     # taken now, so that rows left out or spilled on the way are in the counts
+                    self.closing_rows = len(batch)
                     batch.run_finish = self._rows.finish_row(*self.finish())
                 if not self._sink_open:
                     if self.terminating and self._gave_up:  # no more connection attempts: straight to disk
