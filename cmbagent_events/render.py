@@ -153,6 +153,11 @@ def run_header(run: RunColumns) -> str:
                      f"{run.total_events} events, {run.dropped_events} dropped{tok}")
 
 
+def counted(n: Any, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1 ("1 model call", "3 events")."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def money(value: Any) -> str:
     """Dollars as a person reads them: ``$1.23``, ``$0.0123``, ``$0.000107``; ``-`` when unknown."""
     if not isinstance(value, (int, float)):
@@ -232,12 +237,13 @@ def _change(a: Any, b: Any, fmt: Any = str) -> str:
 def diff_lines(diff: dict[str, Any]) -> list[str]:
     """``cmbagent-events diff`` as text: the first divergence, then what changed per agent and model, files."""
     events = diff["events"]
-    lines = [f"A {diff['run_a']} ({events['a']} events)", f"B {diff['run_b']} ({events['b']} events)"]
+    lines = [f"A {diff['run_a']} ({counted(events['a'], 'event')})",
+             f"B {diff['run_b']} ({counted(events['b'], 'event')})"]
     first = diff["first_divergence"]
     if first is None:
-        lines.append(f"no divergence: both runs did the same ({events['matched']} events matched)")
+        lines.append(f"no divergence: both runs did the same ({counted(events['matched'], 'event')} matched)")
     else:
-        lines.append(f"first divergence: agent {first['agent']} ({events['matched']} events matched)")
+        lines.append(f"first divergence: agent {first['agent']} ({counted(events['matched'], 'event')} matched)")
         for side in ("a", "b"):
             at = first[side]
             lines.append(f"  {side.upper()} " + (f"#{at['seq']} {at['text']}" if at else "(nothing: run ended)"))

@@ -85,6 +85,11 @@ async def test_errors_are_one_line_and_nothing_is_created(tmp_path: Path, sqlite
     await _small_run(sqlite_url)
     code, _, err = await asyncio.to_thread(_run_cli, capsys, "--db", sqlite_url, "show", "ffffffff")
     assert code == 1 and "no run 'ffffffff'" in err
+    a, b = await _small_run(sqlite_url), await _small_run(sqlite_url)
+    both = a[:next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)]  # (ids start with their time: shared)
+    for command in ("show", "cost"):  # one wording, whichever reader answers
+        code, _, err = await asyncio.to_thread(_run_cli, capsys, "--db", sqlite_url, command, both)
+        assert code == 1 and f"run {both!r} matches several runs: give more of it" in err, err
     code, _, err = await asyncio.to_thread(_run_cli, capsys, "--db", "mysql://x/y", "runs")
     assert code == 1 and "unsupported database backend" in err
     code, _, err = await asyncio.to_thread(_run_cli, capsys, "--db", sqlite_url, "serve", "--host", "0.0.0.0")
@@ -271,6 +276,7 @@ async def test_show_full_prints_an_errors_traceback(sqlite_url, capsys) -> None:
     (["runs", "--limit", "-2"], "cmbagent-events: argument --limit: must be 1 or more, got -2"),
     (["show", "abc", "--limit", "0"], "cmbagent-events: argument --limit: must be 1 or more, got 0"),
     (["runs", "--offset", "x"], "cmbagent-events: argument --offset: not a whole number: 'x'"),
+    (["runs", "--since", "yesterday"], "cmbagent-events: argument --since: not an ISO date or time: 'yesterday'"),
 ])
 def test_usage_errors_are_one_line_with_a_hint_and_exit_1(argv, message, capsys) -> None:
     with pytest.raises(SystemExit) as exc:

@@ -108,7 +108,7 @@ async def test_calls_without_messages_say_so(sqlite_url: str) -> None:
         call = store.llm_call(off)
         assert call["request"]["messages"] is None and call["response"] is None and not call["replayable"]
         assert call["note"] == "request and response not recorded" and call["cost_source"] == "reported"
-        with pytest.raises(EventNotFound, match="tool_call event, not an llm_call"):
+        with pytest.raises(EventNotFound, match="not an llm_call but 'tool_call'"):
             store.llm_call(other)
         with pytest.raises(EventNotFound, match="not in this database"):
             store.llm_call("no-such-event")

@@ -93,7 +93,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_cost(args: argparse.Namespace) -> int:
     """``cost RUN_ID [--by agent|model|step|node] [--json]``: tokens, cost and time per group."""
     from ..read.rollup import total
-    from ..render import cost_table, duration, money
+    from ..render import cost_table, counted, duration, money
 
     async def body(store) -> int:
         run = await store.run(args.run_id)
@@ -104,7 +104,8 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
             print(dumps({"run_id": run["id"], "by": args.by, "rows": rows, "total": overall}))
             return EXIT_OK
-        print(f"run {run['id']} [{run['status']}]: {overall['calls']} model calls, {overall['total_tokens']} tokens, "
+        print(f"run {run['id']} [{run['status']}]: {counted(overall['calls'], 'model call')}, "
+              f"{counted(overall['total_tokens'], 'token')}, "
               f"{money(overall['cost'])}, {duration(overall['time_ms'])} in models, tools and code")
         print("\n".join(cost_table(rows, overall, args.by)))
         return EXIT_OK
@@ -131,6 +132,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_replayable(args: argparse.Namespace) -> int:
     """``replayable RUN_ID [--json]``: which recorded model calls a replay can serve; exit 1 when some cannot."""
+    from ..render import counted
     from ..replay import servable_calls
 
     async def body(store) -> int:
@@ -141,7 +143,8 @@ def cmd_replayable(args: argparse.Namespace) -> int:
 
             print(dumps(report))
         else:
-            print(f"run {run_id}: {report['servable']} of {report['calls']} model calls can be served by a replay")
+            print(f"run {run_id}: {report['servable']} of {counted(report['calls'], 'model call')} can be served "
+                  "by a replay")
             for agent, calls in sorted(report["agents"].items()):
                 print(f"  {agent}: {calls}")
             for call in report["not_servable"]:

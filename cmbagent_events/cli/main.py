@@ -63,6 +63,18 @@ def _at_least(lowest: int) -> Callable[[str], int]:
     return parse
 
 
+def _iso_time(text: str) -> str:
+    """An argparse type: an ISO date or time, checked here (the read API parses it again)."""
+    from datetime import datetime
+
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or time: {text!r} (e.g. 2026-12-01 or "
+                                         "2026-12-01T09:00)") from None
+    return text
+
+
 def _check_demo_args(demo_args: list[str]) -> None:
     """The demo's own options, checked with the CLI's error shape before the demo starts (it parses them again)."""
     from importlib import import_module
@@ -105,8 +117,9 @@ def _add_read_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--status", choices=("running", "completed", "failed", "abandoned"),
                    help="only runs with this status")
     p.add_argument("--mode", help="only runs of this mode (e.g. one_shot)")
-    p.add_argument("--since", metavar="DATE", help="only runs started at or after DATE (ISO, e.g. 2026-12-01 or "
-                   "2026-12-01T09:00; UTC unless it has an offset, like every time shown)")
+    p.add_argument("--since", metavar="DATE", type=_iso_time,
+                   help="only runs started at or after DATE (ISO, e.g. 2026-12-01 or 2026-12-01T09:00; UTC unless "
+                   "it has an offset, like every time shown)")
     p.add_argument("--task", metavar="TEXT", help="only runs whose task contains TEXT (any case)")
     p.add_argument("--json", action="store_true", help="one JSON object per run")
     p.set_defaults(func=cmd_runs)

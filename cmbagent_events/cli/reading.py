@@ -90,10 +90,12 @@ async def resolve_run(reader, run_id: str | None) -> str:
         if run is None:
             raise CliError("no runs in this database yet")
         return run.id
-    found = await reader.resolve_run_id(run_id)
-    if found is None:
-        raise CliError(f"no run {run_id!r} (or the prefix matches several runs): see cmbagent-events runs")
-    return found
+    found = await reader.matching_run_ids(run_id)
+    if len(found) > 1:  # the read API's words (Store.run)
+        raise CliError(f"run {run_id!r} matches several runs: give more of it (list them with cmbagent-events runs)")
+    if not found:
+        raise CliError(f"no run {run_id!r} in this database (list them with cmbagent-events runs)")
+    return found[0]
 
 
 async def close_orphans_quietly(reader) -> None:

@@ -189,7 +189,7 @@ class AsyncStore:
         """
         found = await self.event(event_id)
         if found["event_type"] != "llm_call":
-            raise EventNotFound(f"event {event_id!r} is a {found['event_type']} event, not an llm_call")
+            raise EventNotFound(f"event {event_id!r} is not an llm_call but {found['event_type']!r}")
         if not llm_calls.has_llm_tables(self.revision):
             return llm_calls.assemble(found, None, {})
         call_table, content = self._llm_call, self._llm_content

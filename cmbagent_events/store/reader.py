@@ -57,12 +57,16 @@ class RunReader:
 
     async def resolve_run_id(self, prefix: str) -> str | None:
         """The run id equal to ``prefix``, or the only one starting with it; None if none or ambiguous."""
+        ids = await self.matching_run_ids(prefix)
+        return ids[0] if len(ids) == 1 else None
+
+    async def matching_run_ids(self, prefix: str) -> list[str]:
+        """``[prefix]`` when it is a run id, else up to two run ids starting with it (two: ambiguous)."""
         async with self._sessions() as session:
             if await session.get(self._run, prefix) is not None:
-                return prefix
+                return [prefix]
             query = select(self._run.id).where(self._run.id.like(escape_like(prefix) + "%", escape="\\")).limit(2)
-            ids = (await session.scalars(query)).all()
-        return ids[0] if len(ids) == 1 else None
+            return list((await session.scalars(query)).all())
 
     async def count_events(self, run_id: str) -> int:
         query = select(func.count()).select_from(self._event).where(self._event.run_id == run_id)
