@@ -387,8 +387,10 @@ class EventCaptureManager:
         try:
             meta = fresh_meta(metadata)
             failed = meta.get("success") is False
+            # a failed call's result text is its error (AG2: "Error: ..."): on its own row too
+            error = result if failed and type(result) is str else None
             return self._emit("tool_call", "tool_call", "execute", agent_name, inputs=(tool_name, snapshot(arguments)),
-                              outputs={"result": snapshot(result)} if result is not None else None,
+                              outputs={"result": snapshot(result)} if result is not None else None, error=error,
                               status="failed" if failed else "completed", duration_ms=meta.get("duration_ms"),
                               meta=meta)
         except Exception:

@@ -772,6 +772,7 @@ async def test_a_tool_that_raises_is_recorded_with_its_traceback(db_url, db_sess
     events = await events_of(db_session, run.run_id)
     (tool,) = [e for e in events if e.event_type == "tool_call"]
     assert tool.meta["success"] is False and "lmax 9000 is beyond the data" in tool.outputs["result"]
+    assert tool.status == "failed" and tool.error_message == tool.outputs["result"]  # on its own row too
     (error,) = [e for e in events if e.event_type == "error"]  # the tool's exception, once
     assert error.event_subtype == "ValueError" and error.meta["where"] == "tool"
     assert error.meta["tool_name"] == "spectrum" and error.parent_event_id == tool.parent_event_id
