@@ -101,6 +101,8 @@ def one_line(exc: BaseException) -> str:
         return f"cannot reach the database: {cause.strerror or cause}"
     text = str(orig if orig is not None else cause).splitlines()[0] if str(orig or cause) else ""
     name = type(orig if orig is not None else cause).__name__
+    if "file is not a database" in text:
+        return "that file is not an SQLite database: check the path in --db"
     if "unable to open database file" in text:
         return "cannot open the SQLite database file: check that the path and its directory exist and are readable"
     if "readonly database" in text:

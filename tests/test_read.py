@@ -211,6 +211,11 @@ def test_a_foreign_sqlite_file_is_refused_and_left_as_it_was(tmp_path: Path) -> 
     with pytest.raises(DatabaseURLError, match="no database at"):
         open_store(f"sqlite:///{missing}")
     assert not missing.exists()
+    notes = tmp_path / "notes.db"  # not SQLite at all
+    notes.write_bytes(b"observing log, night 3: seeing 0.8 arcsec\n" * 200)
+    with pytest.raises(NotACaptureDatabase, match="is not an SQLite database file"):
+        open_store(f"sqlite:///{notes}")
+    assert notes.read_bytes().startswith(b"observing log")
 
 
 async def test_a_postgresql_database_without_our_tables_is_refused_untouched(pg_server) -> None:

@@ -54,7 +54,13 @@ async def check_readable(db: Database, placement: Placement) -> str:
         sqlite_path(db)  # names a directory, or an in-memory URL, as such
         raise DatabaseURLError(f"no database at {db.path!r}: capture a run first (cmbagent-events demo), "
                                "or pass the database URL (--db / CMBAGENT_EVENTS_DB_URL)")
-    revision = await stored_revision(db, placement)
+    try:
+        revision = await stored_revision(db, placement)
+    except Exception as exc:  # (sqlite3's DatabaseError: that module is imported only where it is used)
+        if not db.is_sqlite or "file is not a database" not in str(exc):
+            raise
+        raise NotACaptureDatabase(f"{db.path!r} is not an SQLite database file: check the path "
+                                  "(--db / CMBAGENT_EVENTS_DB_URL)") from None
     hint = ("check the URL, or where our tables are: a prefix (--table-prefix / CMBAGENT_EVENTS_TABLE_PREFIX) "
             "or a schema (--db-schema / CMBAGENT_EVENTS_DB_SCHEMA)")
     if revision is None:
