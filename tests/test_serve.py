@@ -327,6 +327,11 @@ async def test_api_cost_per_agent_and_model(server, db_url) -> None:
         assert status == 400 and "by must be one of agent, model, step, node" in body
         status, body = await _get(session, f"{server.url}/api/runs/00000000-0000-0000-0000-000000000000/cost")
         assert status == 404 and "no run" in body
+        for path in ("", "/cost", "/events"):  # a unique prefix names the run everywhere
+            status, body = await _get(session, f"{server.url}/api/runs/{run_id[:20]}{path}")
+            assert status == 200, (path, body)
+        status, body = await _get(session, f"{server.url}/api/runs/{run_id[:20]}")
+        assert body["run"]["id"] == run_id
 
 
 async def test_api_diff_names_the_first_divergence(server, db_url) -> None:

@@ -229,9 +229,15 @@ async def _close_orphans(state: _State) -> None:
 
 
 async def _get_run_or_404(request: web.Request):
-    run = await request.app[STATE].reader.get_run(request.match_info["run_id"])  # type: ignore[union-attr]
+    """The run named in the path: its id or a unique prefix of it (as /cost and /api/diff take)."""
+    reader = request.app[STATE].reader
+    wanted = request.match_info["run_id"]
+    run = await reader.get_run(wanted)  # type: ignore[union-attr]
     if run is None:
-        raise web.HTTPNotFound(text=f"no run {request.match_info['run_id']!r}\n")
+        found = await reader.matching_run_ids(wanted)  # type: ignore[union-attr]
+        run = await reader.get_run(found[0]) if len(found) == 1 else None  # type: ignore[union-attr]
+    if run is None:
+        raise web.HTTPNotFound(text=f"no run {wanted!r}\n")
     return run
 
 
