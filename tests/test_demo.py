@@ -78,6 +78,7 @@ def test_planning_and_control(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     _check_printed(out, run_id)
     assert "handoff _Group_Tool_Executor -> summarizer [OnCondition]" in out
     assert "manager broadcast messages not shown" in out
+    assert f"`cmbagent-events --db {url} show {run_id}`" in out  # the hint works as printed: its database
 
     # The three steps: one agent_call row each, opened and completed by the callbacks, under its context.
     steps = _query(path, "SELECT json_extract(meta, '$.workflow_step'), agent_name, step_id, node_id, status, "

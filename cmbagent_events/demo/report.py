@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shlex
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from ..config import DEFAULT_DB_URL
 from ..render import run_header, tree_lines
 from ..store.database import make_engine
 from ..store.repositories import EventRepository, WorkflowRepository
@@ -42,8 +45,10 @@ async def report_lines(db_url: str, run_id: str, session_id: str = "default", *,
         hidden, events = len(events) - len(shown), shown
     lines = [run_header(row) if row is not None else f"run {run_id} (not found)", *tree_lines(events)]
     if hidden:
+        usual = os.environ.get("CMBAGENT_EVENTS_DB_URL", "").strip() or DEFAULT_DB_URL  # the CLI's default
+        where = "" if db_url == usual else f" --db {shlex.quote(db_url)}"
         lines.append(f"({hidden} manager broadcast messages not shown: run the demo with --all, or "
-                     f"`cmbagent-events show {run_id}` to see every event)")
+                     f"`cmbagent-events{where} show {run_id}` to see every event)")
     if files:
         lines.append("files:")
         lines.extend(f"  {f.file_path} ({f.file_type}, {f.size_bytes} bytes)" for f in files)
