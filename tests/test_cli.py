@@ -78,7 +78,7 @@ async def test_runs_show_and_export(db_url, capsys, tmp_path: Path) -> None:
     assert code == 0 and out == "" and len(target.read_text().splitlines()) == 6
 
 
-async def test_errors_are_one_line_and_nothing_is_created(tmp_path: Path, sqlite_url, capsys) -> None:
+async def test_errors_are_one_line_and_nothing_is_created(tmp_path: Path, sqlite_url, capsys, monkeypatch) -> None:
     missing = tmp_path / "nope.db"
     code, _, err = await asyncio.to_thread(_run_cli, capsys, "--db", f"sqlite+aiosqlite:///{missing}", "runs")
     assert code == 1 and "no database at" in err and not missing.exists()
@@ -92,6 +92,9 @@ async def test_errors_are_one_line_and_nothing_is_created(tmp_path: Path, sqlite
         assert code == 1 and f"run {both!r} matches several runs: give more of it" in err, err
     code, _, err = await asyncio.to_thread(_run_cli, capsys, "--db", "mysql://x/y", "runs")
     assert code == 1 and "unsupported database backend" in err
+    monkeypatch.setenv("CMBAGENT_EVENTS_DB_URL", "mysql://x/y")  # the same, from the environment: said so
+    code, _, err = await asyncio.to_thread(_run_cli, capsys, "runs")
+    assert code == 1 and "unsupported database backend" in err and "(from CMBAGENT_EVENTS_DB_URL)" in err
     code, _, err = await asyncio.to_thread(_run_cli, capsys, "--db", sqlite_url, "serve", "--host", "0.0.0.0")
     assert code == 1 and "refusing to serve" in err and "--token" in err
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from ..config import DEFAULT_DB_URL
-from ..errors import ConfigError
+from ..errors import ConfigError, DatabaseURLError
 from .commands import (
     cmd_close_orphans,
     cmd_cost,
@@ -260,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, OSError) and exc.filename is not None:  # a file the command reads or writes
             print(f"cmbagent-events: cannot use {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_FAIL
-        print(f"cmbagent-events: {one_line(exc)}", file=sys.stderr)
+        from_env = not args.db_given and isinstance(exc, DatabaseURLError) and args.db != DEFAULT_DB_URL
+        print(f"cmbagent-events: {one_line(exc)}{' (from CMBAGENT_EVENTS_DB_URL)' if from_env else ''}",
+              file=sys.stderr)
         return EXIT_FAIL
 
