@@ -17,7 +17,7 @@ import pytest
 
 from cmbagent_events import CaptureConfig, capture_run
 from cmbagent_events.cli.main import main
-from cmbagent_events.errors import DatabaseURLError, NotACaptureDatabase, RunNotFound
+from cmbagent_events.errors import DatabaseURLError, EventNotFound, NotACaptureDatabase, RunNotFound
 from cmbagent_events.read import open_async_store, open_store
 
 FAST = CaptureConfig(buffer_size=50, flush_interval_ms=20)
@@ -139,6 +139,21 @@ async def test_runs_filters_prefix_and_tree(db_url: str) -> None:
     walk(roots)
     assert sorted(e["seq"] for e in flat) == [e["seq"] for e in events]
     assert any(node["children"] for node in roots)
+
+
+async def test_a_nul_in_an_id_or_a_filter_matches_nothing(db_url: str) -> None:
+    """PostgreSQL refuses a NUL in a text parameter; nothing stored holds one, so it matches nothing
+    (an empty list, or not found), on both databases alike, never the driver's error."""
+    one = await _run(db_url, task="nul filter")
+    async with open_async_store(db_url) as store:
+        assert await store.runs(limit=None, task_contains="nul\x00") == []
+        assert await store.runs(limit=None, mode="read_test\x00") == []
+        assert await store.events(one, agent="planner\x00") == []
+        with pytest.raises(RunNotFound):
+            await store.run(one[:8] + "\x00")
+        with pytest.raises(EventNotFound):
+            await store.llm_call("\x00")
+        assert [r["id"] for r in await store.runs(limit=None, task_contains="nul filter")] == [one]
 
 
 @pytest.mark.parametrize("zone", ["America/New_York", "Asia/Tokyo"])

@@ -309,6 +309,9 @@ async def test_api_runs_filters_pages_and_shows_cost(server, db_url) -> None:
         for bad in ("status=done", "since=yesterday", "limit=0", "offset=-1", "limit=x"):
             status, body = await _get(session, f"{server.url}/api/runs?{bad}")
             assert status == 400 and bad.split("=")[0] in body and "\n" not in body.strip(), bad
+        for path in ("/api/runs?q=%00", "/api/runs?mode=a%00b", "/api/runs/%00", "/api/events/%00/llm"):
+            status, body = await _get(session, f"{server.url}{path}")  # (PostgreSQL refuses a NUL: was a 500)
+            assert status == 400 and "NUL" in body, (path, status, body)
 
 
 async def test_api_cost_per_agent_and_model(server, db_url) -> None:

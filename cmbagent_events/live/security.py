@@ -93,6 +93,8 @@ def make_middleware(token: str | None):
         origin = request.headers.get("Origin")
         if origin and urlsplit(origin).netloc.lower() != request.host.lower():  # "null" too
             raise web.HTTPForbidden(text="cross-origin requests are refused\n")
+        if "\x00" in request.path or "\x00" in request.query_string or "%00" in request.raw_path:
+            raise web.HTTPBadRequest(text="a NUL character in the request: no run, event or filter holds one\n")
         response = await handler(request)
         if token is not None and request.query.get("token") and not response.prepared:
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")

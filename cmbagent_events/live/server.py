@@ -235,7 +235,9 @@ async def _get_run_or_404(request: web.Request):
     run = await reader.get_run(wanted)  # type: ignore[union-attr]
     if run is None:
         found = await reader.matching_run_ids(wanted)  # type: ignore[union-attr]
-        run = await reader.get_run(found[0]) if len(found) == 1 else None  # type: ignore[union-attr]
+        if len(found) > 1:
+            raise web.HTTPNotFound(text=f"run {wanted!r} matches several runs: give more of it\n")
+        run = await reader.get_run(found[0]) if found else None  # type: ignore[union-attr]
     if run is None:
         raise web.HTTPNotFound(text=f"no run {wanted!r}\n")
     return run

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import select, type_coerce
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import Text
 
 from ..errors import EventNotFound, RunNotFound
@@ -90,7 +91,14 @@ class AsyncStore:
     async def _rows(self, query: Any) -> list[Any]:
         await self.open()
         async with self._engine.connect() as conn:
-            return list((await conn.execute(query)).all())
+            try:
+                return list((await conn.execute(query)).all())
+            except DBAPIError as exc:
+                # PostgreSQL refuses a NUL in a text parameter (an id or filter typed by hand, a viewer
+                # query): no stored text holds one (the writer stores none), so nothing matches
+                if "0x00" not in str(exc):
+                    raise
+                return []
 
     # -- runs ------------------------------------------------------------------------------------------
     async def runs(self, limit: int | None = 50, *, offset: int = 0, status: str | None = None,
