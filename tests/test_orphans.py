@@ -175,3 +175,37 @@ async def test_a_run_closed_as_abandoned_that_finishes_gets_its_true_totals(db_u
     row = await _run_row(db_url, run.run_id)
     assert row.status == "completed" and row.total_events == 15 and row.dropped_events == 0
     assert "abandoned" not in row.meta
+
+
+CALLING_MODELS = """
+import sys, time
+from cmbagent_events import CaptureConfig, capture_run_sync
+with capture_run_sync(sys.argv[1], config=CaptureConfig(flush_interval_ms=20), hooks=False) as run:
+    for i in range(7):
+        run.capture_llm_call("analyst", "gpt-4o", 100 + i, 10 + i, cost=0.001 * (i + 1), cached_tokens=i or None)
+    assert run.flush_sync(60)
+    print(run.run_id, flush=True)
+    while True:
+        time.sleep(1)
+"""
+
+
+async def test_an_abandoned_run_keeps_its_tokens_and_cost(db_url: str, tmp_path: Path) -> None:
+    """A run's usage totals are written by its close; a killed run never closes, so the closer sums
+    them from its stored model calls: lists, the viewer and the OTLP export show them."""
+    from cmbagent_events.read import open_async_store
+
+    child, run_id = start_child_run(tmp_path, CALLING_MODELS, db_url)
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=60)
+    engine = make_engine(db_url)
+    try:
+        assert [c.run_id for c in await close_orphans(engine)] == [run_id]
+    finally:
+        await engine.dispose()
+    async with open_async_store(db_url) as store:
+        (row,) = [r for r in await store.runs(limit=None) if r["id"] == run_id]
+        total = await store.cost_total(run_id)
+    assert row["status"] == "abandoned" and row["llm_calls"] == 7 == total["calls"]
+    assert row["total_tokens"] == sum(110 + 2 * i for i in range(7)) == total["total_tokens"]
+    assert row["cost"] == pytest.approx(0.028) and row["meta"]["usage"]["cached_tokens"] == 21

@@ -11,7 +11,8 @@ sidecar in the same pod: same hostname, its own pids) cannot see the process, so
 Closing one is a conditional update (``WHERE status = 'running'``, so a run finishing at that
 moment wins): status ``abandoned``, ``completed_at`` = the last sign of life, ``total_events`` =
 max seq + 1 and ``dropped_events`` = the seqs in that range never stored (what the dead process
-still held), with ``meta.abandoned`` saying why.
+still held), with ``meta.abandoned`` saying why, and ``meta.usage`` (tokens and cost, which a run's
+close writes) summed from its stored model calls.
 """
 
 from __future__ import annotations
@@ -97,6 +98,25 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
+USAGE_TOTALS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "cached_tokens", "reasoning_tokens")
+
+
+def stored_usage(outputs: Any) -> dict[str, Any]:
+    """A run's usage totals (as its close writes them in ``meta.usage``) summed from its stored
+    llm_call events' outputs (``{"usage": {...}}``)."""
+    totals: dict[str, Any] = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cost": 0.0}
+    for output in outputs:
+        totals["calls"] += 1
+        usage = output.get("usage") if isinstance(output, dict) else None
+        if not isinstance(usage, dict):
+            continue
+        for name in USAGE_TOTALS:
+            value = usage.get(name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                totals[name] = totals.get(name, 0) + value
+    return totals
+
+
 @dataclass(frozen=True)
 class ClosedRun:
     run_id: str
@@ -161,6 +181,10 @@ async def close_orphans(engine: AsyncEngine, *, stale_after_s: float = DEFAULT_S
                 continue
             meta = dict(run.meta) if isinstance(run.meta, dict) else {}
             meta["abandoned"] = {"reason": reason, "closed_at": now.isoformat(), "never_stored": dropped}
+            if not isinstance(meta.get("usage"), dict):  # (the run's close writes it: it never came)
+                outputs = (await session.scalars(select(ExecutionEvent.outputs).where(
+                    ExecutionEvent.run_id == run.id, ExecutionEvent.event_type == "llm_call"))).all()
+                meta["usage"] = stored_usage(outputs)
             await session.execute(
                 update(WorkflowRun).where(WorkflowRun.id == run.id, WorkflowRun.status == "running")
                 .values(status="abandoned", completed_at=last_seen or now, total_events=total,
