@@ -166,3 +166,49 @@ async def test_read_only_sqlite_at_entry_spills(read_only_disk: Path, tmp_path: 
             run.capture_tool_call("a", "t", {"i": i})
     assert len(_spilled_events(tmp_path / "spill", run.run_id)) == 100
     assert os.listdir(read_only_disk) == []
+
+
+async def test_a_replay_cut_short_can_be_run_again(db_url: str, tmp_path: Path) -> None:
+    """Replaying a spill file leaves out what the database holds: a replay cut off after part of it
+    (here: the later rows deleted again) is run again and stores exactly what is missing; a third run
+    writes nothing. The spill holds events, messages and model calls whole."""
+    from sqlalchemy import delete
+
+    from cmbagent_events import make_engine
+    from cmbagent_events.store.models import ExecutionEvent, LlmContent, Message
+    from cmbagent_events.writer.spill import replay
+
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{_free_port()}/nobody"
+    async with capture_run(url, config=FAST.replace(close_timeout_s=1, buffer_size=10), hooks=False) as run:
+        history: list[dict[str, Any]] = []
+        for i in range(40):
+            run.capture_message("a", "b", f"turn {i}")
+            history.append({"role": "user", "content": f"turn {i}"})
+            run.capture_llm_call("a", "gpt-4o", 10, 2, request={"model": "gpt-4o", "messages": history},
+                                 response={"choices": [{"message": {"role": "assistant", "content": f"r{i}"}}]})
+    (spill,) = (tmp_path / "spill").glob(f"{run.run_id}*.jsonl")
+    kept = spill.read_bytes()
+    assert await replay(spill, db_url) == 80
+    engine = make_engine(db_url)
+    try:
+        async with engine.begin() as conn:  # as if the first replay had stopped half way
+            await conn.execute(delete(ExecutionEvent).where(ExecutionEvent.run_id == run.run_id,
+                                                           ExecutionEvent.seq >= 50))
+            await conn.execute(delete(Message).where(Message.run_id == run.run_id,
+                                                     Message.content >= "turn 30"))
+            await conn.execute(delete(LlmContent).where(LlmContent.run_id == run.run_id, LlmContent.ordinal >= 60))
+    finally:
+        await engine.dispose()
+    spill.write_bytes(kept)
+    assert await replay(spill, db_url) == 30
+    spill.write_bytes(kept)
+    assert await replay(spill, db_url) == 0
+    row, seqs = await stored_run(db_url, run.run_id)
+    assert seqs == list(range(80)) and row.total_events == 80 and row.dropped_events == 0
+    from cmbagent_events.read import open_async_store
+
+    async with open_async_store(db_url) as store:
+        calls = await store.llm_calls(run.run_id)
+    assert len(calls) == 40 and all(c["replayable"] for c in calls)
+    assert calls[-1]["request"]["messages"] == history
+    assert calls[-1]["response"]["choices"][0]["message"]["content"] == "r39"

@@ -4,7 +4,8 @@ When a run closes and its writer still cannot reach the database within the clos
 rows it holds (the run row, the batch in hand, everything still queued, and the run's closing
 values) are written, already sanitised, as JSON lines to ``<spill_dir>/<run_id>.jsonl`` instead of
 being lost. ``cmbagent-events replay FILE`` (or :func:`replay`) writes them into a database later,
-in one transaction per line; a replayed file is renamed ``*.replayed``.
+in one transaction per line, leaving out the rows the database holds already (a replay cut short
+can be run again); a replayed file is renamed ``*.replayed``.
 
 Each line is one :class:`~cmbagent_events.store.sink.Batch` (rows in store/columns.py order):
 ``{"run_insert": [...] | null, "events": [[...]], "updates": [...], "messages": [...],
@@ -15,12 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..store.columns import Event, FileRow, MessageRow, Run, RunFinish, Update
+from ..store.columns import Event, FileRow, LlmCallRow, LlmContentRow, MessageRow, Run, RunFinish, Update
 from ..store.database import resolve_db
 from ..store.placement import Placement
 from ..store.schema import migrate
@@ -112,7 +113,8 @@ def read_spill(path: Path, sink: Sink) -> list[Batch]:
 
 async def replay(path: str | Path, db_url: str, placement: Placement | None = None) -> int:
     """Write a spill file into ``db_url`` (tables placed by ``placement``, default from the
-    environment); returns the number of event rows written."""
+    environment); returns the number of event rows written. Rows the database holds already are
+    left out, so a replay cut short (or run twice) can be run again: it writes what is missing."""
     url = resolve_db(db_url)
     placement = Placement.from_env() if placement is None else placement
     await migrate(url, placement)
@@ -120,10 +122,71 @@ async def replay(path: str | Path, db_url: str, placement: Placement | None = No
     await sink.open()
     written = 0
     try:
-        for batch in read_spill(Path(path), sink):
-            await sink.write(batch)
+        batches = read_spill(Path(path), sink)
+        missing = await _not_stored(url, placement, batches)
+        for batch in map(missing, batches):
+            if not batch.is_empty():
+                await sink.write(batch)
             written += len(batch.events)
     finally:
         await sink.close()
     Path(path).rename(Path(str(path) + ".replayed"))
     return written
+
+
+async def _not_stored(url: Any, placement: Placement, batches: list[Batch]) -> Callable[[Batch], Batch]:
+    """What of a batch the database does not hold yet: its rows whose keys are not stored (events,
+    messages, files and model calls by id, model-call contents by run and ordinal, the run row)."""
+    from sqlalchemy import select, tuple_
+
+    from ..store.database import make_engine
+    from ..store.models import models_for
+
+    m = models_for(placement)
+    runs = {row[Run.id] for b in batches if (row := b.run_insert) is not None}
+    wanted = {  # table key -> the keys the file holds
+        "events": {row[Event.id] for b in batches for row in b.events},
+        "messages": {row[MessageRow.id] for b in batches for row in b.messages},
+        "files": {row[FileRow.id] for b in batches for row in b.files},
+        "llm_calls": {row[LlmCallRow.event_id] for b in batches for row in b.llm_calls},
+    }
+    columns = {"events": m.ExecutionEvent.id, "messages": m.Message.id, "files": m.File.id,
+               "llm_calls": m.LlmCall.event_id}
+    contents = {(row[LlmContentRow.run_id], row[LlmContentRow.ordinal]) for b in batches for row in b.llm_contents}
+    stored: dict[str, set[Any]] = {}
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            for name, keys in wanted.items():
+                stored[name] = set()
+                for chunk in _chunks(sorted(keys)):
+                    stored[name].update((await conn.execute(select(columns[name]).where(columns[name].in_(chunk))))
+                                        .scalars())
+            stored["runs"] = set((await conn.execute(select(m.WorkflowRun.id).where(
+                m.WorkflowRun.id.in_(sorted(runs))))).scalars()) if runs else set()
+            stored["contents"] = set()
+            for chunk in _chunks(sorted(contents)):
+                pairs = select(m.LlmContent.run_id, m.LlmContent.ordinal).where(
+                    tuple_(m.LlmContent.run_id, m.LlmContent.ordinal).in_(chunk))
+                stored["contents"].update(map(tuple, (await conn.execute(pairs)).all()))
+    finally:
+        await engine.dispose()
+
+    def missing(batch: Batch) -> Batch:
+        run_insert = batch.run_insert
+        return Batch(
+            events=[r for r in batch.events if r[Event.id] not in stored["events"]],
+            updates=batch.updates,  # (updates and the run's close are idempotent)
+            messages=[r for r in batch.messages if r[MessageRow.id] not in stored["messages"]],
+            files=[r for r in batch.files if r[FileRow.id] not in stored["files"]],
+            llm_calls=[r for r in batch.llm_calls if r[LlmCallRow.event_id] not in stored["llm_calls"]],
+            llm_contents=[r for r in batch.llm_contents
+                          if (r[LlmContentRow.run_id], r[LlmContentRow.ordinal]) not in stored["contents"]],
+            run_insert=None if run_insert is None or run_insert[Run.id] in stored["runs"] else run_insert,
+            run_finish=batch.run_finish)
+    return missing
+
+
+def _chunks(keys: list[Any], size: int = 500) -> Iterable[list[Any]]:
+    for start in range(0, len(keys), size):
+        yield keys[start:start + size]
