@@ -198,6 +198,9 @@ class Conversations:
         return out
 
 
+AFTER_FAILURE_WAIT_S = 1.0  # a run's close waits no longer for its last spans once an export failed
+
+
 class OtlpForwarder:
     """Forwards one run's committed batches to OTLP as they commit (see the module doc).
 
@@ -343,7 +346,10 @@ class OtlpForwarder:
     # -- closing ---------------------------------------------------------------------------------------
     def close(self, timeout: float = 10.0) -> bool:
         """Wait (at most ``timeout`` s) until the last spans are sent; call after the writer stopped
-        (its final ``on_commit(None)``). True when everything queued was sent or counted."""
+        (its final ``on_commit(None)``). True when everything queued was sent or counted. Once an
+        export has failed (the endpoint is down) it waits at most ``AFTER_FAILURE_WAIT_S``."""
+        if self.dropped["export_failed"]:
+            timeout = min(timeout, AFTER_FAILURE_WAIT_S)
         self._thread.join(timeout)
         if self.failure is not None:
             return False

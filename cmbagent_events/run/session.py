@@ -151,6 +151,8 @@ class RunSession:
 
 
 OTLP_CLOSE_TIMEOUT_S = 10.0  # longest a run's exit waits for its last spans to reach the OTLP endpoint
+LIVE_EXPORT_TIMEOUT_S = 3.0  # one live export's deadline (the exporter's default, 10 s, held every run's exit)
+OTEL_TIMEOUTS = ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
 
 
 def _otlp_forwarder(endpoint: str, run_id: str, writer: BatchWriter | ProcessWriter) -> Any:
@@ -160,7 +162,10 @@ def _otlp_forwarder(endpoint: str, run_id: str, writer: BatchWriter | ProcessWri
     except ImportError as exc:
         raise ConfigError("CMBAGENT_EVENTS_OTLP_ENDPOINT is set but the [otel] extra is not installed: "
                           f"pip install 'cmbagent-events[otel]' ({exc})") from None
-    forwarder = OtlpForwarder(make_exporter(endpoint), run_id)
+    # a request's deadline (retries included): a run's close waits for its last spans at most this long
+    # when the endpoint is down (OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT, when set, decides instead)
+    timeout = None if any(map(os.environ.get, OTEL_TIMEOUTS)) else LIVE_EXPORT_TIMEOUT_S
+    forwarder = OtlpForwarder(make_exporter(endpoint, timeout=timeout), run_id)
     writer.add_commit_listener(forwarder.on_commit)
     return forwarder
 
