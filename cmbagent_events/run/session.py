@@ -59,7 +59,7 @@ class RunSession:
 
     async def start(self) -> EventCaptureManager:
         cfg = self.config
-        run_id = new_run_id()
+        run_id, started_ns = new_run_id(), time.time_ns()  # together: runs sort alike by id and by start
         if not cfg.enabled:  # capture off: a run that records nothing, no database touched
             self.session_id = await _off_this_loop(fit_text, self.session_id, RUN_WIDTHS["session_id"]) or "default"
             self.run = EventCaptureManager(run_id, self.session_id, config=cfg, enabled=False)
@@ -84,7 +84,7 @@ class RunSession:
         first_row = await _off_this_loop(
             run_row, cfg, sink.timestamp, run_id=run_id, session_id=self.session_id,
             task_description=self.task_description, mode=self.mode, agent=self.agent, model=self.model,
-            started_ns=time.time_ns(), meta=meta)
+            started_ns=started_ns, meta=meta)
         self.session_id = first_row[Run.session_id]
         process = cfg.writer == "process"
         bus = EventBus(cfg.queue_size, min(cfg.buffer_size, HANDOFF_BATCH) if process else cfg.buffer_size,
