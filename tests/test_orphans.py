@@ -209,3 +209,20 @@ async def test_an_abandoned_run_keeps_its_tokens_and_cost(db_url: str, tmp_path:
     assert row["status"] == "abandoned" and row["llm_calls"] == 7 == total["calls"]
     assert row["total_tokens"] == sum(110 + 2 * i for i in range(7)) == total["total_tokens"]
     assert row["cost"] == pytest.approx(0.028) and row["meta"]["usage"]["cached_tokens"] == 21
+
+
+async def test_closing_a_run_whose_spill_file_waits_says_how_to_replay_it(
+        db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that spilled (SIGTERM or a close during an outage) and then died shows as abandoned
+    until its spill file is replayed: closing it names the file and the command."""
+    child, run_id = start_child_run(tmp_path, CAPTURING, db_url)
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=60)
+    spill = tmp_path / "spill" / f"{run_id}.jsonl"
+    spill.parent.mkdir(exist_ok=True)
+    spill.write_text("")  # (its content does not matter here: test_outage replays real ones)
+    monkeypatch.setenv("CMBAGENT_EVENTS_SPILL_DIR", str(spill.parent))
+    assert await asyncio.to_thread(cli_main, ["close-orphans", "--db", db_url]) == 0
+    out = capsys.readouterr().out
+    assert f"closed {run_id} as abandoned" in out
+    assert f"its spill file is waiting: cmbagent-events replay {spill}" in out

@@ -17,6 +17,7 @@ from .reading import (
     open_store,
     pages,
     resolve_run,
+    spill_hint,
     with_reader,
     with_store,
 )
@@ -297,6 +298,9 @@ def cmd_close_orphans(args: argparse.Namespace) -> int:
         for run in closed:
             print(f"{verb} {run.run_id} as abandoned ({run.reason}): {run.total_events} events, "
                   f"{run.dropped_events} never stored")
+            hint = spill_hint(run.run_id)
+            if hint:
+                print(f"  {hint}")
         if not closed:
             print("no orphaned runs")
         return EXIT_OK

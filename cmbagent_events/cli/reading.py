@@ -103,9 +103,22 @@ async def close_orphans_quietly(reader) -> None:
     from ..store.orphans import close_orphans
 
     try:
-        await close_orphans(reader.engine, placement=reader.placement)
+        closed = await close_orphans(reader.engine, placement=reader.placement)
     except Exception as exc:  # e.g. a read-only database: still list what is there
         print(f"cmbagent-events: could not close orphaned runs: {exc}", file=sys.stderr)
+        return
+    for run in closed:
+        hint = spill_hint(run.run_id)
+        if hint:
+            print(f"cmbagent-events: run {run.run_id} closed as abandoned; {hint}", file=sys.stderr)
+
+
+def spill_hint(run_id: str) -> str | None:
+    """What to do with the run's spill file here (SIGTERM or close during an outage), if there is one."""
+    from ..writer.spill import spill_dir
+
+    path = spill_dir() / f"{run_id}.jsonl"
+    return f"its spill file is waiting: cmbagent-events replay {path}" if path.is_file() else None
 
 
 async def pages(reader, run_id: str, progress: Progress, size: int = 2000) -> AsyncIterator[list]:
