@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from ..records import USAGE_FIELDS
 from .placement import Placement
 
 if TYPE_CHECKING:
@@ -98,9 +99,6 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
-USAGE_TOTALS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "cached_tokens", "reasoning_tokens")
-
-
 def stored_usage(outputs: Any) -> dict[str, Any]:
     """A run's usage totals (as its close writes them in ``meta.usage``) summed from its stored
     llm_call events' outputs (``{"usage": {...}}``)."""
@@ -110,7 +108,7 @@ def stored_usage(outputs: Any) -> dict[str, Any]:
         usage = output.get("usage") if isinstance(output, dict) else None
         if not isinstance(usage, dict):
             continue
-        for name in USAGE_TOTALS:
+        for name in USAGE_FIELDS:
             value = usage.get(name)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 totals[name] = totals.get(name, 0) + value

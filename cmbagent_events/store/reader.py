@@ -55,11 +55,6 @@ class RunReader:
         runs = await self.list_runs(limit=1)
         return runs[0] if runs else None
 
-    async def resolve_run_id(self, prefix: str) -> str | None:
-        """The run id equal to ``prefix``, or the only one starting with it; None if none or ambiguous."""
-        ids = await self.matching_run_ids(prefix)
-        return ids[0] if len(ids) == 1 else None
-
     async def matching_run_ids(self, prefix: str) -> list[str]:
         """``[prefix]`` when it is a run id, else up to two run ids starting with it (two: ambiguous)."""
         async with self._sessions() as session:
