@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from .store.placement import Placement
 
 DEFAULT_DB_URL = "sqlite+aiosqlite:///cmbagent_events.db"
+
+
+def env_db_url(environ: Mapping[str, str] = os.environ) -> str:
+    """``$CMBAGENT_EVENTS_DB_URL`` when set (not blank), else the default SQLite file."""
+    return environ.get("CMBAGENT_EVENTS_DB_URL", "").strip() or DEFAULT_DB_URL
 BROADCAST_MODES = ("fold", "each")  # CMBAGENT_CAPTURE_BROADCASTS
 WRITERS = ("thread", "process")  # CMBAGENT_EVENT_WRITER: where a run's writer runs
 
@@ -123,7 +128,7 @@ class CaptureConfig:
             capture_messages=_bool(environ, "CMBAGENT_CAPTURE_MESSAGES", d.capture_messages),
             sample_rate=_float(environ, "CMBAGENT_EVENT_SAMPLE_RATE", d.sample_rate),
             track_perf=_bool(environ, "CMBAGENT_EVENT_TRACK_PERF", d.track_perf),
-            db_url=environ.get("CMBAGENT_EVENTS_DB_URL", "").strip() or d.db_url,
+            db_url=env_db_url(environ),
             queue_size=_int(environ, "CMBAGENT_EVENT_QUEUE_SIZE", d.queue_size),
             queue_max_bytes=_int(environ, "CMBAGENT_EVENT_QUEUE_MAX_BYTES", d.queue_max_bytes),
             flush_interval_ms=_int(environ, "CMBAGENT_EVENT_FLUSH_INTERVAL_MS", d.flush_interval_ms),

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from ..config import DEFAULT_DB_URL
+from ..config import DEFAULT_DB_URL, env_db_url
 from ..errors import ConfigError, DatabaseURLError
 from .commands import (
     cmd_close_orphans,
@@ -25,10 +25,6 @@ from .commands import (
     cmd_tail,
 )
 from .reading import EXIT_FAIL, EXIT_OK, CliError
-
-
-def default_db_url() -> str:
-    return os.environ.get("CMBAGENT_EVENTS_DB_URL", "").strip() or DEFAULT_DB_URL
 
 
 def _placement(args: argparse.Namespace):
@@ -237,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         args.demo_args = demo_args
     args.db_given = args.db is not None
     if args.db is None:
-        args.db = default_db_url()
+        args.db = env_db_url()
     try:
         args.placement = _placement(args)
         return args.func(args)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import shlex
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from ..config import DEFAULT_DB_URL
+from ..config import env_db_url
 from ..render import run_header, tree_lines
 from ..store.database import make_engine
 from ..store.repositories import EventRepository, WorkflowRepository
@@ -45,8 +44,7 @@ async def report_lines(db_url: str, run_id: str, session_id: str = "default", *,
         hidden, events = len(events) - len(shown), shown
     lines = [run_header(row) if row is not None else f"run {run_id} (not found)", *tree_lines(events)]
     if hidden:
-        usual = os.environ.get("CMBAGENT_EVENTS_DB_URL", "").strip() or DEFAULT_DB_URL  # the CLI's default
-        where = "" if db_url == usual else f" --db {shlex.quote(db_url)}"
+        where = "" if db_url == env_db_url() else f" --db {shlex.quote(db_url)}"  # (the CLI's default)
         lines.append(f"({hidden} manager broadcast messages not shown: run the demo with --all, or "
                      f"`cmbagent-events{where} show {run_id}` to see every event)")
     if files:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import DEFAULT_DB_URL
+from ..config import env_db_url
 from ..errors import DatabaseURLError, NotACaptureDatabase
 from ..store.database import (
     Database,
@@ -31,10 +31,7 @@ if TYPE_CHECKING:
 
 def database_for(db_url: str | None) -> Database:
     """``db_url``, else ``$CMBAGENT_EVENTS_DB_URL``, else the default SQLite file, validated."""
-    import os
-
-    url = db_url or os.environ.get("CMBAGENT_EVENTS_DB_URL", "").strip() or DEFAULT_DB_URL
-    return resolve_db(url)
+    return resolve_db(db_url or env_db_url())
 
 
 def our_revisions() -> set[str]:
