@@ -115,9 +115,9 @@ async def close_orphans_quietly(reader) -> None:
 
 def spill_hint(run_id: str) -> str | None:
     """What to do with the run's spill file here (SIGTERM or close during an outage), if there is one."""
-    from ..writer.spill import spill_dir
+    from ..writer.spill import spill_path
 
-    path = spill_dir() / f"{run_id}.jsonl"
+    path = spill_path(run_id)
     return f"its spill file is waiting: cmbagent-events replay {path}" if path.is_file() else None
 
 

@@ -42,6 +42,11 @@ def spill_dir() -> Path:
     return Path(os.environ.get("CMBAGENT_EVENTS_SPILL_DIR") or DEFAULT_SPILL_DIR)
 
 
+def spill_path(run_id: str, directory: Path | None = None) -> Path:
+    """Where run ``run_id`` spills, in ``directory`` (default: :func:`spill_dir`)."""
+    return (directory or spill_dir()) / f"{Path(run_id).name}.jsonl"  # run ids are UUIDs; .name keeps it inside
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -62,9 +67,8 @@ def write_spill(run_id: str, batches: Iterable[Batch], directory: Path | None = 
         }, default=_json_default))
     if not lines:
         return None
-    directory = directory or spill_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{Path(run_id).name}.jsonl"  # run ids are UUIDs; .name keeps it inside the dir
+    path = spill_path(run_id, directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
         handle.flush()
