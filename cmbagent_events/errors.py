@@ -54,6 +54,13 @@ class ServeError(CaptureError, ValueError):
 class RunNotFound(CaptureError, LookupError):
     """No run with that id in the database."""
 
+    @classmethod
+    def named(cls, run_id: str, several: bool) -> RunNotFound:
+        """Said one way by every reader: ``run_id`` (an id or its prefix) matched no run, or ``several``."""
+        if several:
+            return cls(f"run {run_id!r} matches several runs: give more of it (list them with cmbagent-events runs)")
+        return cls(f"no run {run_id!r} in this database (list them with cmbagent-events runs)")
+
 
 class ReplayDivergence(CaptureError):
     """A replayed run asked a model for something the recorded run never asked (see replay.py):

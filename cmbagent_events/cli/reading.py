@@ -90,11 +90,11 @@ async def resolve_run(reader, run_id: str | None) -> str:
         if run is None:
             raise CliError("no runs in this database yet")
         return run.id
+    from ..errors import RunNotFound
+
     found = await reader.matching_run_ids(run_id)
-    if len(found) > 1:  # the read API's words (Store.run)
-        raise CliError(f"run {run_id!r} matches several runs: give more of it (list them with cmbagent-events runs)")
-    if not found:
-        raise CliError(f"no run {run_id!r} in this database (list them with cmbagent-events runs)")
+    if len(found) != 1:
+        raise CliError(str(RunNotFound.named(run_id, several=bool(found))))
     return found[0]
 
 

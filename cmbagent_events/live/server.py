@@ -184,8 +184,8 @@ async def _api_cost(request: web.Request) -> web.Response:
     by = _choice_query(request, "by", rollup.GROUPINGS) or "agent"
     try:
         rows = await request.app[STATE].store.cost(request.match_info["run_id"], by)  # type: ignore[union-attr]
-    except RunNotFound:
-        raise web.HTTPNotFound(text=f"no run {request.match_info['run_id']!r}\n") from None
+    except RunNotFound as exc:  # (an ambiguous prefix said so, as on every run path)
+        raise web.HTTPNotFound(text=f"{exc}\n") from None
     return web.json_response({"by": by, "rows": rows, "total": rollup.total(rows)}, dumps=dumps)
 
 
@@ -235,11 +235,9 @@ async def _get_run_or_404(request: web.Request):
     run = await reader.get_run(wanted)  # type: ignore[union-attr]
     if run is None:
         found = await reader.matching_run_ids(wanted)  # type: ignore[union-attr]
-        if len(found) > 1:
-            raise web.HTTPNotFound(text=f"run {wanted!r} matches several runs: give more of it\n")
-        run = await reader.get_run(found[0]) if found else None  # type: ignore[union-attr]
-    if run is None:
-        raise web.HTTPNotFound(text=f"no run {wanted!r}\n")
+        run = await reader.get_run(found[0]) if len(found) == 1 else None  # type: ignore[union-attr]
+        if run is None:
+            raise web.HTTPNotFound(text=f"{RunNotFound.named(wanted, several=len(found) > 1)}\n")
     return run
 
 

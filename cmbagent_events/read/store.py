@@ -145,8 +145,7 @@ class AsyncStore:
             rows = await self._rows(select(*columns).where(run.id.like(escape_like(run_id) + "%", escape="\\"))
                                     .limit(2))
         if len(rows) != 1:
-            detail = "matches several runs: give more of it" if rows else "is not in this database"
-            raise RunNotFound(f"run {run_id!r} {detail} (list them with cmbagent-events runs)")
+            raise RunNotFound.named(run_id, several=bool(rows))
         return run_dict(rows[0])
 
     async def run_id(self, run_id: str) -> str:
