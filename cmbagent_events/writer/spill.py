@@ -14,6 +14,7 @@ Each line is one :class:`~cmbagent_events.store.sink.Batch` (rows in store/colum
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -138,56 +139,51 @@ async def replay(path: str | Path, db_url: str, placement: Placement | None = No
     return written
 
 
+# a batch's row lists, and the key that names a row in its table: (field, model, ((position, column), ...))
+_KEYS = (
+    ("events", "ExecutionEvent", ((Event.id, "id"),)),
+    ("messages", "Message", ((MessageRow.id, "id"),)),
+    ("files", "File", ((FileRow.id, "id"),)),
+    ("llm_calls", "LlmCall", ((LlmCallRow.event_id, "event_id"),)),
+    ("llm_contents", "LlmContent", ((LlmContentRow.run_id, "run_id"), (LlmContentRow.ordinal, "ordinal"))),
+)
+
+
 async def _not_stored(url: Any, placement: Placement, batches: list[Batch]) -> Callable[[Batch], Batch]:
-    """What of a batch the database does not hold yet: its rows whose keys are not stored (events,
-    messages, files and model calls by id, model-call contents by run and ordinal, the run row)."""
+    """What of a batch the database does not hold yet: its rows whose keys are not stored (the
+    tables' keys, :data:`_KEYS`, and the run row's id); updates and the run's close are idempotent."""
     from sqlalchemy import select, tuple_
 
     from ..store.database import make_engine
     from ..store.models import models_for
 
-    m = models_for(placement)
-    runs = {row[Run.id] for b in batches if (row := b.run_insert) is not None}
-    wanted = {  # table key -> the keys the file holds
-        "events": {row[Event.id] for b in batches for row in b.events},
-        "messages": {row[MessageRow.id] for b in batches for row in b.messages},
-        "files": {row[FileRow.id] for b in batches for row in b.files},
-        "llm_calls": {row[LlmCallRow.event_id] for b in batches for row in b.llm_calls},
-    }
-    columns = {"events": m.ExecutionEvent.id, "messages": m.Message.id, "files": m.File.id,
-               "llm_calls": m.LlmCall.event_id}
-    contents = {(row[LlmContentRow.run_id], row[LlmContentRow.ordinal]) for b in batches for row in b.llm_contents}
-    stored: dict[str, set[Any]] = {}
+    models = models_for(placement)
+    run_ids = sorted({row[Run.id] for b in batches if (row := b.run_insert) is not None})
+    stored: dict[str, set[tuple[Any, ...]]] = {}
     engine = make_engine(url)
     try:
         async with engine.connect() as conn:
-            for name, keys in wanted.items():
+            for name, model, key in _KEYS:
+                columns = [getattr(getattr(models, model), column) for _, column in key]
+                held = sorted({tuple(row[p] for p, _ in key) for b in batches for row in getattr(b, name)})
                 stored[name] = set()
-                for chunk in _chunks(sorted(keys)):
-                    stored[name].update((await conn.execute(select(columns[name]).where(columns[name].in_(chunk))))
-                                        .scalars())
-            stored["runs"] = set((await conn.execute(select(m.WorkflowRun.id).where(
-                m.WorkflowRun.id.in_(sorted(runs))))).scalars()) if runs else set()
-            stored["contents"] = set()
-            for chunk in _chunks(sorted(contents)):
-                pairs = select(m.LlmContent.run_id, m.LlmContent.ordinal).where(
-                    tuple_(m.LlmContent.run_id, m.LlmContent.ordinal).in_(chunk))
-                stored["contents"].update(map(tuple, (await conn.execute(pairs)).all()))
+                for chunk in _chunks(held):
+                    where = (columns[0].in_([k[0] for k in chunk]) if len(columns) == 1
+                             else tuple_(*columns).in_(chunk))
+                    stored[name].update(map(tuple, (await conn.execute(select(*columns).where(where))).all()))
+            run = models.WorkflowRun.id
+            stored_runs = set((await conn.execute(select(run).where(run.in_(run_ids)))).scalars()) if run_ids else set()
     finally:
         await engine.dispose()
 
     def missing(batch: Batch) -> Batch:
+        rows: dict[str, Any] = {
+            name: [r for r in getattr(batch, name) if tuple(r[p] for p, _ in key) not in stored[name]]
+            for name, _, key in _KEYS}
         run_insert = batch.run_insert
-        return Batch(
-            events=[r for r in batch.events if r[Event.id] not in stored["events"]],
-            updates=batch.updates,  # (updates and the run's close are idempotent)
-            messages=[r for r in batch.messages if r[MessageRow.id] not in stored["messages"]],
-            files=[r for r in batch.files if r[FileRow.id] not in stored["files"]],
-            llm_calls=[r for r in batch.llm_calls if r[LlmCallRow.event_id] not in stored["llm_calls"]],
-            llm_contents=[r for r in batch.llm_contents
-                          if (r[LlmContentRow.run_id], r[LlmContentRow.ordinal]) not in stored["contents"]],
-            run_insert=None if run_insert is None or run_insert[Run.id] in stored["runs"] else run_insert,
-            run_finish=batch.run_finish)
+        if run_insert is not None and run_insert[Run.id] in stored_runs:
+            run_insert = None
+        return dataclasses.replace(batch, run_insert=run_insert, **rows)
     return missing
 
 
